@@ -1,0 +1,41 @@
+"""ClusterUCB Studio: the Streamlit entry point (navigation + workspace sidebar).
+
+Run with `make run` (or `streamlit run app.py`). Each workflow step is a page in pages/;
+they are thin: read the workspace, call the engine (clusterucb_core), render.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent
+if str(_ROOT) not in sys.path:  # clusterucb_app/ lives next to this file
+    sys.path.insert(0, str(_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from clusterucb_app import ui  # noqa: E402
+
+st.set_page_config(page_title="ClusterUCB Studio", page_icon="🎯", layout="wide")
+
+PAGES = [
+    st.Page(str(_ROOT / "pages" / "1_pool.py"), title="1 · Pool", icon="📚", url_path="pool",
+            default=True),
+    st.Page(str(_ROOT / "pages" / "2_target.py"), title="2 · Target", icon="🎯",
+            url_path="target"),
+    st.Page(str(_ROOT / "pages" / "3_features.py"), title="3 · Model & Features", icon="🧮",
+            url_path="features"),
+    st.Page(str(_ROOT / "pages" / "4_clusters.py"), title="4 · Clusters", icon="🗺️",
+            url_path="clusters"),
+    st.Page(str(_ROOT / "pages" / "5_rounds.py"), title="5 · UCB Rounds", icon="🎰",
+            url_path="rounds"),
+    st.Page(str(_ROOT / "pages" / "6_export.py"), title="6 · Curate & Export", icon="📦",
+            url_path="export"),
+]
+
+nav = st.navigation(PAGES)
+with st.sidebar:
+    st.markdown("## ClusterUCB Studio")
+ui.sidebar()
+nav.run()

@@ -1,0 +1,201 @@
+"""What the app remembers about a workspace, kept in the workspace itself.
+
+`workspace.json` holds, besides the lead's `name`/`version`:
+
+    "pool":     {"path": str, "format": "auto"|..., "shape": "auto"|...}
+    "target":   {"path": str, "kind": "auto"|..., "trim": bool}
+    "settings": {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
+                 "features": FeatureSpec (reward features), "cluster_features": FeatureSpec,
+                 "cluster": ClusterSpec, "selection": SelectionSpec}   (as dicts)
+
+Paths are stored as given; relative ones resolve against the workspace, then the repository.
+Loaders here are cached by file identity (path, size, mtime) so reruns are instant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from clusterucb_core import config
+from clusterucb_core.config import (ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
+                                    SelectionSpec, WarmupSpec)
+from clusterucb_core.workspace import Workspace
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SPEC_CLASSES: dict[str, type] = {
+    "model": ModelSpec,
+    "lora": LoraSpec,
+    "warmup": WarmupSpec,
+    "features": FeatureSpec,
+    "cluster_features": FeatureSpec,
+    "cluster": ClusterSpec,
+    "selection": SelectionSpec,
+}
+
+# Defaults that make the bundled demo quick on a laptop CPU (the paper's values stay one
+# click away in the forms).
+DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
+    "model": {"max_length": 256},
+    "warmup": {"fraction": 0.05, "epochs": 1, "learning_rate": 2e-4},
+    "features": {"kind": "gradient", "mode": "adam", "dim": 1024},
+    "cluster_features": {"kind": "hidden", "mode": "sgd", "dim": 1024},
+    "cluster": {"k": 12},
+    "selection": {},
+}
+
+
+def resolve(ws: Workspace, path: str | Path) -> Path:
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    for base in (ws.root, ROOT, Path.cwd()):
+        if (base / p).exists():
+            return (base / p).resolve()
+    return (ROOT / p).resolve()
+
+
+# ---------------------------------------------------------------------------------------------
+# references and settings
+# ---------------------------------------------------------------------------------------------
+
+def pool_ref(ws: Workspace) -> dict[str, Any] | None:
+    ref = ws.meta().get("pool")
+    if isinstance(ref, str):
+        ref = {"path": ref}
+    return ref or None
+
+
+def set_pool_ref(ws: Workspace, path: str | Path, format: str = "auto",
+                 shape: str = "auto") -> None:
+    ws.update_meta(pool={"path": str(path), "format": format, "shape": shape})
+
+
+def target_ref(ws: Workspace) -> dict[str, Any] | None:
+    ref = ws.meta().get("target")
+    if isinstance(ref, str):
+        ref = {"path": ref}
+    return ref or None
+
+
+def set_target_ref(ws: Workspace, path: str | Path, kind: str = "auto",
+                   trim: bool = False) -> None:
+    ws.update_meta(target={"path": str(path), "kind": kind, "trim": bool(trim)})
+
+
+def settings(ws: Workspace, name: str) -> Any:
+    """The spec last used for `name` in this workspace (defaults when none was saved)."""
+    cls = SPEC_CLASSES[name]
+    saved = (ws.meta().get("settings") or {}).get(name) or {}
+    known = {f.name for f in dataclasses.fields(cls)}
+    base = dict(DEMO_DEFAULTS.get(name, {})) if ws.meta().get("demo_defaults") else {}
+    base.update({k: v for k, v in saved.items() if k in known})
+    try:
+        return config.from_dict(cls, base)
+    except (TypeError, ValueError):
+        return cls()
+
+
+def save_settings(ws: Workspace, **specs: Any) -> None:
+    meta = ws.meta()
+    all_settings = dict(meta.get("settings") or {})
+    for name, spec in specs.items():
+        all_settings[name] = config.to_dict(spec)
+    ws.update_meta(settings=all_settings)
+
+
+def apply_demo_defaults(ws: Workspace) -> None:
+    """A fresh demo workspace points at the bundled pool and a bundled target."""
+    meta = ws.meta()
+    changes: dict[str, Any] = {}
+    if "demo_defaults" not in meta:
+        changes["demo_defaults"] = True
+    if not meta.get("pool") and config.DEMO_POOL.exists():
+        changes["pool"] = {"path": str(config.DEMO_POOL), "format": "auto", "shape": "auto"}
+    if not meta.get("target"):
+        bundled = bundled_targets()
+        if bundled:
+            first = sorted(bundled)[0]
+            changes["target"] = {"path": str(bundled[first]), "kind": "auto", "trim": False}
+    if changes:
+        ws.update_meta(**changes)
+
+
+def bundled_targets() -> dict[str, Path]:
+    try:
+        from clusterucb_core.targets import bundled_targets as _bt
+    except ImportError:
+        folder = config.DEMO_DIR / "targets"
+        return {p.stem: p for p in sorted(folder.glob("*.jsonl"))} if folder.is_dir() else {}
+    return dict(_bt())
+
+
+# ---------------------------------------------------------------------------------------------
+# cached loaders
+# ---------------------------------------------------------------------------------------------
+
+def file_key(path: Path) -> tuple[str, int, int]:
+    """Identity of a file or folder for caching: path, size, newest mtime."""
+    path = Path(path)
+    if path.is_dir():
+        stats = [p.stat() for p in path.rglob("*") if p.is_file()]
+        return (str(path), sum(s.st_size for s in stats),
+                max((s.st_mtime_ns for s in stats), default=0))
+    st_ = path.stat()
+    return (str(path), st_.st_size, st_.st_mtime_ns)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the pool...")
+def _load_pool(key: tuple, format: str, shape: str) -> Any:
+    from clusterucb_core.pool import load_pool
+
+    return load_pool(Path(key[0]), format=format, shape=shape)
+
+
+def load_pool(ws: Workspace) -> Any | None:
+    """The workspace's pool (`clusterucb_core.pool.Pool`), or None when none is chosen."""
+    ref = pool_ref(ws)
+    if not ref:
+        return None
+    path = resolve(ws, ref["path"])
+    if not path.exists():
+        raise FileNotFoundError(f"the pool file {path} is gone; choose it again on the Pool page")
+    return _load_pool(file_key(path), ref.get("format", "auto"), ref.get("shape", "auto"))
+
+
+@st.cache_resource(max_entries=4, show_spinner="Reading the target...")
+def _load_target(key: tuple, kind: str, trim: bool) -> Any:
+    from clusterucb_core.targets import load_target
+
+    return load_target(Path(key[0]), kind=kind, trim=trim)
+
+
+def load_target(ws: Workspace) -> Any | None:
+    ref = target_ref(ws)
+    if not ref:
+        return None
+    path = resolve(ws, ref["path"])
+    if not path.exists():
+        raise FileNotFoundError(f"the target {path} is gone; choose it again on the Target page")
+    return _load_target(file_key(path), ref.get("kind", "auto"), bool(ref.get("trim", False)))
+
+
+# ---------------------------------------------------------------------------------------------
+# progress overview for the sidebar
+# ---------------------------------------------------------------------------------------------
+
+def progress_summary(ws: Workspace) -> list[tuple[str, bool]]:
+    meta = ws.meta()
+    return [
+        ("Pool chosen", bool(meta.get("pool"))),
+        ("Target chosen", bool(meta.get("target"))),
+        ("Warm-up checkpoint", bool(ws.list("checkpoints"))),
+        ("Features", bool(ws.list("features"))),
+        ("Clusters", bool(ws.list("clusters"))),
+        ("UCB run", bool(ws.list("runs"))),
+        ("Export", bool(ws.list("exports"))),
+    ]

@@ -1,0 +1,333 @@
+"""Shared page furniture: workspace sidebar, headers, explanations, errors, job progress.
+
+Everything a page computes lives in the workspace on disk; `st.session_state` only remembers
+which workspace is open (and mirrors it into the URL, `?ws=NAME`, so a refresh, a new tab or a
+server restart reopens the same one).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import streamlit as st
+from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
+
+from clusterucb_core import jobs
+from clusterucb_core.workspace import Workspace, check_name
+
+log = logging.getLogger("clusterucb_app")
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_NAME = "demo"
+DEMO_SOURCE = ROOT / "sample_data" / "demo_workspace"
+WS_KEY = "ws_name"
+
+
+def workspaces_root() -> Path:
+    """Folder holding one sub-folder per workspace (env CLUSTERUCB_WORKSPACES overrides)."""
+    root = Path(os.environ.get("CLUSTERUCB_WORKSPACES", ROOT / "workspaces")).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def list_workspaces() -> list[str]:
+    root = workspaces_root()
+    return sorted(p.name for p in root.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and (p / "workspace.json").exists())
+
+
+def ensure_demo() -> Workspace:
+    """The demo workspace: a copy of the bundled prebuilt one, or a fresh one set to the demo."""
+    target = workspaces_root() / DEMO_NAME
+    if not (target / "workspace.json").exists() and DEMO_SOURCE.is_dir():
+        tmp = target.with_name(f".{DEMO_NAME}.copying")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(DEMO_SOURCE, tmp)
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
+    ws = Workspace.open(target)
+    from . import state
+
+    state.apply_demo_defaults(ws)
+    return ws
+
+
+def open_workspace(name: str) -> Workspace:
+    check_name(name, "workspace name")
+    if name == DEMO_NAME:
+        return ensure_demo()
+    return Workspace.open(workspaces_root() / name)
+
+
+def _choose_name() -> str:
+    """Which workspace this browser session shows: session > URL > the demo."""
+    name = st.session_state.get(WS_KEY)
+    if not name:
+        name = st.query_params.get("ws") or DEMO_NAME
+    try:
+        check_name(name, "workspace name")
+    except ValueError:
+        st.session_state["_ws_warning"] = f"'{name}' is not a valid workspace name; opened the demo."
+        name = DEMO_NAME
+    return name
+
+
+def sidebar() -> Workspace:
+    """Render the workspace picker in the sidebar and return the open workspace."""
+    name = _choose_name()
+    try:
+        ws = open_workspace(name)
+    except (OSError, ValueError) as exc:
+        st.session_state["_ws_warning"] = f"Could not open workspace '{name}': {exc}. Opened the demo."
+        name = DEMO_NAME
+        ws = open_workspace(name)
+    st.session_state[WS_KEY] = name
+    if st.query_params.get("ws") != name:
+        st.query_params["ws"] = name
+
+    with st.sidebar:
+        st.markdown("### Workspace")
+        names = list_workspaces()
+        if name not in names:
+            names.append(name)
+        names = sorted(names)
+        choice = st.selectbox("Open workspace", names, index=names.index(name),
+                              key="ws_picker",
+                              help="A workspace folder holds a project's whole state: pool, "
+                                   "target, checkpoints, features, clusters, runs, exports.")
+        if choice != name:
+            st.session_state[WS_KEY] = choice
+            st.query_params["ws"] = choice
+            st.rerun()
+        with st.popover("New workspace", width="stretch"):
+            new = st.text_input("Name", key="ws_new_name",
+                                placeholder="letters, digits, . _ -")
+            if st.button("Create", key="ws_create"):
+                try:
+                    check_name(new.strip(), "workspace name")
+                    if (workspaces_root() / new.strip()).exists():
+                        raise ValueError(f"a workspace named '{new.strip()}' already exists; "
+                                         "pick it in the list above")
+                    open_workspace(new.strip())
+                    st.session_state[WS_KEY] = new.strip()
+                    st.query_params["ws"] = new.strip()
+                    st.rerun()
+                except ValueError as exc:
+                    st.error(str(exc))
+        st.caption(f"Folder: `{ws.root}`")
+        if warning := st.session_state.pop("_ws_warning", None):
+            st.warning(warning)
+        _sidebar_status(ws)
+    return ws
+
+
+def _sidebar_status(ws: Workspace) -> None:
+    from . import state
+
+    steps = state.progress_summary(ws)
+    st.markdown("### Progress")
+    for label, ok in steps:
+        st.markdown(f"{'✅' if ok else '⬜'} {label}")
+    running = [j for j in jobs.list_jobs(ws) if j.active]
+    for job in running:
+        frac = job.fraction
+        st.caption(f"⏳ {job.title or job.kind}: "
+                   + (f"{frac:.0%}" if frac is not None else job.status))
+
+
+def workspace() -> Workspace:
+    """The open workspace (pages call this; app.py's sidebar has chosen it)."""
+    name = st.session_state.get(WS_KEY) or _choose_name()
+    return open_workspace(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# text furniture
+# ---------------------------------------------------------------------------------------------
+
+def header(title: str, lead: str, explanation: str | None = None) -> None:
+    st.title(title)
+    st.markdown(lead)
+    if explanation:
+        with st.expander("What is this step?", expanded=False):
+            st.markdown(explanation)
+
+
+def need(ok: bool, message: str, page: str | None = None) -> bool:
+    """Show what to do first when a prerequisite is missing; returns `ok`."""
+    if not ok:
+        st.info(message)
+        if page:
+            st.page_link(page, label=f"Go to {Path(page).stem.split('_', 1)[-1].replace('_', ' ').title()}",
+                         icon="➡️")
+    return ok
+
+
+def show_error(exc: BaseException, action: str, hint: str | None = None) -> None:
+    """A user-facing error: what failed, the engine's message, what to do. No traceback."""
+    log.exception("%s failed", action)
+    msg = str(exc) or type(exc).__name__
+    text = f"**{action} failed.** {msg}"
+    if hint:
+        text += f"\n\n**What to do:** {hint}"
+    st.error(text)
+
+
+@contextlib.contextmanager
+def guard(action: str, hint: str | None = None) -> Iterator[None]:
+    """Run a block; an exception becomes a readable st.error and the page carries on."""
+    try:
+        yield
+    except (StopException, RerunException):
+        raise
+    except Exception as exc:  # noqa: BLE001 - every user-caused error gets a message
+        show_error(exc, action, hint)
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    seconds = float(seconds)
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+    return f"{seconds // 3600:.0f} h {(seconds % 3600) // 60:.0f} min"
+
+
+# ---------------------------------------------------------------------------------------------
+# background jobs
+# ---------------------------------------------------------------------------------------------
+
+def job_panel(ws: Workspace, kind: str, *, key: str | None = None,
+              on_done: Callable[[jobs.JobState], None] | None = None,
+              poll_s: float = 1.0) -> jobs.JobState | None:
+    """Progress of the latest job of `kind`: bar, rate, ETA, cancel / resume, log.
+
+    While the job runs the panel refreshes itself (a fragment), and reruns the whole page once
+    when the job ends so the page shows its results.
+    """
+    key = key or f"job_{kind}"
+    state = jobs.latest(ws, kind)
+    if state is None:
+        return None
+
+    run_every = poll_s if state.active else None
+
+    @st.fragment(run_every=run_every)
+    def _panel() -> None:
+        cur = jobs.status(ws, state.job_id)
+        _render_job(ws, cur, key)
+        if state.active and not cur.active:
+            if on_done is not None:
+                on_done(cur)
+            st.rerun(scope="app")
+
+    _panel()
+    return state
+
+
+def _render_job(ws: Workspace, cur: jobs.JobState, key: str) -> None:
+    title = cur.title or cur.kind
+    unit = cur.unit or "rows"
+    frac = cur.fraction
+    box = st.container(border=True)
+    with box:
+        if cur.active:
+            done = f"{cur.done:,.0f}" + (f" / {cur.total:,.0f} {unit}" if cur.total else f" {unit}")
+            st.progress(frac or 0.0, text=f"**{title}** running: {done}")
+            cols = st.columns(4)
+            cols[0].metric(f"{unit}/s", f"{cur.rate:,.1f}" if cur.rate else "-")
+            cols[1].metric("ETA", fmt_duration(cur.eta_s))
+            cols[2].metric("Elapsed", fmt_duration(cur.elapsed_s))
+            if cols[3].button("Cancel", key=f"{key}_cancel", type="secondary",
+                              help="Stop the job. Work already written is kept; Resume "
+                                   "carries on from it."):
+                jobs.cancel(ws, cur.job_id)
+                st.rerun(scope="app")
+            if cur.message:
+                st.caption(cur.message)
+        elif cur.status == jobs.DONE:
+            st.success(f"**{title}** finished in {fmt_duration(cur.elapsed_s)}"
+                       + (f" — {cur.message}" if cur.message and cur.message != "finished" else ""))
+        else:
+            label = {jobs.CRASHED: "stopped unexpectedly", jobs.CANCELLED: "was cancelled",
+                     jobs.ERROR: "failed"}.get(cur.status, cur.status)
+            where = (f" at {cur.done:,.0f}" + (f" / {cur.total:,.0f}" if cur.total else "")
+                     + f" {unit}") if cur.done else ""
+            st.warning(f"**{title}** {label}{where}. {cur.error or ''}\n\n"
+                       "Resume carries on from the work already saved.")
+            if st.button("Resume", key=f"{key}_resume", type="primary"):
+                try:
+                    jobs.resume(ws, cur.job_id)
+                except ValueError as exc:
+                    st.error(str(exc))
+                st.rerun(scope="app")
+        with st.expander("Job log", expanded=False):
+            st.code(cur.log_tail() or "(empty)", language=None)
+
+
+def start_job(ws: Workspace, kind: str, **kwargs: Any) -> str | None:
+    """Start a job from a button; errors (e.g. one already running) become messages."""
+    try:
+        job_id = jobs.start(ws, kind, **kwargs)
+    except (ValueError, TypeError, OSError) as exc:
+        show_error(exc, f"Starting {kwargs.get('title') or kind}")
+        return None
+    time.sleep(0.2)  # let the child write its first progress before the page redraws
+    return job_id
+
+
+# ---------------------------------------------------------------------------------------------
+# showing samples (always as text, never as HTML)
+# ---------------------------------------------------------------------------------------------
+
+def chat_text(messages: Any) -> str:
+    """A chat as plain text: one block per turn, headed by its role."""
+    if not isinstance(messages, (list, tuple)):
+        return str(messages)
+    parts = []
+    for m in messages:
+        if isinstance(m, dict):
+            parts.append(f"[{m.get('role', '?')}]\n{m.get('content', '')}")
+        else:
+            parts.append(str(m))
+    return "\n\n".join(parts)
+
+
+def first_turn(messages: Any, role: str = "user", n: int = 160) -> str:
+    if isinstance(messages, (list, tuple)):
+        for m in messages:
+            if isinstance(m, dict) and m.get("role") == role:
+                text = " ".join(str(m.get("content", "")).split())
+                return text if len(text) <= n else text[: n - 1] + "…"
+    return ""
+
+
+def show_text(text: str, height: int | None = None) -> None:
+    """Sample text, verbatim and wrapped, in a code box (no Markdown, no HTML)."""
+    st.code(text, language=None, wrap_lines=True, height=height if height else "content")
+
+
+def preview_frame(table: Any, rows: Any = None, extra: dict[str, Any] | None = None) -> Any:
+    """A readable preview of pool rows: id, source, the question and answer beginnings."""
+    import pandas as pd
+
+    sub = table if rows is None else table.iloc[list(rows)]
+    out = pd.DataFrame({
+        "row": sub["row"].to_numpy(),
+        "id": sub["id"].astype(str).to_numpy(),
+        "source": sub["source"].astype(str).to_numpy(),
+        "prompt": [first_turn(m, "user") for m in sub["messages"]],
+        "answer": [first_turn(m, "assistant") for m in sub["messages"]],
+    })
+    for name, values in (extra or {}).items():
+        out[name] = list(values)
+    return out
