@@ -24,8 +24,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import io
 import json
 import os
+import re
 import secrets
 import signal
 import subprocess
@@ -351,8 +353,14 @@ class Progress:
         self._stage: str | None = None
         self.flush()
 
+    explicit = False  # set once engine code reports directly
+
     def __call__(self, done: Any = None, total: Any = None, message: Any = None,
                  **extra: Any) -> None:
+        self.explicit = True
+        self._update(done, total, message, extra)
+
+    def _update(self, done: Any, total: Any, message: Any, extra: dict[str, Any]) -> None:
         if isinstance(done, dict):
             extra = {**done, **extra}
             done = extra.pop("done", None)
@@ -440,6 +448,47 @@ def _accepts(func: Callable[..., Any], name: str) -> bool:
     return name in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
+_FRACTION = re.compile(r"(\d[\d,]*)\s*/\s*(\d[\d,]*)")
+
+
+class _ProgressTee(io.TextIOBase):
+    """Stream wrapper for CLI jobs: passes text through to the log and reads `done/total`
+    from progress lines ("rows 1200/3000 ...", carriage-return bars included), so a command
+    that only prints progress still drives the progress file. Explicit `report()` calls win.
+    """
+
+    def __init__(self, inner: Any, progress: "Progress"):
+        self.inner = inner
+        self.progress = progress
+        self._buf = ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self.inner.write(text)
+        self._buf += text
+        *parts, self._buf = re.split(r"[\r\n]", self._buf)
+        if len(self._buf) > 4096:
+            self._buf = self._buf[-4096:]
+        for part in parts:
+            self._scan(part)
+        return len(text)
+
+    def flush(self) -> None:
+        self.inner.flush()
+
+    def _scan(self, line: str) -> None:
+        if self.progress.explicit:
+            return
+        matches = _FRACTION.findall(line)
+        if not matches:
+            return
+        done, total = (int(x.replace(",", "")) for x in matches[-1])
+        if total > 0 and done <= total:
+            self.progress._update(done, total, line.strip()[:200], {})
+
+
 def _on_sigterm(signum: int, frame: Any) -> None:
     raise Cancelled("cancelled")
 
@@ -455,6 +504,8 @@ def run_in_process(path: Path, attempt: int = 1) -> int:
         if spec.get("argv") is not None:
             from .cli import main as cli_main
 
+            sys.stdout = _ProgressTee(sys.stdout, progress)  # type: ignore[assignment]
+            sys.stderr = _ProgressTee(sys.stderr, progress)  # type: ignore[assignment]
             code = int(cli_main(list(spec["argv"])) or 0)
             if code != 0:
                 progress.finish(ERROR, error=f"the command exited with code {code}; "

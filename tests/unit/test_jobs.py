@@ -126,3 +126,20 @@ def test_progress_callback_forms_rate_and_eta(tmp_path):
 def test_report_is_noop_outside_a_job():
     assert jobs.current() is None
     jobs.report(1, 2, "nothing happens")
+
+
+def test_cli_output_drives_progress_until_explicit_reports(tmp_path):
+    import io
+
+    p = jobs.Progress(tmp_path, min_interval_s=0)
+    sink = io.StringIO()
+    tee = jobs._ProgressTee(sink, p)
+    tee.write("features: 10/1,000 rows\rfeatures: 20/1,000 rows")
+    assert p.state["done"] == 10  # the second segment is not finished yet
+    tee.write("\nsaved\n")
+    assert p.state["done"] == 20 and p.state["total"] == 1000
+    assert "features: 20/1,000 rows" in p.state["message"]
+    assert sink.getvalue().startswith("features: 10/1,000")
+    p(5, 7, "explicit")
+    tee.write("30/1000\n")  # ignored once the engine reports itself
+    assert p.state["done"] == 5 and p.state["total"] == 7
