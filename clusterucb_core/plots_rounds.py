@@ -1,0 +1,176 @@
+"""Plotly figures for the UCB Rounds page (pure functions of numbers; tested without a browser).
+
+* `arm_chart`: every arm's mean reward with its confidence band (mean +- beta*std, the
+  `ucb_beta` bound), its policy value, its pulls; exhausted/banned arms greyed, the arm about to
+  be played highlighted.
+* `value_history`: each arm's policy value after every round.
+* `reward_history`: cumulative reward and budget used per round.
+* `draws_map`: the 2-D map with drawn rows coloured by their score (the last round's rows
+  outlined); every point carries its pool row index in `customdata`.
+* `regret_chart`: recall of the exhaustive top-p so far and cumulative regret per round.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+
+GREY = "#c8c8c8"
+BLUE = "#3b5bdb"
+ORANGE = "#f08c00"
+GREEN = "#2b8a3e"
+
+
+def _finite(x: Any) -> np.ndarray:
+    a = np.asarray(x, dtype=np.float64)
+    return np.where(np.isfinite(a), a, np.nan)
+
+
+def arm_chart(mean: Sequence[float], std: Sequence[float], n: Sequence[int],
+              value: Sequence[float] | None = None, *, beta: float = 1.0,
+              exhausted: Sequence[bool] | None = None, banned: Sequence[bool] | None = None,
+              next_arm: int | None = None, names: Sequence[str] | None = None,
+              value_label: str = "policy value", title: str = "Arms") -> go.Figure:
+    """Mean reward per arm with a +-beta*std band, the policy value and the pulls.
+
+    Greyed: arms that can no longer be played (exhausted or banned). Highlighted: `next_arm`.
+    """
+    mean = _finite(mean)
+    std = _finite(std)
+    k = len(mean)
+    n = np.asarray(n, dtype=np.int64)
+    exhausted = np.zeros(k, bool) if exhausted is None else np.asarray(exhausted, bool)
+    banned = np.zeros(k, bool) if banned is None else np.asarray(banned, bool)
+    names = [str(i) for i in range(k)] if names is None else [str(s) for s in names]
+    x = list(range(k))
+    out = exhausted | banned
+    colors = [GREY if out[i] else (ORANGE if i == next_arm else BLUE) for i in range(k)]
+    band = np.nan_to_num(beta * std, nan=0.0)
+    state = ["banned" if banned[i] else "exhausted" if exhausted[i] else
+             ("next" if i == next_arm else "open") for i in range(k)]
+    hover = [f"arm {i}: {names[i]}<br>pulls {n[i]}<br>mean {mean[i]:.4g}<br>"
+             f"std {std[i]:.4g}<br>{state[i]}" for i in range(k)]
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(
+        x=x, y=mean, mode="markers", name=f"mean ± {beta:g}·std",
+        marker=dict(size=11, color=colors, line=dict(width=1, color="#333")),
+        error_y=dict(type="data", array=band, visible=True, thickness=2, width=6,
+                     color="#555"),
+        text=[f"n={c}" for c in n], hovertext=hover, hoverinfo="text", customdata=x))
+    if value is not None:
+        val = _finite(value)
+        fig.add_trace(go.Scatter(
+            x=x, y=val, mode="markers", name=value_label,
+            marker=dict(symbol="diamond-open", size=13, color=colors, line=dict(width=2)),
+            hovertext=[f"arm {i}: {value_label} {val[i]:.4g}" for i in range(k)],
+            hoverinfo="text"))
+    # pulls as text above each arm
+    top = np.nanmax(np.where(np.isfinite(mean), mean + band, np.nan)) if np.isfinite(
+        mean).any() else 1.0
+    fig.add_trace(go.Scatter(x=x, y=[top] * k, mode="text", text=[f"{c}" for c in n],
+                             textposition="top center", name="pulls", hoverinfo="skip",
+                             showlegend=False, textfont=dict(size=10, color="#666")))
+    if next_arm is not None and 0 <= next_arm < k:
+        fig.add_vrect(x0=next_arm - 0.45, x1=next_arm + 0.45, fillcolor=ORANGE, opacity=0.15,
+                      line_width=0, annotation_text="next", annotation_position="top left")
+    fig.update_layout(title=title, xaxis=dict(title="arm (cluster)", tickmode="array",
+                                              tickvals=x, ticktext=[str(i) for i in x]),
+                      yaxis=dict(title="reward (influence score)"), height=380,
+                      margin=dict(l=40, r=10, t=50, b=40),
+                      legend=dict(orientation="h", y=-0.2))
+    return fig
+
+
+def value_history(rounds: Sequence[int], values: np.ndarray,
+                  names: Sequence[str] | None = None, title: str = "Policy value per arm"
+                  ) -> go.Figure:
+    """values: [R, K] policy value of every arm after each round (-inf/NaN: not playable)."""
+    values = _finite(values)
+    fig = go.Figure()
+    if values.ndim == 2:
+        k = values.shape[1]
+        names = [str(i) for i in range(k)] if names is None else list(names)
+        for a in range(k):
+            fig.add_trace(go.Scatter(x=list(rounds), y=values[:, a], mode="lines+markers",
+                                     name=f"arm {a}", hovertext=names[a], marker=dict(size=4)))
+    fig.update_layout(title=title, xaxis_title="round", yaxis_title="value", height=320,
+                      margin=dict(l=40, r=10, t=50, b=40))
+    return fig
+
+
+def reward_history(rounds: Sequence[int], cum_reward: Sequence[float],
+                   budget_used: Sequence[int], budget_total: int,
+                   title: str = "Cumulative reward and budget") -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=list(rounds), y=list(cum_reward), name="cumulative reward",
+                             mode="lines+markers", line=dict(color=GREEN)))
+    fig.add_trace(go.Scatter(x=list(rounds), y=list(budget_used), name="rows scored",
+                             mode="lines", yaxis="y2", line=dict(color=BLUE, dash="dot")))
+    fig.update_layout(title=title, xaxis_title="round", height=320,
+                      yaxis=dict(title="sum of rewards"),
+                      yaxis2=dict(title="rows scored", overlaying="y", side="right",
+                                  range=[0, max(budget_total, 1)]),
+                      margin=dict(l=40, r=40, t=50, b=40), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def draws_map(xy: np.ndarray, scores: np.ndarray, drawn: np.ndarray,
+              last_rows: Sequence[int] = (), hover: Sequence[str] | None = None,
+              max_background: int = 50_000, seed: int = 0, title: str = "Drawn rows on the map"
+              ) -> go.Figure:
+    """Grey background of all rows, drawn rows coloured by score, last round outlined.
+
+    Large pools: the grey background is thinned to `max_background` points (said in the
+    title); drawn rows are always all shown.
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    n = len(xy)
+    drawn = np.asarray(drawn, dtype=bool)
+    scores = _finite(scores)
+    rows = np.arange(n)
+    bg = rows[~drawn]
+    note = ""
+    if len(bg) > max_background:
+        rng = np.random.default_rng(seed)
+        bg = np.sort(rng.choice(bg, size=max_background, replace=False))
+        note = f" (background thinned to {max_background:,} of {int((~drawn).sum()):,} points)"
+    fig = go.Figure()
+    fig.add_trace(go.Scattergl(x=xy[bg, 0], y=xy[bg, 1], mode="markers", name="not drawn",
+                               marker=dict(size=4, color=GREY, opacity=0.5), customdata=bg,
+                               hoverinfo="skip"))
+    d = rows[drawn]
+    text = None if hover is None else [hover[i] for i in d]
+    fig.add_trace(go.Scattergl(
+        x=xy[d, 0], y=xy[d, 1], mode="markers", name="drawn", customdata=d,
+        marker=dict(size=7, color=scores[d], colorscale="Viridis", showscale=True,
+                    colorbar=dict(title="score")),
+        hovertext=text, hoverinfo="text" if text is not None else "x+y"))
+    last = np.asarray(list(last_rows), dtype=np.int64)
+    if len(last):
+        fig.add_trace(go.Scattergl(x=xy[last, 0], y=xy[last, 1], mode="markers",
+                                   name="last round", customdata=last,
+                                   marker=dict(size=13, color="rgba(0,0,0,0)",
+                                               line=dict(width=2, color=ORANGE))))
+    fig.update_layout(title=title + note, height=460, xaxis=dict(visible=False),
+                      yaxis=dict(visible=False), margin=dict(l=10, r=10, t=50, b=10),
+                      legend=dict(orientation="h", y=-0.05))
+    return fig
+
+
+def regret_chart(rounds: Sequence[int], recall_so_far: Sequence[float],
+                 cum_regret: Sequence[float], title: str = "Against exhaustive scoring"
+                 ) -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=list(rounds), y=list(recall_so_far), mode="lines+markers",
+                             name="recall of exhaustive top-p (scored so far)",
+                             line=dict(color=GREEN)))
+    fig.add_trace(go.Scatter(x=list(rounds), y=list(cum_regret), mode="lines",
+                             name="cumulative regret", yaxis="y2",
+                             line=dict(color=ORANGE, dash="dot")))
+    fig.update_layout(title=title, xaxis_title="round", height=320,
+                      yaxis=dict(title="recall", range=[0, 1.02]),
+                      yaxis2=dict(title="cumulative regret", overlaying="y", side="right"),
+                      margin=dict(l=40, r=40, t=50, b=40), legend=dict(orientation="h", y=-0.25))
+    return fig

@@ -1,0 +1,50 @@
+"""Figures of the UCB Rounds page: right data in the right traces, no browser needed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from clusterucb_core import plots_rounds as pr
+
+
+def test_arm_chart_band_greys_and_next_arm():
+    mean = [0.1, 0.3, np.nan, 0.2]
+    std = [0.05, 0.1, np.nan, 0.0]
+    fig = pr.arm_chart(mean, std, [3, 4, 0, 2], value=[0.2, 0.5, -np.inf, 0.2], beta=2.0,
+                       exhausted=[False, False, False, True], next_arm=1)
+    main = fig.data[0]
+    np.testing.assert_allclose(main.error_y.array, [0.1, 0.2, 0.0, 0.0])
+    colors = list(main.marker.color)
+    assert colors[1] == pr.ORANGE and colors[3] == pr.GREY and colors[0] == pr.BLUE
+    assert np.isnan(fig.data[1].y[2])  # -inf value is not drawn
+    assert list(fig.data[2].text) == ["3", "4", "0", "2"]
+    assert any(getattr(s, "x0", None) == 0.55 for s in fig.layout.shapes)
+
+
+def test_history_figures_have_one_trace_per_arm_and_budget_axis():
+    vals = np.array([[0.1, -np.inf], [0.2, 0.3]])
+    fig = pr.value_history([1, 2], vals)
+    assert len(fig.data) == 2 and np.isnan(fig.data[1].y[0])
+    fig = pr.reward_history([0, 1], [0.5, 0.9], [10, 18], 40)
+    assert list(fig.data[1].y) == [10, 18] and fig.layout.yaxis2.range == (0, 40)
+
+
+def test_draws_map_carries_row_indices_and_thins_background_visibly():
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(100, 2))
+    drawn = np.zeros(100, bool)
+    drawn[[3, 7, 9]] = True
+    scores = np.full(100, np.nan)
+    scores[[3, 7, 9]] = [0.1, 0.2, 0.3]
+    fig = pr.draws_map(xy, scores, drawn, last_rows=[9], max_background=50)
+    bg, dr, last = fig.data
+    assert len(bg.customdata) == 50 and "thinned" in fig.layout.title.text
+    assert list(dr.customdata) == [3, 7, 9]
+    np.testing.assert_allclose(dr.marker.color, [0.1, 0.2, 0.3])
+    assert list(last.customdata) == [9]
+
+
+def test_regret_chart():
+    fig = pr.regret_chart([0, 1, 2], [0.1, 0.2, 0.4], [0.0, 0.3, 0.5])
+    assert list(fig.data[0].y) == [0.1, 0.2, 0.4]
+    assert fig.data[1].yaxis == "y2"
