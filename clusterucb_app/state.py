@@ -199,3 +199,93 @@ def progress_summary(ws: Workspace) -> list[tuple[str, bool]]:
         ("UCB run", bool(ws.list("runs"))),
         ("Export", bool(ws.list("exports"))),
     ]
+
+
+# ---------------------------------------------------------------------------------------------
+# clusters, map, scores (engine files in the workspace)
+# ---------------------------------------------------------------------------------------------
+
+SCORES_DIR = "scores"
+
+
+def cluster_names(ws: Workspace) -> list[str]:
+    return [n for n in ws.list("clusters") if (ws.clusters(n) / "meta.json").exists()]
+
+
+def current_clusters_name(ws: Workspace) -> str | None:
+    names = cluster_names(ws)
+    if not names:
+        return None
+    chosen = ws.meta().get("clusters")
+    if chosen in names:
+        return chosen
+    # the most recent one
+    return max(names, key=lambda n: (ws.clusters(n) / "meta.json").stat().st_mtime)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _load_clusters(root: str, name: str, mtime: int) -> Any:
+    from clusterucb_core.clustering import load_clusters
+
+    return load_clusters(Workspace.open(root, create=False), name)
+
+
+def load_clusters(ws: Workspace, name: str | None = None) -> Any | None:
+    name = name or current_clusters_name(ws)
+    if not name:
+        return None
+    meta = ws.clusters(name) / "meta.json"
+    return _load_clusters(str(ws.root), name, meta.stat().st_mtime_ns)
+
+
+def map_files(ws: Workspace) -> list[Path]:
+    folder = ws.maps()
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.glob("*.npz") if not p.name.startswith(".")),
+                  key=lambda p: p.stat().st_mtime, reverse=True)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _read_map(path: str, mtime: int, n_rows: int) -> Any:
+    import numpy as np
+
+    with np.load(path, allow_pickle=False) as z:
+        for key in ("xy", "coords", "embedding", "coordinates"):
+            if key in z.files and z[key].ndim == 2 and z[key].shape == (n_rows, 2):
+                return z[key].astype(np.float32)
+        for key in z.files:
+            if z[key].ndim == 2 and z[key].shape == (n_rows, 2):
+                return z[key].astype(np.float32)
+    return None
+
+
+def load_map(ws: Workspace, n_rows: int) -> Any | None:
+    """2-D coordinates [n_rows, 2] of the newest map that fits the pool, or None."""
+    for path in map_files(ws):
+        xy = _read_map(str(path), path.stat().st_mtime_ns, int(n_rows))
+        if xy is not None:
+            return xy
+    return None
+
+
+def scores_path(ws: Workspace, name: str = "exhaustive") -> Path:
+    return ws.root / SCORES_DIR / f"{name}.npy"
+
+
+def exhaustive_scores(ws: Workspace, n_rows: int | None = None) -> Any | None:
+    import numpy as np
+
+    path = scores_path(ws)
+    if not path.exists():
+        return None
+    arr = np.load(path)
+    if arr.ndim != 1 or (n_rows is not None and len(arr) != n_rows):
+        return None
+    return arr.astype(np.float64)
+
+
+def ledger(ws: Workspace, clustering: str | None = None) -> Any:
+    from clusterucb_core.curation import Ledger
+
+    return Ledger(ws.ledger_path, clustering=clustering)

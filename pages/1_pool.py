@@ -161,11 +161,19 @@ def _lengths(fingerprint: str, model_path: str, template: str, sample: int) -> l
     from clusterucb_core.formatting import token_lengths
     from clusterucb_core.model import load_tokenizer
 
-    spec = config.ModelSpec(name_or_path=model_path, chat_template=template)
-    tok = load_tokenizer(spec)
     table = state.load_pool(ws).table
     rows = table if len(table) <= sample else table.sample(sample, random_state=0)
+    try:
+        tok = load_tokenizer(config.ModelSpec(name_or_path=model_path, chat_template=template))
+    except (OSError, ValueError):  # no model yet: count words instead (said on the page)
+        return None
     return token_lengths(list(rows["messages"]), tok, template=template)
+
+
+def _word_counts(sample: int) -> list[int]:
+    table = state.load_pool(ws).table
+    rows = table if len(table) <= sample else table.sample(sample, random_state=0)
+    return [len(ui.chat_text(m).split()) for m in rows["messages"]]
 
 
 with tab_len:
@@ -173,10 +181,15 @@ with tab_len:
     sample = 5000
     with ui.guard("Counting tokens", "check the model on the Model & Features page"):
         lengths = _lengths(pool.fingerprint, model.name_or_path, model.chat_template, sample)
-        lens = pd.Series(lengths, name="tokens")
+        unit = "tokens"
+        if lengths is None:
+            st.info(f"The model `{model.name_or_path}` is not available, so these are "
+                    "whitespace **word** counts, not tokens.")
+            lengths, unit = _word_counts(sample), "words"
+        lens = pd.Series(lengths, name=unit)
         over = int((lens > model.max_length).sum())
-        fig = px.histogram(lens, nbins=60, title="Tokens per chat (rendered)",
-                           labels={"value": "tokens"})
+        fig = px.histogram(lens, nbins=60, title=f"{unit.title()} per chat (rendered)",
+                           labels={"value": unit})
         fig.add_vline(x=model.max_length, line_dash="dash", line_color="red",
                       annotation_text=f"max length {model.max_length}")
         fig.update_layout(showlegend=False)

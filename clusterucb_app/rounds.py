@@ -1,0 +1,180 @@
+"""Selection runs as the UCB Rounds page uses them: create, reopen, step, keep in sync.
+
+A run's whole state is its log in `W/runs/<run_id>/log.jsonl` (written by
+`bandit.SelectionRun`). This module only keeps the live object in the browser session and
+reopens it from the log when another tab (or the CLI) moved it on, so two tabs never append
+conflicting rounds. The header's `meta` records which clustering and which reward source the
+run uses, so a refresh or a restart reopens it exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import streamlit as st
+
+from clusterucb_core import bandit
+from clusterucb_core.config import SelectionSpec
+from clusterucb_core.workspace import Workspace
+
+from . import state
+
+REWARD_EXHAUSTIVE = "exhaustive"
+REWARD_LAZY = "lazy"
+REWARD_LABELS = {REWARD_EXHAUSTIVE: "Exhaustive scores table (instant; for teaching)",
+                 REWARD_LAZY: "Lazy gradients (computes only the drawn rows)"}
+_SESSION = "_ucb_runs"
+
+
+def run_ids(ws: Workspace) -> list[str]:
+    """Runs with a log, newest first."""
+    ids = [r for r in ws.list("runs") if (ws.runs(r) / bandit.LOG_NAME).exists()]
+    return sorted(ids, key=lambda r: (ws.runs(r) / bandit.LOG_NAME).stat().st_mtime,
+                  reverse=True)
+
+
+def header(ws: Workspace, run_id: str) -> dict[str, Any]:
+    with open(ws.runs(run_id) / bandit.LOG_NAME, "rb") as fh:
+        return json.loads(fh.readline())
+
+
+def reward_sources(ws: Workspace, n_rows: int) -> list[str]:
+    out = []
+    if state.exhaustive_scores(ws, n_rows) is not None:
+        out.append(REWARD_EXHAUSTIVE)
+    if lazy_available(ws):
+        out.append(REWARD_LAZY)
+    return out
+
+
+def lazy_available(ws: Workspace) -> bool:
+    try:
+        from clusterucb_app import engine
+    except ImportError:
+        return False
+    return engine.lazy_oracle_available(ws)
+
+
+def make_oracle(ws: Workspace, source: str, n_rows: int) -> Any:
+    from clusterucb_core.oracle import TableOracle
+
+    if source == REWARD_EXHAUSTIVE:
+        scores = state.exhaustive_scores(ws, n_rows)
+        if scores is None:
+            raise FileNotFoundError("this run scores rows from the exhaustive scores table, "
+                                    "which is gone; run exhaustive scoring on the Model & "
+                                    "Features page, or start a run with lazy gradients")
+        return TableOracle(scores, name="exhaustive")
+    if source == REWARD_LAZY:
+        from clusterucb_app import engine
+
+        return engine.lazy_oracle(ws)
+    raise ValueError(f"unknown reward source {source!r}")
+
+
+def new_run_id() -> str:
+    return "run-" + datetime.now().strftime("%Y%m%d-%H%M%S-%f")[:-3]
+
+
+def create(ws: Workspace, spec: SelectionSpec, clustering: str, source: str) -> str:
+    """Start a new run (nothing drawn yet) and make it the workspace's current run."""
+    bandit.validate_spec(spec)
+    clusters = state.load_clusters(ws, clustering)
+    labels = np.asarray(clusters.labels)
+    oracle = make_oracle(ws, source, len(labels))
+    run_id = new_run_id()
+    lg = state.ledger(ws, clustering)
+    run = bandit.SelectionRun(labels, oracle, spec, ws.runs(run_id), lg,
+                              meta={"clustering": clustering, "reward": source,
+                                    "workspace": ws.name})
+    _remember(ws, run_id, run)
+    ws.update_meta(current_run=run_id)
+    return run_id
+
+
+def current_id(ws: Workspace) -> str | None:
+    ids = run_ids(ws)
+    cur = ws.meta().get("current_run")
+    if cur in ids:
+        return cur
+    return ids[0] if ids else None
+
+
+def _log_size(run: bandit.SelectionRun) -> int:
+    return run.log_path.stat().st_size if run.log_path and run.log_path.exists() else 0
+
+
+def _remember(ws: Workspace, run_id: str, run: bandit.SelectionRun) -> None:
+    st.session_state.setdefault(_SESSION, {})[(str(ws.root), run_id)] = (run, _log_size(run))
+
+
+def get(ws: Workspace, run_id: str) -> bandit.SelectionRun:
+    """The live run, reopened from its log when it is not in this session or has moved on."""
+    cache = st.session_state.setdefault(_SESSION, {})
+    key = (str(ws.root), run_id)
+    if key in cache:
+        run, size = cache[key]
+        if _log_size(run) == size:
+            return run
+    head = header(ws, run_id)
+    meta = head.get("meta") or {}
+    clustering = meta.get("clustering")
+    clusters = state.load_clusters(ws, clustering)
+    if clusters is None:
+        raise FileNotFoundError(f"run {run_id} used clustering {clustering!r}, which is gone")
+    labels = np.asarray(clusters.labels)
+    try:
+        oracle = make_oracle(ws, meta.get("reward", REWARD_EXHAUSTIVE), len(labels))
+    except (FileNotFoundError, ValueError, ImportError):
+        oracle = None  # read-only: the run shows, but cannot draw
+    run = bandit.SelectionRun.open(ws.runs(run_id), labels, oracle,
+                                   state.ledger(ws, clustering))
+    _remember(ws, run_id, run)
+    return run
+
+
+def step(ws: Workspace, run_id: str, n: int = 1) -> list[bandit.RoundRecord]:
+    run = get(ws, run_id)
+    out = []
+    for _ in range(int(n)):
+        if run.done:
+            break
+        out.append(run.step())
+    _remember(ws, run_id, run)
+    return out
+
+
+def preview(run: bandit.SelectionRun) -> dict[str, Any] | None:
+    """What the next round will do and why (the same decision `step()` will take)."""
+    if run.done:
+        return None
+    if run.next_round == 0:
+        counts = run.cold_start_counts(run._banned_mask())
+        return {"arm": None, "values": None,
+                "sentence": f"Next: the cold start draws {int(counts.sum())} rows: "
+                            f"max(floor(|C_k|·{run.spec.cold_start:g}), 1) from each of "
+                            f"{int((counts > 0).sum())} clusters."}
+    decision = run.policy.decide(run.stats(), bandit.policy_rng(run.spec.seed, run.next_round))
+    m = int(min(run.spec.draw_batch, run.budget_total - run.budget_used,
+                run.remaining[decision.arm]))
+    return {"arm": int(decision.arm), "values": decision.values,
+            "sentence": f"Next: {decision.sentence} It will draw {m} rows."}
+
+
+def history(run: bandit.SelectionRun) -> dict[str, Any]:
+    """Per-round arrays for the history charts."""
+    recs = run.records
+    rounds = [r.round for r in recs]
+    values = (np.vstack([np.asarray(r.value, dtype=np.float64) for r in recs])
+              if recs else np.zeros((0, run.K)))
+    per_round = [float(np.nansum(r.rewards)) if len(r.rewards) else 0.0 for r in recs]
+    return {"rounds": rounds, "values": values, "cum_reward": list(np.cumsum(per_round)),
+            "budget_used": [r.budget_used for r in recs]}
+
+
+def ensure_log_dir(path: Path) -> None:
+    path.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,104 @@
+"""A small synthetic workspace for the app tests: no model, everything precomputed.
+
+120 chats from 4 sources, 16-d features with planted structure, a saved clustering (K=4) with
+summary and K scan, a 2-D map, exhaustive scores, and a target file with two subtasks.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+SOURCES = ["math", "poems", "code", "trivia"]
+WORDS = {
+    "math": ["add", "sum", "number", "total", "plus"],
+    "poems": ["moon", "river", "verse", "rhyme", "night"],
+    "code": ["python", "function", "loop", "variable", "list"],
+    "trivia": ["capital", "country", "river", "mountain", "city"],
+}
+N_PER = 30
+
+
+def _pool_lines() -> list[str]:
+    rng = np.random.default_rng(0)
+    lines = []
+    for s_i, src in enumerate(SOURCES):
+        for j in range(N_PER):
+            w = rng.choice(WORDS[src], size=3)
+            lines.append(json.dumps({
+                "dataset": src, "id": f"{src}_{j}",
+                "messages": [{"role": "user", "content": f"Tell me about {w[0]} and {w[1]} #{j}"},
+                             {"role": "assistant", "content": f"The {w[2]} is <b>{j}</b>."}]}))
+    return lines
+
+
+def build_workspace(root: Path, name: str = "fixture") -> Path:
+    from clusterucb_core.clustering import save_clusters, spherical_kmeans, summarize_clusters
+    from clusterucb_core.pool import load_pool
+    from clusterucb_core.workspace import Workspace
+
+    ws = Workspace.open(root / name)
+    pool_path = ws.root / "pool.jsonl"
+    pool_path.write_text("\n".join(_pool_lines()) + "\n")
+    target_path = ws.root / "target.jsonl"
+    tl = []
+    for sub in ("math", "code"):
+        for j in range(3):
+            tl.append(json.dumps({"subtask": sub, "id": f"t_{sub}_{j}", "messages": [
+                {"role": "user", "content": f"{sub} question {j}"},
+                {"role": "assistant", "content": f"{sub} answer {j}"}]}))
+    target_path.write_text("\n".join(tl) + "\n")
+
+    pool = load_pool(pool_path)
+    n = len(pool.table)
+    rng = np.random.default_rng(1)
+    centers = rng.normal(size=(4, 16))
+    src_idx = np.repeat(np.arange(4), N_PER)
+    X = centers[src_idx] + 0.3 * rng.normal(size=(n, 16))
+    res = spherical_kmeans(X.astype(np.float32), 4, seed=0)
+    summary = summarize_clusters(pool.table, res.labels, X.astype(np.float32), res.centroids)
+    import pandas as pd
+
+    kscan = pd.DataFrame({"k": [2, 3, 4, 5], "inertia": [40.0, 30.0, 12.0, 11.0],
+                          "silhouette": [0.3, 0.4, 0.7, 0.6]})
+    kscan["chosen"] = kscan["k"] == 4
+    save_clusters(ws, "k4", res, features_fingerprint="synthetic", summary=summary,
+                  kscan=kscan, features_name="synthetic")
+    ws.maps().mkdir(parents=True, exist_ok=True)
+    xy = np.stack([np.cos(src_idx) * 5, np.sin(src_idx) * 5], 1) + rng.normal(size=(n, 2))
+    np.savez(ws.maps() / "synthetic.npz", xy=xy.astype(np.float32))
+    scores = np.where(src_idx == 0, 0.3, 0.05) + 0.05 * rng.normal(size=n)
+    (ws.root / "scores").mkdir(exist_ok=True)
+    np.save(ws.root / "scores" / "exhaustive.npy", scores)
+    ws.update_meta(pool={"path": str(pool_path), "format": "auto", "shape": "auto"},
+                   target={"path": str(target_path), "kind": "auto", "trim": False},
+                   clusters="k4")
+    return ws.root
+
+
+@pytest.fixture()
+def app_env(tmp_path, monkeypatch):
+    """Workspaces root in tmp with the fixture workspace; returns a factory of AppTests."""
+    from streamlit.testing.v1 import AppTest
+
+    root = tmp_path / "workspaces"
+    build_workspace(root)
+    monkeypatch.setenv("CLUSTERUCB_WORKSPACES", str(root))
+
+    def make(page: str | None = None, ws: str = "fixture") -> AppTest:
+        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        at.session_state["ws_name"] = ws
+        if page:
+            at.switch_page(page)
+        return at
+
+    make.root = root
+    return make
