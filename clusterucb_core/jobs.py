@@ -430,6 +430,28 @@ def report(done: Any = None, total: Any = None, message: Any = None, **extra: An
         _CURRENT(done, total, message, **extra)
 
 
+def run_command(argv: list[str]) -> int:
+    """Run a `clusterucb` subcommand in this process. A command module that exists in
+    clusterucb_core/cli/ runs even before it is registered in the dispatcher's COMMANDS."""
+    from . import cli
+
+    if not argv:
+        raise ValueError("empty command line")
+    if argv[0] in cli.COMMANDS or argv[0].startswith("-"):
+        return int(cli.main(argv) or 0)
+    import argparse
+
+    module = importlib.import_module(f"{cli.__name__}.{argv[0].replace('-', '_')}")
+    parser = argparse.ArgumentParser(prog=f"clusterucb {argv[0]}")
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
 def resolve(target: str) -> Callable[..., Any]:
     module_name, _, func_name = target.partition(":")
     if not module_name or not func_name:
@@ -478,7 +500,11 @@ class _ProgressTee(io.TextIOBase):
     def flush(self) -> None:
         self.inner.flush()
 
+    last_error: str | None = None
+
     def _scan(self, line: str) -> None:
+        if line.startswith("error: "):
+            self.last_error = line[len("error: "):].strip()
         if self.progress.explicit:
             return
         matches = _FRACTION.findall(line)
@@ -501,15 +527,14 @@ def run_in_process(path: Path, attempt: int = 1) -> int:
     _CURRENT = progress
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
+        sys.stdout = _ProgressTee(sys.stdout, progress)  # type: ignore[assignment]
+        sys.stderr = tee = _ProgressTee(sys.stderr, progress)  # type: ignore[assignment]
         if spec.get("argv") is not None:
-            from .cli import main as cli_main
-
-            sys.stdout = _ProgressTee(sys.stdout, progress)  # type: ignore[assignment]
-            sys.stderr = _ProgressTee(sys.stderr, progress)  # type: ignore[assignment]
-            code = int(cli_main(list(spec["argv"])) or 0)
+            code = run_command(list(spec["argv"]))
             if code != 0:
-                progress.finish(ERROR, error=f"the command exited with code {code}; "
-                                "see the job log for its message")
+                msg = tee.last_error or (f"the command exited with code {code}; see the job "
+                                         "log for its message")
+                progress.finish(ERROR, error=msg)
                 return code
         else:
             func = resolve(spec["target"])
