@@ -553,6 +553,9 @@ class SelectionResult:
     budget_total: int
     n_rounds: int
     labels_fingerprint: str
+    # (round, banned clusters) each time the banned set seen by the bandit changed
+    ban_changes: tuple[tuple[int, tuple[int, ...]], ...] = ()
+    k: int = 0  # number of arms (clusters)
 
 
 def validate_spec(spec: SelectionSpec) -> None:
@@ -652,6 +655,10 @@ class SelectionRun:
     def ledger_view(self) -> LedgerView:
         return _ledger_view(self.ledger)
 
+    def banned_mask(self) -> np.ndarray:
+        """Bool per arm: banned in the ledger right now."""
+        return self._banned_mask()
+
     def _banned_mask(self, view: LedgerView | None = None) -> np.ndarray:
         view = self.ledger_view() if view is None else view
         mask = np.zeros(self.K, dtype=bool)
@@ -728,6 +735,19 @@ class SelectionRun:
         expl = decision.explain()
         expl["sentence"] += f" Drew {m} of its {int(self.remaining[arm])} undrawn members."
         return arm, rows, expl
+
+    def peek(self) -> dict[str, Any] | None:
+        """What the next `step()` will draw and why, without drawing (None when done).
+
+        The same decision step() takes: the policy's generator depends only on (seed, round),
+        and the ledger is read now (a ban made before the step changes both)."""
+        if self.done:
+            return None
+        banned = self._banned_mask()
+        if self._next_round == 0:
+            self.check_cold_start(banned)
+        arm, rows, expl = self._plan(self._next_round, banned)
+        return {"round": self._next_round, "arm": arm, "rows": rows, "explanation": expl}
 
     def _score(self, rows: np.ndarray) -> np.ndarray:
         if self.oracle is None:
@@ -816,7 +836,17 @@ class SelectionRun:
                                self.scores.copy(), self.round_drawn.copy(), self.labels.copy(),
                                view.pinned, view.rejected, view.banned, self.spec, self.n_top,
                                self.budget_used, self.budget_total, len(self.records),
-                               self.labels_fingerprint)
+                               self.labels_fingerprint, self.ban_changes(), self.K)
+
+    def ban_changes(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
+        """(round, banned arms) for the first round and every round where the banned set the
+        bandit saw changed: enough to rerun the run exactly (export.reproduce_selection)."""
+        out: list[tuple[int, tuple[int, ...]]] = []
+        for rec in self.records:
+            cur = tuple(int(k) for k in np.flatnonzero(rec.banned))
+            if not out or out[-1][1] != cur:
+                out.append((rec.round, cur))
+        return tuple(out)
 
     # ---------------------------------------------------------------- resume
     @classmethod
