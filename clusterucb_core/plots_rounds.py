@@ -174,3 +174,66 @@ def regret_chart(rounds: Sequence[int], recall_so_far: Sequence[float],
                       yaxis2=dict(title="cumulative regret", overlaying="y", side="right"),
                       margin=dict(l=40, r=40, t=50, b=40), legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def cluster_map(xy: np.ndarray, color: Sequence[Any], *, kind: str = "category",
+                hover: Sequence[str] | None = None, rows: np.ndarray | None = None,
+                max_points: int = 100_000, seed: int = 0, title: str = "Map",
+                color_title: str = "") -> go.Figure:
+    """The 2-D map for selection (WebGL), one trace per category or one continuous colour.
+
+    Every point carries its pool row index in `customdata`. More than `max_points` rows are
+    thinned to a seeded sample and the title says so. Rows with NaN coordinates are left out.
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    n = len(xy)
+    rows = np.arange(n) if rows is None else np.asarray(rows, dtype=np.int64)
+    ok = np.isfinite(xy[rows]).all(axis=1)
+    rows = rows[ok]
+    note = ""
+    if len(rows) > max_points:
+        rng = np.random.default_rng(seed)
+        total = len(rows)
+        rows = np.sort(rng.choice(rows, size=max_points, replace=False))
+        note = f" — showing a random {max_points:,} of {total:,} points"
+    color = np.asarray(color, dtype=object) if kind == "category" else _finite(color)
+    fig = go.Figure()
+    text = None if hover is None else [hover[i] for i in rows]
+    if kind == "category":
+        cats = color[rows]
+        for cat in sorted(set(cats.tolist()), key=lambda c: (str(type(c)), c)):
+            sel = np.flatnonzero(cats == cat)
+            r = rows[sel]
+            fig.add_trace(go.Scattergl(
+                x=xy[r, 0], y=xy[r, 1], mode="markers", name=str(cat), customdata=r,
+                marker=dict(size=5, opacity=0.8),
+                hovertext=None if text is None else [text[i] for i in sel],
+                hoverinfo="text" if text is not None else "x+y"))
+    else:
+        fig.add_trace(go.Scattergl(
+            x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=color_title or "value",
+            customdata=rows, hovertext=text, hoverinfo="text" if text is not None else "x+y",
+            marker=dict(size=5, color=color[rows], colorscale="Viridis", showscale=True,
+                        colorbar=dict(title=color_title))))
+    fig.update_layout(title=title + note, height=560, xaxis=dict(visible=False),
+                      yaxis=dict(visible=False), margin=dict(l=10, r=10, t=50, b=10),
+                      dragmode="lasso", legend=dict(itemsizing="constant"))
+    return fig
+
+
+def kscan_chart(k: Sequence[int], silhouette: Sequence[float], inertia: Sequence[float],
+                chosen: int | None = None, title: str = "Choosing K") -> go.Figure:
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=list(k), y=list(silhouette), mode="lines+markers",
+                             name="silhouette (cosine)", line=dict(color=BLUE)))
+    fig.add_trace(go.Scatter(x=list(k), y=list(inertia), mode="lines+markers",
+                             name="inertia (sum of 1 - cos)", yaxis="y2",
+                             line=dict(color=ORANGE, dash="dot")))
+    if chosen is not None:
+        fig.add_vline(x=chosen, line_dash="dash", line_color=GREEN,
+                      annotation_text=f"chosen K={chosen}")
+    fig.update_layout(title=title, xaxis_title="K", height=340,
+                      yaxis=dict(title="silhouette"),
+                      yaxis2=dict(title="inertia", overlaying="y", side="right"),
+                      margin=dict(l=40, r=40, t=50, b=40), legend=dict(orientation="h", y=-0.25))
+    return fig

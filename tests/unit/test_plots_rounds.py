@@ -48,3 +48,21 @@ def test_regret_chart():
     fig = pr.regret_chart([0, 1, 2], [0.1, 0.2, 0.4], [0.0, 0.3, 0.5])
     assert list(fig.data[0].y) == [0.1, 0.2, 0.4]
     assert fig.data[1].yaxis == "y2"
+
+
+def test_cluster_map_categories_rows_and_thinning():
+    xy = np.arange(40, dtype=float).reshape(20, 2)
+    xy[5] = np.nan
+    labels = np.array([0, 1] * 10)
+    fig = pr.cluster_map(xy, labels, hover=[f"r{i}" for i in range(20)])
+    rows = sorted(int(r) for t in fig.data for r in t.customdata)
+    assert rows == [i for i in range(20) if i != 5]
+    assert {t.name for t in fig.data} == {"0", "1"}
+    fig = pr.cluster_map(xy, np.linspace(0, 1, 20), kind="continuous", max_points=10)
+    assert len(fig.data[0].customdata) == 10 and "showing a random 10 of 19" in fig.layout.title.text
+
+
+def test_kscan_chart_marks_choice():
+    fig = pr.kscan_chart([2, 4, 8], [0.2, 0.5, 0.4], [9, 5, 4], chosen=4)
+    assert list(fig.data[0].y) == [0.2, 0.5, 0.4]
+    assert any(getattr(s, "x0", None) == 4 for s in fig.layout.shapes)
