@@ -13,6 +13,8 @@ import sys
 
 # subcommand -> module in this package
 COMMANDS: dict[str, str] = {
+    "select": "select",
+    "export": "export",
 }
 
 

@@ -255,3 +255,88 @@ def test_export_killed_midway_leaves_no_folder_that_looks_whole(tmp_path):
     assert names and all(n.startswith(".") and n.endswith(".part") for n in names)
     part = (tmp_path / "exports" / names[0])
     assert (part / "selected.jsonl").exists() and not (part / "manifest.json").exists()
+
+
+# ------------------------------------------------------------------ the CLI
+
+
+def _cli(argv: list[str]) -> int:
+    """Run one of our subcommands through argparse (without importing the others)."""
+    import argparse
+    import importlib
+
+    mod = importlib.import_module(f"clusterucb_core.cli.{argv[0]}")
+    parser = argparse.ArgumentParser()
+    mod.add_arguments(parser)
+    return mod.run(parser.parse_args(argv[1:]))
+
+
+def _workspace(tmp_path: Path):
+    from clusterucb_core.clustering import KMeansResult, save_clusters
+    from clusterucb_core.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "ws")
+    src = tmp_path / "pool.jsonl"
+    lines = write_jsonl(src)
+    ws.update_meta(pool={"path": str(src), "format": "auto", "shape": "auto"})
+    labels = np.arange(N) % 4
+    labels[7] = -1  # a row without features
+    km = KMeansResult(labels=labels, centroids=np.eye(4, dtype=np.float32), inertia=0.0,
+                      n_iter=1)
+    save_clusters(ws, "k4", km, features_fingerprint="f")
+    scores = labels * 0.1 + np.linspace(0, 0.05, N)
+    (ws.root / "scores").mkdir()
+    np.save(ws.root / "scores" / "exhaustive.npy", scores)
+    return ws, lines, labels, scores
+
+
+def test_cli_select_resume_and_export(tmp_path, capsys):
+    from clusterucb_core.export import load_manifest, reproduce_selection, verify_export
+
+    ws, lines, labels, scores = _workspace(tmp_path)
+    argv = ["select", "-w", str(ws.root), "--clusters", "k4", "--budget", "0.5",
+            "--top-p", "0.1", "--cold-start", "0.1", "--draw-batch", "2", "--seed", "3",
+            "--run-id", "r1"]
+    assert _cli(argv + ["--rounds", "3"]) == 0
+    assert "paused" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="other settings"):
+        _cli(argv[:-2] + ["--run-id", "r1", "--seed", "4"])
+    assert _cli(["select", "-w", str(ws.root), "--run-id", "r1", "-v"]) == 0
+    out = capsys.readouterr().out
+    assert "continuing run r1 at round 3" in out and "finished" in out and "recall" in out
+    assert ws.meta()["current_run"] == "r1"
+    # the same settings in one go give the same run
+    assert _cli(argv[:-2] + ["--run-id", "r2"]) == 0
+    a = (ws.runs("r1") / "log.jsonl").read_text().splitlines()[1:]
+    b = (ws.runs("r2") / "log.jsonl").read_text().splitlines()[1:]
+    strip = [{k: v for k, v in json.loads(x).items() if k != "ts"} for x in a]
+    assert strip == [{k: v for k, v in json.loads(x).items() if k != "ts"} for x in b]
+
+    assert _cli(["export", "-w", str(ws.root)]) == 0  # the current run: r2
+    exp = ws.exports("r2")
+    man = load_manifest(exp)
+    assert verify_export(exp) == [] and man["clusters"]["name"] == "k4"
+    assert man["oracle"]["kind"] == "table" and man["extra"]["reward"] == "exhaustive"
+    assert man["metrics"]["recall_of_exhaustive_top_p"] == 1.0
+    rows = man["selected"]["rows"]
+    assert 7 not in rows and len(rows) == 4
+    assert reproduce_selection(man, labels, __import__(
+        "clusterucb_core.oracle", fromlist=["TableOracle"]).TableOracle(scores)).tolist() == rows
+    line_no = load_pool(tmp_path / "pool.jsonl").table["line_no"].to_numpy()
+    assert (exp / "selected.jsonl").read_bytes() == b"".join(
+        lines[line_no[r] - 1] + b"\n" for r in sorted(rows))
+
+
+def test_cli_select_errors(tmp_path):
+    ws, _, _, _ = _workspace(tmp_path)
+    with pytest.raises(ValueError, match="top_p"):
+        _cli(["select", "-w", str(ws.root), "--budget", "0.1", "--top-p", "0.2"])
+    with pytest.raises(FileNotFoundError):
+        _cli(["select", "-w", str(ws.root), "--scores", "nope"])
+    np.save(tmp_path / "short.npy", np.zeros(3))
+    with pytest.raises(ValueError, match="3 scores"):
+        _cli(["select", "-w", str(ws.root), "--scores", str(tmp_path / "short.npy")])
+    with pytest.raises(ValueError, match="lazy"):
+        _cli(["select", "-w", str(ws.root), "--lazy"])
+    with pytest.raises(FileNotFoundError, match="no run"):
+        _cli(["export", "-w", str(ws.root), "--run", "ghost"])

@@ -1,0 +1,102 @@
+"""`clusterucb export`: write a run's selection as the user's own records, LESS's files, a
+`datasets` folder and a manifest (see clusterucb_core/export.py), atomically."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+HELP = "export a selection run: original records, LESS files, datasets folder, manifest"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
+    parser.add_argument("--run", help="run id in W/runs/ (default: the current run)")
+    parser.add_argument("--out", help="export folder (default: W/exports/RUN)")
+    parser.add_argument("--pool", help="pool file (default: the one recorded in the run or "
+                                       "the workspace)")
+    parser.add_argument("--format", default=None, help="pool format (default: as recorded)")
+    parser.add_argument("--shape", default=None, help="pool shape (default: as recorded)")
+    parser.add_argument("--no-dataset", action="store_true",
+                        help="skip the Hugging Face datasets folder")
+
+
+def resolve_path(ws: Any, path: str | Path) -> Path:
+    """A recorded path: absolute, or relative to the workspace, the project or the cwd."""
+    p = Path(path).expanduser()
+    if p.is_absolute():
+        return p
+    project = Path(__file__).resolve().parents[2]
+    for base in (ws.root, project, Path.cwd()):
+        if (base / p).exists():
+            return (base / p).resolve()
+    return p
+
+
+def pool_ref(ws: Any, meta: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    ref = meta.get("pool") or ws.meta().get("pool")
+    if isinstance(ref, str):
+        ref = {"path": ref}
+    ref = dict(ref or {})
+    if args.pool:
+        ref = {"path": args.pool}
+    if not ref.get("path"):
+        raise FileNotFoundError("no pool recorded for this run or workspace; pass --pool")
+    for key in ("format", "shape"):
+        if getattr(args, key):
+            ref[key] = getattr(args, key)
+    return ref
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .. import bandit
+    from ..curation import Ledger
+    from ..export import export_selection
+    from ..pool import load_pool
+    from ..workspace import Workspace, check_name
+    from .select import SCORES_DIR, load_labels
+
+    ws = Workspace.open(args.workspace, create=False)
+    run_id = args.run or ws.meta().get("current_run")
+    if not run_id:
+        raise ValueError("which run? pass --run (no current run in the workspace)")
+    check_name(run_id, "run id")
+    log = ws.runs(run_id) / bandit.LOG_NAME
+    if not log.exists():
+        raise FileNotFoundError(f"no run {run_id!r} in {ws.root} "
+                                f"(have: {', '.join(ws.list('runs')) or 'none'})")
+    with open(log, "rb") as fh:
+        head = json.loads(fh.readline())
+    meta = head.get("meta") or {}
+    clustering = meta.get("clustering")
+    if not clustering:
+        raise ValueError(f"run {run_id} does not record its clustering")
+    labels, _, cs = load_labels(ws, clustering)
+    ledger = Ledger(ws.ledger_path, clustering=clustering)
+    sel = bandit.SelectionRun.open(ws.runs(run_id), labels, None, ledger)
+    ref = pool_ref(ws, meta, args)
+    pool = load_pool(resolve_path(ws, ref["path"]), ref.get("format", "auto"),
+                     ref.get("shape", "auto"))
+    exhaustive = None
+    ex_path = ws.root / SCORES_DIR / "exhaustive.npy"
+    if ex_path.exists():
+        arr = np.load(ex_path)
+        exhaustive = arr if arr.ndim == 1 and len(arr) == len(labels) else None
+    out = Path(args.out).expanduser() if args.out else ws.exports(run_id)
+    res = sel.result()
+    export_selection(out, pool, res, run_id=run_id, clustering=clustering,
+                     cluster_names=cs.cluster_names(), oracle_info=head.get("oracle"),
+                     ledger_state=ledger.state(), log_path=sel.log_path,
+                     exhaustive=exhaustive, with_dataset=not args.no_dataset,
+                     extra={"workspace": str(ws.root), "reward": meta.get("reward"),
+                            "clusters_meta": {"k": cs.k, "features": cs.meta.get("features"),
+                                              "features_fingerprint":
+                                                  cs.meta.get("features_fingerprint")}})
+    state = "finished" if sel.done else "NOT finished (the selection so far)"
+    print(f"exported run {run_id} ({state}): {len(res.rows)} rows of {len(labels)} "
+          f"to {out}")
+    return 0

@@ -1,0 +1,230 @@
+"""`clusterucb select`: spend a gradient budget with a bandit over clusters, keep the top-p.
+
+Rewards come from a score table (`--scores FILE.npy|FILE.pt|NAME`, or the workspace's
+exhaustive scores `W/scores/exhaustive.npy`) or, with `--lazy`, from gradients computed only
+for the drawn rows (`lazy_oracle` below is the hook the feature pipeline plugs into).
+The run's log lives in W/runs/RUN/; running the same `--run-id` again continues it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+HELP = "select data: a UCB bandit over clusters spends the budget, the top-p rows are kept"
+
+SCORES_DIR = "scores"
+_SPEC_FLAGS = {"policy": "policy", "beta": "beta", "cold_start": "cold_start",
+               "budget": "budget", "top_p": "top_p", "draw_batch": "draw_batch",
+               "seed": "seed", "quantile": "quantile"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..bandit import POLICIES
+    from ..config import SelectionSpec
+
+    d = SelectionSpec()
+    parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
+    parser.add_argument("--clusters", help="clustering name in W/clusters/ (default: the "
+                                           "workspace's current one, else the newest)")
+    src = parser.add_mutually_exclusive_group()
+    src.add_argument("--scores", help="reward table: a .npy (or LESS .pt) file with one score "
+                                      "per pool row, or a name in W/scores/ (default: "
+                                      "W/scores/exhaustive.npy when present)")
+    src.add_argument("--lazy", action="store_true",
+                     help="compute gradients only for the drawn rows (needs features set up)")
+    parser.add_argument("--policy", choices=POLICIES, default=None,
+                        help=f"arm rule (default {d.policy})")
+    parser.add_argument("--beta", type=float, default=None,
+                        help=f"ucb_beta: mean + beta*std (default {d.beta})")
+    parser.add_argument("--cold-start", type=float, default=None,
+                        help=f"fraction of each cluster drawn first (default {d.cold_start})")
+    parser.add_argument("--budget", type=float, default=None,
+                        help=f"fraction of the pool scored in all (default {d.budget})")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help=f"fraction of the pool selected (default {d.top_p})")
+    parser.add_argument("--draw-batch", type=int, default=None,
+                        help=f"rows drawn per round (default {d.draw_batch})")
+    parser.add_argument("--seed", type=int, default=None, help=f"seed (default {d.seed})")
+    parser.add_argument("--quantile", type=float, default=None,
+                        help=f"thresh_* policies: tau = top-q quantile (default {d.quantile})")
+    parser.add_argument("--run-id", help="run name (default: run-<date>-<time>); an existing "
+                                         "run is continued")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="stop after this many rounds (continue later with --run-id)")
+    parser.add_argument("--verbose", "-v", action="store_true",
+                        help="print every round's choice and why")
+
+
+# ------------------------------------------------------------------------------ helpers
+
+
+def clusters_name(ws: Any, name: str | None) -> str:
+    if name:
+        return name
+    names = ws.list("clusters")
+    if not names:
+        raise FileNotFoundError(f"no clusters in {ws.root}; run `clusterucb cluster` first")
+    chosen = ws.meta().get("clusters")
+    if chosen in names:
+        return chosen
+    return max(names, key=lambda n: (ws.clusters(n) / "meta.json").stat().st_mtime
+               if (ws.clusters(n) / "meta.json").exists() else 0)
+
+
+def load_labels(ws: Any, name: str) -> tuple[Any, int, Any]:
+    """(labels, K, ClusterSet) of a saved clustering."""
+    from ..clustering import load_clusters
+
+    cs = load_clusters(ws, name)
+    return cs.labels, int(cs.k), cs
+
+
+def load_scores(path: Path):
+    import numpy as np
+
+    if path.suffix == ".pt":
+        import torch
+
+        arr = torch.load(path, map_location="cpu", weights_only=True)
+        arr = arr.float().numpy() if hasattr(arr, "numpy") else np.asarray(arr)
+    else:
+        arr = np.load(path, allow_pickle=False)
+    arr = np.asarray(arr, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{path}: scores must be one number per pool row, got shape "
+                         f"{arr.shape}")
+    return arr
+
+
+def resolve_scores(ws: Any, value: str | None) -> tuple[Path | None, str]:
+    """(path, reward kind) for --scores; (None, 'lazy') when there is no table."""
+    if value is None:
+        default = ws.root / SCORES_DIR / "exhaustive.npy"
+        return (default, "exhaustive") if default.exists() else (None, "lazy")
+    p = Path(value).expanduser()
+    if p.exists():
+        return p.resolve(), "table"
+    named = ws.root / SCORES_DIR / f"{value}.npy"
+    if named.exists():
+        return named, "exhaustive" if value == "exhaustive" else "table"
+    raise FileNotFoundError(f"no scores at {value} nor {named}")
+
+
+def lazy_oracle(ws: Any, clustering: str, n_rows: int) -> Any:
+    """The lazy reward oracle (gradients of the drawn rows only). Hook: the feature pipeline
+    wires this to `oracle.LazyOracle.from_store(...)`."""
+    raise ValueError("lazy gradient rewards are not available from the CLI yet; pass "
+                     "--scores FILE.npy, or compute exhaustive scores into "
+                     f"{ws.root / SCORES_DIR / 'exhaustive.npy'}")
+
+
+def make_oracle(ws: Any, meta: dict[str, Any], n_rows: int) -> Any:
+    """The oracle a run's header meta names (used to continue a run)."""
+    from ..oracle import TableOracle
+
+    kind = meta.get("reward")
+    if kind == "lazy":
+        return lazy_oracle(ws, meta.get("clustering"), n_rows)
+    path = Path(meta["scores_path"]) if meta.get("scores_path") else \
+        ws.root / SCORES_DIR / "exhaustive.npy"
+    if not path.exists():
+        raise FileNotFoundError(f"this run's reward table {path} is gone")
+    scores = load_scores(path)
+    if len(scores) != n_rows:
+        raise ValueError(f"{path} has {len(scores)} scores but the clustering has {n_rows} rows")
+    return TableOracle(scores, name=kind or "table")
+
+
+def spec_from_args(args: argparse.Namespace, base: Any = None) -> tuple[Any, list[str]]:
+    """The spec the flags ask for, and the names of flags given explicitly."""
+    import dataclasses
+
+    from ..config import SelectionSpec
+
+    base = base or SelectionSpec()
+    given = {f: getattr(args, a) for a, f in _SPEC_FLAGS.items() if getattr(args, a) is not None}
+    return dataclasses.replace(base, **given), sorted(given)
+
+
+def new_run_id() -> str:
+    return "run-" + datetime.now().strftime("%Y%m%d-%H%M%S")
+
+
+def _fmt(x: float) -> str:
+    return "n/a" if x != x else f"{x:.3f}"
+
+
+# ------------------------------------------------------------------------------ command
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import bandit
+    from ..curation import Ledger
+    from ..oracle import run_metrics
+    from ..workspace import Workspace, check_name
+
+    ws = Workspace.open(args.workspace, create=False)
+    name = clusters_name(ws, args.clusters)
+    labels, k, _ = load_labels(ws, name)
+    n_rows = len(labels)
+    run_id = check_name(args.run_id, "run id") if args.run_id else new_run_id()
+    run_dir = ws.runs(run_id)
+    ledger = Ledger(ws.ledger_path, clustering=name)
+
+    if (run_dir / bandit.LOG_NAME).exists():
+        with open(run_dir / bandit.LOG_NAME, "rb") as fh:
+            head = json.loads(fh.readline())
+        meta = head.get("meta") or {}
+        if meta.get("clustering") not in (None, name):
+            raise ValueError(f"run {run_id} uses clustering {meta['clustering']!r}, not {name!r}")
+        oracle = make_oracle(ws, meta, n_rows)
+        sel = bandit.SelectionRun.open(run_dir, labels, oracle, ledger)
+        wanted, given = spec_from_args(args, sel.spec)
+        if wanted != sel.spec:
+            raise ValueError(f"run {run_id} exists with other settings ({', '.join(given)}); "
+                             "leave those flags out to continue it, or pick a new --run-id")
+        print(f"continuing run {run_id} at round {sel.next_round} "
+              f"({sel.budget_used}/{sel.budget_total} rows scored)")
+    else:
+        spec, _ = spec_from_args(args)
+        bandit.validate_spec(spec)
+        if args.lazy:
+            oracle, meta = lazy_oracle(ws, name, n_rows), {"reward": "lazy"}
+        else:
+            path, kind = resolve_scores(ws, args.scores)
+            if path is None:
+                oracle, meta = lazy_oracle(ws, name, n_rows), {"reward": "lazy"}
+            else:
+                meta = {"reward": kind, "scores_path": str(path)}
+                oracle = make_oracle(ws, meta, n_rows)
+        meta.update({"clustering": name, "workspace": ws.name,
+                     "pool": ws.meta().get("pool")})
+        sel = bandit.SelectionRun(labels, oracle, spec, run_dir, ledger, n_clusters=k,
+                                  meta=meta)
+        print(f"run {run_id}: {spec.policy} over {k} clusters of {n_rows} rows; budget "
+              f"{sel.budget_total} rows, top {sel.n_top}")
+    ws.update_meta(current_run=run_id)
+
+    done = 0
+    while not sel.done and (args.rounds is None or done < args.rounds):
+        rec = sel.step()
+        done += 1
+        if args.verbose:
+            print(f"round {rec.round:4d} [{rec.budget_used}/{rec.budget_total}] "
+                  f"{rec.explanation.get('sentence', '')}")
+    state = "finished" if sel.done else "paused (continue with --run-id " + run_id + ")"
+    print(f"{state}: {len(sel.records)} rounds, {sel.budget_used}/{sel.budget_total} rows "
+          f"scored, {len(sel.selected())} selected")
+    metrics = run_metrics(sel)
+    if metrics is not None:
+        print(f"against exhaustive scores: recall of the top-{sel.spec.top_p:g} "
+              f"{_fmt(metrics['recall'])}, score mass {_fmt(metrics['mass_share'])}")
+    print(f"log: {sel.log_path}")
+    print(f"export with: clusterucb export --workspace {ws.root} --run {run_id}",
+          file=sys.stderr)
+    return 0
