@@ -326,7 +326,10 @@ class _Thresh(Policy):
         self.quantile = float(quantile)
 
     def tau(self, stats: ArmStats) -> float:
-        return top_quantile(stats.all_rewards, self.quantile)
+        memo = stats.__dict__.setdefault("_tau", {})  # one quantile per stats and q
+        if self.quantile not in memo:
+            memo[self.quantile] = top_quantile(stats.all_rewards, self.quantile)
+        return memo[self.quantile]
 
     def _pick(self, stats, vals, rng):
         idx = np.flatnonzero(stats.eligible)
@@ -350,8 +353,8 @@ class ThreshHard(_Thresh):
 
     def values(self, stats, rng=None):
         tau = self.tau(stats)
-        v = np.array([float((h >= tau).mean()) if len(h) else -np.inf for h in stats.rewards])
-        return v
+        return np.array([np.count_nonzero(h >= tau) / len(h) if len(h) else -np.inf
+                         for h in stats.rewards])
 
     def term(self, stats, k, value):
         return f"{value:.4g} of {stats.n[k]} draws >= tau {self.tau(stats):.4g}"

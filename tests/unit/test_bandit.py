@@ -378,3 +378,16 @@ def test_ledger_bans_pins_rejects(tmp_path):
     assert len(sel) == run.n_top
     assert not np.any(labels[sel] == 1)  # cluster 1 is banned: its drawn rows stay out
     assert run.budget_used == run.budget_total  # the rejected draws still counted
+
+
+@pytest.mark.parametrize("name", ["ucb_beta", "thompson", "random"])
+def test_peek_announces_exactly_what_step_does(name):
+    labels, scores = clustered(seed=2)
+    run = SelectionRun(labels, TableOracle(scores), spec(policy=name, cold_start=0.1))
+    while not run.done:
+        nxt = run.peek()
+        rec = run.step()
+        assert (nxt["round"], nxt["arm"]) == (rec.round, rec.arm)
+        np.testing.assert_array_equal(nxt["rows"], rec.rows)
+        assert nxt["explanation"]["sentence"] == rec.explanation["sentence"]
+    assert run.peek() is None
