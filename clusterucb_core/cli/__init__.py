@@ -13,8 +13,7 @@ import sys
 
 # subcommand -> module in this package
 COMMANDS: dict[str, str] = {
-    "select": "select",
-    "export": "export",
+    "validate": "validate",
 }
 
 
