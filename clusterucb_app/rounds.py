@@ -120,21 +120,29 @@ def get(ws: Workspace, run_id: str) -> bandit.SelectionRun:
         run, size = cache[key]
         if _log_size(run) == size:
             return run
-    head = header(ws, run_id)
-    meta = head.get("meta") or {}
-    clustering = meta.get("clustering")
-    clusters = state.load_clusters(ws, clustering)
-    if clusters is None:
+    clustering, source = run_inputs(ws, run_id)
+    if clustering not in state.cluster_names(ws):
         raise FileNotFoundError(f"run {run_id} used clustering {clustering!r}, which is gone")
+    clusters = state.load_clusters(ws, clustering)
     labels = np.asarray(clusters.labels)
     try:
-        oracle = make_oracle(ws, meta.get("reward", REWARD_EXHAUSTIVE), len(labels))
-    except (FileNotFoundError, ValueError, ImportError):
-        oracle = None  # read-only: the run shows, but cannot draw
+        oracle = make_oracle(ws, source, len(labels))
+    except Exception:  # noqa: BLE001 - read-only: the run shows, but cannot draw
+        oracle = None
     run = bandit.SelectionRun.open(ws.runs(run_id), labels, oracle,
                                    state.ledger(ws, clustering))
     _remember(ws, run_id, run)
     return run
+
+
+def run_inputs(ws: Workspace, run_id: str) -> tuple[str | None, str]:
+    """(clustering name, reward source) a run was made with. Runs made by the CLI pipeline
+    record `clusters` and score lazily; runs made here record `clustering` and `reward`."""
+    meta = header(ws, run_id).get("meta") or {}
+    clustering = meta.get("clustering") or meta.get("clusters") or \
+        state.current_clusters_name(ws)
+    source = meta.get("reward") or REWARD_LAZY
+    return clustering, source
 
 
 def step(ws: Workspace, run_id: str, n: int = 1) -> list[bandit.RoundRecord]:

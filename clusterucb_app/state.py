@@ -37,18 +37,6 @@ SPEC_CLASSES: dict[str, type] = {
     "selection": SelectionSpec,
 }
 
-# Defaults that make the bundled demo quick on a laptop CPU (the paper's values stay one
-# click away in the forms).
-DEMO_DEFAULTS: dict[str, dict[str, Any]] = {
-    "model": {"max_length": 256},
-    "warmup": {"fraction": 0.05, "epochs": 1, "learning_rate": 2e-4},
-    "features": {"kind": "gradient", "mode": "adam", "dim": 1024},
-    "cluster_features": {"kind": "hidden", "mode": "sgd", "dim": 1024},
-    "cluster": {"k": 12},
-    "selection": {},
-}
-
-
 def resolve(ws: Workspace, path: str | Path) -> Path:
     p = Path(path).expanduser()
     if p.is_absolute():
@@ -92,7 +80,7 @@ def settings(ws: Workspace, name: str) -> Any:
     cls = SPEC_CLASSES[name]
     saved = (ws.meta().get("settings") or {}).get(name) or {}
     known = {f.name for f in dataclasses.fields(cls)}
-    base = dict(DEMO_DEFAULTS.get(name, {})) if ws.meta().get("demo_defaults") else {}
+    base: dict[str, Any] = {}
     base.update({k: v for k, v in saved.items() if k in known})
     try:
         return config.from_dict(cls, base)
@@ -108,12 +96,46 @@ def save_settings(ws: Workspace, **specs: Any) -> None:
     ws.update_meta(settings=all_settings)
 
 
+DEMO_CONFIG = config.DEMO_DIR / "demo_run.toml"
+
+
+def _demo_config() -> dict[str, Any]:
+    """Settings, pool and target of the bundled demo (sample_data/demo_run.toml), in the
+    app's workspace.json form; empty when the file or the pipeline is missing."""
+    try:
+        from clusterucb_core.pipeline import load_config
+        cfg = load_config(DEMO_CONFIG)
+    except (ImportError, OSError, ValueError):
+        return {}
+    model = config.to_dict(cfg.model)
+    name = str(model.get("name_or_path", ""))
+    if not Path(name).is_absolute() and (config.DEMO_DIR / name).resolve() == config.DEMO_MODEL:
+        model["name_or_path"] = str(config.DEMO_MODEL)  # not trained yet: keep it a path
+    return {
+        "pool": {"path": cfg.pool, "format": "auto", "shape": "auto"},
+        "target": {"path": cfg.target, "kind": "auto", "trim": False},
+        "use_warmup": cfg.use_warmup,
+        "settings": {"model": model, "lora": config.to_dict(cfg.lora),
+                     "warmup": config.to_dict(cfg.warmup),
+                     "cluster_features": config.to_dict(cfg.cluster_features),
+                     "features": config.to_dict(cfg.reward_features),
+                     "cluster": config.to_dict(cfg.clusters),
+                     "selection": config.to_dict(cfg.selection)},
+    }
+
+
 def apply_demo_defaults(ws: Workspace) -> None:
-    """A fresh demo workspace points at the bundled pool and a bundled target."""
+    """A fresh demo workspace gets the bundled demo's settings, pool and target (those of
+    `clusterucb demo`, so the app and the CLI share its files)."""
     meta = ws.meta()
     changes: dict[str, Any] = {}
     if "demo_defaults" not in meta:
         changes["demo_defaults"] = True
+        demo = _demo_config()
+        for key in ("pool", "target", "use_warmup", "settings"):
+            if key in demo and not meta.get(key):
+                changes[key] = demo[key]
+        meta = {**meta, **changes}
     if not meta.get("pool") and config.DEMO_POOL.exists():
         changes["pool"] = {"path": str(config.DEMO_POOL), "format": "auto", "shape": "auto"}
     if not meta.get("target"):
@@ -274,15 +296,22 @@ def scores_path(ws: Workspace, name: str = "exhaustive") -> Path:
 
 
 def exhaustive_scores(ws: Workspace, n_rows: int | None = None) -> Any | None:
+    """The newest exhaustive score table in W/scores/ that fits the pool, or None."""
     import numpy as np
 
-    path = scores_path(ws)
-    if not path.exists():
+    folder = ws.root / SCORES_DIR
+    if not folder.is_dir():
         return None
-    arr = np.load(path)
-    if arr.ndim != 1 or (n_rows is not None and len(arr) != n_rows):
-        return None
-    return arr.astype(np.float64)
+    files = sorted((p for p in folder.glob("*.npy") if not p.name.startswith(".")),
+                   key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in files:
+        try:
+            arr = np.load(path, mmap_mode="r")
+        except (OSError, ValueError):
+            continue
+        if arr.ndim == 1 and (n_rows is None or len(arr) == n_rows):
+            return np.asarray(arr, dtype=np.float64)
+    return None
 
 
 def ledger(ws: Workspace, clustering: str | None = None) -> Any:

@@ -163,6 +163,9 @@ def _lengths(fingerprint: str, model_path: str, template: str, sample: int) -> l
 
     table = state.load_pool(ws).table
     rows = table if len(table) <= sample else table.sample(sample, random_state=0)
+    local = Path(model_path).expanduser()
+    if model_path.startswith(("/", ".", "~")) and not local.exists():
+        return None
     try:
         tok = load_tokenizer(config.ModelSpec(name_or_path=model_path, chat_template=template))
     except (OSError, ValueError):  # no model yet: count words instead (said on the page)

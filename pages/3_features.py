@@ -135,7 +135,8 @@ c = st.columns(4)
 c[0].metric("Model", Path(model.name_or_path).name or model.name_or_path)
 c[1].metric("Device (auto found)", _device_found())
 c[2].metric("LoRA", f"r={lora.rank}, α={lora.alpha}")
-c[3].metric("Reward features", f"{engine.reward_spec(ws).mode}, d={feat.dim}")
+c[3].metric("Reward features", f"{feat.mode if engine.use_warmup(ws) else 'sgd'}, "
+                               f"d={feat.dim}")
 if not model_ok:
     st.warning(f"No model folder at `{model.name_or_path}`. "
                + ("The bundled demo model is made by `python scripts/train_demo_model.py`."
@@ -152,20 +153,25 @@ st.caption(f"LoRA training on {warm.fraction:.1%} of the pool for "
            + (f"{warm.max_steps} steps" if warm.max_steps else f"{warm.epochs} epoch(s)")
            + ". " + (f"Latest checkpoint: `{ckpt}`." if ckpt else "No checkpoint yet: "
                      "features are taken at the base model with plain (sgd) gradients."))
+uw = st.checkbox("Use a warm-up checkpoint for the reward features (LESS)",
+                 value=engine.use_warmup(ws), key="use_warmup",
+                 help="Off: gradients at the base model (plain sgd). On: the exhaustive job "
+                      "trains the warm-up first when it is missing.")
+if uw != engine.use_warmup(ws):
+    ws.update_meta(use_warmup=bool(uw))
 if st.button("Run warm-up", key="btn_warmup", disabled=not model_ok):
-    ui.start_job(ws, "warmup", argv=engine.command_warmup(ws), title="Warm-up", unit="steps")
+    engine.start_stage(ws, "warmup", "Warm-up", unit="steps")
 ui.job_panel(ws, "warmup")
 
 # ------------------------------------------------------------------------------ 2. cluster features
 st.subheader("2 · Cluster features")
-cname = engine.CLUSTER_STORE.get(cfeat.kind, "cluster-features")
-have = (ws.features(cname) / "manifest.json").exists() or ws.features(cname).is_dir()
-st.caption(f"{'Hidden-state embeddings (forward only)' if cfeat.kind == 'hidden' else 'Gradient features'}"
-           f" of every row into the store `{cname}`"
-           + (" — present; running again only fills missing rows." if have else "."))
+stores = ws.list("features")
+st.caption(("Hidden-state embeddings (forward only)" if cfeat.kind == "hidden"
+            else "Gradient features") + " of every row, for the clustering. "
+           + (f"Feature stores in the workspace: {', '.join(f'`{n}`' for n in stores)}; "
+              "running again only fills missing rows." if stores else ""))
 if st.button("Compute cluster features", key="btn_cfeat", type="primary", disabled=not model_ok):
-    argv, _ = engine.command_cluster_features(ws)
-    ui.start_job(ws, "cluster_features", argv=argv, title="Cluster features")
+    engine.start_stage(ws, "cluster_features", "Cluster features")
 ui.job_panel(ws, "cluster_features")
 
 # ------------------------------------------------------------------------------ 3. exhaustive
@@ -178,14 +184,7 @@ st.caption("Computes the reward features of **every** row and their influence sc
 if not state.target_ref(ws):
     st.info("Choose a target first (Target page) to score rows.")
 elif st.button("Run exhaustive scoring", key="btn_exh", disabled=not model_ok):
-    try:
-        argv, store = engine.command_reward_features(ws)
-    except ValueError as exc:
-        ui.show_error(exc, "Preparing exhaustive scoring")
-    else:
-        ui.start_job(ws, "exhaustive", target="clusterucb_app.tasks:exhaustive",
-                     kwargs={"workspace": str(ws.root), "features_argv": argv, "store": store},
-                     title="Exhaustive scoring")
+    engine.start_stage(ws, "exhaustive", "Exhaustive scoring")
 ui.job_panel(ws, "exhaustive")
 
 st.page_link("pages/4_clusters.py", label="Next: clusters", icon="➡️")

@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from clusterucb_app import rounds, state, ui
+from clusterucb_app import engine, rounds, state, ui
 from clusterucb_core import plots_rounds as pr
 
 ws = ui.workspace()
@@ -38,26 +38,22 @@ with st.expander("Cluster the pool", expanded=not state.cluster_names(ws)):
         st.page_link("pages/3_features.py", label="Go to Model & Features", icon="➡️")
     else:
         spec = state.settings(ws, "cluster")
-        default = next((i for i, n in enumerate(stores) if n.startswith("cluster-")), 0)
-        c = st.columns([2, 1, 1, 1])
-        feat_name = c[0].selectbox("Features", stores, index=default, key="cl_features")
-        k = c[1].number_input("K (0 = pick from the scan)", 0, 5000, int(spec.k), key="cl_k")
-        seed = c[2].number_input("Seed", 0, 2**31 - 1, int(spec.seed), key="cl_seed")
-        mb = c[3].checkbox("Mini-batch (large pools)", value=bool(spec.minibatch), key="cl_mb")
+        st.caption("Features: " + ", ".join(f"`{n}`" for n in stores)
+                   + ". The clustering uses the cluster features set on the Model & Features "
+                     "page.")
+        c = st.columns([1, 1, 1])
+        k = c[0].number_input("K (0 = pick from the scan)", 0, 5000, int(spec.k), key="cl_k")
+        seed = c[1].number_input("Seed", 0, 2**31 - 1, int(spec.seed), key="cl_seed")
+        mb = c[2].checkbox("Mini-batch (large pools)", value=bool(spec.minibatch), key="cl_mb")
         b = st.columns(2)
         if b[0].button("Run clustering", type="primary", key="cl_run"):
             from dataclasses import replace
 
             state.save_settings(ws, cluster=replace(spec, k=int(k), seed=int(seed),
                                                     minibatch=bool(mb)))
-            ui.start_job(ws, "cluster", target="clusterucb_app.tasks:cluster",
-                         kwargs={"workspace": str(ws.root), "features": feat_name,
-                                 "k": int(k), "seed": int(seed), "minibatch": bool(mb)},
-                         title="Clustering", unit="stages")
+            engine.start_stage(ws, "clusters", "Clustering")
         if b[1].button("Compute the 2-D map (UMAP)", key="cl_map"):
-            ui.start_job(ws, "map", target="clusterucb_app.tasks:umap_map",
-                         kwargs={"workspace": str(ws.root), "features": feat_name},
-                         title="UMAP map")
+            engine.start_stage(ws, "map", "UMAP map")
     ui.job_panel(ws, "cluster")
     ui.job_panel(ws, "map")
 

@@ -178,9 +178,8 @@ def live() -> None:
         st.rerun(scope="app")
     if reset:
         try:
-            reward = (rounds.header(ws, cur_id).get("meta") or {}).get(
-                "reward", rounds.REWARD_EXHAUSTIVE)
-            rounds.create(ws, run.spec, clusters_name, reward)
+            used_clusters, reward = rounds.run_inputs(ws, cur_id)
+            rounds.create(ws, run.spec, used_clusters or clusters_name, reward)
         except Exception as exc:  # noqa: BLE001
             ui.show_error(exc, "Resetting the run", "start a new run from the settings")
         else:
