@@ -27,7 +27,8 @@ user's line.
 Every malformed or unusable record becomes a `Problem(line, reason, severity)`. Errors exclude
 the record: bad JSON, not an object, non-UTF-8 bytes, missing or wrongly typed fields, unknown
 role, no assistant turn, an empty assistant turn (it has nothing to train on). Warnings keep it:
-duplicate ids, an id or source of the wrong type (a made one is used). Blank lines are skipped
+duplicate ids, a conversation identical to an earlier one, an id or source of the wrong type
+(a made one is used). Blank lines are skipped
 silently. `strict=True` raises `PoolError` on any problem; a pool with no valid record raises
 `PoolError` always. `PoolError.report` carries the report either way.
 """
@@ -281,7 +282,7 @@ def _read_jsonl(lines: list[str], clean: bool = False) -> Iterator[_Rec]:
         try:
             obj = loads(raw)
         except json.JSONDecodeError as exc:
-            yield _Rec(i, raw, problem=f"bad JSON: {exc.msg} at column {exc.colno}")
+            yield _Rec(i, raw, problem=f"bad JSON: {exc.msg} (column {exc.colno})")
             continue
         except RecursionError:
             yield _Rec(i, raw, problem="bad JSON: nested too deeply")
@@ -335,7 +336,7 @@ class _LineCounter:
 def _json_error(exc: json.JSONDecodeError, counter: _LineCounter, text: str) -> _Rec:
     line = counter.line(exc.pos)
     rest = text.count("\n", exc.pos) + 1
-    return _Rec(line, "", problem=f"bad JSON: {exc.msg} at column {exc.colno}; the rest of the "
+    return _Rec(line, "", problem=f"bad JSON: {exc.msg} (column {exc.colno}); the rest of the "
                                   f"file ({rest} lines) could not be read")
 
 
@@ -747,14 +748,21 @@ class _Builder:
         if self.pending or self.shape == "auto":
             self._detect()
         c = self.cols
-        # duplicate ids: a warning on each later occurrence
+        # duplicate ids and duplicated conversations: a warning on each later occurrence
         first: dict[str, int] = {}
-        for rid, line in zip(c["id"], c["line_no"]):
+        seen: dict[tuple, int] = {}
+        for rid, line, msgs in zip(c["id"], c["line_no"], c["messages"]):
             if rid in first:
                 self.problems.append(Problem(line, f"duplicate id {rid!r} (first at line "
                                                    f"{first[rid]})", "warning"))
             else:
                 first[rid] = line
+            key = tuple((m["role"], m["content"]) for m in msgs)
+            if key in seen:
+                self.problems.append(Problem(line, f"same conversation as line {seen[key]}",
+                                             "warning"))
+            else:
+                seen[key] = line
         n = len(c["id"])
         data = {"row": pd.Series(range(n), dtype="int64"),
                 "id": pd.Series(c["id"], dtype=object),

@@ -244,7 +244,9 @@ def test_json_list_damage(tmp_path):
     path.write_text("[\n" + good + ",\n" + good + ",\n {\"messages\": [}\n]")
     pool = load_pool(path)
     assert len(pool) == 2
-    assert [p.line for p in pool.report.problems] == [4]
+    assert [p.line for p in pool.report.errors] == [4]
+    assert [str(p) for p in pool.report.warnings] == \
+        ["line 3: warning: same conversation as line 2"]
     path.write_text("[\n" + good + ",\n" + good[:30])  # truncated file
     pool = load_pool(path)
     assert len(pool) == 1 and pool.report.problems[0].line == 3

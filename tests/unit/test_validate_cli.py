@@ -51,15 +51,16 @@ def test_damaged_pool_lists_lines_and_strict_fails(capsys, tmp_path, good):
     bad.write_bytes(b"\n".join(lines))
     code, out = _run(capsys, bad)
     assert code == 0  # still usable: valid rows load
-    assert "errors: 3 (rows excluded)   warnings: 1 (rows kept)" in out
+    assert "errors: 3 (rows excluded)   warnings: 2 (rows kept)" in out
     assert "line 4: error: bad JSON" in out
     assert "line 8: error: no assistant turn" in out
     assert "line 12: error: non-UTF-8 bytes" in out
     assert "line 16: warning: duplicate id 'r14' (first at line 15)" in out
+    assert "line 16: warning: same conversation as line 15" in out
     code, out = _run(capsys, bad, "--strict")
     assert code == 1 and "NOT usable" in out and "line 4: error" in out
     code, out = _run(capsys, bad, "--limit", "2")
-    assert "... and 2 more problems" in out
+    assert "... and 3 more problems" in out
 
 
 def test_unusable_and_usage_errors(capsys, tmp_path):
