@@ -14,6 +14,8 @@ import sys
 # subcommand -> module in this package
 COMMANDS: dict[str, str] = {
     "validate": "validate",
+    "warmup": "warmup",
+    "features": "features",
     "select": "select",
     "export": "export",
 }

@@ -1,0 +1,260 @@
+"""`clusterucb features`: gradient (or hidden-state) features of every pool row into a feature
+store in W/features/<name>/, resumable; optionally the target set's SGD features too.
+
+Also runs under `torchrun --nproc_per_node N -m clusterucb_core.cli features ...`: each rank
+computes its share of the rows into the same store (gloo on CPU, NCCL on GPU)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HELP = "compute per-row gradient features (LESS) into a resumable feature store"
+
+
+# ----------------------------------------------------------------------- shared with warmup
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..config import LoraSpec, ModelSpec
+
+    m, lo = ModelSpec(), LoraSpec()
+    g = parser.add_argument_group("model")
+    g.add_argument("--model", default=None,
+                   help="model folder or hub id (default: the bundled demo model)")
+    g.add_argument("--max-length", type=int, default=m.max_length,
+                   help=f"tokens per row, longer rows are cut (default {m.max_length})")
+    g.add_argument("--template", default=m.chat_template, choices=("tulu", "model"),
+                   help="chat rendering: Tulu (LESS) or the model's own chat template")
+    g.add_argument("--device", default=m.device, help="auto | cpu | cuda | cuda:N | mps")
+    g.add_argument("--dtype", default=m.dtype,
+                   help="auto (bf16 on CUDA, fp32 elsewhere) | float32 | bfloat16 | float16")
+    g.add_argument("--trust-remote-code", action="store_true",
+                   help="allow the model folder's own Python code to run (only if you trust it)")
+    g.add_argument("--lora-rank", type=int, default=lo.rank,
+                   help=f"LoRA rank (default {lo.rank}; LESS uses 128)")
+    g.add_argument("--lora-alpha", type=int, default=lo.alpha,
+                   help=f"LoRA alpha (default {lo.alpha}; LESS uses 512)")
+    g.add_argument("--lora-dropout", type=float, default=lo.dropout)
+    g.add_argument("--lora-targets", default=",".join(lo.target_modules),
+                   help="comma-separated module names to adapt")
+
+
+def model_spec_from(args: argparse.Namespace):
+    from ..config import ModelSpec
+
+    return ModelSpec(name_or_path=args.model or ModelSpec().name_or_path, device=args.device,
+                     dtype=args.dtype, trust_remote_code=bool(args.trust_remote_code),
+                     chat_template=args.template, max_length=args.max_length)
+
+
+def lora_spec_from(args: argparse.Namespace):
+    from ..config import LoraSpec
+
+    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    return LoraSpec(rank=args.lora_rank, alpha=args.lora_alpha, dropout=args.lora_dropout,
+                    target_modules=targets)
+
+
+def open_pool(args: argparse.Namespace, ws: Any):
+    """--pool, else the pool recorded in the workspace."""
+    from ..pool import load_pool
+
+    if args.pool:
+        return load_pool(args.pool)
+    ref = ws.meta().get("pool")
+    if isinstance(ref, dict) and ref.get("path"):
+        return load_pool(ref["path"], format=ref.get("format", "auto"),
+                         shape=ref.get("shape", "auto"))
+    if isinstance(ref, str) and ref:
+        return load_pool(ref)
+    raise FileNotFoundError("no pool: give --pool FILE or choose one for the workspace")
+
+
+def _fmt_eta(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = int(round(seconds))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class ProgressLine:
+    """Progress callback printing `<message> | <rate> <unit>/s | ETA m:ss` at most every
+    `every` seconds (and at the end), to stderr. The message carries `done/total` last, which
+    is what a background job reads."""
+
+    def __init__(self, unit: str = "rows", every: float = 1.0, prefix: str = "",
+                 stream: Any = None):
+        self.unit, self.every, self.prefix = unit, every, prefix
+        self.stream = stream
+        self._last = 0.0
+        self._t0 = time.perf_counter()
+
+    def __call__(self, done: int, total: int, message: str = "", **extra: Any) -> None:
+        now = time.perf_counter()
+        if done < total and done > 0 and now - self._last < self.every:
+            return
+        self._last = now
+        rate = extra.get("rate")
+        if rate is None:
+            rate = done / max(now - self._t0, 1e-9)
+        eta = extra.get("eta_s")
+        if eta is None and rate:
+            eta = (total - done) / rate
+        stream = self.stream or sys.stderr
+        print(f"{self.prefix}{message or f'{done}/{total}'} | {rate:.2f} {self.unit}/s | "
+              f"ETA {_fmt_eta(eta if done < total else 0)}", file=stream, flush=True)
+
+
+# ----------------------------------------------------------------------- the command
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..config import FeatureSpec
+
+    f = FeatureSpec()
+    parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
+    parser.add_argument("--pool", help="pool file (default: the workspace's pool)")
+    parser.add_argument("--name", help="store name: W/features/NAME (default: from the settings,"
+                                       " e.g. gradient-adam-ckpt-4-rademacher-d8192)")
+    parser.add_argument("--kind", default=f.kind, choices=("gradient", "hidden"),
+                        help="gradient (LESS features) or hidden (forward-only, for clustering)")
+    parser.add_argument("--mode", choices=("sgd", "adam"), default=None,
+                        help="adam (with the checkpoint's Adam state; default when there is a "
+                             "checkpoint) or sgd (plain gradient)")
+    parser.add_argument("--checkpoint", default="last",
+                        help="'last' (latest warm-up checkpoint, if any), 'none' (fresh LoRA), "
+                             "ckpt-N, SET/ckpt-N under W/checkpoints, or a folder")
+    parser.add_argument("--dim", type=int, default=f.dim,
+                        help=f"projected dimension (default {f.dim})")
+    parser.add_argument("--projection", default=f.projection,
+                        help="rademacher (LESS), countsketch or srht (default "
+                             f"{f.projection})")
+    parser.add_argument("--seed", type=int, default=f.seed, help="projection seed")
+    parser.add_argument("--batch-size", type=int, default=f.batch_size)
+    parser.add_argument("--store-dtype", default=f.store_dtype, choices=("float16", "float32"))
+    parser.add_argument("--rows", default=None,
+                        help="only these rows, e.g. '0:100' or '3,7,42' (default: all)")
+    parser.add_argument("--target", default=None,
+                        help="also compute the SGD features of this target set (file or LESS "
+                             "folder) into W/targets/")
+    add_model_arguments(parser)
+
+
+def resolve_checkpoint(ws: Any, value: str | None) -> Path | None:
+    from ..model import find_checkpoints
+
+    value = (value or "last").strip()
+    if value.lower() == "none":
+        return None
+    if value.lower() == "last":
+        found = find_checkpoints(ws.checkpoints("warmup"))
+        return found[-1] if found else None
+    p = Path(value).expanduser()
+    candidates = [p, ws.checkpoints() / value, ws.checkpoints("warmup") / value]
+    for c in candidates:
+        if (c / "adapter_config.json").exists():
+            return c.resolve()
+        if c.is_dir():
+            found = find_checkpoints(c)
+            if found:
+                return found[-1].resolve()
+    raise FileNotFoundError(f"no checkpoint {value!r} (looked in {', '.join(map(str, candidates))})")
+
+
+def parse_rows(text: str | None, n: int):
+    import numpy as np
+
+    if not text:
+        return None
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if ":" in part:
+            a, _, b = part.partition(":")
+            out.extend(range(int(a or 0), min(int(b) if b else n, n)))
+        elif part:
+            out.append(int(part))
+    rows = np.array(sorted(set(out)), dtype=np.int64)
+    if len(rows) and (rows[0] < 0 or rows[-1] >= n):
+        raise ValueError(f"--rows must lie in 0..{n - 1}")
+    return rows
+
+
+def _init_distributed() -> tuple[int, int, bool]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1, False
+    import torch
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size(), True
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from ..config import FeatureSpec
+    from ..features import FeatureEngine, store_name, target_features, target_name
+    from ..workspace import Workspace
+
+    rank, world, distributed = _init_distributed()
+    try:
+        ws = Workspace.open(args.workspace)
+        pool = open_pool(args, ws)
+        ckpt = resolve_checkpoint(ws, args.checkpoint)
+        mode = args.mode or ("adam" if ckpt is not None else "sgd")
+        spec = replace(FeatureSpec(), kind=args.kind, mode=mode, projection=args.projection,
+                       dim=args.dim, seed=args.seed, batch_size=args.batch_size,
+                       store_dtype=args.store_dtype)
+        name = args.name or store_name(spec, ckpt)
+        prefix = f"[rank {rank}/{world}] " if distributed else ""
+        engine = FeatureEngine(pool, model_spec_from(args), lora_spec_from(args), ckpt, spec,
+                               ws.features(name))
+        if rank == 0:
+            print(f"features: {len(pool.table)} rows, kind {spec.kind}"
+                  + (f", mode {spec.mode}, {spec.projection} d={engine.dim} of "
+                     f"{engine.dim_in} LoRA gradient coordinates" if spec.kind == "gradient"
+                     else f", d={engine.dim}")
+                  + f", checkpoint {ckpt or 'none (fresh LoRA)'}, device {engine.device}, "
+                  f"store {ws.features(name)}", flush=True)
+        rows = parse_rows(args.rows, len(pool.table))
+        store = engine.compute(rows, progress=ProgressLine("rows", prefix=prefix),
+                               rank=rank, world=world)
+        if distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+        if rank == 0:
+            flagged = int(store.flagged.sum())
+            print(f"store {store.path}: {store.n_done}/{store.n_rows} rows done, "
+                  f"{flagged} flagged (no trained token within max_length: no feature, "
+                  f"never scored)", flush=True)
+            if args.target:
+                from ..targets import load_target
+
+                target = load_target(args.target)
+                out = ws.targets(target_name(target, ckpt))
+                feats, ids = target_features(target, engine.model_spec, engine.lora_spec, ckpt,
+                                             spec, out_dir=out, engine=engine,
+                                             progress=ProgressLine("examples"))
+                print(f"target {target.name}: {len(feats)} examples in {len(target.subtasks)} "
+                      f"subtasks -> {out}", flush=True)
+        if distributed:
+            import torch.distributed as dist
+
+            dist.barrier()
+        return 0
+    finally:
+        if distributed:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()

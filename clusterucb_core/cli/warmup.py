@@ -1,0 +1,60 @@
+"""`clusterucb warmup`: a short LoRA run on a random fraction of the pool, one checkpoint per
+epoch (adapter + Adam state + average learning rate) in W/checkpoints/<name>/ckpt-<epoch>."""
+
+from __future__ import annotations
+
+import argparse
+
+from .features import add_model_arguments, lora_spec_from, model_spec_from, open_pool, \
+    ProgressLine
+
+HELP = "train LoRA briefly on a random fraction of the pool (checkpoints with Adam state)"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..config import WarmupSpec
+
+    d = WarmupSpec()
+    parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
+    parser.add_argument("--pool", help="pool file (default: the workspace's pool)")
+    parser.add_argument("--name", default="warmup",
+                        help="checkpoint set name: W/checkpoints/NAME (default: warmup)")
+    parser.add_argument("--fraction", type=float, default=d.fraction,
+                        help=f"fraction of the pool to train on (default {d.fraction})")
+    parser.add_argument("--epochs", type=int, default=d.epochs,
+                        help=f"epochs, one checkpoint each (default {d.epochs})")
+    parser.add_argument("--max-steps", type=int, default=d.max_steps,
+                        help="stop after this many optimiser steps (0 = use --epochs)")
+    parser.add_argument("--lr", type=float, default=d.learning_rate,
+                        help=f"peak learning rate (default {d.learning_rate})")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help=f"rows per optimiser step (default {d.batch_size})")
+    parser.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio,
+                        help=f"share of steps with a rising learning rate (default "
+                             f"{d.warmup_ratio})")
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help="seed of the row sample, LoRA init and shuffling")
+    add_model_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import WarmupSpec
+    from ..warmup import warmup
+    from ..workspace import Workspace
+
+    ws = Workspace.open(args.workspace)
+    pool = open_pool(args, ws)
+    spec = WarmupSpec(fraction=args.fraction, epochs=args.epochs, max_steps=args.max_steps,
+                      learning_rate=args.lr, batch_size=args.batch_size,
+                      warmup_ratio=args.warmup_ratio, weight_decay=args.weight_decay,
+                      seed=args.seed)
+    model_spec = model_spec_from(args)
+    lora = lora_spec_from(args)
+    out = ws.checkpoints(args.name)
+    print(f"warm-up: {len(pool.table)} pool rows, fraction {spec.fraction}, "
+          f"model {model_spec.name_or_path}, LoRA r={lora.rank} alpha={lora.alpha}", flush=True)
+    saved = warmup(pool, model_spec, lora, spec, out, progress=ProgressLine("steps"))
+    for p in saved:
+        print(f"checkpoint {p}")
+    return 0

@@ -1,0 +1,387 @@
+"""Pool rows -> feature store: tokenise, batch, per-sample gradients, project, normalise, write.
+
+`compute_features` fills a `FeatureStore` (store.py) with one L2-normalised vector per pool row:
+
+- kind "gradient": the row's LoRA gradient (mode "sgd", or "adam" = LESS's preconditioned
+  gradient with the checkpoint's m, v), projected to `dim` with the seeded projector
+  (projection.py; same matrix for training rows and target examples), then normalised;
+- kind "hidden": forward-only mean-pooled last hidden states (dimension = the model's hidden
+  size; `dim` is ignored) -- the cheap features for clustering.
+
+Only rows the store does not have yet are computed (`store.missing(rows)`): a killed run
+resumes, and a lazy caller (the bandit) can ask for a few rows at a time. Rows are processed in
+fixed chunks -- chunk c holds the missing rows r with r // chunk_rows == c, chunk_rows = 8 x
+batch size -- sorted by token length inside the chunk (less padding) and written with one
+`store.write` per chunk. Because a chunk's batches depend only on which of its rows are
+missing, a run killed and resumed, or split over `torchrun` ranks (rank k takes chunks
+k, k+world, ...), computes every row in exactly the same batch as an uninterrupted single
+process: the stores end bit-identical.
+
+Rows without any trained label (e.g. the answer lies beyond max_length) have no gradient: they
+are written as flagged (NaN features, done byte 2 in the store), so influence is NaN for them
+and clustering leaves them out -- never a score of 0.
+
+The store's manifest records what made the rows (its identity keys): pool fingerprint, model
+name and weight fingerprint, checkpoint fingerprint, feature spec (kind, mode, projection and
+its spec, dim, seed), LoRA spec, max_length, template and compute dtype. The batch size is not
+part of it (it changes rounding only). Opening a store made from other inputs is refused.
+
+Target examples (`target_features`) always use SGD gradients (LESS), at the same checkpoint,
+with the same projector; they are cached in W/targets/<name>/ keyed by the same identity.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import atomic
+from .config import FeatureSpec, LoraSpec, ModelSpec, fingerprint, to_dict
+from .warmup import pool_identity
+
+Progress = Callable[..., None]
+CHUNK_BATCHES = 8  # chunk = this many batches (the unit of sorting, writing and sharding)
+KINDS = ("gradient", "hidden")
+
+
+def _report(progress: Progress | None, done: int, total: int, message: str, **extra: Any) -> None:
+    if progress is not None:
+        progress(done, total, message, **extra)
+    else:
+        from . import jobs
+
+        jobs.report(done, total, message, **extra)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) of an initialised torch.distributed group, else (0, 1)."""
+    try:
+        import torch.distributed as dist
+    except ImportError:  # pragma: no cover
+        return 0, 1
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _lora_identity(model, lora_spec: LoraSpec, checkpoint_dir: str | Path | None) -> dict:
+    """The LoRA configuration actually in the model (a checkpoint's own, when loaded)."""
+    if checkpoint_dir is not None:
+        cfg = json.loads((Path(checkpoint_dir) / "adapter_config.json").read_text())
+        targets = cfg.get("target_modules") or []
+        return {"rank": cfg.get("r"), "alpha": cfg.get("lora_alpha"),
+                "target_modules": sorted(targets) if isinstance(targets, list) else targets}
+    d = to_dict(lora_spec)
+    d.pop("dropout", None)  # off when taking gradients
+    d["target_modules"] = sorted(d["target_modules"])
+    return d
+
+
+def model_label(name_or_path: str) -> str:
+    """A model's name for manifests: the hub id, or a local folder's name (the weight
+    fingerprint is the identity, so a moved folder still matches)."""
+    from .model import model_source
+
+    source, local = model_source(name_or_path)
+    return Path(source).name if local else source
+
+
+class FeatureEngine:
+    """A loaded model + projector that computes feature rows of one pool into one store.
+
+    Keep one alive to compute rows lazily (`compute(rows)` again and again) without reloading
+    the model. `compute_features(...)` is the one-shot form."""
+
+    def __init__(self, pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
+                 checkpoint_dir: str | Path | None, feature_spec: FeatureSpec,
+                 store_path: str | Path):
+        from . import gradients as G
+        from . import model as M
+        from .projection import make_projector
+
+        if feature_spec.kind not in KINDS:
+            raise ValueError(f"unknown feature kind {feature_spec.kind!r}; choose one of {KINDS}")
+        self.table, self.pool_fp = pool_identity(pool)
+        self.model_spec, self.lora_spec, self.spec = model_spec, lora_spec, feature_spec
+        self.checkpoint_dir = None if checkpoint_dir is None else Path(checkpoint_dir)
+        self.store_path = Path(store_path)
+        gradient = feature_spec.kind == "gradient"
+        if gradient and feature_spec.mode == "adam" and self.checkpoint_dir is None:
+            raise ValueError("mode 'adam' needs a warm-up checkpoint (its Adam state); run "
+                             "`clusterucb warmup` first or use mode 'sgd'")
+        if gradient and feature_spec.mode not in G.MODES:
+            raise ValueError(f"unknown gradient mode {feature_spec.mode!r}; choose one of "
+                             f"{G.MODES}")
+        if self.checkpoint_dir is not None or gradient:
+            self.model, self.tok, self.device, self.dtype = M.prepare_model(
+                model_spec, lora_spec, self.checkpoint_dir, seed=feature_spec.seed)
+        else:
+            self.model, self.tok, self.device, self.dtype = M.load_model(model_spec)
+        self.adam_state = None
+        self.projector = None
+        if gradient:
+            if feature_spec.mode == "adam":
+                self.adam_state = M.load_adam_state(self.model, self.checkpoint_dir)
+            self.blocks = G.lora_blocks(self.model)
+            self.dim_in = sum(b.numel for b in self.blocks)
+            self.projector = make_projector(feature_spec.projection, self.dim_in,
+                                            feature_spec.dim, seed=feature_spec.seed,
+                                            device=self.device)
+            self.dim = int(feature_spec.dim)
+        else:
+            self.dim = G.hidden_size(self.model)
+        self.model_fp = M.weights_fingerprint(model_spec.name_or_path)
+        self.identity = self._identity()
+        self._store = None
+
+    # ---- identity ---------------------------------------------------------------------------
+    def _identity(self) -> dict[str, Any]:
+        from . import model as M
+
+        s = self.spec
+        feature: dict[str, Any] = {"kind": s.kind}
+        ident: dict[str, Any] = {
+            "pool": self.pool_fp,
+            "model": model_label(self.model_spec.name_or_path),
+            "model_fingerprint": self.model_fp,
+            "checkpoint": M.checkpoint_fingerprint(self.checkpoint_dir),
+            "max_length": int(self.model_spec.max_length),
+            "template": self.model_spec.chat_template,
+            "compute_dtype": str(self.dtype).replace("torch.", ""),
+        }
+        if s.kind == "gradient":
+            feature.update(mode=s.mode, dim=int(s.dim), seed=int(s.seed),
+                           projection=self.projector.spec)
+            ident["lora"] = _lora_identity(self.model, self.lora_spec, self.checkpoint_dir)
+        ident["feature"] = feature
+        return ident
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.identity)
+
+    def store(self):
+        from .store import FeatureStore
+
+        if self._store is None:
+            self._store = FeatureStore.create_or_open(self.store_path, len(self.table), self.dim,
+                                                      self.identity, dtype=self.spec.store_dtype)
+        return self._store
+
+    # ---- computing --------------------------------------------------------------------------
+    @property
+    def chunk_rows(self) -> int:
+        return CHUNK_BATCHES * max(1, int(self.spec.batch_size))
+
+    def plan(self, rows: np.ndarray | None = None, rank: int = 0, world: int = 1
+             ) -> list[np.ndarray]:
+        """The chunks (arrays of row ids) this rank computes: missing rows grouped by
+        row // chunk_rows, every world-th chunk starting at `rank`."""
+        todo = self.store().missing(rows)
+        if len(todo) == 0:
+            return []
+        todo = np.unique(todo)
+        ids = todo // self.chunk_rows
+        cuts = np.flatnonzero(np.diff(ids)) + 1
+        chunks = np.split(todo, cuts)
+        return chunks[rank::world]
+
+    def encode(self, rows: np.ndarray):
+        from .formatting import encode_chats
+
+        msgs = [list(self.table["messages"].iat[int(r)]) for r in rows]
+        encs, _ = encode_chats(msgs, self.tok, self.model_spec.max_length,
+                               self.model_spec.chat_template)
+        return encs
+
+    def featurize(self, encs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Features [n, dim] float32 and valid mask [n] of encoded rows, in their order.
+        Batches are formed after sorting by length; a CUDA out-of-memory error halves the
+        batch and retries."""
+        import torch
+
+        from . import gradients as G
+        from .formatting import collate
+
+        n = len(encs)
+        order = sorted(range(n), key=lambda i: (len(encs[i].input_ids), i))
+        out = np.zeros((n, self.dim), dtype=np.float32)
+        valid = np.zeros(n, dtype=bool)
+        bs = max(1, int(self.spec.batch_size))
+        pos = 0
+        while pos < n:
+            idx = order[pos:pos + bs]
+            batch = collate([encs[i] for i in idx], self.tok.pad_token_id)
+            try:
+                if self.spec.kind == "gradient":
+                    feats, ok = G.per_sample_features(self.model, batch, self.projector,
+                                                      mode=self.spec.mode,
+                                                      adam_state=self.adam_state)
+                else:
+                    feats = G.hidden_features(self.model, batch)
+                    ok = batch["attention_mask"].sum(dim=1) > 0
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if bs == 1:
+                    raise ValueError(
+                        f"out of GPU memory on one row of {len(encs[idx[0]].input_ids)} tokens; "
+                        "lower --max-length (rows already computed are kept)") from None
+                bs = max(1, bs // 2)
+                continue
+            out[idx] = feats.detach().float().cpu().numpy()
+            valid[idx] = ok.cpu().numpy()
+            pos += len(idx)
+        return out, valid
+
+    def compute(self, rows: np.ndarray | None = None, progress: Progress | None = None,
+                rank: int | None = None, world: int | None = None):
+        """Compute the missing rows among `rows` (default: all) into the store; returns it.
+
+        Under torch.distributed (or with rank/world given) this process computes its share of
+        the chunks; the others write theirs into the same store concurrently."""
+        if rank is None or world is None:
+            rank, world = dist_info()
+        store = self.store()
+        chunks = self.plan(rows, rank, world)
+        total = int(sum(len(c) for c in chunks))
+        done = 0
+        t0 = time.perf_counter()
+        _report(progress, 0, total, f"rows 0/{total}", rate=0.0, eta_s=None)
+        for chunk in chunks:
+            feats, valid = self.featurize(self.encode(chunk))
+            store.write(chunk, feats, flagged=~valid)
+            done += len(chunk)
+            elapsed = max(time.perf_counter() - t0, 1e-9)
+            rate = done / elapsed
+            _report(progress, done, total, f"rows {done}/{total}", rate=rate,
+                    eta_s=(total - done) / rate if rate > 0 else None,
+                    flagged=int((~valid).sum()))
+        return store
+
+    def as_sgd(self) -> "FeatureEngine":
+        """This engine (same model, projector) computing plain SGD gradients (for targets)."""
+        import copy
+        from dataclasses import replace
+
+        twin = copy.copy(self)
+        twin.spec = replace(self.spec, mode="sgd")
+        twin.adam_state = None
+        twin._store = None
+        twin.identity = twin._identity()
+        return twin
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+
+def compute_features(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
+                     checkpoint_dir: str | Path | None, feature_spec: FeatureSpec,
+                     store_path: str | Path, rows: np.ndarray | None = None,
+                     progress: Progress | None = None):
+    """Fill the store at `store_path` with features of `pool` (a pool.Pool or its table) --
+    only the rows it lacks among `rows` (default all). Returns the FeatureStore."""
+    engine = FeatureEngine(pool, model_spec, lora_spec, checkpoint_dir, feature_spec, store_path)
+    return engine.compute(rows, progress)
+
+
+def store_name(feature_spec: FeatureSpec, checkpoint_dir: str | Path | None) -> str:
+    """A readable default store name, e.g. 'gradient-adam-ckpt-4-rademacher-d8192'."""
+    s = feature_spec
+    ck = Path(checkpoint_dir).name if checkpoint_dir is not None else "base"
+    if s.kind == "hidden":
+        return f"hidden-{ck}"
+    return f"gradient-{s.mode}-{ck}-{s.projection}-d{s.dim}"
+
+
+# --------------------------------------------------------------------------------- targets
+TARGET_FEATURES = "features.npy"
+TARGET_SUBTASKS = "subtask_ids.npy"
+TARGET_MANIFEST = "manifest.json"
+
+
+def target_features(target_set: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
+                    checkpoint_dir: str | Path | None, feature_spec: FeatureSpec,
+                    out_dir: str | Path | None = None, progress: Progress | None = None,
+                    engine: FeatureEngine | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """SGD gradient features of a target set's examples: (features [M, d] float32,
+    subtask ids [M] int64, codes into `target_set.subtasks`).
+
+    Always mode 'sgd' (LESS), same checkpoint and projector as the training features. Examples
+    without any label (empty completion) are left out and counted in the manifest. With
+    `out_dir` (e.g. ws.targets(name)) the result is cached there and reused while the inputs
+    are the same. An `engine` already loaded for the pool (kind 'gradient') is reused."""
+    from dataclasses import replace
+
+    from .formatting import encode_prompt_completion
+
+    spec = replace(feature_spec, kind="gradient", mode="sgd")
+    if engine is not None and engine.spec.kind == "gradient":
+        eng = engine.as_sgd()
+    else:
+        eng = FeatureEngine(_EmptyPool(), model_spec, lora_spec, checkpoint_dir, spec,
+                            store_path=Path("/nonexistent"))
+    subtasks = list(target_set.subtasks)
+    code = {s: i for i, s in enumerate(subtasks)}
+    ident = dict(eng.identity)
+    ident.pop("pool", None)
+    ident["target"] = str(target_set.fingerprint)
+    ident["subtasks"] = subtasks
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and (out / TARGET_MANIFEST).exists():
+        cached = json.loads((out / TARGET_MANIFEST).read_text())
+        if cached.get("identity") == json.loads(json.dumps(ident, default=str)):
+            return (np.load(out / TARGET_FEATURES).astype(np.float32),
+                    np.load(out / TARGET_SUBTASKS).astype(np.int64))
+    examples = list(target_set.examples)
+    encs = [encode_prompt_completion(ex.prompt, ex.completion, eng.tok,
+                                     model_spec.max_length) for ex in examples]
+    feats = np.zeros((len(encs), eng.dim), dtype=np.float32)
+    valid = np.zeros(len(encs), dtype=bool)
+    step = max(1, CHUNK_BATCHES * spec.batch_size)
+    for lo in range(0, len(encs), step):
+        f, v = eng.featurize(encs[lo:lo + step])
+        feats[lo:lo + step], valid[lo:lo + step] = f, v
+        _report(progress, min(lo + step, len(encs)), len(encs),
+                f"target examples {min(lo + step, len(encs))}/{len(encs)}")
+    ids = np.array([code[ex.subtask] for ex in examples], dtype=np.int64)
+    feats, ids = feats[valid], ids[valid]
+    if out is not None:
+        with atomic.atomic_dir(out) as tmp:
+            np.save(tmp / TARGET_FEATURES, feats)
+            np.save(tmp / TARGET_SUBTASKS, ids)
+            (tmp / TARGET_MANIFEST).write_text(json.dumps({
+                "identity": ident, "fingerprint": fingerprint(ident), "n_examples": len(examples),
+                "n_without_labels": int((~valid).sum()),
+                "n_truncated": int(sum(e.truncated for e in encs)),
+                "counts": {s: int((ids == i).sum()) for i, s in enumerate(subtasks)},
+                "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
+            }, indent=2, sort_keys=True, default=str) + "\n")
+    return feats, ids
+
+
+class _EmptyPool:
+    """Stands in for a pool when an engine only featurises target examples."""
+
+    fingerprint = "none"
+
+    @property
+    def table(self):
+        import pandas as pd
+
+        return pd.DataFrame({"messages": []})
+
+
+def target_name(target_set: Any, checkpoint_dir: str | Path | None) -> str:
+    """Default cache folder name under W/targets/, e.g. 'mmlu-ckpt-4'."""
+    import re
+
+    base = re.sub(r"[^A-Za-z0-9._-]+", "-", str(getattr(target_set, "name", "target"))).strip("-.")
+    ck = Path(checkpoint_dir).name if checkpoint_dir is not None else "base"
+    return f"{base or 'target'}-{ck}"

@@ -1,0 +1,172 @@
+"""Warm-up: a short LoRA training run whose checkpoints give gradient features (METHOD.md s.2).
+
+LESS trains LoRA on a random 5% of the pool for 4 epochs and keeps one checkpoint per epoch;
+the Dynamic ClusterUCB variant trains a fixed number of steps. Here: a seeded random fraction
+of the pool (rows with no trainable label are left out), AdamW, a linear schedule with a
+warm-up ratio, and after every epoch (and at `max_steps`) a checkpoint `ckpt-<epoch>` with the
+adapter, the Adam state (m, v) and the epoch's average learning rate (LESS weights checkpoints
+by it). The loss of a batch is the mean of its rows' mean token losses (what LESS's
+batch-size-1 + gradient-accumulation training optimises). Dropout is on while training (LESS:
+LoRA dropout 0.1) and off when gradients are taken later.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import atomic
+from .config import LoraSpec, ModelSpec, WarmupSpec, to_dict
+
+Progress = Callable[..., None]
+
+
+def select_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
+    """The seeded random rows a warm-up trains on (sorted); at least one row."""
+    if not 0 < fraction <= 1:
+        raise ValueError(f"warm-up fraction must be in (0, 1], got {fraction}")
+    if n_rows <= 0:
+        raise ValueError("the pool is empty")
+    k = max(1, int(round(n_rows * fraction)))
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n_rows, size=k, replace=False)).astype(np.int64)
+
+
+def pool_identity(pool: Any) -> tuple[Any, str]:
+    """(table, fingerprint) of a `pool.Pool` or a bare table with a `messages` column."""
+    import hashlib
+    import json
+
+    table = getattr(pool, "table", pool)
+    fp = getattr(pool, "fingerprint", None)
+    if fp is None:
+        h = hashlib.sha256()
+        for msgs in table["messages"]:
+            h.update(json.dumps(list(msgs), sort_keys=True, default=str).encode())
+            h.update(b"\n")
+        fp = h.hexdigest()
+    return table, str(fp)
+
+
+def _report(progress: Progress | None, done: int, total: int, message: str, **extra: Any) -> None:
+    if progress is not None:
+        progress(done, total, message, **extra)
+    else:
+        from . import jobs
+
+        jobs.report(done, total, message, **extra)
+
+
+def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSpec,
+           out_dir: str | Path, progress: Progress | None = None) -> list[Path]:
+    """Train LoRA on a seeded fraction of `pool`; write ckpt-<epoch> folders into `out_dir`.
+
+    `progress(step, total_steps, message, loss=..., epoch=..., lr=...)` after every step.
+    Earlier ckpt-* folders in `out_dir` are removed first (they belong to another run).
+    Returns the checkpoint folders in epoch order."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from . import model as M
+    from .formatting import collate, encode_chats
+    from .gradients import row_losses
+
+    if spec.epochs < 1 and spec.max_steps <= 0:
+        raise ValueError("warm-up needs epochs >= 1 or max_steps > 0")
+    if spec.batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    out_dir = Path(out_dir)
+    table, pool_fp = pool_identity(pool)
+    rows = select_rows(len(table), spec.fraction, spec.seed)
+
+    model, tok, device, dtype = M.load_model(model_spec)
+    msgs = [list(table["messages"].iat[int(r)]) for r in rows]
+    encs, rep = encode_chats(msgs, tok, model_spec.max_length, model_spec.chat_template)
+    keep = [i for i, e in enumerate(encs) if e.n_labels > 0]
+    if not keep:
+        raise ValueError(f"none of the {len(rows)} warm-up rows has a trainable token within "
+                         f"max_length={model_spec.max_length}")
+    encs = [encs[i] for i in keep]
+    used_rows = rows[keep]
+    model = M.add_lora(model, lora_spec, seed=spec.seed)
+    params = [p for _, p in M.lora_parameters(model)]
+    opt = torch.optim.AdamW(params, lr=spec.learning_rate, betas=(0.9, 0.999), eps=1e-8,
+                            weight_decay=spec.weight_decay)
+    steps_per_epoch = math.ceil(len(encs) / spec.batch_size)
+    if spec.max_steps > 0:
+        total = int(spec.max_steps)
+        epochs = math.ceil(total / steps_per_epoch)
+    else:
+        epochs = int(spec.epochs)
+        total = epochs * steps_per_epoch
+    sched = get_linear_schedule_with_warmup(opt, math.ceil(spec.warmup_ratio * total), total)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for old in out_dir.glob("ckpt-*"):
+        shutil.rmtree(old, ignore_errors=True)
+    atomic.write_json(out_dir / "warmup.json", {
+        "rows": used_rows.tolist(), "n_selected": int(len(rows)),
+        "n_without_labels": int(len(rows) - len(keep)), "n_truncated": rep.n_truncated,
+        "pool_fingerprint": pool_fp, "model": model_spec.name_or_path,
+        "model_fingerprint": M.weights_fingerprint(model_spec.name_or_path),
+        "lora": to_dict(lora_spec), "warmup": to_dict(spec), "max_length": model_spec.max_length,
+        "template": model_spec.chat_template, "steps_per_epoch": steps_per_epoch,
+        "total_steps": total, "status": "running"})
+
+    gen = torch.Generator().manual_seed(spec.seed)
+    model.train()
+    step = 0
+    saved: list[Path] = []
+    losses: list[float] = []
+    t0 = time.perf_counter()
+    for epoch in range(1, epochs + 1):
+        order = torch.randperm(len(encs), generator=gen).tolist()
+        lrs: list[float] = []
+        for lo in range(0, len(order), spec.batch_size):
+            if step >= total:
+                break
+            batch = collate([encs[i] for i in order[lo:lo + spec.batch_size]], tok.pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            lr = float(sched.get_last_lr()[0])
+            per_row, _ = row_losses(model, batch)
+            loss = per_row.mean()
+            loss.backward()
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            step += 1
+            lrs.append(lr)
+            loss_value = float(loss.detach())
+            losses.append(loss_value)
+            rate = step / max(time.perf_counter() - t0, 1e-9)
+            _report(progress, step, total, f"epoch {epoch}/{epochs} step {step}/{total} "
+                    f"loss {loss_value:.4f}", loss=loss_value, epoch=epoch, lr=lr, rate=rate,
+                    eta_s=(total - step) / rate)
+        if not lrs:
+            break
+        meta = {"epoch": epoch, "step": step, "avg_lr": float(np.mean(lrs)),
+                "epoch_losses": losses[-len(lrs):], "base_model": model_spec.name_or_path,
+                "base_fingerprint": M.weights_fingerprint(model_spec.name_or_path),
+                "pool_fingerprint": pool_fp, "lora": to_dict(lora_spec), "warmup": to_dict(spec),
+                "max_length": model_spec.max_length, "template": model_spec.chat_template,
+                "n_rows": int(len(encs))}
+        model.eval()
+        saved.append(M.save_checkpoint(model, opt, out_dir / f"ckpt-{epoch}", meta))
+        model.train()
+    model.eval()
+    info = json_load(out_dir / "warmup.json")
+    info.update(status="done", checkpoints=[p.name for p in saved], losses=losses,
+                seconds=round(time.perf_counter() - t0, 3))
+    atomic.write_json(out_dir / "warmup.json", info)
+    return saved
+
+
+def json_load(path: Path) -> dict[str, Any]:
+    import json
+
+    return json.loads(Path(path).read_text())
