@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "features": "features",
     "select": "select",
     "export": "export",
+    "race": "race",
 }
 
 
