@@ -132,3 +132,29 @@ def test_regret_table_and_run_metrics():
     assert df["recall_so_far"].iloc[-1] == 1.0
     assert df["arm"].isna().iloc[0]  # the cold start has no arm
     assert run_metrics(SelectionRun(labels, None, run.spec)) is None
+
+
+def test_from_store_with_the_real_feature_store_and_influence(tmp_path):
+    from clusterucb_core.influence import influence_scores
+    from clusterucb_core.store import FeatureStore
+
+    rng = np.random.default_rng(0)
+    n, d = 30, 16
+    truth = rng.standard_normal((n, d)).astype(np.float32)
+    truth[4] = np.nan  # a row without a gradient
+    target = rng.standard_normal((6, d)).astype(np.float32)
+    subtasks = np.array([0, 0, 1, 1, 2, 2])
+    store = FeatureStore.create_or_open(tmp_path / "fs", n, d, {"pool": "p"}, dtype="float32")
+    computed = []
+
+    def compute(rows):
+        computed.extend(rows.tolist())
+        store.write(rows, truth[rows])
+
+    o = LazyOracle.from_store(store, compute, target, subtasks)
+    rows = np.array([4, 9, 2, 9])
+    got = o.score(rows)
+    compute(np.setdiff1d(np.arange(n), computed))
+    full = influence_scores(store.read(), target, subtasks)
+    np.testing.assert_allclose(got, full[rows].astype(np.float64), rtol=1e-6, equal_nan=True)
+    assert math.isnan(got[0]) and sorted(computed[:3]) == [2, 4, 9]
