@@ -211,19 +211,34 @@ def test_no_eos_is_a_clear_error(tok):
         encode_chat(CHAT, NoEos(), 64)
 
 
+def _check_label_spans(tok) -> None:
+    """Labels = tokens starting inside an assistant span; every non-space answer character and
+    each EOS are trained on; nothing else is."""
+    enc = encode_chat(CHAT, tok, max_length=512)
+    text, spans = render_tulu(CHAT, tok.eos_token)
+    offsets = tok(text, return_offsets_mapping=True)["offset_mapping"]
+    assert len(offsets) == len(enc.input_ids)
+    covered: set[int] = set()
+    for (a, b), lab in zip(offsets, enc.labels):
+        inside = any(s <= a < e and b > s for s, e in spans)
+        assert (lab != IGNORE_INDEX) == inside, (a, b, text[a:b])
+        if inside:
+            covered.update(range(a, b))
+    for s, e in spans:
+        assert {i for i in range(s, e) if not text[i].isspace()} <= covered
+    eos_positions = [i for i, x in enumerate(enc.input_ids) if x == tok.eos_token_id]
+    assert len(eos_positions) == 2
+    assert all(enc.labels[i] == tok.eos_token_id for i in eos_positions)
+
+
+def test_label_spans_fixture_tokenizer(tok):
+    _check_label_spans(tok)
+
+
 @pytest.mark.skipif(not (DEMO_MODEL / "tokenizer_config.json").exists()
                     and not (DEMO_MODEL / "tokenizer.json").exists(),
                     reason="sample_data/demo_model not built yet")
 def test_demo_tokenizer_labels():
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(DEMO_MODEL)
-    enc = encode_chat(CHAT, tok, max_length=512)
-    text, spans = render_tulu(CHAT, tok.eos_token)
-    enc_text = tok(text, return_offsets_mapping=True)
-    for (a, b), lab in zip(enc_text["offset_mapping"], enc.labels):
-        if lab != IGNORE_INDEX:
-            assert any(s <= a < e for s, e in spans)
-    decoded = "".join(tok.decode(r) for r in _labelled_runs(enc))
-    assert decoded.replace(" ", "") == ("The answer is 5." + tok.eos_token
-                                        + "It is 8." + tok.eos_token).replace(" ", "")
+    _check_label_spans(AutoTokenizer.from_pretrained(DEMO_MODEL))
