@@ -2,7 +2,7 @@
 
 Rewards come from a score table (`--scores FILE.npy|FILE.pt|NAME`, or the workspace's
 exhaustive scores `W/scores/exhaustive.npy`) or, with `--lazy`, from gradients computed only
-for the drawn rows (`lazy_oracle` below is the hook the feature pipeline plugs into).
+for the drawn rows (`lazy_oracle` below, built from the run settings saved in the workspace).
 The run's log lives in W/runs/RUN/; running the same `--run-id` again continues it.
 """
 
@@ -116,11 +116,15 @@ def resolve_scores(ws: Any, value: str | None) -> tuple[Path | None, str]:
 
 
 def lazy_oracle(ws: Any, clustering: str, n_rows: int) -> Any:
-    """The lazy reward oracle (gradients of the drawn rows only). Hook: the feature pipeline
-    wires this to `oracle.LazyOracle.from_store(...)`."""
-    raise ValueError("lazy gradient rewards are not available from the CLI yet; pass "
-                     "--scores FILE.npy, or compute exhaustive scores into "
-                     f"{ws.root / SCORES_DIR / 'exhaustive.npy'}")
+    """The lazy reward oracle (gradients of the drawn rows only), built from the run
+    settings saved in the workspace by `clusterucb run`/`demo` or the app."""
+    from ..pipeline import Pipeline
+
+    pipe = Pipeline.from_workspace(ws.root)
+    if len(pipe.pool.table) != n_rows:
+        raise ValueError(f"the workspace's pool has {len(pipe.pool.table)} rows but clustering "
+                         f"{clustering!r} has {n_rows}")
+    return pipe.oracle
 
 
 def make_oracle(ws: Any, meta: dict[str, Any], n_rows: int) -> Any:

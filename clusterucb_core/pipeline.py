@@ -1,0 +1,436 @@
+"""The whole ClusterUCB path as resumable stages over one workspace.
+
+pool + target + model -> warm-up checkpoint -> cluster features -> clusters (+ map)
+-> target features -> SelectionRun with a lazy oracle -> export.
+
+Every stage writes its output into the workspace and is skipped when that output already
+exists for the same inputs, so `clusterucb run --config` (and `clusterucb demo`) can be killed
+and rerun: each store resumes where it stopped and the selection reopens from its log. The app
+uses the same `Pipeline` so the browser and the CLI meet at the same files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from . import atomic
+from .config import (DEMO_DIR, DEMO_POOL, ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
+                     SelectionSpec, WarmupSpec, fingerprint, from_dict, load_toml, to_dict)
+from .workspace import Workspace, check_name
+
+Log = Callable[[str], None]
+DEMO_TARGET = DEMO_DIR / "targets" / "arithmetic.jsonl"
+SCORES_DIR = "scores"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one end-to-end run needs; `clusterucb run --config run.toml` reads it."""
+
+    workspace: str = "workspaces/demo"
+    pool: str = str(DEMO_POOL)
+    target: str = str(DEMO_TARGET)
+    run_id: str = "ucb"
+    model: ModelSpec = ModelSpec()
+    lora: LoraSpec = LoraSpec()
+    use_warmup: bool = True
+    warmup: WarmupSpec = WarmupSpec()
+    # The clustering features need not be the reward features (METHOD.md s.3): forward-only
+    # hidden states cost one forward pass per row, so clustering the whole pool stays cheap.
+    cluster_features: FeatureSpec = FeatureSpec(kind="hidden")
+    reward_features: FeatureSpec = FeatureSpec(kind="gradient", mode="adam")
+    reward_checkpoints: str = "last"  # last | all (LESS: lr-weighted sum over checkpoints)
+    clusters: ClusterSpec = ClusterSpec()
+    selection: SelectionSpec = SelectionSpec()
+    make_map: bool = True
+    exhaustive: bool = False  # also score every row (teaching, recall figures)
+    export_dir: str = ""  # default: <workspace>/exports/<run_id>
+
+
+_SECTIONS: dict[str, type] = {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
+                              "cluster_features": FeatureSpec, "reward_features": FeatureSpec,
+                              "clusters": ClusterSpec, "selection": SelectionSpec}
+
+
+def config_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> RunConfig:
+    """A RunConfig from TOML-shaped data; relative paths are taken from `base_dir`."""
+    data = dict(data)
+    kwargs: dict[str, Any] = {}
+    defaults = RunConfig()
+    for name, cls in _SECTIONS.items():
+        section = dict(data.pop(name, {}))
+        if name == "warmup" and "enabled" in section:
+            kwargs["use_warmup"] = bool(section.pop("enabled"))
+        base = dataclasses.asdict(getattr(defaults, name))
+        base.update(section)
+        kwargs[name] = from_dict(cls, base)
+    export = dict(data.pop("export", {}))
+    if export:
+        kwargs["export_dir"] = str(export.pop("out", ""))
+        if export:
+            raise ValueError(f"[export]: unknown setting(s) {', '.join(sorted(export))}")
+    known = {f.name for f in dataclasses.fields(RunConfig)} - set(_SECTIONS) - {"use_warmup"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; top-level keys are "
+                         f"{', '.join(sorted(known))} and sections "
+                         f"{', '.join('[' + s + ']' for s in [*_SECTIONS, 'export'])}")
+    kwargs.update(data)
+    cfg = RunConfig(**kwargs)
+    if base_dir is not None:
+        cfg = replace(cfg, workspace=_under(base_dir, cfg.workspace),
+                      export_dir=_under(base_dir, cfg.export_dir) if cfg.export_dir else "",
+                      pool=_existing_under(base_dir, cfg.pool),
+                      target=_existing_under(base_dir, cfg.target),
+                      model=replace(cfg.model,
+                                    name_or_path=_existing_under(base_dir, cfg.model.name_or_path)))
+    return cfg
+
+
+def _under(base: Path, p: str) -> str:
+    return p if Path(p).is_absolute() else str((base / p).resolve())
+
+
+def _existing_under(base: Path, p: str) -> str:
+    """A relative path that exists next to the config file; anything else (a hub id such as
+    `org/model`, or an absolute path) is kept as written."""
+    return _under(base, p) if (base / p).exists() else p
+
+
+def load_config(path: str | Path) -> RunConfig:
+    path = Path(path)
+    return config_from_dict(load_toml(path), base_dir=path.resolve().parent)
+
+
+def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(RunConfig):
+        value = getattr(cfg, f.name)
+        if f.name in _SECTIONS:
+            out[f.name] = to_dict(value)
+        elif f.name not in ("use_warmup", "export_dir"):
+            out[f.name] = value
+    out["warmup"]["enabled"] = cfg.use_warmup
+    out["export"] = {"out": cfg.export_dir}
+    return out
+
+
+class Pipeline:
+    """One configured run over one workspace; each property computes its stage once."""
+
+    def __init__(self, cfg: RunConfig, log: Log | None = print):
+        self.cfg = cfg
+        self.ws = Workspace.open(cfg.workspace)
+        self.ws.update_meta(config=config_to_dict(cfg))
+        self._log = log or (lambda _msg: None)
+        self.work = {"cluster_feature_rows": 0, "reward_gradient_rows": 0,
+                     "target_gradient_rows": 0}
+
+    @classmethod
+    def from_workspace(cls, root: str | Path, log: Log | None = print) -> "Pipeline":
+        """The pipeline last configured in a workspace (the app and `clusterucb select`
+        continue where `run`/`demo` or the browser left off)."""
+        ws = Workspace.open(root, create=False)
+        saved = ws.meta().get("config")
+        if saved is None:
+            raise ValueError(f"workspace {ws.root} has no saved run settings yet; run "
+                             "`clusterucb run --config ...` or set it up in the app first")
+        cfg = config_from_dict(saved)
+        return cls(replace(cfg, workspace=str(ws.root)), log=log)
+
+    def log(self, msg: str) -> None:
+        self._log(msg)
+
+    def progress(self, stage: str) -> Callable[..., None]:
+        """A progress callback that logs about ten lines per stage, with rate and ETA."""
+        last = {"t": 0.0}
+
+        def report(done: int, total: int, message: str = "", **extra: Any) -> None:
+            now = time.monotonic()
+            if done not in (0, total) and now - last["t"] < 5.0:
+                return
+            last["t"] = now
+            rate, eta = extra.get("rate"), extra.get("eta_s")
+            tail = f" {rate:.1f}/s" if rate else ""
+            tail += f" ETA {eta:.0f}s" if eta else ""
+            self.log(f"  [{stage}] {message or f'{done}/{total}'}{tail}")
+        return report
+
+    # ------------------------------------------------------------------ inputs
+    @cached_property
+    def pool(self):
+        from .pool import load_pool
+
+        pool = load_pool(self.cfg.pool)
+        rep = pool.report
+        self.log(f"pool: {len(pool.table)} rows from {pool.path} ({pool.format}, {pool.shape})"
+                 + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))
+        self.ws.update_meta(pool={"path": str(pool.path), "fingerprint": pool.fingerprint,
+                                  "format": pool.format, "shape": pool.shape,
+                                  "n_rows": len(pool.table)})
+        return pool
+
+    @cached_property
+    def target(self):
+        from .targets import load_target
+
+        target = load_target(self.cfg.target)
+        self.log(f"target: {target.name} ({len(target.examples)} examples, "
+                 f"{len(target.subtasks)} subtasks)")
+        self.ws.update_meta(target={"path": str(self.cfg.target), "name": target.name,
+                                    "fingerprint": target.fingerprint})
+        return target
+
+    # ------------------------------------------------------------------ warm-up
+    @cached_property
+    def checkpoints(self) -> list[Path]:
+        """The warm-up checkpoints (epoch order), trained once per distinct setting."""
+        if not self.cfg.use_warmup:
+            return []
+        from .model import find_checkpoints
+        from .warmup import json_load, warmup
+
+        c = self.cfg
+        key = fingerprint(self.pool.fingerprint, c.model, c.lora, c.warmup)
+        out = self.ws.checkpoints(f"warmup-{key[:8]}")
+        info = out / "warmup.json"
+        if info.exists() and json_load(info).get("status") == "done":
+            ckpts = find_checkpoints(out)
+            self.log(f"warm-up: reusing {len(ckpts)} checkpoint(s) in {out}")
+            return ckpts
+        self.log(f"warm-up: training LoRA on {c.warmup.fraction:.0%} of the pool into {out}")
+        return warmup(self.pool, c.model, c.lora, c.warmup, out, progress=self.progress("warm-up"))
+
+    @property
+    def reward_checkpoints(self) -> list[Path | None]:
+        if not self.checkpoints:
+            return [None]
+        return list(self.checkpoints) if self.cfg.reward_checkpoints == "all" \
+            else [self.checkpoints[-1]]
+
+    def checkpoint_weights(self) -> list[float] | None:
+        """LESS weights each checkpoint by its epoch's average learning rate."""
+        cks = self.reward_checkpoints
+        if len(cks) < 2:
+            return None
+        from .model import checkpoint_meta
+
+        lrs = [float(checkpoint_meta(c)["avg_lr"]) for c in cks]
+        total = sum(lrs)
+        return [lr / total for lr in lrs] if total > 0 else [1 / len(lrs)] * len(lrs)
+
+    # ------------------------------------------------------------------ clustering
+    @cached_property
+    def cluster_store(self):
+        from .features import compute_features, store_name
+
+        spec = self.cfg.cluster_features
+        # Hidden states come from the base model; gradients use the warm-up checkpoint.
+        ckpt = self.checkpoints[0] if spec.kind == "gradient" and self.checkpoints else None
+        path = self.ws.features(store_name(spec, ckpt))
+        self.log(f"cluster features: {spec.kind} -> {path.name}")
+        store = compute_features(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path,
+                                 progress=self.progress("cluster features"))
+        self.work["cluster_feature_rows"] = store.n_rows
+        return store
+
+    @property
+    def clusters_name(self) -> str:
+        k = self.cfg.clusters.k
+        return check_name(f"{self.cluster_store.path.name}-k{k if k else 'auto'}")
+
+    @cached_property
+    def clusters(self):
+        from .clustering import (cluster_features, k_scan, load_clusters, pick_k,
+                                 save_clusters, summarize_clusters)
+
+        store, spec = self.cluster_store, self.cfg.clusters
+        name = self.clusters_name
+        try:
+            cs = load_clusters(self.ws, name, features_fingerprint=store.fingerprint)
+            if cs.meta.get("spec") == to_dict(spec):
+                self.log(f"clusters: reusing {name} (K={cs.k})")
+                return cs
+        except (FileNotFoundError, ValueError):
+            pass
+        X = store.read()
+        scan = None
+        k = spec.k
+        if k <= 0:
+            scan = k_scan(X, seed=spec.seed)
+            k = pick_k(scan)
+            self.log(f"clusters: K scan picked K={k}")
+        result = cluster_features(X, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
+                                  minibatch=spec.minibatch, batch_size=spec.batch_size,
+                                  progress=self.progress("k-means"))
+        summary = summarize_clusters(self.pool.table, result.labels, X, result.centroids)
+        save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint, spec=spec,
+                      features_name=store.path.name, summary=summary, kscan=scan)
+        self.log(f"clusters: K={k} saved as {name}")
+        return load_clusters(self.ws, name)
+
+    @cached_property
+    def map(self):
+        from .embedding2d import compute_map
+
+        store = self.cluster_store
+        res = compute_map(store, self.ws, features_fingerprint=store.fingerprint,
+                          progress=self.progress("map"))
+        self.log(f"map: {res.note}")
+        return res
+
+    # ------------------------------------------------------------------ rewards
+    @cached_property
+    def reward_engines(self):
+        """One loaded model per reward checkpoint, kept alive so lazy rounds reuse it."""
+        from .features import FeatureEngine, store_name
+
+        spec = self.cfg.reward_features
+        if spec.mode == "adam" and not self.checkpoints:
+            self.log("reward features: no warm-up checkpoint, so plain SGD gradients")
+            spec = replace(spec, mode="sgd")
+        return [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec,
+                              self.ws.features(store_name(spec, ck)))
+                for ck in self.reward_checkpoints]
+
+    @cached_property
+    def target_features(self) -> tuple[list[np.ndarray], np.ndarray]:
+        from .features import target_features, target_name
+
+        feats, ids = [], None
+        for eng in self.reward_engines:
+            out = self.ws.targets(target_name(self.target, eng.checkpoint_dir))
+            f, ids = target_features(self.target, self.cfg.model, self.cfg.lora,
+                                     eng.checkpoint_dir, eng.spec, out_dir=out, engine=eng,
+                                     progress=self.progress("target gradients"))
+            feats.append(f)
+        self.work["target_gradient_rows"] = int(len(ids)) * len(feats)
+        return feats, ids
+
+    def compute_reward_rows(self, rows: np.ndarray) -> None:
+        for eng in self.reward_engines:
+            eng.compute(rows, progress=self.progress("reward gradients"))
+
+    @cached_property
+    def oracle(self):
+        from .oracle import LazyOracle
+
+        feats, ids = self.target_features
+        stores = [eng.store() for eng in self.reward_engines]
+        multi = len(stores) > 1
+        oracle = LazyOracle.from_store(stores[0], self._count(self.compute_reward_rows),
+                                       feats if multi else feats[0], ids,
+                                       weights=self.checkpoint_weights(),
+                                       stores=stores if multi else None)
+        oracle.info["target"] = self.target.fingerprint
+        return oracle
+
+    def _count(self, fn: Callable[[np.ndarray], None]) -> Callable[[np.ndarray], None]:
+        def counted(rows: np.ndarray) -> None:
+            fn(rows)
+            self.work["reward_gradient_rows"] += int(len(rows))
+        return counted
+
+    @property
+    def scores_path(self) -> Path:
+        """Exhaustive scores, where `clusterucb select` and the app look for them."""
+        return self.ws.root / SCORES_DIR / "exhaustive.npy"
+
+    def _scores_identity(self) -> dict[str, Any]:
+        return {"stores": [eng.fingerprint for eng in self.reward_engines],
+                "target": self.target.fingerprint, "weights": self.checkpoint_weights()}
+
+    def known_exhaustive(self) -> np.ndarray | None:
+        """The saved exhaustive scores when they were made from these features and target."""
+        meta = self.scores_path.with_suffix(".json")
+        if not (self.scores_path.exists() and meta.exists()):
+            return None
+        import json
+
+        if json.loads(meta.read_text()).get("identity") != self._scores_identity():
+            return None
+        return np.load(self.scores_path)
+
+    def exhaustive_scores(self) -> np.ndarray:
+        """Every row scored (LESS without the bandit): for teaching and recall figures."""
+        known = self.known_exhaustive()
+        if known is not None:
+            return known
+        self.log("exhaustive scoring: a gradient for every row")
+        scores = self.oracle.score(np.arange(len(self.pool.table)))
+        with atomic.atomic_path(self.scores_path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.save(fh, scores)
+        atomic.write_json(self.scores_path.with_suffix(".json"),
+                          {"identity": self._scores_identity(), "n_rows": len(scores)})
+        return scores
+
+    # ------------------------------------------------------------------ selection
+    def ledger(self):
+        from .curation import Ledger
+
+        return Ledger(self.ws.ledger_path)
+
+    def selection(self, run_id: str | None = None, spec: SelectionSpec | None = None):
+        """A SelectionRun with the lazy oracle: a new one, or the saved one reopened."""
+        from .bandit import LOG_NAME, SelectionRun
+
+        run_id = check_name(run_id or self.cfg.run_id, "run id")
+        spec = spec or self.cfg.selection
+        log_dir = self.ws.runs(run_id)
+        labels = self.clusters.labels
+        if (log_dir / LOG_NAME).exists():
+            run = SelectionRun.open(log_dir, labels, self.oracle, ledger=self.ledger())
+            if run.spec != spec:
+                raise ValueError(f"run {run_id!r} exists with other settings "
+                                 f"({to_dict(run.spec)}); choose another run id")
+            return run
+        return SelectionRun(labels, self.oracle, spec, log_dir, ledger=self.ledger(),
+                            n_clusters=self.clusters.k,
+                            meta={"clusters": self.clusters.name,
+                                  "config": config_to_dict(self.cfg)})
+
+    def run_all(self) -> dict[str, Any]:
+        """Every stage in order; returns a summary (also written to the run folder)."""
+        t0 = time.perf_counter()
+        _ = self.pool, self.target, self.checkpoints, self.clusters
+        if self.cfg.make_map:
+            _ = self.map
+        exhaustive = self.exhaustive_scores() if self.cfg.exhaustive else self.known_exhaustive()
+        run = self.selection()
+        while not run.done:
+            rec = run.step()
+            self.log(f"  round {rec.round}: arm {rec.arm}, {len(rec.rows)} rows, "
+                     f"budget {rec.budget_used}/{run.budget_total}")
+        summary = {"run_id": self.cfg.run_id, "selected": int(len(run.selected())),
+                   "budget_used": int(run.budget_used), "budget_total": int(run.budget_total),
+                   "rounds": len(run.records), "work": dict(self.work),
+                   "seconds": round(time.perf_counter() - t0, 2)}
+        if exhaustive is not None:
+            from .oracle import run_metrics
+
+            summary["metrics"] = run_metrics(run, exhaustive)
+        out = self.export(run)
+        summary["export"] = str(out)
+        atomic.write_json(self.ws.runs(self.cfg.run_id) / "summary.json", summary)
+        return summary
+
+    def export(self, run, out_dir: str | Path | None = None) -> Path:
+        """The selection as files ready for training (see export.py), written atomically."""
+        from .export import export_selection
+
+        out = Path(out_dir or self.cfg.export_dir or self.ws.exports(self.cfg.run_id))
+        path = export_selection(
+            out, self.pool, run.result(), run_id=self.cfg.run_id, clustering=self.clusters.name,
+            cluster_names=self.clusters.cluster_names(), oracle_info=self.oracle.describe(),
+            ledger_state=self.ledger().state(), log_path=run.log_path,
+            exhaustive=self.known_exhaustive(), extra={"config": config_to_dict(self.cfg)})
+        self.log(f"export: {len(run.result().rows)} rows -> {path}")
+        return path
