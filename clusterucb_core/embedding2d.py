@@ -63,6 +63,7 @@ class MapResult:
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
 
+    @property
     def note(self) -> str:
         """One honest sentence about how the map was made, for the page and the CLI."""
         parts = []

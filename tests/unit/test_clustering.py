@@ -241,3 +241,43 @@ def test_save_and_load_roundtrip(tmp_path):
         cl.load_clusters(ws, "main", features_fingerprint="other")
     with pytest.raises(FileNotFoundError):
         cl.load_clusters(ws, "nope")
+
+
+def test_cluster_cli_writes_labels_summaries_and_scan(tmp_path, capsys):
+    import json as _json
+
+    from clusterucb_core.cli import main
+    from clusterucb_core.store import FeatureStore
+
+    table, topic = topic_table()
+    pool_path = tmp_path / "pool.jsonl"
+    pool_path.write_text("".join(_json.dumps({"id": r["id"], "source": r["source"],
+                                              "messages": r["messages"]}) + "\n"
+                                 for r in table.to_dict("records")))
+    ws = Workspace.open(tmp_path / "ws")
+    ws.update_meta(pool={"path": str(pool_path)})
+    rng = np.random.default_rng(1)
+    X = (rng.standard_normal((3, 12))[topic] + 0.1 * rng.standard_normal((90, 12)))
+    store = FeatureStore.create_or_open(ws.features("hid"), 90, 12, {"kind": "test"})
+    store.write(np.arange(90), X, flagged=np.arange(90) == 4)
+    store.close()
+
+    assert main(["cluster", "-w", str(ws.root), "--k", "auto", "--ks", "2,3,5"]) == 0
+    out = capsys.readouterr()
+    assert "clusters: K=3 ->" in out.out and "ARI=" in out.err
+    got = cl.load_clusters(ws, "hid-kauto", features_fingerprint=FeatureStore.open(
+        ws.features("hid")).fingerprint)
+    assert got.k == 3 and got.labels[4] == -1 and (got.labels[np.arange(90) != 4] >= 0).all()
+    assert adjusted_rand_score(topic[got.labels >= 0], got.labels[got.labels >= 0]) == 1.0
+    assert got.kscan["k"].tolist() == [2, 3, 5] and got.summary is not None
+    assert ws.meta()["clusters"] == "hid-kauto"
+
+    assert main(["cluster", "-w", str(ws.root), "--k", "3", "--minibatch", "--batch-size",
+                 "16", "--name", "mb"]) == 0
+    mb = cl.load_clusters(ws, "mb")
+    assert mb.meta["mode"] == "minibatch" and mb.meta["spec"]["minibatch"] is True
+    assert adjusted_rand_score(got.labels, mb.labels) == 1.0
+    capsys.readouterr()
+    assert main(["cluster", "-w", str(ws.root), "--k", "x"]) == 2
+    assert "--k must be" in capsys.readouterr().err
+    assert main(["cluster", "-w", str(ws.root), "--features", "nope"]) == 2

@@ -44,7 +44,7 @@ def test_map_on_a_sample_keeps_clusters_apart_and_is_cached(tmp_path, monkeypatc
     assert np.isnan(res.coords[[7, 8]]).all()
     ok = np.isfinite(res.coords).all(axis=1)
     assert ok.sum() == 118
-    assert "sample of 80 of 118" in res.note() and "2 rows without features" in res.note()
+    assert "sample of 80 of 118" in res.note and "2 rows without features" in res.note
     # transformed rows land with their own cluster: the planted groups stay apart in 2-D
     assert silhouette_score(res.coords[ok], truth[ok]) > 0.5
     assert calls[-1] == (118, 118) and len(calls) >= 4  # fit + transform chunks reported
@@ -76,7 +76,7 @@ def test_full_fit_is_seeded_and_says_so(monkeypatch):
     monkeypatch.setattr(e2, "_fit_umap", lambda r, F: fits.append(F.shape) or real(r, F))
     a = e2.compute_map(X, n_neighbors=8, seed=3)
     b = e2.compute_map(X, n_neighbors=8, seed=3)
-    assert not a.fit_on_sample and a.n_fit == 60 and "all 60 rows" in a.note()
+    assert not a.fit_on_sample and a.n_fit == 60 and "all 60 rows" in a.note
     assert fits == [(60, 12), (60, 12)]  # no PCA: 12 dims are already fewer than 50
     np.testing.assert_allclose(a.coords, b.coords)
     assert a.key == b.key and a.features_fingerprint == e2.content_fingerprint(X)
@@ -86,4 +86,22 @@ def test_tiny_input_falls_back_to_pca():
     X = np.eye(5, 8, dtype=np.float32)
     res = e2.compute_map(X)
     assert res.method == "pca" and res.coords.shape == (5, 2)
-    assert np.isfinite(res.coords).all() and "PCA" in res.note()
+    assert np.isfinite(res.coords).all() and "PCA" in res.note
+
+
+def test_map_cli_computes_then_reads_the_cache(tmp_path, capsys):
+    from clusterucb_core.cli import main
+    from clusterucb_core.store import FeatureStore
+
+    ws = Workspace.open(tmp_path / "ws")
+    X, _ = blobs(n_per=15, d=8, seed=2)
+    store = FeatureStore.create_or_open(ws.features("hid"), len(X), 8, {"kind": "test"})
+    store.write(np.arange(len(X)), X)
+    store.close()
+    assert main(["map", "-w", str(ws.root), "--n-neighbors", "5"]) == 0
+    first = capsys.readouterr().out
+    assert "UMAP fitted on all 45 rows" in first and "computed in" in first
+    assert main(["map", "-w", str(ws.root), "--n-neighbors", "5"]) == 0
+    assert "read from the cache" in capsys.readouterr().out
+    maps = e2.cached_maps(ws)
+    assert len(maps) == 1 and maps[0].coords.shape == (45, 2)

@@ -1,0 +1,155 @@
+"""`clusterucb cluster`: spherical k-means over a feature store into W/clusters/<name>/ (labels,
+centroids, per-cluster summary, the K scan when K is picked automatically)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+HELP = "cluster the pool's features (spherical k-means) into the workspace"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..config import ClusterSpec
+
+    d = ClusterSpec()
+    parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
+    parser.add_argument("--features", "-f", default=None,
+                        help="feature store name in W/features/ (default: the only one)")
+    parser.add_argument("--k", default=str(d.k),
+                        help=f"number of clusters, or 'auto' to pick it from a K scan on a "
+                             f"sample (default {d.k})")
+    parser.add_argument("--ks", default=None,
+                        help="--k auto: candidate K values, e.g. '4,8,16,32' (default: a "
+                             "ladder up to about sqrt(N))")
+    parser.add_argument("--scan-sample", type=int, default=10_000,
+                        help="--k auto: rows in the K scan's sample (default 10000)")
+    parser.add_argument("--name", default=None,
+                        help="clustering name: W/clusters/NAME (default FEATURES-kK)")
+    parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--max-iter", type=int, default=d.max_iter)
+    parser.add_argument("--tol", type=float, default=d.tol,
+                        help="stop when no centroid moves more than this (squared distance)")
+    parser.add_argument("--minibatch", action="store_true",
+                        help="stream the rows in chunks (pools too big for memory)")
+    parser.add_argument("--batch-size", type=int, default=d.batch_size,
+                        help=f"rows per chunk with --minibatch (default {d.batch_size})")
+    parser.add_argument("--n-init", type=int, default=3,
+                        help="k-means++ restarts, the best kept (default 3)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    parser.add_argument("--pool", default=None,
+                        help="pool file for the cluster summaries (default: the workspace's "
+                             "pool; without one, no summaries)")
+
+
+def pick_store(ws: Any, name: str | None):
+    """The named feature store (or the only one), opened read-only."""
+    from ..store import FeatureStore
+
+    names = ws.list("features")
+    if name is None:
+        if len(names) == 1:
+            name = names[0]
+        elif not names:
+            raise FileNotFoundError(f"no feature stores in {ws.root}; run "
+                                    "`clusterucb features` first")
+        else:
+            raise ValueError(f"several feature stores, choose one with --features: "
+                             f"{', '.join(names)}")
+    path = ws.features(name)
+    if not path.exists():
+        raise FileNotFoundError(f"no feature store {name!r} in {ws.root} "
+                                f"(have: {', '.join(names) or 'none'})")
+    return name, FeatureStore.open(path)
+
+
+def parse_k(text: str) -> int:
+    if str(text).strip().lower() in ("auto", "0"):
+        return 0
+    try:
+        k = int(text)
+    except ValueError:
+        raise ValueError(f"--k must be a positive integer or 'auto', not {text!r}") from None
+    if k < 1:
+        raise ValueError(f"--k must be a positive integer or 'auto', not {text!r}")
+    return k
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..clustering import (cluster_features, k_scan, pick_k, save_clusters,
+                              summarize_clusters)
+    from ..config import ClusterSpec
+    from ..workspace import Workspace, check_name
+    from .features import ProgressLine
+
+    ws = Workspace.open(args.workspace, create=False)
+    fname, store = pick_store(ws, args.features)
+    k = parse_k(args.k)
+    name = check_name(args.name or f"{fname}-k{k if k else 'auto'}", "clustering name")
+    if not store.complete:
+        raise ValueError(f"feature store {fname!r} is incomplete ({store.n_done}/{store.n_rows} "
+                         "rows); finish `clusterucb features` first (it resumes)")
+    print(f"cluster: {store.n_rows:,} rows x {store.dim} dims from {fname} "
+          f"({int(store.flagged.sum()):,} flagged rows without features get label -1)",
+          file=sys.stderr, flush=True)
+    scan = None
+    if k == 0:
+        ks = [int(x) for x in args.ks.split(",") if x.strip()] if args.ks else None
+        scan = k_scan(store, ks, sample=args.scan_sample, seed=args.seed, device=args.device,
+                      progress=ProgressLine("K", prefix="K scan: "))
+        k = pick_k(scan)
+        print(scan.to_string(index=False), file=sys.stderr)
+        print(f"K scan ({scan.attrs['rule']}): K={k}", file=sys.stderr, flush=True)
+    spec = ClusterSpec(k=k, seed=args.seed, max_iter=args.max_iter, tol=args.tol,
+                       minibatch=bool(args.minibatch), batch_size=args.batch_size)
+    source = store if args.minibatch else store.read()
+    result = cluster_features(source, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
+                              minibatch=spec.minibatch, batch_size=spec.batch_size,
+                              device=args.device, n_init=args.n_init,
+                              progress=ProgressLine("iter", prefix="k-means: "))
+    print(f"k-means: {result.n_iter} iterations, "
+          f"{'converged' if result.converged else 'stopped at --max-iter'}, inertia "
+          f"{result.inertia:.4g}, {result.n_reseeded} empty-cluster re-seeds", file=sys.stderr)
+
+    summary, extra = None, {}
+    pool = _pool(args, ws)
+    if pool is not None and len(pool.table) != store.n_rows:
+        print(f"warning: the pool has {len(pool.table)} rows but the features {store.n_rows}; "
+              "no summaries", file=sys.stderr)
+        pool = None
+    if pool is not None:
+        summary = summarize_clusters(pool.table, result.labels, source, result.centroids)
+        sources = pool.table["source"].astype(str).to_numpy()
+        ok = result.labels >= 0
+        if len(np.unique(sources[ok])) > 1:
+            from sklearn.metrics import adjusted_rand_score
+
+            ari = float(adjusted_rand_score(sources[ok], result.labels[ok]))
+            extra["ari_vs_source"] = ari
+            print(f"agreement of clusters with the pool's sources: ARI={ari:.3f}",
+                  file=sys.stderr)
+    path = save_clusters(ws, name, result, features_fingerprint=store.fingerprint, spec=spec,
+                         features_name=fname, summary=summary, kscan=scan, extra=extra)
+    ws.update_meta(clusters=name)
+    if summary is not None:
+        cols = ["cluster", "size", "top_source", "tokens_median", "label"]
+        print(summary[cols].to_string(index=False))
+    else:
+        print("sizes: " + " ".join(str(s) for s in result.sizes()))
+    print(f"clusters: K={k} -> {path}")
+    return 0
+
+
+def _pool(args: argparse.Namespace, ws: Any):
+    from .features import open_pool
+
+    try:
+        return open_pool(args, ws)
+    except FileNotFoundError as exc:
+        if args.pool:
+            raise
+        print(f"note: {exc}; saving clusters without summaries", file=sys.stderr)
+        return None
