@@ -56,6 +56,9 @@ class EncodeReport:
 
     n_rows: int = 0
     n_truncated: int = 0
+    # rows where a token straddles the start of an answer (the tokenizer merged header and
+    # answer text): that token is masked, so the answer's first characters are not trained on
+    straddled: list[int] = field(default_factory=list)
     no_labels: list[int] = field(default_factory=list)  # positions with n_labels == 0
     lengths: list[int] = field(default_factory=list)  # token count before truncation
 
@@ -155,7 +158,8 @@ def _is_fast(tokenizer) -> bool:
 
 
 def _tokenize_with_spans(texts: list[str], spans_list: list[list[tuple[int, int]]],
-                         tokenizer, add_special_tokens: bool) -> list[tuple[list[int], list[int]]]:
+                         tokenizer, add_special_tokens: bool,
+                         stats: list[int] | None = None) -> list[tuple[list[int], list[int]]]:
     """(input_ids, labels) for each text; labels = ids on tokens inside the spans."""
     out: list[tuple[list[int], list[int]]] = []
     if _is_fast(tokenizer):
@@ -164,8 +168,12 @@ def _tokenize_with_spans(texts: list[str], spans_list: list[list[tuple[int, int]
                         return_attention_mask=False, verbose=False)
         for k in range(len(texts)):
             ids = list(enc["input_ids"][k])
-            labels = _label_from_offsets(ids, enc["offset_mapping"][k], spans_list[k],
+            offsets = enc["offset_mapping"][k]
+            labels = _label_from_offsets(ids, offsets, spans_list[k],
                                          enc["special_tokens_mask"][k])
+            if stats is not None and any(a < s < b for s, _ in spans_list[k]
+                                         for a, b in offsets):
+                stats.append(k)
             out.append((ids, labels))
         return out
     # slow tokenizer: tokenise growing prefixes at span boundaries
@@ -196,9 +204,10 @@ def encode_chats(batch: Sequence[Sequence[dict]], tokenizer, max_length: int,
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
     rendered = [_render(m, tokenizer, template) for m in batch]
+    report = EncodeReport(n_rows=len(batch))
     pairs = _tokenize_with_spans([r[0] for r in rendered], [r[1] for r in rendered], tokenizer,
-                                 add_special_tokens=(template == "tulu"))
-    report = EncodeReport(n_rows=len(pairs))
+                                 add_special_tokens=(template == "tulu"),
+                                 stats=report.straddled)
     encs: list[Encoded] = []
     for k, (ids, labels) in enumerate(pairs):
         report.lengths.append(len(ids))

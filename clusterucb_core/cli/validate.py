@@ -59,7 +59,7 @@ def _token_summary(pool, args, out) -> None:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ValueError(f"cannot load the tokenizer {args.tokenizer!r}: {first}") from exc
     lengths: list[int] = []
-    n_trunc = n_nolab = 0
+    n_trunc = n_nolab = n_straddle = 0
     msgs = pool.table["messages"].tolist()
     chunk = 2048
     for start in range(0, len(msgs), chunk):
@@ -67,12 +67,17 @@ def _token_summary(pool, args, out) -> None:
         lengths += rep.lengths
         n_trunc += rep.n_truncated
         n_nolab += rep.n_no_labels
+        n_straddle += len(rep.straddled)
     s = sorted(lengths)
     print(f"tokens ({args.template} format, tokenizer {args.tokenizer}): min {s[0]}  median "
           f"{int(statistics.median(s))}  p95 {_pct(s, 0.95)}  max {s[-1]}", file=out)
     print(f"  {n_trunc} rows longer than --max-length {args.max_length} (truncated when "
           f"encoded); {n_nolab} of them keep no answer token (no gradient: flagged, never "
           f"scored)", file=out)
+    if n_straddle:
+        print(f"  note: in {n_straddle} rows the tokenizer merges the '<|assistant|>' header "
+              "with the answer's first characters; that token is masked (a tokenizer that "
+              "splits on newlines avoids it)", file=out)
 
 
 def run(args: argparse.Namespace) -> int:

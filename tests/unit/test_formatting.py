@@ -142,6 +142,7 @@ def test_right_truncation_and_no_label_rows(tok):
     assert report.n_rows == 3 and report.n_truncated == 3
     assert report.no_labels == [1] and report.n_no_labels == 1
     assert report.lengths[0] == len(full.input_ids)
+    assert report.straddled == []  # byte-level pre-tokenizer: newlines always split
     assert token_lengths([CHAT, long_user], tok) == report.lengths[:2]
     # a chat without an assistant turn has nothing to train on
     assert encode_chat([{"role": "user", "content": "hi"}], tok, 64).n_labels == 0
@@ -242,3 +243,24 @@ def test_demo_tokenizer_labels():
     from transformers import AutoTokenizer
 
     _check_label_spans(AutoTokenizer.from_pretrained(DEMO_MODEL))
+
+
+def test_straddling_token_is_masked_and_reported():
+    """A tokenizer that merges across the header newline (no newline split): the merged token
+    belongs to the header, is masked, and the row is reported."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.WordLevel({"<s>": 0, "</s>": 1, "<unk>": 2, "<|user|>\nHi\n": 3,
+                                      "<|assistant|>\nHello": 4, " there": 5, "\n": 6},
+                                     unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Split(
+        pattern=Regex(r"<\|user\|>\nHi\n|<\|assistant\|>\nHello| there|\n"),
+        behavior="isolated")
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", unk_token="<unk>")
+    msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello there"}]
+    encs, report = encode_chats([msgs], fast, 64)
+    assert fast.convert_ids_to_tokens(encs[0].input_ids) == [
+        "<|user|>\nHi\n", "<|assistant|>\nHello", " there", "</s>", "\n"]
+    assert encs[0].labels == [IGNORE_INDEX, IGNORE_INDEX, 5, 1, IGNORE_INDEX]
+    assert report.straddled == [0]
