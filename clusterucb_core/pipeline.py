@@ -51,6 +51,9 @@ class RunConfig:
     selection: SelectionSpec = SelectionSpec()
     make_map: bool = True
     exhaustive: bool = False  # also score every row (teaching, recall figures)
+    # Dynamic ClusterUCB (METHOD.md s.5): > 1 trains one epoch on each selection and selects
+    # again at the new checkpoint with the same clusters and a fresh bandit.
+    dynamic_rounds: int = 1
     export_dir: str = ""  # default: <workspace>/exports/<run_id>
 
 
@@ -130,6 +133,7 @@ class Pipeline:
         self.ws = Workspace.open(cfg.workspace)
         self.ws.update_meta(config=config_to_dict(cfg))
         self._log = log or (lambda _msg: None)
+        self._reward_override: list[Path] | None = None
         self.work = {"cluster_feature_rows": 0, "reward_gradient_rows": 0,
                      "target_gradient_rows": 0}
 
@@ -208,8 +212,21 @@ class Pipeline:
         self.log(f"warm-up: training LoRA on {c.warmup.fraction:.0%} of the pool into {out}")
         return warmup(self.pool, c.model, c.lora, c.warmup, out, progress=self.progress("warm-up"))
 
+    def at_checkpoint(self, checkpoint: str | Path) -> "Pipeline":
+        """The same pool, target and clusters, with rewards taken at another checkpoint."""
+        other = Pipeline.__new__(Pipeline)
+        other.cfg, other.ws, other._log = self.cfg, self.ws, self._log
+        other.work = dict.fromkeys(self.work, 0)
+        for name in ("pool", "target", "checkpoints", "cluster_store", "clusters"):
+            if name in self.__dict__:
+                other.__dict__[name] = self.__dict__[name]
+        other._reward_override = [Path(checkpoint)]
+        return other
+
     @property
     def reward_checkpoints(self) -> list[Path | None]:
+        if self._reward_override is not None:
+            return list(self._reward_override)
         if not self.checkpoints:
             return [None]
         return list(self.checkpoints) if self.cfg.reward_checkpoints == "all" \
@@ -403,32 +420,76 @@ class Pipeline:
         _ = self.pool, self.target, self.checkpoints, self.clusters
         if self.cfg.make_map:
             _ = self.map
+        if self.cfg.dynamic_rounds > 1:
+            summary = self.run_dynamic(self.cfg.dynamic_rounds)
+        else:
+            summary = self.run_selection(self.cfg.run_id)
+        summary["seconds"] = round(time.perf_counter() - t0, 2)
+        return summary
+
+    def run_selection(self, run_id: str, export_dir: str | Path | None = None) -> dict[str, Any]:
+        """Run (or continue) one selection to its end and export it."""
         exhaustive = self.exhaustive_scores() if self.cfg.exhaustive else self.known_exhaustive()
-        run = self.selection()
+        run = self.selection(run_id)
         while not run.done:
             rec = run.step()
             self.log(f"  round {rec.round}: arm {rec.arm}, {len(rec.rows)} rows, "
                      f"budget {rec.budget_used}/{run.budget_total}")
-        summary = {"run_id": self.cfg.run_id, "selected": int(len(run.selected())),
+        summary = {"run_id": run_id, "selected": int(len(run.selected())),
                    "budget_used": int(run.budget_used), "budget_total": int(run.budget_total),
-                   "rounds": len(run.records), "work": dict(self.work),
-                   "seconds": round(time.perf_counter() - t0, 2)}
+                   "rounds": len(run.records), "work": dict(self.work)}
         if exhaustive is not None:
             from .oracle import run_metrics
 
             summary["metrics"] = run_metrics(run, exhaustive)
-        out = self.export(run)
-        summary["export"] = str(out)
-        atomic.write_json(self.ws.runs(self.cfg.run_id) / "summary.json", summary)
+        summary["export"] = str(self.export(run, run_id, export_dir))
+        atomic.write_json(self.ws.runs(run_id) / "summary.json", summary)
         return summary
 
-    def export(self, run, out_dir: str | Path | None = None) -> Path:
+    def run_dynamic(self, rounds: int) -> dict[str, Any]:
+        """Dynamic ClusterUCB: select; train one epoch on the selection from the current
+        checkpoint; take the new checkpoint (new target gradients, new reward features); select
+        again with the same clusters and a fresh bandit. Records the gradient work spent
+        against recomputing every row at every checkpoint."""
+        from .warmup import warmup
+
+        if not self.checkpoints:
+            raise ValueError("the dynamic variant continues a warm-up checkpoint: enable "
+                             "[warmup]")
+        epoch = replace(self.cfg.warmup, epochs=1, max_steps=0)
+        pipe: Pipeline = self.at_checkpoint(self.checkpoints[-1])
+        steps = []
+        for r in range(rounds):
+            run_id = check_name(f"{self.cfg.run_id}-dyn{r}", "run id")
+            self.log(f"dynamic round {r + 1}/{rounds} at {pipe.reward_checkpoints[0]}")
+            out = Path(self.cfg.export_dir) / run_id if self.cfg.export_dir else None
+            step = pipe.run_selection(run_id, out)
+            step["checkpoint"] = str(pipe.reward_checkpoints[0])
+            steps.append(step)
+            if r + 1 < rounds:
+                rows = pipe.selection(run_id).selected()
+                ck_dir = self.ws.checkpoints(f"{self.cfg.run_id}-dyn{r + 1}")
+                ckpt = warmup(self.pool, self.cfg.model, self.cfg.lora, epoch, ck_dir,
+                              progress=self.progress("dynamic epoch"), rows=rows,
+                              init_checkpoint=pipe.reward_checkpoints[0])[-1]
+                pipe = self.at_checkpoint(ckpt)
+        n = len(self.pool.table)
+        spent = sum(s["work"]["reward_gradient_rows"] for s in steps)
+        summary = {"run_id": self.cfg.run_id, "dynamic_rounds": steps,
+                   "work": {"reward_gradient_rows": spent,
+                            "cluster_feature_rows": self.work["cluster_feature_rows"],
+                            "exhaustive_alternative_gradient_rows": rounds * n,
+                            "fraction_of_exhaustive": round(spent / (rounds * n), 4)}}
+        atomic.write_json(self.ws.root / "dynamic" / f"{self.cfg.run_id}.json", summary)
+        return summary
+
+    def export(self, run, run_id: str, out_dir: str | Path | None = None) -> Path:
         """The selection as files ready for training (see export.py), written atomically."""
         from .export import export_selection
 
-        out = Path(out_dir or self.cfg.export_dir or self.ws.exports(self.cfg.run_id))
+        out = Path(out_dir or self.cfg.export_dir or self.ws.exports(run_id))
         path = export_selection(
-            out, self.pool, run.result(), run_id=self.cfg.run_id, clustering=self.clusters.name,
+            out, self.pool, run.result(), run_id=run_id, clustering=self.clusters.name,
             cluster_names=self.clusters.cluster_names(), oracle_info=self.oracle.describe(),
             ledger_state=self.ledger().state(), log_path=run.log_path,
             exhaustive=self.known_exhaustive(), extra={"config": config_to_dict(self.cfg)})

@@ -63,9 +63,14 @@ def _report(progress: Progress | None, done: int, total: int, message: str, **ex
 
 
 def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSpec,
-           out_dir: str | Path, progress: Progress | None = None) -> list[Path]:
+           out_dir: str | Path, progress: Progress | None = None, *,
+           rows: np.ndarray | None = None,
+           init_checkpoint: str | Path | None = None) -> list[Path]:
     """Train LoRA on a seeded fraction of `pool`; write ckpt-<epoch> folders into `out_dir`.
 
+    `rows` trains on those rows instead of a seeded fraction, and `init_checkpoint` continues
+    from a saved adapter and its Adam state instead of fresh LoRA (Dynamic ClusterUCB trains
+    one more epoch on each selection; the fine-tune comparison trains on chosen subsets).
     `progress(step, total_steps, message, loss=..., epoch=..., lr=...)` after every step.
     Earlier ckpt-* folders in `out_dir` are removed first (they belong to another run).
     Returns the checkpoint folders in epoch order."""
@@ -82,9 +87,18 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
         raise ValueError("batch_size must be >= 1")
     out_dir = Path(out_dir)
     table, pool_fp = pool_identity(pool)
-    rows = select_rows(len(table), spec.fraction, spec.seed)
+    if rows is None:
+        rows = select_rows(len(table), spec.fraction, spec.seed)
+    else:
+        rows = np.unique(np.asarray(rows, dtype=np.int64))
+        if len(rows) == 0 or rows[0] < 0 or rows[-1] >= len(table):
+            raise ValueError(f"training rows must be a non-empty subset of the pool's "
+                             f"{len(table)} rows")
 
-    model, tok, device, dtype = M.load_model(model_spec)
+    if init_checkpoint is None:
+        model, tok, device, dtype = M.load_model(model_spec)
+    else:
+        model, tok, device, dtype = M.prepare_model(model_spec, lora_spec, init_checkpoint)
     msgs = [list(table["messages"].iat[int(r)]) for r in rows]
     encs, rep = encode_chats(msgs, tok, model_spec.max_length, model_spec.chat_template)
     keep = [i for i, e in enumerate(encs) if e.n_labels > 0]
@@ -93,10 +107,13 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
                          f"max_length={model_spec.max_length}")
     encs = [encs[i] for i in keep]
     used_rows = rows[keep]
-    model = M.add_lora(model, lora_spec, seed=spec.seed)
+    if init_checkpoint is None:
+        model = M.add_lora(model, lora_spec, seed=spec.seed)
     params = [p for _, p in M.lora_parameters(model)]
     opt = torch.optim.AdamW(params, lr=spec.learning_rate, betas=(0.9, 0.999), eps=1e-8,
                             weight_decay=spec.weight_decay)
+    if init_checkpoint is not None:
+        _restore_adam(opt, model, init_checkpoint)
     steps_per_epoch = math.ceil(len(encs) / spec.batch_size)
     if spec.max_steps > 0:
         total = int(spec.max_steps)
@@ -116,7 +133,8 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
         "model_fingerprint": M.weights_fingerprint(model_spec.name_or_path),
         "lora": to_dict(lora_spec), "warmup": to_dict(spec), "max_length": model_spec.max_length,
         "template": model_spec.chat_template, "steps_per_epoch": steps_per_epoch,
-        "total_steps": total, "status": "running"})
+        "total_steps": total, "status": "running",
+        "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint)})
 
     gen = torch.Generator().manual_seed(spec.seed)
     model.train()
@@ -164,6 +182,20 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
                 seconds=round(time.perf_counter() - t0, 3))
     atomic.write_json(out_dir / "warmup.json", info)
     return saved
+
+
+def _restore_adam(opt, model, checkpoint: str | Path) -> None:
+    """Seed AdamW's m, v and step count from a checkpoint, so training continues it."""
+    import torch
+
+    from . import model as M
+
+    state = M.load_adam_state(model, checkpoint)
+    step = float(M.checkpoint_meta(checkpoint).get("step") or 0)
+    for name, p in M.lora_parameters(model):
+        m, v = state[name]
+        opt.state[p] = {"step": torch.tensor(step), "exp_avg": m.clone().to(p.dtype),
+                        "exp_avg_sq": v.clone().to(p.dtype)}
 
 
 def json_load(path: Path) -> dict[str, Any]:

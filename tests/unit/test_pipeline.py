@@ -116,3 +116,21 @@ def test_bundled_demo_config_loads():
     cfg = load_config(Path(__file__).resolve().parents[2] / "sample_data" / "demo_run.toml")
     assert Path(cfg.pool).exists() and Path(cfg.target).exists()
     assert cfg.selection.budget == 0.2 and cfg.reward_features.mode == "adam"
+
+
+def test_dynamic_rounds_train_on_each_selection_and_reselect(
+        tmp_path, tiny_pool_file, target_file, tiny_model_dir):
+    cfg = tiny_config(tmp_path, tiny_pool_file, target_file, tiny_model_dir, dynamic_rounds=2)
+    pipe = Pipeline(cfg, log=None)
+    summary = pipe.run_all()
+    first, second = summary["dynamic_rounds"]
+    # The second selection used the checkpoint trained on the first selection's rows.
+    assert first["checkpoint"] != second["checkpoint"]
+    trained = json.loads((Path(second["checkpoint"]).parent / "warmup.json").read_text())
+    assert trained["rows"] == sorted(pipe.selection("r1-dyn0").selected().tolist())
+    assert trained["init_checkpoint"] == first["checkpoint"]
+    n = len(pipe.pool.table)
+    work = summary["work"]
+    assert work["reward_gradient_rows"] == first["budget_used"] + second["budget_used"]
+    assert work["exhaustive_alternative_gradient_rows"] == 2 * n
+    assert (Path(cfg.workspace) / "dynamic" / "r1.json").exists()
