@@ -13,11 +13,16 @@ import sys
 
 # subcommand -> module in this package
 COMMANDS: dict[str, str] = {
+    "demo": "demo",
+    "run": "run",
     "validate": "validate",
     "warmup": "warmup",
     "features": "features",
+    "cluster": "cluster",
+    "map": "map",
     "select": "select",
     "export": "export",
+    "evaluate": "evaluate",
     "race": "race",
 }
 

@@ -134,3 +134,20 @@ def test_dynamic_rounds_train_on_each_selection_and_reselect(
     assert work["reward_gradient_rows"] == first["budget_used"] + second["budget_used"]
     assert work["exhaustive_alternative_gradient_rows"] == 2 * n
     assert (Path(cfg.workspace) / "dynamic" / "r1.json").exists()
+
+
+def test_evaluate_compares_subsets_with_the_same_training(
+        tmp_path, tiny_pool_file, target_file, tiny_model_dir, capsys):
+    cfg = tiny_config(tmp_path, tiny_pool_file, target_file, tiny_model_dir, exhaustive=True)
+    Pipeline(cfg, log=None).run_all()
+    out = tmp_path / "eval.csv"
+    assert main(["evaluate", "--workspace", cfg.workspace, "--steps", "3",
+                 "--out", str(out)]) == 0
+    import pandas as pd
+
+    table = pd.read_csv(out)
+    assert list(table["subset"]) == ["base (no fine-tune)", "ClusterUCB (r1)", "random",
+                                     "exhaustive LESS top-p"]
+    assert np.isfinite(table["loss"]).all()
+    # Training moved the loss away from the untouched base model.
+    assert (table["loss"][1:] != table["loss"][0]).all()
