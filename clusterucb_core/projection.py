@@ -205,6 +205,7 @@ class RademacherProjector(Projector):
             self._cached_chunks = n_chunks
         self._cache: dict[int, torch.Tensor] = {}
         self._work: torch.Tensor | None = None
+        self._numpy_unpack = self.device.type == "cpu"
         self.scale = 1.0 / math.sqrt(self.dim_out)
 
     def _bits(self, lo: int, hi: int) -> np.ndarray:
@@ -217,14 +218,14 @@ class RademacherProjector(Projector):
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _signs_from_bits(self, bits: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
-        """Packed bits -> +-1 matrix of `dtype` on self.device."""
-        if self.device.type == "cpu":
+        """Packed bits -> +-1 matrix of `dtype` on self.device (NumPy on the CPU, else torch)."""
+        if self._numpy_unpack:
             u = np.unpackbits(bits, axis=1, count=self.dim_out, bitorder="little")
             u *= 2
             u -= 1  # 0 -> 255 (= -1 as int8), 1 -> 1
             signs = torch.from_numpy(u.view(np.int8))
             return signs if dtype == torch.int8 else signs.to(dtype)
-        b = torch.from_numpy(bits).to(self.device)
+        b = torch.from_numpy(bits if bits.flags.writeable else bits.copy()).to(self.device)
         shifts = torch.arange(8, dtype=torch.uint8, device=self.device)
         u = ((b.unsqueeze(-1) >> shifts) & 1).reshape(b.shape[0], -1)[:, : self.dim_out]
         return (u.to(torch.int8) * 2 - 1).to(dtype)
@@ -270,9 +271,14 @@ class CountSketchProjector(Projector):
     name = "countsketch"
 
     def __init__(self, dim_in: int, dim_out: int = 8192, seed: int = 0, device: Any = "cpu",
-                 nnz: int = 1, cache_bytes: int = 1 << 30):
+                 nnz: int = 1, cache_bytes: int = 1 << 30, method: str = "auto"):
         group = -(-CS_BLOCK_MIN // dim_out) * dim_out
         super().__init__(dim_in, dim_out, seed, device, group)
+        if method == "auto":
+            method = "index_add" if self.device.type == "cpu" else "fold"
+        if method not in ("index_add", "fold"):
+            raise ValueError(f"countsketch method must be auto, index_add or fold, not {method!r}")
+        self.method = method
         self.nnz = int(nnz)
         if self.nnz < 1:
             raise ValueError("countsketch needs nnz >= 1")
@@ -286,9 +292,9 @@ class CountSketchProjector(Projector):
     def _hash(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
         """For each of the nnz sketches of this chunk: (index [nnz, G] int64, sign [nnz, G]).
 
-        On the CPU the index is each coordinate's bucket (for `index_add_`); on other devices
-        it is the permutation listing the coordinates bucket by bucket (for a gather and a
-        deterministic sum -- `index_add_` uses atomics there). Same map either way.
+        method "index_add" (CPU default): the index is each coordinate's bucket; "fold" (GPU
+        default, where `index_add_` uses atomics and is not deterministic): the permutation
+        listing the coordinates bucket by bucket, for a gather and a sum. Same map either way.
         """
         hit = self._cache.get(chunk)
         if hit is not None:
@@ -299,7 +305,7 @@ class CountSketchProjector(Projector):
         for _ in range(self.nnz):
             perm = rng.permutation(G)
             # coordinate perm[k] goes to bucket k % d: exactly G/d coordinates per bucket
-            if self.device.type == "cpu":
+            if self.method == "index_add":
                 bucket = np.empty(G, dtype=np.int64)
                 bucket[perm] = np.arange(G, dtype=np.int64) % d
                 index.append(bucket)
@@ -319,7 +325,7 @@ class CountSketchProjector(Projector):
         h, s = self._hash(chunk)
         rows, G = hi - lo, self.chunk_rows
         for k in range(self.nnz):
-            if self.device.type == "cpu":
+            if self.method == "index_add":
                 y.index_add_(1, h[k, :rows], x * s[k, :rows])
             else:
                 xs = x * s[k, :rows]

@@ -360,13 +360,22 @@ class FeatureStore:
             return np.array(self._data.array, dtype=np.float32)
         return self._data.array[idx].astype(np.float32)
 
-    def iter_chunks(self, chunk_rows: int = 65536, rows: np.ndarray | None = None
-                    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield (row indices, float32 features) chunk by chunk, for streaming over big stores."""
+    def iter_chunks(self, chunk_rows: int = 65536, rows: np.ndarray | None = None,
+                    skip_flagged: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield (row indices, float32 features) chunk by chunk, for streaming over big stores.
+
+        Raises `StoreIncomplete` on a row not computed; `skip_flagged` leaves out the flagged
+        (NaN) rows, so a chunk may hold fewer than `chunk_rows` rows (never zero)."""
         idx = np.arange(self.n_rows) if rows is None else self._rows(rows)
         for lo in range(0, len(idx), max(1, int(chunk_rows))):
             part = idx[lo:lo + chunk_rows]
-            yield part, self.read(part)
+            feats = self.read(part)
+            if skip_flagged:
+                keep = self._done.array[part] != DONE_FLAGGED
+                part, feats = part[keep], feats[keep]
+                if not len(part):
+                    continue
+            yield part, feats
 
     # ---- lifetime ------------------------------------------------------------------------
     def close(self) -> None:

@@ -143,3 +143,19 @@ def test_errors_and_normalize():
     torch.testing.assert_close(n, torch.tensor([[0.6, 0.8], [0.0, 0.0], [1.0, 0.0]]))
     np.testing.assert_allclose(normalize(x.numpy()), n.numpy())
     assert normalize(x.numpy()).dtype == np.float32
+
+
+def test_gpu_code_paths_give_the_same_map_on_cpu():
+    """The paths used on CUDA (torch bit unpacking, gather+sum count sketch) run here too."""
+    n, d = 70000, 128
+    x = grads(4, n, seed=9)
+    rad = make_projector("rademacher", 5000, d, seed=4, cache_bytes=0)
+    gpu_style = make_projector("rademacher", 5000, d, seed=4, cache_bytes=0)
+    gpu_style._numpy_unpack = False
+    assert torch.equal(gpu_style.project(x[:, :5000]), rad.project(x[:, :5000]))
+    cs = make_projector("countsketch", n, d, seed=4, nnz=2)
+    fold = make_projector("countsketch", n, d, seed=4, nnz=2, method="fold")
+    assert cs.method == "index_add"
+    torch.testing.assert_close(fold.project(x), cs.project(x), rtol=1e-5, atol=1e-4)
+    with pytest.raises(ValueError):
+        make_projector("countsketch", n, d, method="atomic")

@@ -79,6 +79,9 @@ def test_write_read_roundtrip(tmp_path, dtype):
     parts = list(store.iter_chunks(chunk_rows=64))
     assert [len(r) for r, _ in parts] == [64, 64, 64, 64, 44]
     np.testing.assert_array_equal(np.concatenate([f for _, f in parts]), got)
+    kept = list(store.iter_chunks(chunk_rows=64, skip_flagged=True))
+    np.testing.assert_array_equal(np.concatenate([r for r, _ in kept]), np.flatnonzero(~flagged))
+    np.testing.assert_array_equal(np.concatenate([f for _, f in kept]), got[~flagged])
     store.close()
 
 
