@@ -15,7 +15,7 @@ if str(_ROOT) not in sys.path:  # clusterucb_app/ lives next to this file
 
 import streamlit as st  # noqa: E402
 
-from clusterucb_app import ui  # noqa: E402
+from clusterucb_app import tour, ui  # noqa: E402
 
 st.set_page_config(page_title="ClusterUCB Studio", page_icon="🎯", layout="wide")
 
@@ -32,10 +32,17 @@ PAGES = [
             url_path="rounds"),
     st.Page(str(_ROOT / "pages" / "6_export.py"), title="6 · Curate & Export", icon="📦",
             url_path="export"),
+    # learn and compare (teaching pages)
+    st.Page(str(_ROOT / "pages" / "7_playground.py"), title="Playground", icon="🎲",
+            url_path="playground"),
+    st.Page(str(_ROOT / "pages" / "8_race.py"), title="Policy race", icon="🏁", url_path="race"),
+    st.Page(str(_ROOT / "pages" / "9_compare.py"), title="Compare runs", icon="⚖️",
+            url_path="compare"),
 ]
 
 nav = st.navigation(PAGES)
 with st.sidebar:
     st.markdown("## ClusterUCB Studio")
+    tour.card()  # the first-visit guided tour (clusterucb_app/tour.py)
 ui.sidebar()
 nav.run()
