@@ -132,6 +132,22 @@ def normalize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x * scale[:, None], valid
 
 
+def load_normalized(src: RowSource, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """(the valid rows, normalised, float32 [n_valid, d]; valid mask [N]), filled chunk by
+    chunk into one array: peak memory is that array plus one chunk (a float16 store is never
+    converted whole)."""
+    out = np.empty((src.n_rows, src.dim), dtype=np.float32)
+    valid = np.zeros(src.n_rows, dtype=bool)
+    w = 0
+    for start, raw in src.chunks(chunk):
+        xs, ok = normalize_rows(raw)
+        valid[start:start + len(raw)] = ok
+        m = int(ok.sum())
+        out[w:w + m] = xs[ok] if m < len(xs) else xs
+        w += m
+    return out[:w], valid
+
+
 def _resolve_device(device: str) -> "torch.device":
     import torch
 
@@ -355,11 +371,12 @@ def spherical_kmeans(X: Any, k: int, seed: int = 0, max_iter: int = 100, tol: fl
     import torch
 
     src = as_source(X)
-    Xn, valid = normalize_rows(src.read_all())
+    Xn, valid = load_normalized(src)
     n_invalid = int((~valid).sum())
     _check_k(k, int(valid.sum()), n_invalid)
     dev = _resolve_device(device)
-    V = torch.from_numpy(Xn[valid] if n_invalid else Xn).to(dev)
+    V = torch.from_numpy(Xn).to(dev)
+    del Xn
     chunk = _chunk_rows(k, src.dim)
     rng = np.random.default_rng(seed)
     best_run = None
