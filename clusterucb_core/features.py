@@ -13,8 +13,8 @@ resumes, and a lazy caller (the bandit) can ask for a few rows at a time. Rows a
 fixed chunks -- chunk c holds the missing rows r with r // chunk_rows == c, chunk_rows = 8 x
 batch size -- sorted by token length inside the chunk (less padding) and written with one
 `store.write` per chunk. Because a chunk's batches depend only on which of its rows are
-missing, a run killed and resumed, or split over `torchrun` ranks (rank k takes chunks
-k, k+world, ...), computes every row in exactly the same batch as an uninterrupted single
+missing, a run killed and resumed, or split over `torchrun` ranks (rank k takes the chunks
+with c % world == k), computes every row in exactly the same batch as an uninterrupted single
 process: the stores end bit-identical.
 
 Rows without any trained label (e.g. the answer lies beyond max_length) have no gradient: they
@@ -180,16 +180,20 @@ class FeatureEngine:
 
     def plan(self, rows: np.ndarray | None = None, rank: int = 0, world: int = 1
              ) -> list[np.ndarray]:
-        """The chunks (arrays of row ids) this rank computes: missing rows grouped by
-        row // chunk_rows, every world-th chunk starting at `rank`."""
+        """The chunks (arrays of row ids) this rank computes: the missing rows grouped by
+        chunk id c = row // chunk_rows, keeping the chunks with c % world == rank. (The split
+        depends on chunk ids only, never on what other ranks have already written.)"""
         todo = self.store().missing(rows)
         if len(todo) == 0:
             return []
         todo = np.unique(todo)
         ids = todo // self.chunk_rows
+        mine = (ids % world) == rank
+        todo, ids = todo[mine], ids[mine]
+        if len(todo) == 0:
+            return []
         cuts = np.flatnonzero(np.diff(ids)) + 1
-        chunks = np.split(todo, cuts)
-        return chunks[rank::world]
+        return np.split(todo, cuts)
 
     def encode(self, rows: np.ndarray):
         from .formatting import encode_chats
@@ -200,43 +204,9 @@ class FeatureEngine:
         return encs
 
     def featurize(self, encs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Features [n, dim] float32 and valid mask [n] of encoded rows, in their order.
-        Batches are formed after sorting by length; a CUDA out-of-memory error halves the
-        batch and retries."""
-        import torch
-
-        from . import gradients as G
-        from .formatting import collate
-
-        n = len(encs)
-        order = sorted(range(n), key=lambda i: (len(encs[i].input_ids), i))
-        out = np.zeros((n, self.dim), dtype=np.float32)
-        valid = np.zeros(n, dtype=bool)
-        bs = max(1, int(self.spec.batch_size))
-        pos = 0
-        while pos < n:
-            idx = order[pos:pos + bs]
-            batch = collate([encs[i] for i in idx], self.tok.pad_token_id)
-            try:
-                if self.spec.kind == "gradient":
-                    feats, ok = G.per_sample_features(self.model, batch, self.projector,
-                                                      mode=self.spec.mode,
-                                                      adam_state=self.adam_state)
-                else:
-                    feats = G.hidden_features(self.model, batch)
-                    ok = batch["attention_mask"].sum(dim=1) > 0
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                if bs == 1:
-                    raise ValueError(
-                        f"out of GPU memory on one row of {len(encs[idx[0]].input_ids)} tokens; "
-                        "lower --max-length (rows already computed are kept)") from None
-                bs = max(1, bs // 2)
-                continue
-            out[idx] = feats.detach().float().cpu().numpy()
-            valid[idx] = ok.cpu().numpy()
-            pos += len(idx)
-        return out, valid
+        """Features [n, dim] float32 and valid mask [n] of encoded rows, in their order."""
+        return featurize(self.model, self.tok.pad_token_id, encs, self.spec, self.dim,
+                         projector=self.projector, adam_state=self.adam_state)
 
     def compute(self, rows: np.ndarray | None = None, progress: Progress | None = None,
                 rank: int | None = None, world: int | None = None):
@@ -279,6 +249,89 @@ class FeatureEngine:
         if self._store is not None:
             self._store.close()
             self._store = None
+
+
+GRAD_BUFFER_BYTES = 512 * 1024 * 1024  # per-sample gradients held before one projection call
+
+
+def featurize(model, pad_id: int, encs: Sequence[Any], spec: FeatureSpec, dim: int,
+              projector: Any = None, adam_state: dict | None = None,
+              buffer_bytes: int = GRAD_BUFFER_BYTES) -> tuple[np.ndarray, np.ndarray]:
+    """Features [n, dim] float32 and valid mask [n] of encoded rows, in their order.
+
+    Rows are sorted by length and batched (less padding). Kind 'gradient': each batch's
+    per-sample LoRA gradients (spec.mode) are written block by block into a row buffer of up
+    to `buffer_bytes` (at least one batch), which is projected in one call when full -- a
+    projector's per-call cost (making or unpacking its random matrix) is paid per buffer, not
+    per batch -- then normalised. Kind 'hidden': mean-pooled hidden states. A CUDA
+    out-of-memory error halves the batch and retries."""
+    import torch
+
+    from . import gradients as G
+    from .formatting import collate
+
+    n = len(encs)
+    order = sorted(range(n), key=lambda i: (len(encs[i].input_ids), i))
+    out = np.zeros((n, dim), dtype=np.float32)
+    valid = np.zeros(n, dtype=bool)
+    bs = max(1, int(spec.batch_size))
+    gradient = spec.kind == "gradient"
+    if gradient:
+        blocks = G.lora_blocks(model)
+        P = sum(b.numel for b in blocks)
+        device = next(model.parameters()).device
+        cap = min(n, max(bs, int(buffer_bytes) // (4 * P)))
+        buf = torch.empty(cap, P, dtype=torch.float32, device=device)
+    pending: list[int] = []  # rows (positions in encs) in the buffer, in buffer order
+    pending_ok: list[bool] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        x = buf[: len(pending)]
+        feats = x if projector is None else projector.project(x)
+        feats = G.normalize_rows(feats.float())
+        ok = torch.tensor(pending_ok, device=feats.device)
+        feats[~ok] = 0.0
+        out[pending] = feats.cpu().numpy()
+        valid[pending] = pending_ok
+        pending.clear()
+        pending_ok.clear()
+
+    pos = 0
+    while pos < n:
+        idx = order[pos:pos + bs]
+        batch = collate([encs[i] for i in idx], pad_id)
+        try:
+            if gradient:
+                if len(pending) + len(idx) > cap:
+                    flush()
+                lo = len(pending)
+
+                def sink(k: int, g: Any, lo: int = lo) -> None:
+                    b = blocks[k]
+                    buf[lo:lo + g.shape[0], b.offset:b.offset + b.numel] = g
+
+                _, ok = G.run_per_sample(model, batch, sink, mode=spec.mode,
+                                         adam_state=adam_state, blocks=blocks)
+                pending.extend(idx)
+                pending_ok.extend(bool(v) for v in ok.cpu())
+            else:
+                feats = G.hidden_features(model, batch)
+                out[idx] = feats.float().cpu().numpy()
+                valid[idx] = (batch["attention_mask"].sum(dim=1) > 0).numpy()
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            if bs == 1:
+                raise ValueError(
+                    f"out of GPU memory on one row of {len(encs[idx[0]].input_ids)} tokens; "
+                    "lower --max-length (rows already computed are kept)") from None
+            bs = max(1, bs // 2)
+            continue
+        pos += len(idx)
+    if gradient:
+        flush()
+    return out, valid
 
 
 def compute_features(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec,

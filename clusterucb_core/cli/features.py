@@ -207,6 +207,12 @@ def run(args: argparse.Namespace) -> int:
 
     rank, world, distributed = _init_distributed()
     try:
+        if distributed:  # rank 0 creates the workspace folder, the others open it after
+            import torch.distributed as dist
+
+            if rank == 0:
+                Workspace.open(args.workspace)
+            dist.barrier()
         ws = Workspace.open(args.workspace)
         pool = open_pool(args, ws)
         ckpt = resolve_checkpoint(ws, args.checkpoint)
