@@ -447,7 +447,7 @@ def _read_delimited(data: bytes, delimiter: str) -> Iterator[_Rec]:
         raw = raw[:-2] if raw.endswith("\r\n") else raw[:-1] if raw.endswith(("\n", "\r")) else raw
         line = start
         start = state["consumed"] + 1
-        if not row or all(not c.strip() for c in row):
+        if not row or not raw.strip():
             continue  # blank line
         if header is None:
             header = [h.strip() for h in row]
