@@ -20,23 +20,23 @@ from clusterucb_app import tour, ui  # noqa: E402
 st.set_page_config(page_title="ClusterUCB Studio", page_icon="🎯", layout="wide")
 
 PAGES = [
-    st.Page(str(_ROOT / "pages" / "1_pool.py"), title="1 · Pool", icon="📚", url_path="pool",
+    st.Page(str(_ROOT / "pages" / "1_pool.py"), title="1 · Pool", icon=":material/dataset:", url_path="pool",
             default=True),
-    st.Page(str(_ROOT / "pages" / "2_target.py"), title="2 · Target", icon="🎯",
+    st.Page(str(_ROOT / "pages" / "2_target.py"), title="2 · Target", icon=":material/flag:",
             url_path="target"),
-    st.Page(str(_ROOT / "pages" / "3_features.py"), title="3 · Model & Features", icon="🧮",
+    st.Page(str(_ROOT / "pages" / "3_features.py"), title="3 · Model & Features", icon=":material/functions:",
             url_path="features"),
-    st.Page(str(_ROOT / "pages" / "4_clusters.py"), title="4 · Clusters", icon="🗺️",
+    st.Page(str(_ROOT / "pages" / "4_clusters.py"), title="4 · Clusters", icon=":material/scatter_plot:",
             url_path="clusters"),
-    st.Page(str(_ROOT / "pages" / "5_rounds.py"), title="5 · UCB Rounds", icon="🎰",
+    st.Page(str(_ROOT / "pages" / "5_rounds.py"), title="5 · UCB Rounds", icon=":material/casino:",
             url_path="rounds"),
-    st.Page(str(_ROOT / "pages" / "6_export.py"), title="6 · Curate & Export", icon="📦",
+    st.Page(str(_ROOT / "pages" / "6_export.py"), title="6 · Curate & Export", icon=":material/inventory_2:",
             url_path="export"),
     # learn and compare (teaching pages)
-    st.Page(str(_ROOT / "pages" / "7_playground.py"), title="Playground", icon="🎲",
+    st.Page(str(_ROOT / "pages" / "7_playground.py"), title="Playground", icon=":material/science:",
             url_path="playground"),
-    st.Page(str(_ROOT / "pages" / "8_race.py"), title="Policy race", icon="🏁", url_path="race"),
-    st.Page(str(_ROOT / "pages" / "9_compare.py"), title="Compare runs", icon="⚖️",
+    st.Page(str(_ROOT / "pages" / "8_race.py"), title="Policy race", icon=":material/sports_score:", url_path="race"),
+    st.Page(str(_ROOT / "pages" / "9_compare.py"), title="Compare runs", icon=":material/compare_arrows:",
             url_path="compare"),
 ]
 

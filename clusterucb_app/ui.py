@@ -134,11 +134,12 @@ def _sidebar_status(ws: Workspace) -> None:
     steps = state.progress_summary(ws)
     st.markdown("### Progress")
     for label, ok in steps:
-        st.markdown(f"{'✅' if ok else '⬜'} {label}")
+        st.markdown(f"{':material/check_circle:' if ok else ':material/radio_button_unchecked:'}"
+                    f" {label}")
     running = [j for j in jobs.list_jobs(ws) if j.active]
     for job in running:
         frac = job.fraction
-        st.caption(f"⏳ {job.title or job.kind}: "
+        st.caption(f":material/hourglass_top: {job.title or job.kind}: "
                    + (f"{frac:.0%}" if frac is not None else job.status))
 
 
@@ -166,7 +167,7 @@ def need(ok: bool, message: str, page: str | None = None) -> bool:
         st.info(message)
         if page:
             st.page_link(page, label=f"Go to {Path(page).stem.split('_', 1)[-1].replace('_', ' ').title()}",
-                         icon="➡️")
+                         icon=":material/arrow_forward:")
     return ok
 
 

@@ -215,4 +215,4 @@ with tab_rep:
                              key="pool_sev")
         st.dataframe(probs[probs["severity"].isin(sev)], hide_index=True, height=300)
 
-st.page_link("pages/2_target.py", label="Next: choose the target", icon="➡️")
+st.page_link("pages/2_target.py", label="Next: choose the target", icon=":material/arrow_forward:")

@@ -143,4 +143,4 @@ if examples:
         st.markdown("**Completion**")
         ui.show_text(ex.completion)
 
-st.page_link("pages/3_features.py", label="Next: model & features", icon="➡️")
+st.page_link("pages/3_features.py", label="Next: model & features", icon=":material/arrow_forward:")

@@ -115,25 +115,27 @@ with st.expander("Settings (model, LoRA, features)", expanded=False):
 
 
 @st.cache_data(show_spinner=False)
-def _device_found() -> str:
+def _device_found() -> tuple[str, str]:
+    """(short name, details) of the device `auto` picks here."""
     try:
         import torch
 
         from clusterucb_core.model import resolve_device
     except ImportError:
-        return "unknown"
+        return "unknown", "torch is not importable"
     dev = resolve_device("auto")
     if dev.type == "cuda":
-        return f"CUDA: {torch.cuda.get_device_name(dev)}"
+        return "CUDA", f"{torch.cuda.get_device_name(dev)}; bfloat16"
     if dev.type == "mps":
-        return "Apple MPS"
-    return f"CPU ({torch.get_num_threads()} threads; float32)"
+        return "MPS", "Apple GPU; float32"
+    return "CPU", f"no GPU found; {torch.get_num_threads()} threads; float32"
 
 
 model_ok = Path(model.name_or_path).exists() or not model.name_or_path.startswith(("/", ".", "~"))
 c = st.columns(4)
 c[0].metric("Model", Path(model.name_or_path).name or model.name_or_path)
-c[1].metric("Device (auto found)", _device_found())
+dev_short, dev_detail = _device_found()
+c[1].metric("Device (auto found)", dev_short, help=dev_detail)
 c[2].metric("LoRA", f"r={lora.rank}, α={lora.alpha}")
 c[3].metric("Reward features", f"{feat.mode if engine.use_warmup(ws) else 'sgd'}, "
                                f"d={feat.dim}")
@@ -187,4 +189,4 @@ elif st.button("Run exhaustive scoring", key="btn_exh", disabled=not model_ok):
     engine.start_stage(ws, "exhaustive", "Exhaustive scoring")
 ui.job_panel(ws, "exhaustive")
 
-st.page_link("pages/4_clusters.py", label="Next: clusters", icon="➡️")
+st.page_link("pages/4_clusters.py", label="Next: clusters", icon=":material/arrow_forward:")

@@ -35,7 +35,7 @@ with st.expander("Cluster the pool", expanded=not state.cluster_names(ws)):
     if not stores:
         st.info("No features yet: compute **cluster features** on the Model & Features page "
                 "first.")
-        st.page_link("pages/3_features.py", label="Go to Model & Features", icon="➡️")
+        st.page_link("pages/3_features.py", label="Go to Model & Features", icon=":material/arrow_forward:")
     else:
         spec = state.settings(ws, "cluster")
         st.caption("Features: " + ", ".join(f"`{n}`" for n in stores)
@@ -54,7 +54,7 @@ with st.expander("Cluster the pool", expanded=not state.cluster_names(ws)):
             engine.start_stage(ws, "clusters", "Clustering")
         if b[1].button("Compute the 2-D map (UMAP)", key="cl_map"):
             engine.start_stage(ws, "map", "UMAP map")
-    ui.job_panel(ws, "cluster")
+    ui.job_panel(ws, "clusters")
     ui.job_panel(ws, "map")
 
 names = state.cluster_names(ws)
@@ -152,14 +152,14 @@ else:
                                                                      extra.items()}),
                          hide_index=True, height=260)
         b = st.columns(3)
-        if b[0].button(f"📌 Pin {len(picked)} rows", key="cl_pin"):
+        if b[0].button(f"Pin {len(picked)} rows", icon=":material/push_pin:", key="cl_pin"):
             lg.pin(picked, note="map selection")
             st.rerun()
-        if b[1].button(f"🚫 Reject {len(picked)} rows", key="cl_reject"):
+        if b[1].button(f"Reject {len(picked)} rows", icon=":material/block:", key="cl_reject"):
             lg.reject(picked, note="map selection")
             st.rerun()
         sel_clusters = sorted({int(c) for c in labels[picked] if c >= 0})
-        if b[2].button(f"⛔ Ban their {len(sel_clusters)} cluster(s)", key="cl_ban_sel",
+        if b[2].button(f"Ban their {len(sel_clusters)} cluster(s)", icon=":material/do_not_disturb_on:", key="cl_ban_sel",
                        disabled=not sel_clusters):
             for c in sel_clusters:
                 lg.ban(c, note="map selection")
@@ -193,7 +193,7 @@ c = st.columns([3, 1, 1])
 ban_pick = c[0].multiselect("Clusters", list(range(cs.k)), format_func=lambda k: cnames.get(k, k),
                             key="cl_ban_pick", label_visibility="collapsed",
                             placeholder="Choose clusters to ban or unban")
-if c[1].button("⛔ Ban", key="cl_ban", disabled=not ban_pick,
+if c[1].button("Ban", icon=":material/do_not_disturb_on:", key="cl_ban", disabled=not ban_pick,
                help="A banned cluster is never drawn by the bandit and left out of the selection "
                     "(pinned rows stay)."):
     for k_ in ban_pick:
@@ -242,4 +242,4 @@ with right:
                    f"{len(members):,} members")
         ui.show_text(ui.chat_text(rec["messages"]), height=300)
 
-st.page_link("pages/5_rounds.py", label="Next: UCB rounds", icon="➡️")
+st.page_link("pages/5_rounds.py", label="Next: UCB rounds", icon=":material/arrow_forward:")

@@ -148,8 +148,9 @@ def live() -> None:
                         disabled=run.done or not can_draw, key="ucb_step1")
     stepn = c[1].button("Step N rounds", disabled=run.done or not can_draw, key="ucb_stepn")
     n_steps = c[2].number_input("N", 1, 1000, 10, key="ucb_n", label_visibility="collapsed")
-    play_label = "⏸ Pause" if st.session_state.get("ucb_play") else "▶ Play"
-    play = c[3].button(play_label, disabled=run.done or not can_draw, key="ucb_play_btn")
+    pausing = bool(st.session_state.get("ucb_play"))
+    play = c[3].button("Pause" if pausing else "Play",
+                       icon=":material/pause:" if pausing else ":material/play_arrow:", disabled=run.done or not can_draw, key="ucb_play_btn")
     to_end = c[4].button("Run to the end", disabled=run.done or not can_draw, key="ucb_end")
     reset = c[5].button("Reset", key="ucb_reset",
                         help="Start this run over with the same settings (the old log is "
@@ -258,11 +259,11 @@ def live() -> None:
                                selection_mode="multi-row", key=f"ucb_last_{last.round}")
             chosen = [int(df["row"].iat[i]) for i in sel.selection.rows]
             b = st.columns([1, 1, 4])
-            if b[0].button("📌 Pin selected", disabled=not chosen, key="ucb_pin",
+            if b[0].button("Pin selected", icon=":material/push_pin:", disabled=not chosen, key="ucb_pin",
                            help="Pinned rows are always in the final selection."):
                 lg.pin(chosen, note=f"UCB round {last.round}")
                 st.rerun(scope="fragment")
-            if b[1].button("🚫 Reject selected", disabled=not chosen, key="ucb_reject",
+            if b[1].button("Reject selected", icon=":material/block:", disabled=not chosen, key="ucb_reject",
                            help="Rejected rows are never selected (their draw still counts "
                                 "against the budget)."):
                 lg.reject(chosen, note=f"UCB round {last.round}")
@@ -313,4 +314,4 @@ def live() -> None:
 
 
 live()
-st.page_link("pages/6_export.py", label="Next: curate & export", icon="➡️")
+st.page_link("pages/6_export.py", label="Next: curate & export", icon=":material/arrow_forward:")

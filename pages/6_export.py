@@ -94,10 +94,10 @@ sel = st.dataframe(shown[cols], hide_index=True, on_select="rerun", selection_mo
 st.caption(f"{len(view):,} rows shown. Select rows (left edge) to read them or edit them.")
 chosen = [int(shown["row"].iat[i]) for i in sel.selection.rows]
 b = st.columns(4)
-if b[0].button("📌 Pin", disabled=not chosen, key="ex_pin"):
+if b[0].button("Pin", icon=":material/push_pin:", disabled=not chosen, key="ex_pin"):
     lg.pin(chosen, note="Curate & Export")
     st.rerun()
-if b[1].button("🚫 Reject", disabled=not chosen, key="ex_reject"):
+if b[1].button("Reject", icon=":material/block:", disabled=not chosen, key="ex_reject"):
     lg.reject(chosen, note="Curate & Export")
     st.rerun()
 if b[2].button("Unpin", disabled=not chosen, key="ex_unpin"):
@@ -139,7 +139,7 @@ out_dir = ws.exports(rid)
 st.caption(f"Saved into the workspace at `{out_dir}`; each save replaces the previous one "
            "whole (never half-written).")
 with_ds = st.checkbox("Also write a Hugging Face `datasets` folder", value=True, key="ex_ds")
-if st.button("💾 Save export to the workspace", type="primary", key="ex_save"):
+if st.button("Save export to the workspace", icon=":material/save:", type="primary", key="ex_save"):
     with st.spinner("Writing the export..."):
         try:
             export_selection(out_dir, pool, result, run_id=rid, clustering=clustering,
@@ -161,7 +161,7 @@ if (out_dir / "manifest.json").exists():
              ".tsv": "text/tab-separated-values", ".parquet": "application/octet-stream"}
     cols = st.columns(4)
     for i, p in enumerate(files):
-        cols[i % 4].download_button(f"⬇ {p.name}", data=p.read_bytes(), file_name=p.name,
+        cols[i % 4].download_button(p.name, icon=":material/download:", data=p.read_bytes(), file_name=p.name,
                                     mime=kinds.get(p.suffix, "application/octet-stream"),
                                     key=f"ex_dl_{p.name}", on_click="ignore")
 
@@ -175,6 +175,6 @@ if (out_dir / "manifest.json").exists():
         return buf.getvalue()
 
     stamp = (out_dir / "manifest.json").stat().st_mtime
-    st.download_button("⬇ Everything (zip)", data=_zip(str(out_dir), stamp),
+    st.download_button("Everything (zip)", icon=":material/folder_zip:", data=_zip(str(out_dir), stamp),
                        file_name=f"{ws.name}-{rid}.zip", mime="application/zip", key="ex_dl_zip",
                        on_click="ignore")

@@ -204,7 +204,7 @@ def test_export_writes_original_lines(app_env):
     assert len(sel) == 6 and set(sel) <= pool_lines
     assert json.loads((out / "manifest.json").read_text())
     labels = [b.label for b in ex.get("download_button")]
-    assert "⬇ selected.jsonl" in labels and "⬇ Everything (zip)" in labels
+    assert "selected.jsonl" in labels and "Everything (zip)" in labels
 
 
 def test_job_panel_shows_finished_and_crashed_jobs(app_env):

@@ -1,0 +1,230 @@
+"""The whole demo flow in a real browser: pool -> target -> features -> clusters -> 10 UCB
+rounds -> export, against `streamlit run app.py` on a free localhost port.
+
+Needs Debian's Chromium at /usr/bin/chromium (skipped with the reason otherwise). Screenshots
+of every page go to test-artifacts/e2e/. Uses the bundled demo model when it has been built,
+else the tiny test model (tests/conftest.py), so the flow runs on a fresh checkout too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "e2e"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+JOB_TIMEOUT_MS = 600_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Chromium at /usr/bin/chromium "
+                    "(apt-get install chromium); skipped")
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    root = tmp_path_factory.mktemp("e2e") / "workspaces"
+    port = _free_port()
+    env = dict(os.environ, CLUSTERUCB_WORKSPACES=str(root), PYTHONUNBUFFERED="1")
+    log = open(root.parent / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    import urllib.request
+
+    while True:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                log.close()
+                raise RuntimeError("streamlit did not start:\n"
+                                   + (root.parent / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+    yield {"url": url, "root": root, "log": root.parent / "server.log"}
+    import signal
+
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        ctx = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+        pg = ctx.new_page()
+        pg.set_default_timeout(60_000)
+        yield pg
+        ctx.close()
+        browser.close()
+
+
+def _idle(page, timeout: float = 120) -> None:
+    """Wait until streamlit has finished the current run (no 'Running...' widget)."""
+    page.wait_for_timeout(300)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if not page.locator('[data-testid="stStatusWidget"]').is_visible():
+            page.wait_for_timeout(250)
+            if not page.locator('[data-testid="stStatusWidget"]').is_visible():
+                return
+        page.wait_for_timeout(250)
+    raise AssertionError("the app kept running")
+
+
+def _go(page, server, path: str) -> None:
+    page.goto(f"{server['url']}/{path}?ws=demo")
+    page.get_by_role("heading", level=1).first.wait_for()
+    _idle(page)
+
+
+def _shot(page, name: str) -> None:
+    _idle(page)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _no_error(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, "a traceback is shown"
+    errors = page.locator('[data-testid="stAlertContentError"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+
+
+def _wait_job(page, title: str) -> None:
+    """Wait for the job panel to say the job finished; fail at once when it says it failed."""
+    deadline = time.time() + JOB_TIMEOUT_MS / 1000
+    done = page.get_by_text(f"{title} finished").first
+    bad = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text=title)
+    while time.time() < deadline:
+        if done.is_visible():
+            _idle(page)
+            return
+        if bad.count():
+            raise AssertionError(bad.first.inner_text())
+        page.wait_for_timeout(1000)
+    raise AssertionError(f"{title} did not finish in time")
+
+
+def _use_small_model_if_needed(server, request) -> str:
+    """The demo workspace's model: the bundled one when built, else the tiny test model."""
+    from clusterucb_core.config import DEMO_MODEL
+
+    if (DEMO_MODEL / "config.json").exists():
+        return str(DEMO_MODEL)
+    folder = request.getfixturevalue("tiny_model_dir")  # tests/conftest.py
+    meta_path = server["root"] / "demo" / "workspace.json"
+    meta = json.loads(meta_path.read_text())
+    meta.setdefault("settings", {}).setdefault("model", {})["name_or_path"] = str(folder)
+    meta_path.write_text(json.dumps(meta, indent=2))
+    return str(folder)
+
+
+def test_demo_flow(page, server, request):
+    # 1. Pool: the demo workspace opens by default; use the bundled pool
+    page.goto(server["url"])
+    page.get_by_role("heading", name="Pool", exact=True).wait_for()
+    _idle(page)
+    assert "ws=demo" in page.url
+    page.get_by_role("button", name="Use the demo pool").click()
+    _idle(page)
+    page.get_by_text("Usable rows").first.wait_for()
+    page.get_by_role("tab", name="Sources").click()
+    _no_error(page)
+    _shot(page, "01_pool")
+    model = _use_small_model_if_needed(server, request)
+
+    # 2. Target
+    page.get_by_role("link", name="2 · Target").click()
+    page.get_by_role("heading", name="Target", exact=True).wait_for()
+    _idle(page)
+    page.get_by_role("button", name="Use this target").click()
+    _idle(page)
+    page.get_by_text("Examples per subtask").first.wait_for()
+    _no_error(page)
+    _shot(page, "02_target")
+
+    # 3. Model & features: warm-up, then cluster features (background jobs)
+    _go(page, server, "features")
+    page.get_by_role("button", name="Run warm-up").click()
+    _wait_job(page, "Warm-up")
+    page.get_by_role("button", name="Compute cluster features").click()
+    _wait_job(page, "Cluster features")
+    _no_error(page)
+    _shot(page, "03_features")
+
+    # 4. Clusters: k-means, then the UMAP map
+    _go(page, server, "clusters")
+    page.get_by_role("button", name="Run clustering").click()
+    _wait_job(page, "Clustering")
+    page.get_by_role("button", name="Compute the 2-D map (UMAP)").click()
+    _wait_job(page, "UMAP map")
+    _go(page, server, "clusters")
+    page.get_by_text("Clusters (arms)").first.wait_for()
+    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+    _no_error(page)
+    _shot(page, "04_clusters")
+
+    # 5. UCB rounds: new run, cold start, 10 rounds
+    _go(page, server, "rounds")
+    page.get_by_role("button", name="Start a new run").click()
+    _idle(page)
+    page.get_by_role("button", name="Cold start").click()
+    _idle(page, timeout=600)
+    page.get_by_role("button", name="Step N rounds").click()  # N defaults to 10
+    _idle(page, timeout=600)
+    page.get_by_text("Last round (10)").first.wait_for()
+    scored = page.get_by_test_id("stMetric").filter(has_text="Rows scored").inner_text()
+    assert "/" in scored
+    _no_error(page)
+    _shot(page, "05_rounds")
+
+    # 6. Curate & export
+    _go(page, server, "export")
+    page.get_by_role("button", name="Save export to the workspace").click()
+    page.get_by_text("Export written").wait_for(timeout=300_000)
+    _idle(page)
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="selected.jsonl").click()
+    got = Path(dl.value.path()).read_bytes().splitlines()
+    _no_error(page)
+    _shot(page, "06_export")
+
+    from clusterucb_core.config import DEMO_POOL
+
+    pool_lines = set(DEMO_POOL.read_bytes().splitlines())
+    exports = list((server["root"] / "demo" / "exports").iterdir())
+    assert len(exports) == 1
+    on_disk = (exports[0] / "selected.jsonl").read_bytes().splitlines()
+    manifest = json.loads((exports[0] / "manifest.json").read_text())
+    assert got == on_disk and len(on_disk) > 0
+    assert set(on_disk) <= pool_lines  # the user's own lines, byte for byte
+    assert manifest, model
