@@ -12,10 +12,11 @@ Only rows the store does not have yet are computed (`store.missing(rows)`): a ki
 resumes, and a lazy caller (the bandit) can ask for a few rows at a time. Rows are processed in
 fixed chunks -- chunk c holds the missing rows r with r // chunk_rows == c, chunk_rows = 8 x
 batch size -- sorted by token length inside the chunk (less padding) and written with one
-`store.write` per chunk. Because a chunk's batches depend only on which of its rows are
-missing, a run killed and resumed, or split over `torchrun` ranks (rank k takes the chunks
-with c % world == k), computes every row in exactly the same batch as an uninterrupted single
-process: the stores end bit-identical.
+`store.write` per chunk. Because a full chunk's batches depend only on its rows, a run killed
+and resumed, or split over `torchrun` ranks (rank k takes the chunks with c % world == k),
+computes every row in exactly the same batch as an uninterrupted single process: the stores
+end bit-identical. Scattered rows asked for lazily are packed into shared batches (equal to
+the all-at-once features up to float rounding).
 
 Rows without any trained label (e.g. the answer lies beyond max_length) have no gradient: they
 are written as flagged (NaN features, done byte 2 in the store), so influence is NaN for them
@@ -180,9 +181,14 @@ class FeatureEngine:
 
     def plan(self, rows: np.ndarray | None = None, rank: int = 0, world: int = 1
              ) -> list[np.ndarray]:
-        """The chunks (arrays of row ids) this rank computes: the missing rows grouped by
-        chunk id c = row // chunk_rows, keeping the chunks with c % world == rank. (The split
-        depends on chunk ids only, never on what other ranks have already written.)"""
+        """The groups of rows this rank computes, one featurize call and one store write each.
+
+        Missing rows are split into chunks by chunk id c = row // chunk_rows, and this rank
+        keeps the chunks with c % world == rank (a split that depends on chunk ids only, never
+        on what other ranks have already written). A full chunk is a group of its own, so a
+        full run, its resumption and its torchrun split batch every row identically. Partial
+        chunks (a lazy caller's scattered rows) are packed together up to chunk_rows rows, so
+        a few drawn rows are still computed in one batch, not one batch each."""
         todo = self.store().missing(rows)
         if len(todo) == 0:
             return []
@@ -192,8 +198,22 @@ class FeatureEngine:
         todo, ids = todo[mine], ids[mine]
         if len(todo) == 0:
             return []
-        cuts = np.flatnonzero(np.diff(ids)) + 1
-        return np.split(todo, cuts)
+        chunks = np.split(todo, np.flatnonzero(np.diff(ids)) + 1)
+        groups: list[np.ndarray] = []
+        packed: list[np.ndarray] = []
+        n_packed = 0
+        for chunk in chunks:
+            if len(chunk) == self.chunk_rows:
+                groups.append(chunk)
+                continue
+            if packed and n_packed + len(chunk) > self.chunk_rows:
+                groups.append(np.concatenate(packed))
+                packed, n_packed = [], 0
+            packed.append(chunk)
+            n_packed += len(chunk)
+        if packed:
+            groups.append(np.concatenate(packed))
+        return groups
 
     def encode(self, rows: np.ndarray):
         from .formatting import encode_chats
@@ -222,7 +242,7 @@ class FeatureEngine:
         done = 0
         t0 = time.perf_counter()
         _report(progress, 0, total, f"rows 0/{total}", rate=0.0, eta_s=None)
-        for chunk in chunks:
+        for chunk in chunks:  # groups of rows (see plan)
             feats, valid = self.featurize(self.encode(chunk))
             store.write(chunk, feats, flagged=~valid)
             done += len(chunk)

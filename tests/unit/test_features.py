@@ -68,6 +68,10 @@ def test_rows_equal_direct_projected_gradients(pool, mspec, full_store):
 
 def test_lazy_subset_then_rest_equals_all_at_once(pool, mspec, full_store, tmp_path):
     engine = F.FeatureEngine(pool, mspec, LORA, None, SPEC, tmp_path / "lazy")
+    # full chunks of 8 batches x 2 rows; scattered rows are packed into one group
+    assert [len(g) for g in engine.plan()] == [16, 16, 8]
+    assert [g.tolist() for g in engine.plan(rank=1, world=2)] == [list(range(16, 32))]
+    assert [g.tolist() for g in engine.plan(np.array([35, 1, 20]))] == [[1, 20, 35]]
     first = np.array([31, 2, 9, 5])
     store = engine.compute(first)
     assert store.done.sum() == 4 and store.done[first].all()
