@@ -49,8 +49,8 @@ def find_source(path: str | Path, dim: int | None = None) -> Path:
         if not dims:
             raise FileNotFoundError(f"{path} has no dim{int(dim)} folder")
     if len(dims) > 1:
-        raise ValueError(f"{path} holds several projection dims ({', '.join(p.name for p in dims)});"
-                         f" choose one with dim=")
+        names = ", ".join(p.name for p in dims)
+        raise ValueError(f"{path} holds several projection dims ({names}); choose one with dim=")
     if dims:
         return find_source(dims[0])
     raise FileNotFoundError(f"{path} has none of {', '.join(LESS_FILES)} and no dim* folder")

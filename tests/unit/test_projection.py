@@ -103,8 +103,8 @@ def test_srht_hadamard_is_sylvester():
     proj = SRHTProjector(300, 16)  # N = 512 = 128 x 4: two Kronecker factors
     assert proj.N == 512
     x = grads(3, 512)
-    torch.testing.assert_close(proj.hadamard(x), x @ torch.tensor(hadamard(512), dtype=torch.float32),
-                               rtol=1e-5, atol=1e-3)
+    H = torch.tensor(hadamard(512), dtype=torch.float32)
+    torch.testing.assert_close(proj.hadamard(x), x @ H, rtol=1e-5, atol=1e-3)
 
 
 @pytest.mark.parametrize("name", PROJECTORS)
