@@ -193,8 +193,11 @@ def _init_distributed() -> tuple[int, int, bool]:
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"
         if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
-        dist.init_process_group(backend=backend)
+            local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+            torch.cuda.set_device(local)
+            dist.init_process_group(backend=backend, device_id=local)
+        else:
+            dist.init_process_group(backend=backend)
     return dist.get_rank(), dist.get_world_size(), True
 
 
@@ -253,10 +256,6 @@ def run(args: argparse.Namespace) -> int:
                                              progress=ProgressLine("examples"))
                 print(f"target {target.name}: {len(feats)} examples in {len(target.subtasks)} "
                       f"subtasks -> {out}", flush=True)
-        if distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
         return 0
     finally:
         if distributed:
