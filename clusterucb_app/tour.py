@@ -132,17 +132,18 @@ def card() -> None:
     step = STEPS[i]
     with st.expander(f"🧭 Guided tour · {i + 1}/{len(STEPS)}: {step.title}", expanded=True):
         st.markdown(step.text)
-        c = st.columns(3)
-        back = c[0].button("‹ Back", key="tour_back", disabled=i == 0)
+        c = st.columns(2)
+        back = c[0].button("‹ Back", key="tour_back", disabled=i == 0, width="stretch")
         last = i == len(STEPS) - 1
-        nxt = c[1].button("Finish" if last else "Next ›", key="tour_next", type="primary")
-        skip = c[2].button("Skip", key="tour_skip", help="Hide the tour; restart it any time "
-                                                          "from the sidebar.")
+        nxt = c[1].button("Finish" if last else "Next ›", key="tour_next", type="primary",
+                          width="stretch")
         name = Path(step.page).stem.split("_", 1)[-1].replace("_", " ").title()
         try:
             st.page_link(step.page, label=f"Open the {name} page", icon="➡️")
         except st.errors.StreamlitAPIException:  # not in this app's navigation
             pass
+        skip = st.button("Skip the tour", key="tour_skip", type="tertiary",
+                         help="Hide the tour; restart it any time from the sidebar.")
     if skip or (nxt and last):
         save(True, 0 if skip else i)
         st.rerun()

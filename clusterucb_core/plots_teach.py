@@ -116,7 +116,7 @@ def race_heatmaps(draws: pd.DataFrame, contestants: Sequence[str], k: int, n_see
     cols = max(1, min(cols, len(contestants)))
     rows = int(np.ceil(len(contestants) / cols))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(contestants),
-                        horizontal_spacing=0.08, vertical_spacing=0.12 if rows > 1 else 0.1)
+                        horizontal_spacing=0.06, vertical_spacing=0.16 if rows > 1 else 0.1)
     ylabels = [("★ " if i == best else "") + (names[i] if names is not None else str(i))
                for i in range(k)]
     for j, (mat, labels) in enumerate(mats):
@@ -127,7 +127,8 @@ def race_heatmaps(draws: pd.DataFrame, contestants: Sequence[str], k: int, n_see
                                  showscale=j == 0, colorbar=dict(title="rows", len=0.5),
                                  hovertemplate="round %{customdata}<br>%{y}<br>%{z:.2g} rows"
                                                "<extra></extra>"), row=r + 1, col=c + 1)
-        fig.update_xaxes(title_text="round (0 = cold start)", row=r + 1, col=c + 1)
+        if r == rows - 1 or j + cols >= len(contestants):  # the lowest plot of its column
+            fig.update_xaxes(title_text="round (0 = cold start)", row=r + 1, col=c + 1)
         fig.update_yaxes(type="category", showticklabels=c == 0, row=r + 1, col=c + 1)
     fig.update_layout(title=f"Rows drawn per cluster per round (mean over {n_seeds} seed(s))",
                       height=max(300, rows * (22 * k + 110) + 60),
@@ -250,7 +251,8 @@ def overlap_chart(overlap: dict[str, Any], label_a: str = "A", label_b: str = "B
     j = overlap.get("jaccard", float("nan"))
     fig.update_layout(barmode="stack", height=170, margin=dict(l=10, r=10, t=40, b=10),
                       title=f"Overlap of the selections (Jaccard {j:.2f})",
-                      legend=dict(orientation="h", y=-0.3), xaxis_title="rows")
+                      legend=dict(orientation="h", y=-0.3, traceorder="normal"),
+                      xaxis_title="rows")
     return fig
 
 

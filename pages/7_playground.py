@@ -161,9 +161,15 @@ st.caption(f"{pg.K} arms, {pg.N:,} rows · budget {settings['shared']['budget']:
 playing = bool(st.session_state.get("pg_play", False)) and not sess.done
 
 
+def _plain(text: str) -> str:
+    """Engine sentences hold formulas ('mean + 1*std'): keep Markdown from italicising them."""
+    return text.replace("*", r"\*").replace("_", r"\_")
+
+
 def _truth_trace(fig: go.Figure) -> None:
-    fig.add_trace(go.Scatter(x=list(range(pg.K)), y=pg.true_means, mode="markers",
-                             name="true mean ★", marker=dict(symbol="star", size=15,
+    fig.add_trace(go.Scatter(x=[k + 0.25 for k in range(pg.K)], y=pg.true_means,
+                             mode="markers",
+                             name="true mean ★", marker=dict(symbol="star", size=13,
                                                              color=pt.GOLD,
                                                              line=dict(width=1, color="#333")),
                              hovertext=[f"arm {k}: true mean {m:.4g}, {s} rows"
@@ -238,6 +244,8 @@ def live() -> None:
                         text=f"Budget used: {run.budget_used / max(run.budget_total, 1):.0%}")
             values, next_arm, sentence = teach.arm_values(run)
             stats = run.stats()
+            if run.policy.name == "random":
+                values = None  # its 'value' is a constant: nothing to compare
             fig = pr.arm_chart(stats.mean, stats.std, stats.n, values,
                                beta=run.spec.beta if run.policy.name == "ucb_beta" else 1.0,
                                exhausted=stats.exhausted, banned=stats.banned,
@@ -254,10 +262,10 @@ def live() -> None:
                            + (f"**{met['recall']:.0%}** of the true top-p." if truth else
                               "… reveal the truth to see how many of the true best rows."))
             elif sentence:
-                st.info(sentence)
+                st.info(_plain(sentence))
             if run.records:
                 st.caption(f"Last round ({run.records[-1].round}): "
-                           f"{run.records[-1].explanation.get('sentence', '')}")
+                           + _plain(run.records[-1].explanation.get("sentence", "")))
 
     if truth and any(r.records for r in sess.runs.values()):
         tables = {sess.labels[n]: pg.regret(r) for n, r in sess.runs.items() if r.records}
@@ -267,9 +275,11 @@ def live() -> None:
                                              title="Recall of the true top-p so far"),
                         key="pg_recall")
         st.caption("Regret = expected reward lost so far compared with an oracle that knows "
-                   "the true means (it plays the best arm that still has rows). Recall = "
-                   "share of the rows that scoring *every* row would select that are already "
-                   "scored.")
+                   "the true means (it plays the best arm that still has rows). It can come "
+                   "down: the cold start pays for exploring every arm at once, and once the "
+                   "oracle has emptied the best arm it pays too, while a policy still drawing "
+                   "from it catches up. Recall = share of the rows that scoring *every* row "
+                   "would select that are already scored.")
     if truth:
         t = pg.truth(settings["shared"]["top_p"])
         for name, run in sess.runs.items():

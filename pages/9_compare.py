@@ -88,7 +88,7 @@ with left:
     st.markdown("**Settings**")
     st.dataframe(cmp.settings.style.apply(
         lambda r: ["background-color: #fff3bf" if r["changed"] else ""] * len(r), axis=1),
-        hide_index=True, key="cmp_settings")
+        hide_index=True, key="cmp_settings", height=35 * (len(cmp.settings) + 1) + 3)
     if not cmp.same_clusters:
         st.caption("The runs used different clusterings; clusters below are run A's.")
 with right:

@@ -1,0 +1,233 @@
+"""The teaching pages in a real browser: the guided tour, the playground (play, reveal the
+truth), the policy race (and its PNG download), and run comparison.
+
+Needs Debian's Chromium at /usr/bin/chromium (skipped with the reason otherwise). Screenshots
+go to test-artifacts/e2e/teach_*.png. The server gets its own workspaces folder and its own
+CLUSTERUCB_HOME, so the tour starts fresh and nothing touches the real home.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = ROOT / "test-artifacts" / "e2e"
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _fixture_workspace(root: Path) -> None:
+    """The app tests' synthetic workspace ('fixture') plus two saved runs to compare."""
+    import numpy as np
+
+    spec = importlib.util.spec_from_file_location("_teach_app_conftest",
+                                                  ROOT / "tests" / "app" / "conftest.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    mod.build_workspace(root)
+    from clusterucb_core.bandit import SelectionRun
+    from clusterucb_core.clustering import load_clusters
+    from clusterucb_core.config import SelectionSpec
+    from clusterucb_core.oracle import TableOracle
+    from clusterucb_core.workspace import Workspace
+
+    ws = Workspace.open(root / "fixture")
+    labels = load_clusters(ws, "k4").labels
+    scores = np.load(ws.root / "scores" / "exhaustive.npy")
+    for run_id, beta, budget in (("run-beta0", 0.0, 0.2), ("run-beta2", 2.0, 0.4)):
+        SelectionRun(labels, TableOracle(scores),
+                     SelectionSpec(beta=beta, budget=budget, top_p=0.1, seed=3),
+                     ws.runs(run_id), meta={"clustering": "k4",
+                                            "reward": "exhaustive"}).run_to_end()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not CHROMIUM.exists():
+        pytest.skip("browser tests need Chromium at /usr/bin/chromium "
+                    "(apt-get install chromium); skipped")
+    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+    base = tmp_path_factory.mktemp("e2e_teach")
+    root = base / "workspaces"
+    _fixture_workspace(root)
+    port = _free_port()
+    env = dict(os.environ, CLUSTERUCB_WORKSPACES=str(root), CLUSTERUCB_HOME=str(base / "home"),
+               PYTHONUNBUFFERED="1")
+    log = open(base / "server.log", "wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+         "--server.port", str(port), "--server.address", "127.0.0.1",
+         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 90
+    while True:
+        try:
+            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
+            break
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                log.close()
+                raise RuntimeError("streamlit did not start:\n"
+                                   + (base / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+    yield {"url": url, "root": root, "home": base / "home"}
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        ctx = browser.new_context(viewport={"width": 1500, "height": 2200},
+                                  accept_downloads=True)
+        pg = ctx.new_page()
+        pg.set_default_timeout(60_000)
+        # A deep link (/playground) as the server's very first request is served in
+        # Streamlit's old pages/ mode (no app.py, no sidebar) until one session has run
+        # app.py's st.navigation; open the root once, as a user's first visit does.
+        pg.goto(server["url"] + "/?ws=demo")
+        pg.get_by_role("heading", level=1).first.wait_for()
+        _idle(pg)
+        yield pg
+        ctx.close()
+        browser.close()
+
+
+def _idle(page, timeout: float = 120) -> None:
+    page.wait_for_timeout(300)
+    deadline = time.time() + timeout
+    widget = page.locator('[data-testid="stStatusWidget"]')
+    while time.time() < deadline:
+        if not widget.is_visible():
+            page.wait_for_timeout(300)
+            if not widget.is_visible():
+                return
+        page.wait_for_timeout(250)
+    raise AssertionError("the app kept running")
+
+
+def _go(page, server, path: str, ws: str = "demo") -> None:
+    page.goto(f"{server['url']}/{path}?ws={ws}")
+    page.get_by_role("heading", level=1).first.wait_for()
+    _idle(page)
+
+
+def _shot(page, name: str) -> None:
+    _idle(page)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def _no_error(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, "a traceback is shown"
+    errors = page.locator('[data-testid="stAlertContentError"]')
+    assert errors.count() == 0, errors.all_inner_texts()
+
+
+def _rows_scored(page) -> list[int]:
+    """The 'Rows scored' metrics (one per policy), as numbers of rows."""
+    out = []
+    for m in page.locator('[data-testid="stMetric"]').all():
+        text = m.inner_text()
+        if text.startswith("Rows scored"):
+            out.append(int(re.search(r"([\d,]+)\s*/", text).group(1).replace(",", "")))
+    return out
+
+
+def test_guided_tour(page, server):
+    _go(page, server, "")  # the first visit: the default page
+    card = page.get_by_text("Guided tour · 1/")
+    card.wait_for()
+    _shot(page, "teach_tour")
+    page.get_by_role("button", name="Next ›").click()
+    _idle(page)
+    page.get_by_text("Guided tour · 2/").wait_for()
+    page.get_by_role("button", name="Next ›").click()  # step 3 opens the Target page
+    _idle(page)
+    page.get_by_text("Guided tour · 3/").wait_for()
+    assert "/target" in page.url
+    page.get_by_role("button", name="Skip the tour").click()
+    _idle(page)
+    page.get_by_role("button", name="Restart the guided tour").wait_for()
+    assert '"done": true' in (server["home"] / "tour.json").read_text()
+    _no_error(page)
+
+
+def test_playground_play_and_reveal(page, server):
+    _go(page, server, "playground")
+    _no_error(page)
+    assert _rows_scored(page) == [0, 0]
+    page.get_by_role("button", name="Cold start").click()
+    _idle(page)
+    after_cold = _rows_scored(page)
+    assert after_cold[0] == after_cold[1] > 0
+    page.get_by_role("button", name="Step N rounds").click()  # 5 rounds
+    _idle(page)
+    assert all(n > c for n, c in zip(_rows_scored(page), after_cold))
+    page.locator('[data-testid="stCheckbox"]').filter(has_text="Reveal the truth").click()
+    _idle(page)
+    page.get_by_text("The best arm is").wait_for()
+    best = [m.inner_text() for m in page.locator('[data-testid="stMetric"]').all()
+            if m.inner_text().startswith("Draws on the best arm")]
+    draws = [int(re.search(r"arm\s+(\d+)", t).group(1)) for t in best]
+    assert draws[0] > draws[1], best  # UCB has found the gem, random has not
+    _no_error(page)
+    _shot(page, "teach_playground")
+    page.get_by_role("button", name="▶ Play").click()
+    page.get_by_text("Finished:").first.wait_for(timeout=120_000)
+    _idle(page)
+    assert _rows_scored(page) == [194, 194]
+    _no_error(page)
+    _shot(page, "teach_playground_end")
+
+
+def test_race_and_png_download(page, server):
+    _go(page, server, "race")
+    page.get_by_text("After scoring").wait_for(timeout=120_000)
+    _no_error(page)
+    text = page.get_by_text("After scoring").inner_text()
+    for policy in ("ucb_beta", "random", "oracle", "thompson"):
+        assert policy in text
+    _shot(page, "teach_race")
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Figure PNG").click()
+    path = dl.value.path()
+    assert Path(path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    target = ARTIFACTS / "teach_race_download.png"
+    dl.value.save_as(str(target))
+
+
+def test_compare_runs(page, server):
+    _go(page, server, "compare", ws="fixture")
+    _no_error(page)
+    page.get_by_text("Jaccard overlap").wait_for()
+    page.get_by_text("Selected rows per cluster").first.wait_for()
+    _shot(page, "teach_compare")
