@@ -35,22 +35,29 @@ WRITER = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from clusterucb_core.store import FeatureStore
     path, rows, delay, dtype = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+    hang_at = int(sys.argv[5])
     D = {D}
     ident = json.loads({ident!r})
     store = FeatureStore.create_or_open(path, {N}, D, ident, dtype=dtype)
     todo = store.missing(np.array(rows, dtype=np.int64))
-    for lo in range(0, len(todo), 7):
+    for k, lo in enumerate(range(0, len(todo), 7)):
         part = todo[lo:lo + 7]
         feats = np.stack([np.random.default_rng(int(r)).standard_normal(D) for r in part])
+        if k == hang_at:  # the rows' data is in the file but they are not marked done yet
+            store._data.array[part] = (feats * 0.5).astype(dtype)
+            print("hanging", flush=True)
+            time.sleep(600)
         store.write(part, feats, flagged=(part % 50 == 13))
         time.sleep(delay)
     print("finished", flush=True)
 """).format(root=str(ROOT), D=D, N=N, ident=json.dumps(IDENT))
 
 
-def run_writer(path: Path, rows, delay: float = 0.0, dtype: str = "float16") -> subprocess.Popen:
+def run_writer(path: Path, rows, delay: float = 0.0, dtype: str = "float16",
+               hang_at: int = -1) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", WRITER, str(path), json.dumps(list(rows)),
-                             str(delay), dtype], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             str(delay), dtype, str(hang_at)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def fill(path: Path, dtype: str = "float16", rows=None) -> FeatureStore:
@@ -150,9 +157,17 @@ def test_kill9_resume_is_bit_identical(tmp_path):
     ref = fill(tmp_path / "ref")
     ref.close()
     path = tmp_path / "killed"
-    for attempt in range(2):  # kill twice at different points, then finish
-        proc = run_writer(path, range(N), delay=0.01)
-        target = (attempt + 1) * N // 4
+    # 1) killed between writing a chunk's data and marking it done (the critical window)
+    proc = run_writer(path, range(N), hang_at=5)
+    assert proc.stdout.readline().strip() == b"hanging"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with FeatureStore.open(path) as peek:
+        assert peek.n_done == 35 and not peek.done[35:42].any()
+    # 2) killed at whatever point the writer has reached, twice
+    for attempt in range(2):
+        proc = run_writer(path, range(N), delay=0.02)
+        target = (attempt + 2) * N // 4
         deadline = time.time() + 60
         while time.time() < deadline:
             if (path / "manifest.json").exists():
