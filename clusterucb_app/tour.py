@@ -125,12 +125,14 @@ def card() -> None:
     """The tour card (call it inside `with st.sidebar:`)."""
     t = current()
     if t["done"]:
-        if st.button("🧭 Restart the guided tour", key="tour_restart", type="tertiary"):
+        if st.button("Restart the guided tour", key="tour_restart", type="tertiary",
+                     icon=":material/explore:"):
             _go(0)
         return
     i = t["step"]
     step = STEPS[i]
-    with st.expander(f"🧭 Guided tour · {i + 1}/{len(STEPS)}: {step.title}", expanded=True):
+    with st.expander(f"Guided tour · {i + 1}/{len(STEPS)}: {step.title}", expanded=True,
+                     icon=":material/explore:"):
         st.markdown(step.text)
         c = st.columns(2)
         back = c[0].button("‹ Back", key="tour_back", disabled=i == 0, width="stretch")
@@ -139,7 +141,7 @@ def card() -> None:
                           width="stretch")
         name = Path(step.page).stem.split("_", 1)[-1].replace("_", " ").title()
         try:
-            st.page_link(step.page, label=f"Open the {name} page", icon="➡️")
+            st.page_link(step.page, label=f"Open the {name} page", icon=":material/arrow_forward:")
         except st.errors.StreamlitAPIException:  # not in this app's navigation
             pass
         skip = st.button("Skip the tour", key="tour_skip", type="tertiary",

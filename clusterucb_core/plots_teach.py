@@ -166,7 +166,7 @@ def truth_chart(true_means: Sequence[float], est_mean: Sequence[float],
     n = np.asarray(n, dtype=int)
     k = len(mu)
     x = list(range(k))
-    tick = [f"{i}" + (" 💎" if i == gem else "") for i in x]
+    tick = [f"{i}" + (" (gem)" if i == gem else "") for i in x]
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=x, y=est, mode="markers", name=f"estimate ± {beta:g}·std",
                              marker=dict(size=10, color="#3b5bdb"),

@@ -212,7 +212,7 @@ def live() -> None:
         st.session_state["pg_play"] = False
         st.rerun(scope="app")
 
-    truth = st.toggle("🔍 Reveal the truth", key="pg_truth",
+    truth = st.toggle(":material/visibility: Reveal the truth", key="pg_truth",
                       help="Show the true means, the best arm and the regret so far.")
     if truth:
         st.success(f"The best arm is **arm {pg.best_arm}**: true mean "
@@ -301,4 +301,4 @@ live()
 
 st.download_button("Download the arms' rows (CSV)", pg.table().to_csv(index=False),
                    file_name="playground_rows.csv", mime="text/csv", key="pg_dl")
-st.page_link("pages/8_race.py", label="Race every policy on these arms", icon="🏁")
+st.page_link("pages/8_race.py", label="Race every policy on these arms", icon=":material/sports_score:")

@@ -162,12 +162,12 @@ def test_tour_steps_skip_and_is_remembered(tmp_path):
     at = _tour_app()
     at.run()
     _ok(at)
-    assert at.expander[0].label == f"🧭 Guided tour · 1/{len(tour.STEPS)}: Welcome"
+    assert at.expander[0].label == f"Guided tour · 1/{len(tour.STEPS)}: Welcome"
     assert at.button(key="tour_back").disabled
     at.button(key="tour_next").click().run()
     _ok(at)
     assert _tour_state(tmp_path) == {"done": False, "step": 1}
-    assert at.expander[0].label.startswith(f"🧭 Guided tour · 2/{len(tour.STEPS)}")
+    assert at.expander[0].label.startswith(f"Guided tour · 2/{len(tour.STEPS)}")
     at.button(key="tour_back").click().run()
     assert _tour_state(tmp_path)["step"] == 0
     at.button(key="tour_skip").click().run()
