@@ -96,7 +96,7 @@ def lazy_oracle(ws: Workspace) -> Any:
     cfg = tasks.run_config(ws.root)
     if cfg.use_warmup:
         probe = Pipeline(cfg, log=None)
-        if not tasks.warmup_ready(probe):
+        if not probe.warmup_ready():
             cfg = dataclasses.replace(cfg, use_warmup=False)
     pipe = _pipeline(str(ws.root), fingerprint(config_to_dict(cfg)), cfg)
     return pipe.oracle

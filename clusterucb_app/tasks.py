@@ -72,21 +72,6 @@ def run_config(workspace: str | Path) -> Any:
     return dataclasses.replace(defaults, **kw)
 
 
-def warmup_ready(pipe: Any) -> bool:
-    """True when the pipeline's warm-up checkpoints for these settings are already trained
-    (so touching `pipe.checkpoints` reads them instead of training)."""
-    from clusterucb_core.config import fingerprint
-    from clusterucb_core.warmup import json_load
-
-    c = pipe.cfg
-    key = fingerprint(pipe.pool.fingerprint, c.model, c.lora, c.warmup)
-    info = pipe.ws.checkpoints(f"warmup-{key[:8]}") / "warmup.json"
-    try:
-        return info.exists() and json_load(info).get("status") == "done"
-    except (OSError, ValueError):
-        return False
-
-
 def stage(workspace: str, name: str, progress: Progress | None = None) -> dict[str, Any]:
     """Run one pipeline stage for the workspace (it resumes / reuses what is on disk)."""
     from clusterucb_core.pipeline import Pipeline

@@ -193,24 +193,44 @@ class Pipeline:
         return target
 
     # ------------------------------------------------------------------ warm-up
+    @property
+    def warmup_dir(self) -> Path:
+        """Where this pool/model/LoRA/warm-up setting's checkpoints live."""
+        from .model import weights_fingerprint
+
+        c = self.cfg
+        # The model by content, not path: a moved repository or workspace keeps its warm-up.
+        key = fingerprint(self.pool.fingerprint, weights_fingerprint(c.model.name_or_path),
+                          replace(c.model, name_or_path=""), c.lora, c.warmup)
+        return self.ws.checkpoints(f"warmup-{key[:8]}")
+
+    def warmup_ready(self) -> bool:
+        """True when the warm-up for these settings is trained (nothing to compute)."""
+        from .warmup import json_load
+
+        info = self.warmup_dir / "warmup.json"
+        try:
+            return info.exists() and json_load(info).get("status") == "done"
+        except (OSError, ValueError):
+            return False
+
     @cached_property
     def checkpoints(self) -> list[Path]:
         """The warm-up checkpoints (epoch order), trained once per distinct setting."""
         if not self.cfg.use_warmup:
             return []
         from .model import find_checkpoints
-        from .warmup import json_load, warmup
+        from .warmup import warmup
 
-        c = self.cfg
-        key = fingerprint(self.pool.fingerprint, c.model, c.lora, c.warmup)
-        out = self.ws.checkpoints(f"warmup-{key[:8]}")
-        info = out / "warmup.json"
-        if info.exists() and json_load(info).get("status") == "done":
+        out = self.warmup_dir
+        if self.warmup_ready():
             ckpts = find_checkpoints(out)
             self.log(f"warm-up: reusing {len(ckpts)} checkpoint(s) in {out}")
             return ckpts
-        self.log(f"warm-up: training LoRA on {c.warmup.fraction:.0%} of the pool into {out}")
-        return warmup(self.pool, c.model, c.lora, c.warmup, out, progress=self.progress("warm-up"))
+        self.log(f"warm-up: training LoRA on {self.cfg.warmup.fraction:.0%} of the pool "
+                 f"into {out}")
+        return warmup(self.pool, self.cfg.model, self.cfg.lora, self.cfg.warmup, out,
+                      progress=self.progress("warm-up"))
 
     def at_checkpoint(self, checkpoint: str | Path) -> "Pipeline":
         """The same pool, target and clusters, with rewards taken at another checkpoint."""
