@@ -132,10 +132,17 @@ def normalize_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return x * scale[:, None], valid
 
 
-def load_normalized(src: RowSource, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def chunk_rows_for(dim: int, target_bytes: int = 1 << 25) -> int:
+    """Rows per streamed chunk so one float32 chunk is about ``target_bytes`` (32 MB): 32K rows
+    of 256 dims, 1K rows of 8192."""
+    return int(max(256, target_bytes // (4 * max(int(dim), 1))))
+
+
+def load_normalized(src: RowSource, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(the valid rows, normalised, float32 [n_valid, d]; valid mask [N]), filled chunk by
     chunk into one array: peak memory is that array plus one chunk (a float16 store is never
     converted whole)."""
+    chunk = chunk or chunk_rows_for(src.dim)
     out = np.empty((src.n_rows, src.dim), dtype=np.float32)
     valid = np.zeros(src.n_rows, dtype=bool)
     w = 0
@@ -626,7 +633,7 @@ def k_scan(X: Any, ks: Sequence[int] | None = None, sample: int = 10_000, seed: 
     rng = np.random.default_rng(seed)
     n = src.n_rows
     rows = np.sort(rng.choice(n, size=min(n, int(sample)), replace=False))
-    S, ok = normalize_rows(_take_chunked(src, rows, 8192))
+    S, ok = normalize_rows(_take_chunked(src, rows, chunk_rows_for(src.dim)))
     S = S[ok]
     if ks is None:
         ks = default_ks(len(S))
@@ -746,7 +753,7 @@ def make_label(keywords: Sequence[str], n: int = 3) -> str:
 def summarize_clusters(table: "pd.DataFrame", labels: np.ndarray, X: Any,
                        centroids: np.ndarray, n_keywords: int = 8, n_examples: int = 5,
                        max_docs_per_cluster: int = 2_000, token_counts: np.ndarray | None = None,
-                       seed: int = 0, batch_size: int = 8192) -> "pd.DataFrame":
+                       seed: int = 0, batch_size: int | None = None) -> "pd.DataFrame":
     """One row per cluster (0..K-1; rows labelled -1 are left out and counted in
     ``df.attrs["n_unclustered"]``).
 
@@ -786,7 +793,7 @@ def summarize_clusters(table: "pd.DataFrame", labels: np.ndarray, X: Any,
     if src.n_rows != n:
         raise ValueError(f"features have {src.n_rows} rows but labels has {n}")
     own = np.full(n, -np.inf, dtype=np.float32)
-    for start, raw in src.chunks(batch_size):
+    for start, raw in src.chunks(batch_size or chunk_rows_for(src.dim)):
         xs, ok = normalize_rows(raw)
         lab = labels[start:start + len(raw)]
         m = ok & (lab >= 0)

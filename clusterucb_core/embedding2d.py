@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from . import atomic
-from .clustering import as_source, normalize_rows
+from .clustering import as_source, chunk_rows_for, normalize_rows
 from .config import fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -151,6 +151,8 @@ def compute_map(X: Any, ws: "Workspace | None" = None, features_fingerprint: str
 
     ``features_fingerprint`` defaults to the store's fingerprint, or a hash of a plain array's
     bytes. ``force`` recomputes (and rewrites the cache). Without ``ws`` nothing is cached.
+    ``chunk_size``: rows placed per ``UMAP.transform`` call (one progress step); rows are
+    read in ~32 MB pieces whatever the dimension.
     """
     src = as_source(X)
     fp = features_fingerprint or src.fingerprint
@@ -180,7 +182,7 @@ def _compute(src: Any, params: dict[str, Any], fp: str, key: str, chunk_size: in
     seed = params["seed"]
     # which rows have features (one streamed pass; NaN rows are flagged, zero rows unusable)
     valid = np.zeros(n, dtype=bool)
-    for start, raw in src.chunks(max(chunk_size, 65536)):
+    for start, raw in src.chunks(chunk_rows_for(src.dim)):
         valid[start:start + len(raw)] = normalize_rows(raw)[1]
     valid_rows = np.flatnonzero(valid)
     n_valid = len(valid_rows)
@@ -193,7 +195,7 @@ def _compute(src: Any, params: dict[str, Any], fp: str, key: str, chunk_size: in
     n_fit = len(fit_rows)
     report = progress or (lambda *a, **k: None)
     report(0, n_valid, f"reading {n_fit:,} rows to fit the map")
-    F = _read_rows(src, fit_rows, chunk_size)
+    F = _read_rows(src, fit_rows)
 
     pca = None
     pca_dims = params["pca_dims"]
@@ -228,9 +230,7 @@ def _compute(src: Any, params: dict[str, Any], fp: str, key: str, chunk_size: in
     rest = np.setdiff1d(valid_rows, fit_rows, assume_unique=True)
     for s in range(0, len(rest), chunk_size):
         part = rest[s:s + chunk_size]
-        P = _read_rows(src, part, chunk_size)
-        if pca is not None:
-            P = pca.transform(P).astype(np.float32)
+        P = _read_rows(src, part, pca)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             coords[part] = reducer.transform(P)
@@ -246,10 +246,14 @@ def _fit_umap(reducer: Any, F: np.ndarray) -> np.ndarray:
     return np.asarray(reducer.fit_transform(F), dtype=np.float32)
 
 
-def _read_rows(src: Any, rows: np.ndarray, chunk: int) -> np.ndarray:
-    out = np.empty((len(rows), src.dim), dtype=np.float32)
+def _read_rows(src: Any, rows: np.ndarray, pca: Any = None) -> np.ndarray:
+    """Normalised rows (PCA-reduced when ``pca`` is given), read in ~32 MB pieces."""
+    chunk = chunk_rows_for(src.dim)
+    out = np.empty((len(rows), src.dim if pca is None else pca.n_components_),
+                   dtype=np.float32)
     for s in range(0, len(rows), chunk):
-        out[s:s + chunk] = normalize_rows(src.take(rows[s:s + chunk]))[0]
+        x = normalize_rows(src.take(rows[s:s + chunk]))[0]
+        out[s:s + chunk] = x if pca is None else pca.transform(x)
     return out
 
 

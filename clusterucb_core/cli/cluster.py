@@ -64,6 +64,20 @@ def pick_store(ws: Any, name: str | None):
     return name, FeatureStore.open(path)
 
 
+def fits_in_memory(n_rows: int, dim: int, share: float = 0.6) -> bool:
+    """Whether one float32 copy of the features (plus ~30%) fits in ``share`` of the memory
+    available now (Linux /proc/meminfo; elsewhere assumed to fit)."""
+    need = n_rows * dim * 4 * 1.3
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return need < share * int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return True
+
+
 def parse_k(text: str) -> int:
     if str(text).strip().lower() in ("auto", "0"):
         return 0
@@ -103,9 +117,15 @@ def run(args: argparse.Namespace) -> int:
         k = pick_k(scan)
         print(scan.to_string(index=False), file=sys.stderr)
         print(f"K scan ({scan.attrs['rule']}): K={k}", file=sys.stderr, flush=True)
+    minibatch = bool(args.minibatch)
+    if not minibatch and not fits_in_memory(store.n_rows, store.dim):
+        minibatch = True
+        print(f"note: {store.n_rows:,} x {store.dim} float32 rows would not fit in the memory "
+              "available now; clustering in mini-batch (streaming) mode instead",
+              file=sys.stderr, flush=True)
     spec = ClusterSpec(k=k, seed=args.seed, max_iter=args.max_iter, tol=args.tol,
-                       minibatch=bool(args.minibatch), batch_size=args.batch_size)
-    source = store if args.minibatch else store.read()
+                       minibatch=minibatch, batch_size=args.batch_size)
+    source = store  # both modes read the store chunk by chunk (full mode keeps one copy)
     result = cluster_features(source, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
                               minibatch=spec.minibatch, batch_size=spec.batch_size,
                               device=args.device, n_init=args.n_init,
