@@ -32,6 +32,8 @@ from typing import Callable
 
 SEED = 20250611
 TARGET_SEED = 777
+HELDOUT_SEED = 4242
+HELDOUT_PER_SUBTASK = 32
 PER_SUBTASK = 8
 
 # rows per family before the planted duplicates are added
@@ -1336,8 +1338,12 @@ TARGETS: dict[str, dict] = {
 }
 
 
-def make_targets(pool_rows: list[dict], seed: int = TARGET_SEED, per_subtask: int = PER_SUBTASK) -> dict[str, list[dict]]:
+def make_targets(pool_rows: list[dict], seed: int = TARGET_SEED, per_subtask: int = PER_SUBTASK,
+                 avoid: set[str] | None = None, prefix: str = "tgt") -> dict[str, list[dict]]:
+    """Fresh draws per target subtask; `avoid` adds prompts never to repeat (held-out sets
+    avoid the selection targets' prompts too)."""
     seen_prompts = {m["content"] for row in pool_rows for m in row["messages"] if m["role"] == "user"}
+    seen_prompts |= avoid or set()
     out: dict[str, list[dict]] = {}
     for name, spec in TARGETS.items():
         rows = []
@@ -1349,7 +1355,7 @@ def make_targets(pool_rows: list[dict], seed: int = TARGET_SEED, per_subtask: in
                 if q in seen_prompts:  # never a copy of a pool row (or of another target row)
                     continue
                 seen_prompts.add(q)
-                rows.append({"dataset": family, "id": f"tgt_{name}_{sub}_{k}", "subtask": sub,
+                rows.append({"dataset": family, "id": f"{prefix}_{name}_{sub}_{k}", "subtask": sub,
                              "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]})
                 k += 1
         out[name] = rows
@@ -1368,6 +1374,16 @@ def generate(out_dir: str | Path) -> dict:
     targets = make_targets(rows)
     for name, trows in targets.items():
         (out_dir / "targets" / f"{name}.jsonl").write_bytes("".join(_dump(t) + "\n" for t in trows).encode("utf-8"))
+    # Held-out examples of the same subtasks, to measure what fine-tuning on a selection does
+    # to the target loss without testing on the examples the selection was made for.
+    used = {m["content"] for tr in targets.values() for t in tr for m in t["messages"]
+            if m["role"] == "user"}
+    heldout = make_targets(rows, seed=HELDOUT_SEED, per_subtask=HELDOUT_PER_SUBTASK, avoid=used,
+                           prefix="heldout")
+    (out_dir / "targets" / "heldout").mkdir(exist_ok=True)
+    for name, trows in heldout.items():
+        (out_dir / "targets" / "heldout" / f"{name}.jsonl").write_bytes(
+            "".join(_dump(t) + "\n" for t in trows).encode("utf-8"))
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["dataset"]] = counts.get(row["dataset"], 0) + 1

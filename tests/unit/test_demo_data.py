@@ -160,11 +160,26 @@ def test_data_script_regenerates_the_same_bytes(tmp_path):
     summary = mod.generate(tmp_path)
     assert (tmp_path / "demo_pool.jsonl").read_bytes() == POOL.read_bytes()
     assert (tmp_path / "demo_pool_planted.json").read_bytes() == PLANTED.read_bytes()
-    made = sorted(p.name for p in (tmp_path / "targets").glob("*.jsonl"))
-    assert made == sorted(p.name for p in TARGETS.glob("*.jsonl"))
+    made = sorted(str(p.relative_to(tmp_path / "targets"))
+                  for p in (tmp_path / "targets").rglob("*.jsonl"))
+    assert made == sorted(str(p.relative_to(TARGETS)) for p in TARGETS.rglob("*.jsonl"))
+    assert any(name.startswith("heldout/") for name in made)
     for name in made:
         assert (tmp_path / "targets" / name).read_bytes() == (TARGETS / name).read_bytes()
     assert summary["rows"] == sum(1 for _ in open(POOL, encoding="utf-8"))
+
+
+def test_heldout_targets_are_new_examples_of_the_same_subtasks(targets):
+    from clusterucb_core.targets import load_target
+
+    for name, rows in targets.items():
+        heldout = load_target(TARGETS / "heldout" / f"{name}.jsonl")
+        assert set(heldout.subtasks) == {r["subtask"] for r in rows}
+        assert len(set(heldout.counts().values())) == 1  # equal examples per subtask
+        seen = {m["content"] for r in rows for m in r["messages"] if m["role"] == "user"}
+        assert not seen & {ex.prompt for ex in heldout.examples}
+        assert not any(ex.prompt.split("<|user|>\n")[-1].split("\n<|assistant|>")[0] in seen
+                       for ex in heldout.examples)
 
 
 def test_data_script_seed_changes_the_pool():
