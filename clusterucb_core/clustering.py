@@ -227,7 +227,8 @@ def _normalize_centroids(sums: "torch.Tensor", old: "torch.Tensor") -> "torch.Te
 
 def _kmeanspp(V: "torch.Tensor", k: int, rng: np.random.Generator, chunk: int,
               n_trials: int | None = None) -> "torch.Tensor":
-    """Greedy k-means++ with distance 1 - cos; returns indices of K distinct rows of V."""
+    """Greedy k-means++ with distance 1 - cos; returns indices of K distinct rows of V.
+    Each step scores all its candidates with one [N, trials] product (one read of V)."""
     import torch
 
     n = V.shape[0]
@@ -239,30 +240,28 @@ def _kmeanspp(V: "torch.Tensor", k: int, rng: np.random.Generator, chunk: int,
     taken[first] = True
     closest = (1.0 - V @ V[first]).clamp_(min=0.0)
     for _ in range(1, k):
-        weights = closest.double()
-        cum = torch.cumsum(weights, 0)
+        cum = torch.cumsum(closest.double(), 0)
         pot = float(cum[-1])
         if pot <= 0.0:
             # every remaining row coincides with a chosen one: pick distinct rows uniformly
-            free = np.flatnonzero(~taken)
-            cand = rng.choice(free, size=1)
+            cand = rng.choice(np.flatnonzero(~taken), size=1)
         else:
             r = torch.as_tensor(rng.random(n_trials) * pot, dtype=torch.float64, device=V.device)
-            cand = torch.searchsorted(cum, r).clamp_(max=n - 1).cpu().numpy()
-            cand = np.unique(cand)
-        best_pot, best_c, best_closest = math.inf, -1, None
-        for c in cand:
-            c = int(c)
-            d = torch.minimum(closest, (1.0 - V @ V[c]).clamp_(min=0.0))
-            p = float(d.double().sum())
-            if p < best_pot and not taken[c]:
-                best_pot, best_c, best_closest = p, c, d
-        if best_c < 0:  # all candidates already chosen (duplicate rows): take any free row
-            best_c = int(rng.choice(np.flatnonzero(~taken)))
-            best_closest = torch.minimum(closest, (1.0 - V @ V[best_c]).clamp_(min=0.0))
+            cand = np.unique(torch.searchsorted(cum, r).clamp_(max=n - 1).cpu().numpy())
+            cand = cand[~taken[cand]]
+            if len(cand) == 0:  # only already-chosen rows drawn (duplicates): any free row
+                cand = rng.choice(np.flatnonzero(~taken), size=1)
+        ci = torch.as_tensor(cand, dtype=torch.int64, device=V.device)
+        D = torch.empty((n, len(cand)), dtype=V.dtype, device=V.device)
+        Vc = V[ci].T
+        for s in range(0, n, chunk):
+            torch.minimum(closest[s:s + chunk, None],
+                          (1.0 - V[s:s + chunk] @ Vc).clamp_(min=0.0), out=D[s:s + chunk])
+        j = int(torch.argmin(D.double().sum(dim=0)))
+        best_c = int(cand[j])
+        closest = D[:, j].contiguous()
         chosen.append(best_c)
         taken[best_c] = True
-        closest = best_closest
     return torch.as_tensor(chosen, dtype=torch.int64, device=V.device)
 
 
@@ -351,8 +350,9 @@ def _finalize(V: "torch.Tensor", C: "torch.Tensor", chunk: int) -> tuple[np.ndar
         C = C.clone()
         C[touched] = newC[touched]
     inertia = 0.0
-    for s in range(0, V.shape[0], chunk):
-        cos = (V[s:s + chunk] * C[labels[s:s + chunk]]).sum(dim=1)
+    step = chunk_rows_for(d)  # C[labels] gathers a row per row: keep the pieces small
+    for s in range(0, V.shape[0], step):
+        cos = (V[s:s + step] * C[labels[s:s + step]]).sum(dim=1)
         inertia += float((1.0 - cos).double().sum())
     return labels.cpu().numpy(), C, inertia, len(empty)
 
