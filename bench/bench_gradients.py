@@ -8,15 +8,15 @@ On the same rows and the same model (LoRA with a warm-up-like state: B != 0, Ada
       of TRAK's `BasicProjector` (what LESS falls back to without CUDA): the +-1 matrix in
       column blocks of 128, every block regenerated with `bernoulli_` at every call;
   (b) this engine: `features.featurize` -- rows sorted by length, batched per-sample gradients
-      by per-layer capture (gradients.py), Adam transform, the cached Rademacher projection
-      (projection.py) applied block by block, normalisation;
+      by per-layer capture (gradients.py), Adam transform, the engine's default projection
+      (projection.py; also timed with the cached Rademacher one, bR), normalisation;
   (c) the bare batched forward+backward of the same batches with nothing else: the same loss
       (per-row means, output layer on labelled positions only) and one `backward()` -- the
       work no per-sample method can avoid.
 
 Agreement: the reference gradients are also projected with *our* Rademacher matrix (regenerated
-at every call, `cache_bytes=0`, timed separately as a'), so (a') and (b) must agree row by row
-(cosine >= 0.999). FLOP rate: (b)'s floating-point operations (counted with
+at every call, `cache_bytes=0`, timed separately as a'), so (a') and the engine with the
+Rademacher projection (bR) must agree row by row (cosine >= 0.999). FLOP rate: (b)'s floating-point operations (counted with
 torch.utils.flop_counter in a separate pass) per second of (b), as a fraction of the float32
 matmul rate measured in the same run (square GEMMs, best of several).
 
@@ -247,39 +247,46 @@ def bench_model(label, model_dir, encs_fn, args, rates):
           f"q,k,v,o = {P:,} gradient coordinates, {len(encs)} rows, {tokens / len(encs):.0f} "
           f"tokens/row, d={args.dim}, batch {args.batch_size}", flush=True)
 
-    # one-time projection matrix generation (cached by the projector), timed on its own
-    projector = make_projector("rademacher", P, args.dim, seed=0)
-    t = time.perf_counter()
-    projector.project(torch.zeros(1, P))
-    setup = time.perf_counter() - t
-    # (b) and (c) interleaved, best of `reps` each (the machine may be shared)
-    t_b = t_c = float("inf")
+    default = FeatureSpec().projection  # what the engine uses unless told otherwise
+    names = ["rademacher"] + ([default] if default != "rademacher" else [])
+    projectors, setup = {}, {}
+    for name in names:  # one-time generation of each random map, timed on its own
+        projectors[name] = make_projector(name, P, args.dim, seed=0)
+        t = time.perf_counter()
+        projectors[name].project(torch.zeros(1, P))
+        setup[name] = time.perf_counter() - t
+    # (b) for each projection and (c), interleaved, best of `reps` each (the machine is shared)
+    t_b = {name: float("inf") for name in names}
+    feats_b: dict = {}
+    t_c = float("inf")
     for _ in range(args.reps):
         rates.append(matmul_rate())
-        tb, feats_b, valid = path_engine(model, tok.pad_token_id, encs, state, projector,
-                                         args.batch_size)
-        t_b = min(t_b, tb)
+        for name in names:
+            tb, feats_b[name], valid = path_engine(model, tok.pad_token_id, encs, state,
+                                                   projectors[name], args.batch_size)
+            assert valid.all()
+            t_b[name] = min(t_b[name], tb)
         t_c = min(t_c, path_bare(model, tok.pad_token_id, encs, args.batch_size))
     t_c_hf = path_bare(model, tok.pad_token_id, encs, args.batch_size, hf_loss=True)
     # (a)
     times_a, a_trak, a_ours = path_reference(model, tok.pad_token_id, encs, state, args.dim, 0)
     t_a = times_a["grad"] + times_a["trak"]
     t_a_ours = times_a["grad"] + times_a["ours_regen"]
-
     rates.append(matmul_rate())
-    rate = max(rates)  # the machine's best observed GEMM rate (it may be shared)
-    assert valid.all()
-    cos = (torch.from_numpy(feats_b) * a_ours).sum(dim=1).numpy()
+    rate = max(rates)  # the machine's best observed GEMM rate
+    cos = (torch.from_numpy(feats_b["rademacher"]) * a_ours).sum(dim=1).numpy()
     cos_trak_vs_ours = float(((a_trak * a_ours).sum(dim=1)).abs().mean())
-    # matmul FLOPs seen by torch's counter (linear layers, per-sample bmm); it misses the
-    # projector's in-place addmm_, added here: 2 * rows * P * d. Attention is not counted.
-    flops_b = count_flops(lambda: path_engine(model, tok.pad_token_id, encs, state, projector,
-                                              args.batch_size)) + 2 * len(encs) * P * args.dim
+
+    # matmul FLOPs seen by torch's counter (linear layers, per-sample bmm, GEMM projections);
+    # it misses the Rademacher projector's in-place addmm_, added as 2 * rows * P * d.
+    # Attention and the count sketch's sparse adds (~2 * rows * P) are not counted.
+    def flops_of(name: str) -> int:
+        extra = 2 * len(encs) * P * args.dim if name == "rademacher" else 0
+        return count_flops(lambda: path_engine(model, tok.pad_token_id, encs, state,
+                                               projectors[name], args.batch_size)) + extra
+
+    flops_b = flops_of(default)
     flops_c = count_flops(lambda: path_bare(model, tok.pad_token_id, encs, args.batch_size))
-    # countsketch for information
-    cs = make_projector("countsketch", P, args.dim, seed=0)
-    path_engine(model, tok.pad_token_id, encs[: args.batch_size], state, cs, args.batch_size)
-    t_cs, _, _ = path_engine(model, tok.pad_token_id, encs, state, cs, args.batch_size)
 
     n = len(encs)
     print(f"(a)  LESS reference, batch size 1 + TRAK BasicProjector : {t_a:8.2f} s "
@@ -287,26 +294,33 @@ def bench_model(label, model_dir, encs_fn, args, rates):
           f"projection {times_a['trak']:.2f} s]")
     print(f"(a') LESS reference + our matrix regenerated per call  : {t_a_ours:8.2f} s "
           f"({n / t_a_ours:6.2f} rows/s)  [projection {times_a['ours_regen']:.2f} s]")
-    print(f"(b)  this engine (rademacher, cached)                  : {t_b:8.2f} s "
-          f"({n / t_b:6.2f} rows/s)  [+ one-time matrix generation {setup:.2f} s, "
-          f"cache {projector.cache_mode}]")
-    print(f"(b') this engine with countsketch projection           : {t_cs:8.2f} s "
-          f"({n / t_cs:6.2f} rows/s)")
+    for name in names:
+        tag = "(b) " if name == default else "(bR)"
+        extra = f", cache {projectors[name].cache_mode}" if name == "rademacher" else ""
+        print(f"{tag} this engine, {name + (' (default)' if name == default else ''):<27}   : "
+              f"{t_b[name]:8.2f} s ({n / t_b[name]:6.2f} rows/s)  [+ one-time map "
+              f"generation {setup[name]:.2f} s{extra}]")
     print(f"(c)  bare batched forward+backward                     : {t_c:8.2f} s "
           f"({n / t_c:6.2f} rows/s)  [HF loss with full-vocab logits: {t_c_hf:.2f} s]")
-    print(f"agreement (a') vs (b): cosine per row min {cos.min():.6f} mean {cos.mean():.6f} "
-          f"(need >= 0.999); |cos| TRAK-matrix vs our-matrix features (different random "
-          f"maps, for scale): {cos_trak_vs_ours:.3f}")
-    fr_b = flops_b / t_b
-    print(f"FLOPs (matmuls; attention not counted): (b) {flops_b / 1e9:.1f} GFLOP = {fr_b / 1e9:.1f} GFLOP/s = "
-          f"{fr_b / rate:.2f} of the fp32 matmul rate {rate / 1e9:.1f} GFLOP/s; "
-          f"(c) {flops_c / 1e9:.1f} GFLOP = {flops_c / t_c / 1e9:.1f} GFLOP/s")
-    speedup, overhead = t_a / t_b, t_b / t_c
-    print(f"ratios: speedup (a)/(b) = {speedup:.2f} (incl. the one-time generation: "
-          f"{t_a / (t_b + setup):.2f}; vs a': {t_a_ours / t_b:.2f}), overhead (b)/(c) = "
-          f"{overhead:.3f}, (b')/(c) = {t_cs / t_c:.3f}", flush=True)
+    print(f"agreement (a') vs this engine with Rademacher: cosine per row min {cos.min():.6f} "
+          f"mean {cos.mean():.6f} (need >= 0.999); |cos| TRAK-matrix vs our-matrix features "
+          f"(different random maps, for scale): {cos_trak_vs_ours:.3f}")
+    tb = t_b[default]
+    fr_b = flops_b / tb
+    print(f"FLOPs (matmuls; attention not counted): (b) {flops_b / 1e9:.1f} GFLOP = "
+          f"{fr_b / 1e9:.1f} GFLOP/s = {fr_b / rate:.2f} of the fp32 matmul rate "
+          f"{rate / 1e9:.1f} GFLOP/s; (c) {flops_c / 1e9:.1f} GFLOP = "
+          f"{flops_c / t_c / 1e9:.1f} GFLOP/s")
+    speedup, overhead = t_a / tb, tb / t_c
+    line = (f"ratios: speedup (a)/(b) = {speedup:.2f} (incl. one-time map generation: "
+            f"{t_a / (tb + setup[default]):.2f}), overhead (b)/(c) = {overhead:.3f}")
+    if default != "rademacher":
+        tr = t_b["rademacher"]
+        line += (f"; with Rademacher: speedup {t_a / tr:.2f} (vs a': {t_a_ours / tr:.2f}), "
+                 f"overhead {tr / t_c:.3f}")
+    print(line, flush=True)
     if cos.min() < 0.999:
-        raise SystemExit(f"FAIL: (a') and (b) disagree (min cosine {cos.min():.6f})")
+        raise SystemExit(f"FAIL: (a') and the engine disagree (min cosine {cos.min():.6f})")
     return speedup, overhead, fr_b / rate
 
 
