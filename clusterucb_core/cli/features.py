@@ -124,9 +124,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=("sgd", "adam"), default=None,
                         help="adam (with the checkpoint's Adam state; default when there is a "
                              "checkpoint) or sgd (plain gradient)")
-    parser.add_argument("--checkpoint", default="last",
-                        help="'last' (latest warm-up checkpoint, if any), 'none' (fresh LoRA), "
-                             "ckpt-N, SET/ckpt-N under W/checkpoints, or a folder")
+    parser.add_argument("--checkpoint", default=None,
+                        help="'last' (latest warm-up checkpoint, if any; the default for "
+                             "gradients), 'none' (fresh LoRA / the base model; the default for "
+                             "hidden states), ckpt-N, SET/ckpt-N under W/checkpoints, or a folder")
     parser.add_argument("--dim", type=int, default=f.dim,
                         help=f"projected dimension (default {f.dim})")
     parser.add_argument("--projection", default=f.projection,
@@ -218,7 +219,8 @@ def run(args: argparse.Namespace) -> int:
             dist.barrier()
         ws = Workspace.open(args.workspace)
         pool = open_pool(args, ws)
-        ckpt = resolve_checkpoint(ws, args.checkpoint)
+        ckpt = resolve_checkpoint(ws, args.checkpoint or
+                                  ("last" if args.kind == "gradient" else "none"))
         mode = args.mode or ("adam" if ckpt is not None else "sgd")
         spec = replace(FeatureSpec(), kind=args.kind, mode=mode, projection=args.projection,
                        dim=args.dim, seed=args.seed, batch_size=args.batch_size,

@@ -227,7 +227,7 @@ def test_cli_warmup_then_features(tiny_pool_file, tiny_model_dir, tmp_path, caps
     with FeatureStore.open(ws / "features" / name) as store:
         assert store.done.tolist() == [True] * 10 + [False] * 30
         assert store.identity["feature"]["mode"] == "adam"
-    assert main(["features", *common, "--kind", "hidden", "--checkpoint", "none"]) == 0
+    assert main(["features", *common, "--kind", "hidden"]) == 0  # base model by default
     assert (ws / "features" / "hidden-base" / "manifest.json").exists()
     assert main(["features", *common, "--checkpoint", "nope"]) == 2
     assert "no checkpoint 'nope'" in capsys.readouterr().err
