@@ -223,7 +223,7 @@ def test_cli_warmup_then_features(tiny_pool_file, tiny_model_dir, tmp_path, caps
                  "--rows", "0:10"]) == 0
     err = capsys.readouterr().err
     assert "rows 10/10" in err and "rows/s" in err and "ETA" in err
-    name = "gradient-adam-ckpt-1-rademacher-d32"
+    name = f"gradient-adam-ckpt-1-{FeatureSpec().projection}-d32"
     with FeatureStore.open(ws / "features" / name) as store:
         assert store.done.tolist() == [True] * 10 + [False] * 30
         assert store.identity["feature"]["mode"] == "adam"
