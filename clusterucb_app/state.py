@@ -291,6 +291,19 @@ def load_map(ws: Workspace, n_rows: int) -> Any | None:
     return None
 
 
+def map_note(ws: Workspace, n_rows: int) -> str | None:
+    """How the newest map was made (fit on a sample or on everything), when known."""
+    try:
+        from clusterucb_core.embedding2d import cached_maps
+        maps = [m for m in cached_maps(ws) if m.n_rows == n_rows]
+    except (ImportError, OSError, ValueError):
+        return None
+    if not maps:
+        return None
+    note = maps[0].note
+    return str(note() if callable(note) else note)
+
+
 def scores_path(ws: Workspace, name: str = "exhaustive") -> Path:
     return ws.root / SCORES_DIR / f"{name}.npy"
 

@@ -100,7 +100,8 @@ def stage(workspace: str, name: str, progress: Progress | None = None) -> dict[s
         return {"clusters": cs.name, "k": int(cs.k)}
     if name == "map":
         res = pipe.map
-        return {"map": str(res.path), "note": res.note()}
+        note = res.note() if callable(res.note) else res.note
+        return {"map": str(res.path), "note": str(note)}
     scores = pipe.exhaustive_scores()
     import numpy as np
 

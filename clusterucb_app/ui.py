@@ -192,6 +192,15 @@ def guard(action: str, hint: str | None = None) -> Iterator[None]:
         show_error(exc, action, hint)
 
 
+_MD_SPECIAL = str.maketrans({c: "\\" + c for c in "\\*_`[]<>#|~$"})
+
+
+def plain(text: str) -> str:
+    """Text from the engine shown through Markdown (st.info, st.caption) without being
+    formatted: 'mean + 1*std' must not turn into italics."""
+    return str(text).translate(_MD_SPECIAL)
+
+
 def fmt_duration(seconds: float | None) -> str:
     if seconds is None:
         return "-"

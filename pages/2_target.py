@@ -55,7 +55,7 @@ def _try_use(path: Path, kind: str, trim: bool) -> bool:
 
 with st.container(border=True):
     st.subheader("Choose the target")
-    c1, c2, c3 = st.columns([3, 1, 1])
+    c1, c2, c3 = st.columns([3, 1, 1.4])
     kind = c2.selectbox("Kind", KINDS, index=KINDS.index(ref.get("kind", "auto"))
                         if ref.get("kind", "auto") in KINDS else 0,
                         help="'auto' recognises the LESS layouts and pool files with a "

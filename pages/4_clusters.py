@@ -52,10 +52,10 @@ with st.expander("Cluster the pool", expanded=not state.cluster_names(ws)):
             state.save_settings(ws, cluster=replace(spec, k=int(k), seed=int(seed),
                                                     minibatch=bool(mb)))
             engine.start_stage(ws, "clusters", "Clustering")
-        if b[1].button("Compute the 2-D map (UMAP)", key="cl_map"):
+        if b[1].button("Compute the 2-D map (UMAP)", key="cl_map",
+                       help="The map is for looking only; the clustering does not use it."):
             engine.start_stage(ws, "map", "UMAP map")
-    ui.job_panel(ws, "clusters")
-    ui.job_panel(ws, "map")
+ui.job_panel(ws, "clusters")  # outside the expander: visible while it is collapsed
 
 names = state.cluster_names(ws)
 if not names:
@@ -98,8 +98,12 @@ m[3].metric("Banned clusters", len(led.banned))
 st.subheader("Map")
 xy = state.load_map(ws, n_rows)
 if xy is None:
-    st.info("No 2-D map yet: press **Compute the 2-D map (UMAP)** in 'Cluster the pool' above.")
-else:
+    st.info("No 2-D map yet. UMAP places rows with similar features close together; it takes "
+            "a minute on the demo (the first run in a process compiles UMAP's kernels).")
+    if st.button("Compute the 2-D map (UMAP)", key="cl_map2", type="primary"):
+        engine.start_stage(ws, "map", "UMAP map")
+ui.job_panel(ws, "map")
+if xy is not None:
     ex = state.exhaustive_scores(ws, n_rows)
     run_scores = None
     rid = rounds.current_id(ws)
@@ -137,7 +141,9 @@ else:
                              title=f"Scores drawn so far in {rid}", color_title="score")
     event = st.plotly_chart(fig, key="cl_map_fig", on_select="rerun",
                             selection_mode=("points", "box", "lasso"))
-    st.caption("Drag a box or lasso (toolbar, top right of the map) to select rows.")
+    note = state.map_note(ws, n_rows)
+    st.caption((f"{note} " if note else "") + "Drag a box or lasso (toolbar, top right of the "
+               "map) to select rows.")
     picked = sorted({int(p["customdata"]) if not isinstance(p["customdata"], list)
                      else int(p["customdata"][0])
                      for p in (event.selection.points if event else [])

@@ -160,9 +160,11 @@ def live() -> None:
                    "not continued. Start a new run above.")
     try:
         if step1:
-            rounds.step(ws, cur_id, 1)
+            with st.spinner("Scoring the drawn rows..."):
+                rounds.step(ws, cur_id, 1)
         elif stepn:
-            rounds.step(ws, cur_id, int(n_steps))
+            with st.spinner(f"Playing {int(n_steps)} rounds..."):
+                rounds.step(ws, cur_id, int(n_steps))
         elif to_end:
             with st.spinner("Running to the end of the budget..."):
                 rounds.step(ws, cur_id, 10**9)
@@ -209,10 +211,11 @@ def live() -> None:
         st.success(f"Finished: {run.budget_used:,} rows scored in {rounds_done} rounds. "
                    f"The top {run.n_top:,} are selected — see Curate & Export.")
     elif nxt is not None:
-        st.info(nxt["sentence"])
+        st.info(ui.plain(nxt["sentence"]))
     if rounds_done:
         last = run.records[-1]
-        st.caption(f"Last round ({last.round}): {last.explanation.get('sentence', '')}")
+        st.caption(ui.plain(f"Last round ({last.round}): "
+                            f"{last.explanation.get('sentence', '')}"))
 
     # ---------------------------------------------------------------- arms + map
     stats = run.stats()

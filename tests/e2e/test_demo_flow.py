@@ -81,7 +81,7 @@ def page(server):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        ctx = browser.new_context(viewport={"width": 1500, "height": 1100}, accept_downloads=True)
+        ctx = browser.new_context(viewport={"width": 1500, "height": 1700}, accept_downloads=True)
         pg = ctx.new_page()
         pg.set_default_timeout(60_000)
         yield pg
@@ -105,6 +105,12 @@ def _idle(page, timeout: float = 120) -> None:
 def _go(page, server, path: str) -> None:
     page.goto(f"{server['url']}/{path}?ws=demo")
     page.get_by_role("heading", level=1).first.wait_for()
+    _idle(page)
+
+
+def _click_key(page, key: str) -> None:
+    """Click the button streamlit renders for widget `key` (unambiguous, unlike its label)."""
+    page.locator(f".st-key-{key} button").first.click()
     _idle(page)
 
 
@@ -174,24 +180,29 @@ def test_demo_flow(page, server, request):
 
     # 3. Model & features: warm-up, then cluster features (background jobs)
     _go(page, server, "features")
-    page.get_by_role("button", name="Run warm-up").click()
+    _click_key(page, "btn_warmup")
     _wait_job(page, "Warm-up")
-    page.get_by_role("button", name="Compute cluster features").click()
+    _go(page, server, "features")
+    _click_key(page, "btn_cfeat")
     _wait_job(page, "Cluster features")
     _no_error(page)
     _shot(page, "03_features")
 
     # 4. Clusters: k-means, then the UMAP map
     _go(page, server, "clusters")
-    page.get_by_role("button", name="Run clustering").click()
+    _click_key(page, "cl_run")
     _wait_job(page, "Clustering")
-    page.get_by_role("button", name="Compute the 2-D map (UMAP)").click()
+    _go(page, server, "clusters")  # the finished job reran the page; start from a fresh load
+    _click_key(page, "cl_map2")
     _wait_job(page, "UMAP map")
     _go(page, server, "clusters")
     page.get_by_text("Clusters (arms)").first.wait_for()
-    page.locator('[data-testid="stPlotlyChart"]').first.wait_for()
+    chart = page.locator('[data-testid="stPlotlyChart"]').first
+    chart.wait_for()
     _no_error(page)
     _shot(page, "04_clusters")
+    chart.scroll_into_view_if_needed()
+    chart.screenshot(path=str(ARTIFACTS / "04_clusters_map.png"))
 
     # 5. UCB rounds: new run, cold start, 10 rounds
     _go(page, server, "rounds")
