@@ -61,7 +61,7 @@ def test_rows_equal_direct_projected_gradients(pool, mspec, full_store):
     encs, _ = encode_chats([pool.table["messages"].iat[r] for r in rows], tok, 64)
     grads = torch.stack([G.per_sample_gradients(model, collate([e], tok.pad_token_id))[0]
                          for e in encs])
-    proj = make_projector("rademacher", grads.shape[1], 48, seed=0)
+    proj = make_projector(SPEC.projection, grads.shape[1], 48, seed=0)
     want = G.normalize_rows(proj.project(grads)).numpy()
     np.testing.assert_allclose(full_store[rows], want, rtol=1e-4, atol=1e-5)
 
