@@ -304,6 +304,24 @@ def map_note(ws: Workspace, n_rows: int) -> str | None:
     return str(note() if callable(note) else note)
 
 
+def load_kscan(ws: Workspace, features: str | None) -> Any | None:
+    """A K scan made by the app's 'Scan K' job for a feature store (W/kscan/<store>.csv)."""
+    import json
+
+    import pandas as pd
+
+    if not features:
+        return None
+    path = ws.root / "kscan" / f"{features}.csv"
+    if not path.exists():
+        return None
+    df = pd.read_csv(path)
+    side = path.with_suffix(".json")
+    if side.exists():
+        df.attrs.update(json.loads(side.read_text()))
+    return df
+
+
 def scores_path(ws: Workspace, name: str = "exhaustive") -> Path:
     return ws.root / SCORES_DIR / f"{name}.npy"
 

@@ -17,7 +17,8 @@ from clusterucb_core.config import (ClusterSpec, FeatureSpec, LoraSpec, ModelSpe
 from clusterucb_core.workspace import Workspace
 
 Progress = Callable[..., None]
-STAGES = ("warmup", "cluster_features", "clusters", "map", "exhaustive")
+STAGES = ("warmup", "cluster_features", "clusters", "map", "kscan", "exhaustive")
+KSCAN_DIR = "kscan"
 
 _SPECS = {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
           "cluster_features": FeatureSpec, "features": FeatureSpec, "cluster": ClusterSpec,
@@ -98,6 +99,18 @@ def stage(workspace: str, name: str, progress: Progress | None = None) -> dict[s
         cs = pipe.clusters
         Workspace.open(workspace).update_meta(clusters=cs.name)
         return {"clusters": cs.name, "k": int(cs.k)}
+    if name == "kscan":
+        from clusterucb_core import atomic
+        from clusterucb_core.clustering import k_scan
+
+        store = pipe.cluster_store
+        scan = k_scan(store, seed=pipe.cfg.clusters.seed, progress=progress)
+        out = pipe.ws.root / KSCAN_DIR / f"{store.path.name}.csv"
+        atomic.write_text(out, scan.to_csv(index=False))
+        atomic.write_json(out.with_suffix(".json"), {"rule": scan.attrs.get("rule"),
+                                                     "n_sample": scan.attrs.get("n_sample")})
+        chosen = scan.loc[scan["chosen"], "k"]
+        return {"kscan": str(out), "chosen": int(chosen.iloc[0]) if len(chosen) else None}
     if name == "map":
         res = pipe.map
         note = res.note() if callable(res.note) else res.note

@@ -214,8 +214,8 @@ if c[2].button("Unban", key="cl_unban", disabled=not ban_pick):
 left, right = st.columns([1, 1])
 with left:
     st.subheader("K scan")
-    if cs.kscan is not None and len(cs.kscan):
-        ks = cs.kscan
+    ks = cs.kscan if cs.kscan is not None else state.load_kscan(ws, cs.meta.get("features"))
+    if ks is not None and len(ks):
         chosen = ks.loc[ks["chosen"].astype(bool), "k"] if "chosen" in ks else []
         st.plotly_chart(pr.kscan_chart(ks["k"], ks["silhouette"], ks["inertia"],
                                        int(chosen.iloc[0]) if len(chosen) else None),
@@ -223,7 +223,12 @@ with left:
         if ks.attrs.get("rule"):
             st.caption(f"Rule: {ks.attrs['rule']}.")
     else:
-        st.caption("This clustering was made without a K scan.")
+        st.caption(f"This clustering used a fixed K={cs.k}. A scan clusters a sample for "
+                   "several K and compares their silhouettes.")
+    if st.button("Scan K", key="cl_kscan_btn",
+                 help="Runs in the background on a sample of the cluster features."):
+        engine.start_stage(ws, "kscan", "K scan", unit="K values")
+    ui.job_panel(ws, "kscan")
 with right:
     st.subheader("Samples per cluster")
     k_view = st.selectbox("Cluster", list(range(cs.k)), format_func=lambda k: cnames.get(k, k),
