@@ -195,8 +195,9 @@ def map_figure(coords: np.ndarray, table: Any = None, *, labels: np.ndarray | No
                         line=dict(width=2, color="#111"))))
     fig.update_layout(
         title=escape(title) if title else None, template="plotly_white",
-        xaxis=dict(showticklabels=False, title=None, zeroline=False),
-        yaxis=dict(showticklabels=False, title=None, zeroline=False, scaleanchor="x"),
+        xaxis=dict(showticklabels=False, showgrid=False, title=None, zeroline=False),
+        yaxis=dict(showticklabels=False, showgrid=False, title=None, zeroline=False,
+                   scaleanchor="x"),
         legend=dict(itemsizing="constant"), margin=dict(l=10, r=10, t=40 if title else 10,
                                                         b=40 if note else 10),
         meta={"n_rows": n, "n_placed": int(len(placed)), "n_shown": int(len(shown)),
