@@ -74,7 +74,7 @@ def arm_chart(mean: Sequence[float], std: Sequence[float], n: Sequence[int],
                              showlegend=False, textfont=dict(size=10, color="#666")))
     if next_arm is not None and 0 <= next_arm < k:
         fig.add_vrect(x0=next_arm - 0.45, x1=next_arm + 0.45, fillcolor=ORANGE, opacity=0.15,
-                      line_width=0, annotation_text="next", annotation_position="top left")
+                      line_width=0, annotation_text="next", annotation_position="bottom left")
     fig.update_layout(title=title, xaxis=dict(title="arm (cluster)", tickmode="array",
                                               tickvals=x, ticktext=[str(i) for i in x]),
                       yaxis=dict(title="reward (influence score)"), height=380,
@@ -176,6 +176,22 @@ def regret_chart(rounds: Sequence[int], recall_so_far: Sequence[float],
     return fig
 
 
+# 26 distinct colours (plotly's "Alphabet"), so up to 26 clusters never share one
+PALETTE = ["#AA0DFE", "#3283FE", "#85660D", "#782AB6", "#565656", "#1C8356", "#16FF32",
+           "#17BECF", "#8C564B", "#1CBE4F", "#C4451C", "#DEA0FD", "#FE00FA", "#325A9B",
+           "#FEAF16", "#F8A19F", "#90AD1C", "#F6222E", "#1CFFCE", "#2ED9FF", "#B10DA1",
+           "#C075A6", "#FC1CBF", "#B00068", "#FBE426", "#FA0087"]
+
+
+def _natural(value: Any) -> tuple:
+    """Sort '2: x' before '10: y' (leading integers compared as numbers)."""
+    import re
+
+    text = str(value)
+    m = re.match(r"\s*(-?\d+)", text)
+    return (0, int(m.group(1)), text) if m else (1, 0, text)
+
+
 def cluster_map(xy: np.ndarray, color: Sequence[Any], *, kind: str = "category",
                 hover: Sequence[str] | None = None, rows: np.ndarray | None = None,
                 max_points: int = 100_000, seed: int = 0, title: str = "Map",
@@ -201,12 +217,12 @@ def cluster_map(xy: np.ndarray, color: Sequence[Any], *, kind: str = "category",
     text = None if hover is None else [hover[i] for i in rows]
     if kind == "category":
         cats = color[rows]
-        for cat in sorted(set(cats.tolist()), key=lambda c: (str(type(c)), c)):
+        for i, cat in enumerate(sorted(set(cats.tolist()), key=_natural)):
             sel = np.flatnonzero(cats == cat)
             r = rows[sel]
             fig.add_trace(go.Scattergl(
                 x=xy[r, 0], y=xy[r, 1], mode="markers", name=str(cat), customdata=r,
-                marker=dict(size=5, opacity=0.8),
+                marker=dict(size=5, opacity=0.8, color=PALETTE[i % len(PALETTE)]),
                 hovertext=None if text is None else [text[i] for i in sel],
                 hoverinfo="text" if text is not None else "x+y"))
     else:

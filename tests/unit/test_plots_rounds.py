@@ -66,3 +66,11 @@ def test_kscan_chart_marks_choice():
     fig = pr.kscan_chart([2, 4, 8], [0.2, 0.5, 0.4], [9, 5, 4], chosen=4)
     assert list(fig.data[0].y) == [0.2, 0.5, 0.4]
     assert any(getattr(s, "x0", None) == 4 for s in fig.layout.shapes)
+
+
+def test_cluster_map_orders_clusters_numerically_with_distinct_colours():
+    xy = np.random.default_rng(0).normal(size=(24, 2))
+    names = [f"{i % 12}: words" for i in range(24)]
+    fig = pr.cluster_map(xy, names)
+    assert [t.name for t in fig.data][:3] == ["0: words", "1: words", "2: words"]
+    assert len({t.marker.color for t in fig.data}) == 12
