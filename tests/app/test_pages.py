@@ -228,3 +228,21 @@ def test_job_panel_shows_finished_and_crashed_jobs(app_env):
     at.button(key="job_exhaustive_resume").click().run()
     _ok(at)
     assert jobs.wait(ws, crashed, timeout_s=60).status == jobs.DONE
+
+
+def test_play_advances_until_paused(app_env):
+    at = app_env("pages/5_rounds.py")
+    at.run()
+    at.button(key=START).click().run()
+    at.button(key="ucb_play_btn").click().run()
+    _ok(at)
+    assert at.session_state["ucb_play"] is True
+    assert at.button(key="ucb_play_btn").label == "Pause"
+    at.run()  # a tick of the auto-advance (the fragment's timer reruns it in a browser)
+    assert _metric(at, "Rows scored") != "0 / 24"
+    at.button(key="ucb_play_btn").click().run()
+    _ok(at)
+    assert at.session_state["ucb_play"] is False
+    scored = _metric(at, "Rows scored")
+    at.run()
+    assert _metric(at, "Rows scored") == scored  # paused: nothing moves
