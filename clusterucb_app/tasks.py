@@ -58,6 +58,8 @@ def run_config(workspace: str | Path) -> Any:
     kw: dict[str, Any] = {"workspace": str(ws.root)}
     if pool.get("path"):
         kw["pool"] = _resolve(ws, pool["path"])
+        kw["pool_format"] = pool.get("format") or "auto"
+        kw["pool_shape"] = pool.get("shape") or "auto"
     if target.get("path"):
         kw["target"] = _resolve(ws, target["path"])
     kw["model"] = _spec(saved, "model")

@@ -36,6 +36,8 @@ class RunConfig:
 
     workspace: str = "workspaces/demo"
     pool: str = str(DEMO_POOL)
+    pool_format: str = "auto"  # jsonl | json | csv | tsv | parquet | datasets
+    pool_shape: str = "auto"  # messages | alpaca | sharegpt | prompt_completion
     target: str = str(DEMO_TARGET)
     run_id: str = "ucb"
     model: ModelSpec = ModelSpec()
@@ -172,7 +174,7 @@ class Pipeline:
     def pool(self):
         from .pool import load_pool
 
-        pool = load_pool(self.cfg.pool)
+        pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape)
         rep = pool.report
         self.log(f"pool: {len(pool.table)} rows from {pool.path} ({pool.format}, {pool.shape})"
                  + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))

@@ -151,3 +151,13 @@ def test_evaluate_compares_subsets_with_the_same_training(
     assert np.isfinite(table["loss"]).all()
     # Training moved the loss away from the untouched base model.
     assert (table["loss"][1:] != table["loss"][0]).all()
+
+
+def test_pool_format_and_shape_overrides_reach_the_loader(tmp_path, tiny_pool_file):
+    odd = tmp_path / "pool.data"  # an extension that says nothing
+    odd.write_bytes(tiny_pool_file.read_bytes())
+    cfg = replace(RunConfig(), workspace=str(tmp_path / "ws"), pool=str(odd),
+                  pool_format="jsonl", pool_shape="messages")
+    pool = Pipeline(cfg, log=None).pool
+    assert (pool.format, pool.shape) == ("jsonl", "messages")
+    assert len(pool.table) > 30
