@@ -38,7 +38,13 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
+# torch and scikit-learn each bring their own OpenMP runtime; with the default (active) wait
+# policy the threads of the one that ran last keep spinning and starve the other on a small
+# machine, which made whichever ran second look up to 100x slower on 2 cores. Passive
+# waiting measures each library on its own. Must be set before either library loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -135,7 +141,8 @@ def main(argv=None) -> int:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"bench_scale: {DIM}-d synthetic features, {K_TRUE} planted clusters, K={args.k}, "
           f"device {device}, torch threads {torch.get_num_threads()}, "
-          f"cpu count {os.cpu_count()}, load average {os.getloadavg()[0]:.1f} (a shared machine "
+          f"cpu count {os.cpu_count()}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, "
+          f"load average {os.getloadavg()[0]:.1f} (a shared machine "
           "slows multi-threaded code unevenly)", flush=True)
 
     # warm-up: torch kernels, numba compilation (timed separately, not counted below)
