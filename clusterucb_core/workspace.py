@@ -45,7 +45,7 @@ class Workspace:
         if not root.exists():
             if not create:
                 raise FileNotFoundError(f"no workspace at {root}")
-            root.mkdir(parents=True)
+            root.mkdir(parents=True, exist_ok=True)  # torchrun ranks may race to create it
         elif not root.is_dir():
             raise NotADirectoryError(f"{root} is a file, not a workspace folder")
         ws = cls(root)
