@@ -120,7 +120,11 @@ def lazy_oracle(ws: Any, clustering: str, n_rows: int) -> Any:
     settings saved in the workspace by `clusterucb run`/`demo` or the app."""
     from ..pipeline import Pipeline
 
-    pipe = Pipeline.from_workspace(ws.root)
+    try:
+        pipe = Pipeline.from_workspace(ws.root)
+    except ValueError as exc:
+        raise ValueError(f"lazy rewards compute gradients with the workspace's model and "
+                         f"target, and {exc}; or pass --scores FILE.npy") from None
     if len(pipe.pool.table) != n_rows:
         raise ValueError(f"the workspace's pool has {len(pipe.pool.table)} rows but clustering "
                          f"{clustering!r} has {n_rows}")
