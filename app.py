@@ -6,8 +6,13 @@ they are thin: read the workspace, call the engine (clusterucb_core), render.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+
+# Before torch or scikit-learn load: their two OpenMP runtimes starve each other on small
+# machines when threads spin (see clusterucb_core.cli.passive_openmp); jobs inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _ROOT = Path(__file__).resolve().parent
 if str(_ROOT) not in sys.path:  # clusterucb_app/ lives next to this file

@@ -584,6 +584,20 @@ def _stream_sums(src: RowSource, labels: np.ndarray, k: int, d: int, dev: Any,
     return sums, counts
 
 
+def fits_in_memory(n_rows: int, dim: int, share: float = 0.6) -> bool:
+    """Whether one float32 copy of the features (plus ~30%) fits in ``share`` of the memory
+    available now (Linux /proc/meminfo; elsewhere assumed to fit)."""
+    need = n_rows * dim * 4 * 1.3
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return need < share * int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return True
+
+
 def cluster_features(X: Any, k: int, seed: int = 0, max_iter: int = 100, tol: float = 1e-4,
                      minibatch: bool = False, batch_size: int = 4096, device: str = "auto",
                      n_init: int = 3, progress: Progress | None = None) -> KMeansResult:

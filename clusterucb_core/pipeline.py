@@ -287,8 +287,8 @@ class Pipeline:
 
     @cached_property
     def clusters(self):
-        from .clustering import (cluster_features, k_scan, load_clusters, pick_k,
-                                 save_clusters, summarize_clusters)
+        from .clustering import (cluster_features, fits_in_memory, k_scan, load_clusters,
+                                 pick_k, save_clusters, summarize_clusters)
 
         store, spec = self.cluster_store, self.cfg.clusters
         name = self.clusters_name
@@ -299,17 +299,20 @@ class Pipeline:
                 return cs
         except (FileNotFoundError, ValueError):
             pass
-        X = store.read()
         scan = None
         k = spec.k
         if k <= 0:
-            scan = k_scan(X, seed=spec.seed)
+            scan = k_scan(store, seed=spec.seed)
             k = pick_k(scan)
             self.log(f"clusters: K scan picked K={k}")
-        result = cluster_features(X, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
-                                  minibatch=spec.minibatch, batch_size=spec.batch_size,
+        # The store is read in chunks; one float32 copy is made only when it fits.
+        minibatch = spec.minibatch or not fits_in_memory(store.n_rows, store.dim)
+        if minibatch and not spec.minibatch:
+            self.log("clusters: the features would not fit in memory; streaming mini-batches")
+        result = cluster_features(store, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
+                                  minibatch=minibatch, batch_size=spec.batch_size,
                                   progress=self.progress("k-means"))
-        summary = summarize_clusters(self.pool.table, result.labels, X, result.centroids)
+        summary = summarize_clusters(self.pool.table, result.labels, store, result.centroids)
         save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint, spec=spec,
                       features_name=store.path.name, summary=summary, kscan=scan)
         self.log(f"clusters: K={k} saved as {name}")

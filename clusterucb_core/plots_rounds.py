@@ -17,6 +17,8 @@ from typing import Any, Sequence
 import numpy as np
 import plotly.graph_objects as go
 
+from .plots import escape  # plotly renders hover and legend text as HTML
+
 GREY = "#c8c8c8"
 BLUE = "#3b5bdb"
 ORANGE = "#f08c00"
@@ -50,7 +52,7 @@ def arm_chart(mean: Sequence[float], std: Sequence[float], n: Sequence[int],
     band = np.nan_to_num(beta * std, nan=0.0)
     state = ["banned" if banned[i] else "exhausted" if exhausted[i] else
              ("next" if i == next_arm else "open") for i in range(k)]
-    hover = [f"arm {i}: {names[i]}<br>pulls {n[i]}<br>mean {mean[i]:.4g}<br>"
+    hover = [f"arm {i}: {escape(names[i])}<br>pulls {n[i]}<br>mean {mean[i]:.4g}<br>"
              f"std {std[i]:.4g}<br>{state[i]}" for i in range(k)]
     fig = go.Figure()
     fig.add_trace(go.Scatter(
@@ -94,7 +96,7 @@ def value_history(rounds: Sequence[int], values: np.ndarray,
         names = [str(i) for i in range(k)] if names is None else list(names)
         for a in range(k):
             fig.add_trace(go.Scatter(x=list(rounds), y=values[:, a], mode="lines+markers",
-                                     name=f"arm {a}", hovertext=names[a], marker=dict(size=4)))
+                                     name=f"arm {a}", hovertext=escape(names[a]), marker=dict(size=4)))
     fig.update_layout(title=title, xaxis_title="round", yaxis_title="value", height=320,
                       margin=dict(l=40, r=10, t=50, b=40))
     return fig
@@ -221,7 +223,7 @@ def cluster_map(xy: np.ndarray, color: Sequence[Any], *, kind: str = "category",
             sel = np.flatnonzero(cats == cat)
             r = rows[sel]
             fig.add_trace(go.Scattergl(
-                x=xy[r, 0], y=xy[r, 1], mode="markers", name=str(cat), customdata=r,
+                x=xy[r, 0], y=xy[r, 1], mode="markers", name=escape(str(cat)), customdata=r,
                 marker=dict(size=5, opacity=0.8, color=PALETTE[i % len(PALETTE)]),
                 hovertext=None if text is None else [text[i] for i in sel],
                 hoverinfo="text" if text is not None else "x+y"))

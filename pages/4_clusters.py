@@ -8,6 +8,7 @@ import streamlit as st
 
 from clusterucb_app import engine, rounds, state, ui
 from clusterucb_core import plots_rounds as pr
+from clusterucb_core.plots import escape
 
 ws = ui.workspace()
 ui.header(
@@ -120,12 +121,13 @@ if xy is not None:
     class _Hover:
         def __getitem__(self, i: int) -> str:
             lab = int(labels[i])
-            head = f"row {i} · {cnames.get(lab, lab)}"
+            # Plotly renders hover text as HTML: every user-made string is escaped.
+            head = f"row {i} · {escape(cnames.get(lab, lab))}"
             if pool is None:
                 return head
             rec = pool.table.iloc[int(i)]
-            return (f"{head}<br>id {rec['id']} · {rec['source']}<br>"
-                    f"{ui.first_turn(rec['messages'], n=90)}")
+            return (f"{head}<br>id {escape(rec['id'])} · {escape(rec['source'])}<br>"
+                    f"{escape(ui.first_turn(rec['messages'], n=90))}")
 
     if colour == "cluster":
         fig = pr.cluster_map(xy, [cnames.get(int(c), str(c)) if c >= 0 else "no features"

@@ -9,6 +9,7 @@ import streamlit as st
 from clusterucb_app import rounds, state, ui
 from clusterucb_core import bandit
 from clusterucb_core import plots_rounds as pr
+from clusterucb_core.plots import escape
 from clusterucb_core.config import SelectionSpec
 
 ws = ui.workspace()
@@ -130,8 +131,9 @@ class _Hover:
         if pool is None:
             return f"row {i}"
         rec = pool.table.iloc[int(i)]
-        return (f"row {i} · {rec['source']}<br>score {run.scores[int(i)]:.4g}<br>"
-                f"{ui.first_turn(rec['messages'], n=80)}")
+        # Plotly renders hover text as HTML: every user-made string is escaped.
+        return (f"row {i} · {escape(rec['source'])}<br>score {run.scores[int(i)]:.4g}<br>"
+                f"{escape(ui.first_turn(rec['messages'], n=80))}")
 
 
 playing = bool(st.session_state.get("ucb_play", False)) and not run.done

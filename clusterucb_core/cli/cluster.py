@@ -64,33 +64,6 @@ def pick_store(ws: Any, name: str | None):
     return name, FeatureStore.open(path)
 
 
-def passive_openmp() -> None:
-    """Ask OpenMP threads to sleep, not spin, between parallel regions (unless the user chose).
-
-    torch and scikit-learn each load their own OpenMP runtime; with the default active wait
-    the threads of one keep spinning while the other works, and on a small machine that
-    starves it: `cluster --k auto` (torch k-means, sklearn silhouettes in turn) on the demo
-    pool took 21.6 s with active waiting and 8.0 s with passive on 2 cores. Only effective
-    before torch/sklearn are loaded, i.e. at the start of a command."""
-    import os
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def fits_in_memory(n_rows: int, dim: int, share: float = 0.6) -> bool:
-    """Whether one float32 copy of the features (plus ~30%) fits in ``share`` of the memory
-    available now (Linux /proc/meminfo; elsewhere assumed to fit)."""
-    need = n_rows * dim * 4 * 1.3
-    try:
-        with open("/proc/meminfo") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return need < share * int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return True
-
-
 def parse_k(text: str) -> int:
     if str(text).strip().lower() in ("auto", "0"):
         return 0
@@ -104,10 +77,9 @@ def parse_k(text: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    passive_openmp()
     import numpy as np
 
-    from ..clustering import (cluster_features, k_scan, pick_k, save_clusters,
+    from ..clustering import (cluster_features, fits_in_memory, k_scan, pick_k, save_clusters,
                               summarize_clusters)
     from ..config import ClusterSpec
     from ..workspace import Workspace, check_name

@@ -23,9 +23,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .cluster import passive_openmp
-
-    passive_openmp()
     from ..embedding2d import compute_map
     from ..workspace import Workspace
     from .cluster import pick_store

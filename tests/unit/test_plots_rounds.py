@@ -74,3 +74,15 @@ def test_cluster_map_orders_clusters_numerically_with_distinct_colours():
     fig = pr.cluster_map(xy, names)
     assert [t.name for t in fig.data][:3] == ["0: words", "1: words", "2: words"]
     assert len({t.marker.color for t in fig.data}) == 12
+
+
+def test_user_text_in_names_and_legends_is_escaped():
+    """Plotly renders hover and legend text as HTML; cluster names come from user text."""
+    evil = "<img src=x onerror=alert(1)>"
+    fig = pr.arm_chart([0.1, 0.2], [0.01, 0.02], [3, 4], names=[evil, "ok"])
+    hovers = [h for tr in fig.data for h in (tr.hovertext or []) if isinstance(h, str)]
+    assert hovers and not any("<img" in h for h in hovers)
+    assert any("&lt;img" in h for h in hovers)
+    xy = np.random.default_rng(0).normal(size=(4, 2))
+    fig = pr.cluster_map(xy, [evil, evil, "b", "b"])
+    assert {tr.name for tr in fig.data} >= {"&lt;img src=x onerror=alert(1)&gt;"}
