@@ -9,10 +9,6 @@ else the tiny test model (tests/conftest.py), so the flow runs on a fresh checko
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,50 +24,11 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
 JOB_TIMEOUT_MS = 600_000
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Chromium at /usr/bin/chromium "
-                    "(apt-get install chromium); skipped")
-    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+def server(tmp_path_factory, start_app):
     root = tmp_path_factory.mktemp("e2e") / "workspaces"
-    port = _free_port()
-    env = dict(os.environ, CLUSTERUCB_WORKSPACES=str(root), PYTHONUNBUFFERED="1")
-    log = open(root.parent / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    import urllib.request
-
-    while True:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                log.close()
-                raise RuntimeError("streamlit did not start:\n"
-                                   + (root.parent / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-    yield {"url": url, "root": root, "log": root.parent / "server.log"}
-    import signal
-
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    url = start_app(root.parent, {"CLUSTERUCB_WORKSPACES": str(root)})
+    return {"url": url, "root": root, "log": root.parent / "server.log"}
 
 
 @pytest.fixture(scope="module")

@@ -9,12 +9,7 @@ CLUSTERUCB_HOME, so the tour starts fresh and nothing touches the real home.
 from __future__ import annotations
 
 import importlib.util
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -28,12 +23,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "e2e"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _fixture_workspace(root: Path) -> None:
@@ -62,42 +51,13 @@ def _fixture_workspace(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    if not CHROMIUM.exists():
-        pytest.skip("browser tests need Chromium at /usr/bin/chromium "
-                    "(apt-get install chromium); skipped")
-    pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed")
+def server(tmp_path_factory, start_app):
     base = tmp_path_factory.mktemp("e2e_teach")
     root = base / "workspaces"
     _fixture_workspace(root)
-    port = _free_port()
-    env = dict(os.environ, CLUSTERUCB_WORKSPACES=str(root), CLUSTERUCB_HOME=str(base / "home"),
-               PYTHONUNBUFFERED="1")
-    log = open(base / "server.log", "wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-         "--server.port", str(port), "--server.address", "127.0.0.1",
-         "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(url + "/_stcore/health", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                log.close()
-                raise RuntimeError("streamlit did not start:\n"
-                                   + (base / "server.log").read_text()[-3000:])
-            time.sleep(0.5)
-    yield {"url": url, "root": root, "home": base / "home"}
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    url = start_app(base, {"CLUSTERUCB_WORKSPACES": str(root),
+                           "CLUSTERUCB_HOME": str(base / "home")})
+    return {"url": url, "root": root, "home": base / "home"}
 
 
 @pytest.fixture(scope="module")
