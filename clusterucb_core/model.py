@@ -165,15 +165,18 @@ def _file_digest(path: Path, full: bool) -> str:
 
 
 def weights_fingerprint(name_or_path: str) -> str:
-    """Content hash of a model's weights (+ config): full below 512 MiB, else size+head+tail.
+    """Content hash of a model's weights, config and tokenizer: full below 512 MiB, else
+    size+head+tail.
 
     For a hub id not on disk: the id itself (transformers resolves it to a cached revision)."""
     source, local = model_source(name_or_path)
     if not local:
         return hashlib.sha256(f"hub:{source}".encode()).hexdigest()[:16]
     root = Path(source)
+    # The tokenizer decides the token ids, so it is part of what made the features.
     files = sorted(p for p in root.iterdir()
-                   if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name == "config.json"))
+                   if p.is_file() and (p.suffix in _WEIGHT_SUFFIXES or p.name == "config.json"
+                                       or p.name.startswith("tokenizer")))
     total = sum(p.stat().st_size for p in files)
     h = hashlib.sha256()
     for p in files:

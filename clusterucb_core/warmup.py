@@ -137,6 +137,7 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
         "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint)})
 
     gen = torch.Generator().manual_seed(spec.seed)
+    torch.manual_seed(spec.seed)  # LoRA dropout draws from the global generator
     model.train()
     step = 0
     saved: list[Path] = []

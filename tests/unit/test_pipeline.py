@@ -161,3 +161,18 @@ def test_pool_format_and_shape_overrides_reach_the_loader(tmp_path, tiny_pool_fi
     pool = Pipeline(cfg, log=None).pool
     assert (pool.format, pool.shape) == ("jsonl", "messages")
     assert len(pool.table) > 30
+
+
+def test_warmup_is_reproducible(tmp_path, tiny_pool_file, tiny_model_dir):
+    """Same seed, same checkpoint bytes (LoRA dropout included)."""
+    from clusterucb_core.pool import load_pool
+    from clusterucb_core.warmup import warmup
+
+    pool = load_pool(tiny_pool_file)
+    spec = WarmupSpec(fraction=0.5, epochs=1, learning_rate=1e-2, batch_size=4)
+    model = ModelSpec(name_or_path=str(tiny_model_dir), max_length=64)
+    lora = LoraSpec(rank=2, alpha=4, dropout=0.5)
+    made = [warmup(pool, model, lora, spec, tmp_path / f"w{i}", progress=lambda *a, **k: None)[-1]
+            for i in range(2)]
+    a, b = ((ck / "adapter_model.safetensors").read_bytes() for ck in made)
+    assert a == b
