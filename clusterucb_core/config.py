@@ -101,13 +101,19 @@ def to_dict(spec: Any) -> dict[str, Any]:
     return json.loads(json.dumps(dataclasses.asdict(spec)))
 
 
+def reject_unknown(cls: type, data: dict[str, Any], what: str | None = None) -> None:
+    """Refuse keys that are not fields of the dataclass `cls`: a typo in a settings file must
+    be an error, not a silently ignored line."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{what or cls.__name__}: unknown setting(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(sorted(names))}")
+
+
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Build a spec from a dict, refusing unknown keys so typos are caught, not ignored."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        raise ValueError(f"{cls.__name__}: unknown setting(s) {', '.join(unknown)}; "
-                         f"known: {', '.join(sorted(names))}")
+    reject_unknown(cls, data)
     kwargs = {}
     for key, value in data.items():
         if isinstance(value, list):

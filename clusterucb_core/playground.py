@@ -36,7 +36,7 @@ import numpy as np
 
 from . import bandit
 from .bandit import ArmStats, Policy, SelectionRun
-from .config import SelectionSpec
+from .config import SelectionSpec, reject_unknown
 from .oracle import TableOracle, exhaustive_top, regret_table, run_metrics
 
 
@@ -79,11 +79,7 @@ class PlaygroundSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PlaygroundSpec":
         """From plain data (TOML/JSON); `arms` is a list of {size, mean, spread} tables."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"playground: unknown setting(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(names))}")
+        reject_unknown(cls, data, "playground")
         kw = dict(data)
         if "arms" in kw:
             arms = []

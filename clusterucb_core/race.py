@@ -42,7 +42,7 @@ import pandas as pd
 
 from . import atomic, bandit
 from .bandit import SelectionRun
-from .config import SelectionSpec
+from .config import SelectionSpec, reject_unknown
 from .oracle import TableOracle, cluster_means, exhaustive_top, mass_share, regret_table
 from .playground import OraclePolicy, oracle_cum_regret, use_policy, with_oracle_regret
 
@@ -145,23 +145,15 @@ class RaceSpec:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "RaceSpec":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"race: unknown setting(s) {', '.join(unknown)}; known: "
-                             f"{', '.join(sorted(names))}")
+        reject_unknown(cls, data, "race")
         kw = dict(data)
         if "contestants" in kw:
-            cnames = {f.name for f in dataclasses.fields(Contestant)}
             cs = []
             for i, c in enumerate(kw["contestants"]):
                 if isinstance(c, Contestant):
                     cs.append(c)
                     continue
-                bad = sorted(set(c) - cnames)
-                if bad:
-                    raise ValueError(f"contestant {i}: unknown setting(s) {', '.join(bad)}; "
-                                     f"known: {', '.join(sorted(cnames))}")
+                reject_unknown(Contestant, c, f"contestant {i}")
                 if "policy" not in c:
                     raise ValueError(f"contestant {i}: give a policy")
                 cs.append(Contestant(**c))
