@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable
@@ -155,7 +155,7 @@ class Pipeline:
         self._log(msg)
 
     def progress(self, stage: str) -> Callable[..., None]:
-        """A progress callback that logs about ten lines per stage, with rate and ETA."""
+        """A progress callback that logs at most a line every 5 s per stage, with rate and ETA."""
         last = {"t": 0.0}
 
         def report(done: int, total: int, message: str = "", **extra: Any) -> None:
