@@ -18,8 +18,9 @@ from typing import Iterator
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # e2e_support, for the test files
+
+from e2e_support import CHROMIUM, ROOT  # noqa: E402
 
 
 def _free_port() -> int:

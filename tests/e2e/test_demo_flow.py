@@ -14,13 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from e2e_support import ARGS, ARTIFACTS, CHROMIUM, go, idle, no_error, shot
+
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts" / "e2e"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 JOB_TIMEOUT_MS = 600_000
 
 
@@ -46,25 +43,6 @@ def page(server):
         browser.close()
 
 
-def _idle(page, timeout: float = 120) -> None:
-    """Wait until streamlit has finished the current run (no 'Running...' widget)."""
-    page.wait_for_timeout(300)
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if not page.locator('[data-testid="stStatusWidget"]').is_visible():
-            page.wait_for_timeout(250)
-            if not page.locator('[data-testid="stStatusWidget"]').is_visible():
-                return
-        page.wait_for_timeout(250)
-    raise AssertionError("the app kept running")
-
-
-def _go(page, server, path: str) -> None:
-    page.goto(f"{server['url']}/{path}?ws=demo")
-    page.get_by_role("heading", level=1).first.wait_for()
-    _idle(page)
-
-
 def _click_key(page, key: str, expander: str | None = None) -> None:
     """Click the button streamlit renders for widget `key` (unambiguous, unlike its label),
     opening the expander it sits in first when that is collapsed (e.g. once a prebuilt demo
@@ -74,18 +52,7 @@ def _click_key(page, key: str, expander: str | None = None) -> None:
         page.locator('[data-testid="stExpander"] summary').filter(has_text=expander).first.click()
         page.wait_for_timeout(300)
     button.click()
-    _idle(page)
-
-
-def _shot(page, name: str) -> None:
-    _idle(page)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def _no_error(page) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0, "a traceback is shown"
-    errors = page.locator('[data-testid="stAlertContentError"]')
-    assert errors.count() == 0, errors.all_inner_texts()
+    idle(page)
 
 
 def _wait_job(page, title: str) -> None:
@@ -95,7 +62,7 @@ def _wait_job(page, title: str) -> None:
     bad = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text=title)
     while time.time() < deadline:
         if done.is_visible():
-            _idle(page)
+            idle(page)
             return
         if bad.count():
             raise AssertionError(bad.first.inner_text())
@@ -121,80 +88,80 @@ def test_demo_flow(page, server, request):
     # 1. Pool: the demo workspace opens by default; use the bundled pool
     page.goto(server["url"])
     page.get_by_role("heading", name="Pool", exact=True).wait_for()
-    _idle(page)
+    idle(page)
     assert "ws=demo" in page.url
     page.get_by_role("button", name="Use the demo pool").click()
-    _idle(page)
+    idle(page)
     page.get_by_text("Usable rows").first.wait_for()
     page.get_by_role("tab", name="Sources").click()
-    _no_error(page)
-    _shot(page, "01_pool")
+    no_error(page)
+    shot(page, "01_pool")
     model = _use_small_model_if_needed(server, request)
 
     # 2. Target
     page.get_by_role("link", name="2 · Target").click()
     page.get_by_role("heading", name="Target", exact=True).wait_for()
-    _idle(page)
+    idle(page)
     page.get_by_role("button", name="Use this target").click()
-    _idle(page)
+    idle(page)
     page.get_by_text("Examples per subtask").first.wait_for()
-    _no_error(page)
-    _shot(page, "02_target")
+    no_error(page)
+    shot(page, "02_target")
 
     # 3. Model & features: warm-up, then cluster features (background jobs)
-    _go(page, server, "features")
+    go(page, server, "features")
     _click_key(page, "btn_warmup")
     _wait_job(page, "Warm-up")
-    _go(page, server, "features")
+    go(page, server, "features")
     _click_key(page, "btn_cfeat")
     _wait_job(page, "Cluster features")
-    _no_error(page)
-    _shot(page, "03_features")
+    no_error(page)
+    shot(page, "03_features")
 
     # 4. Clusters: k-means, then the UMAP map
-    _go(page, server, "clusters")
+    go(page, server, "clusters")
     _click_key(page, "cl_run", expander="Cluster the pool")
     _wait_job(page, "Clustering")
-    _go(page, server, "clusters")  # the finished job reran the page; start from a fresh load
+    go(page, server, "clusters")  # the finished job reran the page; start from a fresh load
     _click_key(page, "cl_map", expander="Cluster the pool")
     _wait_job(page, "UMAP map")
-    _go(page, server, "clusters")
+    go(page, server, "clusters")
     page.get_by_text("Clusters (arms)").first.wait_for()
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.wait_for()
-    _no_error(page)
-    _shot(page, "04_clusters")
+    no_error(page)
+    shot(page, "04_clusters")
     chart.scroll_into_view_if_needed()
     chart.screenshot(path=str(ARTIFACTS / "04_clusters_map.png"))
 
     # 5. UCB rounds: new run, cold start, 10 rounds
-    _go(page, server, "rounds")
+    go(page, server, "rounds")
     start = page.get_by_role("button", name="Start a new run")
     if not start.is_visible():  # a prebuilt demo may hold runs: the settings are collapsed
         page.locator('[data-testid="stExpander"] summary').filter(
             has_text="Settings").first.click()
     start.click()
-    _idle(page)
+    idle(page)
     page.get_by_role("button", name="Cold start").click()
-    _idle(page, timeout=600)
+    idle(page, timeout=600)
     page.get_by_role("button", name="Step N rounds").click()  # N defaults to 10
-    _idle(page, timeout=600)
+    idle(page, timeout=600)
     page.get_by_text("Last round (10)").first.wait_for()
     scored = page.get_by_test_id("stMetric").filter(has_text="Rows scored").first.inner_text()
     assert "/" in scored
-    _no_error(page)
-    _shot(page, "05_rounds")
+    no_error(page)
+    shot(page, "05_rounds")
 
     # 6. Curate & export
-    _go(page, server, "export")
+    go(page, server, "export")
     page.get_by_role("button", name="Save export to the workspace").click()
     page.get_by_text("Export written").wait_for(timeout=300_000)
-    _idle(page)
+    idle(page)
     with page.expect_download() as dl:
         page.get_by_role("button", name="selected.jsonl").click()
     got = Path(dl.value.path()).read_bytes().splitlines()
-    _no_error(page)
-    _shot(page, "06_export")
+    no_error(page)
+    shot(page, "06_export")
 
     from clusterucb_core.config import DEMO_POOL
 

@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from e2e_support import ARGS, ARTIFACTS, CHROMIUM, ROOT, go, idle, no_error, shot
+
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = ROOT / "test-artifacts" / "e2e"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def _fixture_workspace(root: Path) -> None:
@@ -76,40 +72,10 @@ def page(server):
         # app.py's st.navigation; open the root once, as a user's first visit does.
         pg.goto(server["url"] + "/?ws=demo")
         pg.get_by_role("heading", level=1).first.wait_for()
-        _idle(pg)
+        idle(pg)
         yield pg
         ctx.close()
         browser.close()
-
-
-def _idle(page, timeout: float = 120) -> None:
-    page.wait_for_timeout(300)
-    deadline = time.time() + timeout
-    widget = page.locator('[data-testid="stStatusWidget"]')
-    while time.time() < deadline:
-        if not widget.is_visible():
-            page.wait_for_timeout(300)
-            if not widget.is_visible():
-                return
-        page.wait_for_timeout(250)
-    raise AssertionError("the app kept running")
-
-
-def _go(page, server, path: str, ws: str = "demo") -> None:
-    page.goto(f"{server['url']}/{path}?ws={ws}")
-    page.get_by_role("heading", level=1).first.wait_for()
-    _idle(page)
-
-
-def _shot(page, name: str) -> None:
-    _idle(page)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
-def _no_error(page) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0, "a traceback is shown"
-    errors = page.locator('[data-testid="stAlertContentError"]')
-    assert errors.count() == 0, errors.all_inner_texts()
 
 
 def _rows_scored(page) -> list[int]:
@@ -123,60 +89,60 @@ def _rows_scored(page) -> list[int]:
 
 
 def test_guided_tour(page, server):
-    _go(page, server, "")  # the first visit: the default page
+    go(page, server, "")  # the first visit: the default page
     card = page.get_by_text("Guided tour · 1/")
     card.wait_for()
-    _shot(page, "teach_tour")
+    shot(page, "teach_tour")
     page.get_by_role("button", name="Next ›").click()
-    _idle(page)
+    idle(page)
     page.get_by_text("Guided tour · 2/").wait_for()
     page.get_by_role("button", name="Next ›").click()  # step 3 opens the Target page
-    _idle(page)
+    idle(page)
     page.get_by_text("Guided tour · 3/").wait_for()
     assert "/target" in page.url
     page.get_by_role("button", name="Skip the tour").click()
-    _idle(page)
+    idle(page)
     page.get_by_role("button", name="Restart the guided tour").wait_for()
     assert '"done": true' in (server["home"] / "tour.json").read_text()
-    _no_error(page)
+    no_error(page)
 
 
 def test_playground_play_and_reveal(page, server):
-    _go(page, server, "playground")
-    _no_error(page)
+    go(page, server, "playground")
+    no_error(page)
     assert _rows_scored(page) == [0, 0]
     page.get_by_role("button", name="Cold start").click()
-    _idle(page)
+    idle(page)
     after_cold = _rows_scored(page)
     assert after_cold[0] == after_cold[1] > 0
     page.get_by_role("button", name="Step N rounds").click()  # 5 rounds
-    _idle(page)
+    idle(page)
     assert all(n > c for n, c in zip(_rows_scored(page), after_cold))
     page.locator('[data-testid="stCheckbox"]').filter(has_text="Reveal the truth").click()
-    _idle(page)
+    idle(page)
     page.get_by_text("The best arm is").wait_for()
     best = [m.inner_text() for m in page.locator('[data-testid="stMetric"]').all()
             if m.inner_text().startswith("Draws on the best arm")]
     draws = [int(re.search(r"arm\s+(\d+)", t).group(1)) for t in best]
     assert draws[0] > draws[1], best  # UCB has found the gem, random has not
-    _no_error(page)
-    _shot(page, "teach_playground")
+    no_error(page)
+    shot(page, "teach_playground")
     page.get_by_role("button", name="▶ Play").click()
     page.get_by_text("Finished:").first.wait_for(timeout=120_000)
-    _idle(page)
+    idle(page)
     assert _rows_scored(page) == [194, 194]
-    _no_error(page)
-    _shot(page, "teach_playground_end")
+    no_error(page)
+    shot(page, "teach_playground_end")
 
 
 def test_race_and_png_download(page, server):
-    _go(page, server, "race")
+    go(page, server, "race")
     page.get_by_text("After scoring").wait_for(timeout=120_000)
-    _no_error(page)
+    no_error(page)
     text = page.get_by_text("After scoring").inner_text()
     for policy in ("ucb_beta", "random", "oracle", "thompson"):
         assert policy in text
-    _shot(page, "teach_race")
+    shot(page, "teach_race")
     with page.expect_download() as dl:
         page.get_by_role("button", name="Figure PNG").click()
     path = dl.value.path()
@@ -186,8 +152,8 @@ def test_race_and_png_download(page, server):
 
 
 def test_compare_runs(page, server):
-    _go(page, server, "compare", ws="fixture")
-    _no_error(page)
+    go(page, server, "compare", ws="fixture")
+    no_error(page)
     page.get_by_text("Jaccard overlap").wait_for()
     page.get_by_text("Selected rows per cluster").first.wait_for()
-    _shot(page, "teach_compare")
+    shot(page, "teach_compare")
