@@ -41,6 +41,29 @@ class ModelSpec:
     trust_remote_code: bool = False
     chat_template: str = "tulu"  # tulu | model
     max_length: int = 512
+    # keep_answer: a row over max_length loses its oldest prompt tokens, so its answer (and
+    # its gradient) survives; right: LESS's cut, which can leave a row with no gradient.
+    truncation: str = "keep_answer"  # keep_answer | right
+
+    def __post_init__(self) -> None:
+        from .formatting import check_truncation
+
+        check_truncation(self.truncation)
+
+
+def format_identity(spec: ModelSpec) -> dict[str, Any]:
+    """How rows are cut, for fingerprints: empty for the default (keep_answer), so stores and
+    warm-ups made before the setting existed keep their keys -- they differ from keep_answer
+    only in rows longer than max_length, which `clusterucb validate` counts."""
+    return {} if spec.truncation == "keep_answer" else {"truncation": spec.truncation}
+
+
+def model_key(spec: ModelSpec) -> dict[str, Any]:
+    """A model spec's settings for a fingerprint, without its path (the weights are the
+    identity) and with the truncation rule as `format_identity` says."""
+    d = to_dict(dataclasses.replace(spec, name_or_path=""))
+    d.pop("truncation")
+    return {**d, **format_identity(spec)}
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import atomic
-from .config import FeatureSpec, LoraSpec, ModelSpec, fingerprint, to_dict
+from .config import FeatureSpec, LoraSpec, ModelSpec, fingerprint, format_identity, to_dict
 from .warmup import pool_identity
 
 Progress = Callable[..., None]
@@ -154,6 +154,7 @@ class FeatureEngine:
             "max_length": int(self.model_spec.max_length),
             "template": self.model_spec.chat_template,
             "compute_dtype": str(self.dtype).replace("torch.", ""),
+            **format_identity(self.model_spec),
         }
         if s.kind == "gradient":
             feature.update(mode=s.mode, dim=int(s.dim), seed=int(s.seed),
@@ -220,7 +221,7 @@ class FeatureEngine:
 
         msgs = [list(self.table["messages"].iat[int(r)]) for r in rows]
         encs, _ = encode_chats(msgs, self.tok, self.model_spec.max_length,
-                               self.model_spec.chat_template)
+                               self.model_spec.chat_template, self.model_spec.truncation)
         return encs
 
     def featurize(self, encs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
@@ -425,6 +426,9 @@ def target_features(target_set: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
                 f"target examples {min(lo + step, len(encs))}/{len(encs)}")
     ids = np.array([code[ex.subtask] for ex in examples], dtype=np.int64)
     feats, ids = feats[valid], ids[valid]
+    from .scorable import target_report
+
+    cut = target_report(examples, eng.tok, model_spec.max_length)
     if out is not None:
         with atomic.atomic_dir(out) as tmp:
             np.save(tmp / TARGET_FEATURES, feats)
@@ -433,6 +437,8 @@ def target_features(target_set: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
                 "identity": ident, "fingerprint": fingerprint(ident), "n_examples": len(examples),
                 "n_without_labels": int((~valid).sum()),
                 "n_truncated": int(sum(e.truncated for e in encs)),
+                "tokens_lost": cut.tokens_lost,
+                "mean_tokens_lost": round(cut.mean_tokens_lost, 2),
                 "counts": {s: int((ids == i).sum()) for i, s in enumerate(subtasks)},
                 "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
             }, indent=2, sort_keys=True, default=str) + "\n")

@@ -22,7 +22,8 @@ import numpy as np
 
 from . import atomic
 from .config import (DEMO_DIR, DEMO_POOL, ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
-                     SelectionSpec, WarmupSpec, fingerprint, from_dict, load_toml, to_dict)
+                     SelectionSpec, WarmupSpec, fingerprint, from_dict, load_toml, model_key,
+                     to_dict)
 from .workspace import Workspace, check_name
 
 Log = Callable[[str], None]
@@ -194,6 +195,31 @@ class Pipeline:
                                     "fingerprint": target.fingerprint})
         return target
 
+    @cached_property
+    def format_report(self):
+        """How truncation treats the pool's rows and which rows cannot be scored (tokenizer
+        only; computed once per pool and formatting setting, kept in the workspace)."""
+        from .model import load_tokenizer
+        from .scorable import format_report, load_report, report_key, save_report
+
+        key = report_key(self.pool.fingerprint, self.cfg.model)
+        rep = load_report(self.ws.root, key)
+        if rep is None:
+            rep = format_report(list(self.pool.table["messages"]),
+                                load_tokenizer(self.cfg.model), self.cfg.model)
+            save_report(self.ws.root, key, rep)
+        summary = {k: v for k, v in rep.to_dict().items() if k != "unscorable"}
+        self.ws.update_meta(formatting={**summary, "key": key, "sentence": rep.sentence()})
+        self.log(f"formatting: {rep.sentence()}")
+        return rep
+
+    def selection_labels(self) -> np.ndarray:
+        """The clusters' labels with unscorable rows set to -1: the bandit never spends budget
+        on a row that has no gradient."""
+        labels = np.array(self.clusters.labels, copy=True)
+        labels[self.format_report.mask()] = -1
+        return labels
+
     # ------------------------------------------------------------------ warm-up
     @property
     def warmup_dir(self) -> Path:
@@ -203,7 +229,7 @@ class Pipeline:
         c = self.cfg
         # The model by content, not path: a moved repository or workspace keeps its warm-up.
         key = fingerprint(self.pool.fingerprint, weights_fingerprint(c.model.name_or_path),
-                          replace(c.model, name_or_path=""), c.lora, c.warmup)
+                          model_key(c.model), c.lora, c.warmup)
         return self.ws.checkpoints(f"warmup-{key[:8]}")
 
     def warmup_ready(self) -> bool:
@@ -338,9 +364,15 @@ class Pipeline:
         if spec.mode == "adam" and not self.checkpoints:
             self.log("reward features: no warm-up checkpoint, so plain SGD gradients")
             spec = replace(spec, mode="sgd")
-        return [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec,
-                              self.ws.features(store_name(spec, ck)))
-                for ck in self.reward_checkpoints]
+        engines = [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec,
+                                 self.ws.features(store_name(spec, ck)))
+                   for ck in self.reward_checkpoints]
+        rep = self.format_report
+        note = {k: v for k, v in rep.to_dict().items() if k != "unscorable"}
+        for eng in engines:
+            if eng.store().manifest.get("formatting") != {**note, "sentence": rep.sentence()}:
+                eng.store().annotate("formatting", {**note, "sentence": rep.sentence()})
+        return engines
 
     @cached_property
     def target_features(self) -> tuple[list[np.ndarray], np.ndarray]:
@@ -353,8 +385,27 @@ class Pipeline:
                                      eng.checkpoint_dir, eng.spec, out_dir=out, engine=eng,
                                      progress=self.progress("target gradients"))
             feats.append(f)
+        self.log(f"target: {self.target_sentence()}")
         self.work["target_gradient_rows"] = int(len(ids)) * len(feats)
         return feats, ids
+
+    def target_sentence(self) -> str:
+        """How truncation treated the target examples (from the target features' manifest)."""
+        from .features import TARGET_MANIFEST, target_name
+        from .scorable import FormatReport, target_sentence
+
+        eng = self.reward_engines[-1]
+        path = self.ws.targets(target_name(self.target, eng.checkpoint_dir)) / TARGET_MANIFEST
+        import json
+
+        m = json.loads(path.read_text()) if path.exists() else {}
+        if "tokens_lost" not in m:
+            return "target truncation not recorded (target features made by an older version)"
+        return target_sentence(FormatReport(
+            n_rows=int(m["n_examples"]), max_length=int(self.cfg.model.max_length),
+            truncation="keep_answer", n_truncated=int(m["n_truncated"]),
+            tokens_lost=int(m["tokens_lost"]),
+            unscorable=list(range(int(m["n_without_labels"])))))
 
     def compute_reward_rows(self, rows: np.ndarray) -> None:
         for eng in self.reward_engines:
@@ -427,7 +478,7 @@ class Pipeline:
         run_id = check_name(run_id or self.cfg.run_id, "run id")
         spec = spec or self.cfg.selection
         log_dir = self.ws.runs(run_id)
-        labels = self.clusters.labels
+        labels = self.selection_labels()
         if (log_dir / LOG_NAME).exists():
             run = SelectionRun.open(log_dir, labels, self.oracle, ledger=self.ledger())
             if run.spec != spec:
@@ -460,9 +511,12 @@ class Pipeline:
             rec = run.step()
             self.log(f"  round {rec.round}: arm {rec.arm}, {len(rec.rows)} rows, "
                      f"budget {rec.budget_used}/{run.budget_total}")
+        rep = self.format_report
         summary = {"run_id": run_id, "selected": int(len(run.selected())),
                    "budget_used": int(run.budget_used), "budget_total": int(run.budget_total),
-                   "rounds": len(run.records), "work": dict(self.work)}
+                   "rounds": len(run.records), "work": dict(self.work),
+                   "unscorable_rows": rep.n_unscorable, "truncated_rows": rep.n_truncated,
+                   "formatting": rep.sentence(), "target_truncation": self.target_sentence()}
         if exhaustive is not None:
             from .oracle import run_metrics
 

@@ -315,6 +315,18 @@ class FeatureStore:
             raise IndexError(f"row index out of range 0..{self.n_rows - 1}")
         return rows
 
+    def annotate(self, key: str, value: Any) -> None:
+        """Record a note in the manifest (not part of the identity), e.g. the formatting report
+        saying how many rows cannot be scored."""
+        if key in ("identity", "fingerprint", "n_rows", "dim", "dtype", "format",
+                   "format_version"):
+            raise ValueError(f"{key!r} is a store identity field, not a note")
+        with _locked(self.path):
+            manifest = json.loads((self.path / MANIFEST).read_text())
+            manifest[key] = _plain(value)
+            atomic.write_json(self.path / MANIFEST, manifest)
+        self.manifest = manifest
+
     # ---- writing -------------------------------------------------------------------------
     def write(self, rows: np.ndarray, feats: np.ndarray, flagged: np.ndarray | None = None
               ) -> None:

@@ -100,7 +100,8 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
     else:
         model, tok, device, dtype = M.prepare_model(model_spec, lora_spec, init_checkpoint)
     msgs = [list(table["messages"].iat[int(r)]) for r in rows]
-    encs, rep = encode_chats(msgs, tok, model_spec.max_length, model_spec.chat_template)
+    encs, rep = encode_chats(msgs, tok, model_spec.max_length, model_spec.chat_template,
+                             model_spec.truncation)
     keep = [i for i, e in enumerate(encs) if e.n_labels > 0]
     if not keep:
         raise ValueError(f"none of the {len(rows)} warm-up rows has a trainable token within "
@@ -132,7 +133,8 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
         "pool_fingerprint": pool_fp, "model": model_spec.name_or_path,
         "model_fingerprint": M.weights_fingerprint(model_spec.name_or_path),
         "lora": to_dict(lora_spec), "warmup": to_dict(spec), "max_length": model_spec.max_length,
-        "template": model_spec.chat_template, "steps_per_epoch": steps_per_epoch,
+        "template": model_spec.chat_template, "truncation": model_spec.truncation,
+        "steps_per_epoch": steps_per_epoch,
         "total_steps": total, "status": "running",
         "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint)})
 

@@ -176,3 +176,29 @@ def test_warmup_is_reproducible(tmp_path, tiny_pool_file, tiny_model_dir):
             for i in range(2)]
     a, b = ((ck / "adapter_model.safetensors").read_bytes() for ck in made)
     assert a == b
+
+
+def test_unscorable_rows_are_counted_said_and_never_drawn(tmp_path, tiny_pool_file, target_file,
+                                                          tiny_model_dir):
+    """Under LESS's right cut row 5 (a long question) keeps no answer token: the summary, the
+    reward store's manifest and the workspace say so, and the bandit never draws it, even
+    with a budget of every row; keep_answer gives it back its gradient."""
+    from clusterucb_core.scorable import load_report
+
+    cfg = tiny_config(tmp_path, tiny_pool_file, target_file, tiny_model_dir)
+    right = replace(cfg, model=replace(cfg.model, truncation="right"),
+                    selection=replace(cfg.selection, budget=1.0))
+    pipe = Pipeline(right, log=None)
+    summary = pipe.run_all()
+    n = len(pipe.pool.table)
+    assert summary["unscorable_rows"] == 1 and "1 rows (2.5%) cannot be scored" in \
+        summary["formatting"]
+    assert summary["budget_used"] == n - 1
+    run = pipe.selection()
+    assert run.round_drawn[5] < 0 and (np.delete(run.round_drawn, 5) >= 0).all()
+    note = pipe.reward_engines[0].store().manifest["formatting"]
+    assert note["n_unscorable"] == 1 and note["truncation"] == "right"
+    assert load_report(pipe.ws.root).unscorable == [5]
+    assert "target" in summary["target_truncation"]
+    keep = Pipeline(replace(cfg, workspace=str(tmp_path / "keep")), log=None)
+    assert keep.format_report.n_unscorable == 0 and keep.format_report.n_truncated >= 1
