@@ -93,11 +93,28 @@ class FeatureSpec:
     seed: int = 0
     batch_size: int = 16
     store_dtype: str = "float16"  # float16 | float32
+    # cluster-feature options (bench/bench_fidelity.py measures each); defaults = the whole
+    # model, mean-pooled, at the model's max_length
+    pooling: str = "mean"  # kind=hidden: mean | answer | last
+    layers: int = 0  # kind=hidden: > 0 runs only the first `layers` decoder blocks
+    top_blocks: int = 0  # kind=gradient: > 0 takes the LoRA gradient of the top blocks only
+    max_length: int = 0  # > 0: rows cut to this many tokens for these features only
+
+
+def feature_options(spec: FeatureSpec) -> dict[str, Any]:
+    """The cluster-feature options that differ from their defaults (for identities and store
+    names: stores made before the options existed keep their keys)."""
+    base = FeatureSpec()
+    return {k: getattr(spec, k) for k in ("pooling", "layers", "top_blocks", "max_length")
+            if getattr(spec, k) != getattr(base, k)}
 
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    k: int = 20  # 0 = pick automatically from a K scan
+    k: int = 20  # 0 = pick by `k_rule` (krule.py)
+    k_rule: str = "silhouette"  # silhouette | size<m> (each arm ~m cold-start draws)
+    # none | center | whiten (conditioning.py): fitted once, stored with the clusters
+    condition: str = "none"
     seed: int = 0
     max_iter: int = 100
     tol: float = 1e-4

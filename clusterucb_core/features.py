@@ -42,7 +42,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from . import atomic
-from .config import FeatureSpec, LoraSpec, ModelSpec, fingerprint, format_identity, to_dict
+from .config import (FeatureSpec, LoraSpec, ModelSpec, feature_options, fingerprint,
+                     format_identity, to_dict)
 from .warmup import pool_identity
 
 Progress = Callable[..., None]
@@ -121,6 +122,8 @@ class FeatureEngine:
         if self.checkpoint_dir is not None or gradient:
             self.model, self.tok, self.device, self.dtype = M.prepare_model(
                 model_spec, lora_spec, self.checkpoint_dir, seed=feature_spec.seed)
+            if gradient and feature_spec.top_blocks:
+                G.freeze_below_top(self.model, feature_spec.top_blocks)
         else:
             self.model, self.tok, self.device, self.dtype = M.load_model(model_spec)
         self.adam_state = None
@@ -156,6 +159,7 @@ class FeatureEngine:
             "compute_dtype": str(self.dtype).replace("torch.", ""),
             **format_identity(self.model_spec),
         }
+        feature.update(feature_options(s))
         if s.kind == "gradient":
             feature.update(mode=s.mode, dim=int(s.dim), seed=int(s.seed),
                            projection=self.projector.spec)
@@ -220,7 +224,10 @@ class FeatureEngine:
         from .formatting import encode_chats
 
         msgs = [list(self.table["messages"].iat[int(r)]) for r in rows]
-        encs, _ = encode_chats(msgs, self.tok, self.model_spec.max_length,
+        max_length = self.model_spec.max_length
+        if self.spec.max_length:
+            max_length = min(max_length, self.spec.max_length)
+        encs, _ = encode_chats(msgs, self.tok, max_length,
                                self.model_spec.chat_template, self.model_spec.truncation)
         return encs
 
@@ -338,7 +345,8 @@ def featurize(model, pad_id: int, encs: Sequence[Any], spec: FeatureSpec, dim: i
                 pending.extend(idx)
                 pending_ok.extend(bool(v) for v in ok.cpu())
             else:
-                feats = G.hidden_features(model, batch)
+                feats = G.hidden_features(model, batch, pooling=spec.pooling,
+                                          layers=spec.layers)
                 out[idx] = feats.float().cpu().numpy()
                 valid[idx] = (batch["attention_mask"].sum(dim=1) > 0).numpy()
         except torch.cuda.OutOfMemoryError:
@@ -369,9 +377,10 @@ def store_name(feature_spec: FeatureSpec, checkpoint_dir: str | Path | None) -> 
     """A readable default store name, e.g. 'gradient-adam-ckpt-4-rademacher-d8192'."""
     s = feature_spec
     ck = Path(checkpoint_dir).name if checkpoint_dir is not None else "base"
+    opts = "".join(f"-{k.replace('_', '')}{v}" for k, v in feature_options(s).items())
     if s.kind == "hidden":
-        return f"hidden-{ck}"
-    return f"gradient-{s.mode}-{ck}-{s.projection}-d{s.dim}"
+        return f"hidden-{ck}{opts}"
+    return f"gradient-{s.mode}-{ck}-{s.projection}-d{s.dim}{opts}"
 
 
 # --------------------------------------------------------------------------------- targets

@@ -1,0 +1,380 @@
+"""Which cluster features, conditioning and K make ClusterUCB's selection earn its budget?
+
+For every candidate cluster feature, on (i) the bundled demo pool + arithmetic target (its
+workspace ships exhaustive scores), (ii) the real Flan CoT pool + LESS's MMLU target
+(../shared/data/real, demo model; skipped when absent) and (iii) synthetic clustered rewards:
+
+* cost: seconds to compute the feature for a seeded sample of rows divided by the seconds for
+  the reward features (LESS's Adam-preconditioned projected gradients) of the same rows,
+  measured in this run (best of 2, alternated);
+* recall of the exhaustive top-5% and mass share (the selection's summed scores / the
+  exhaustive top-5%'s) after ClusterUCB at 10/20/30% budgets, over 5 seeds (k-means seed and
+  bandit seed both vary), replayed on the exhaustive scores.
+
+Candidates: forward-only hidden states (pooling mean / answer tokens / last token; the first
+L decoder blocks only; a shorter max_length for the cluster features only), the LoRA gradient
+of the top block only (projected to 256), and the reward gradients themselves (the quality
+ceiling, at full cost); each conditioned none / center / whiten (conditioning.py). K is set by
+each rule of krule.py and by a grid. Feature matrices and exhaustive scores are cached under
+bench/.cache/fidelity/ (gitignored), so reruns only replay.
+
+    python bench/bench_fidelity.py [--quick] [--seeds 5] [--no-real] [--e2e]
+
+Last line: recall_at_20=<demo> recall_real_at_20=<flan+mmlu> mass_share_at_20=<demo>
+e2e_speedup_vs_exhaustive=<demo> (the whole path timed with --e2e; otherwise estimated from
+the measured costs and marked so on the line before).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from clusterucb_core import conditioning  # noqa: E402
+from clusterucb_core.bandit import SelectionRun, count_of  # noqa: E402
+from clusterucb_core.clustering import spherical_kmeans  # noqa: E402
+from clusterucb_core.config import DEMO_DIR, FeatureSpec, SelectionSpec  # noqa: E402
+from clusterucb_core.krule import RULES, choose_k  # noqa: E402
+from clusterucb_core.oracle import TableOracle, exhaustive_top, mass_share, recall  # noqa: E402
+
+CACHE = ROOT / "bench" / ".cache" / "fidelity"
+REAL = ROOT.parent / "shared" / "data" / "real"
+TOP_P = 0.05
+BUDGETS = (0.1, 0.2, 0.3)
+CONDS = ("none", "center", "whiten")
+
+
+# ----------------------------------------------------------------------------- pools
+def pool_pipeline(name: str):
+    """The cached workspace of a pool: warm-up, reward store and exhaustive scores."""
+    from clusterucb_core.pipeline import Pipeline, load_config
+
+    if name == "demo":
+        cfg = load_config(DEMO_DIR / "demo_run.toml")
+        ws = CACHE / "demo"
+        if not ws.exists():
+            shutil.copytree(DEMO_DIR / "demo_workspace", ws)
+    else:
+        cfg = load_config(DEMO_DIR / "real_flan_mmlu.toml")
+        cfg = replace(cfg, pool=str(REAL / "flan_cot_pool.jsonl"), target=str(REAL / "eval" / "mmlu"))
+        ws = CACHE / "flan_mmlu"
+    return Pipeline(replace(cfg, workspace=str(ws), make_map=False), log=None)
+
+
+def candidates(n_layers: int, quick: bool) -> dict[str, FeatureSpec]:
+    """name -> cluster FeatureSpec (the reward-gradient ceiling is added separately)."""
+    out: dict[str, FeatureSpec] = {}
+    layers = [n_layers] if quick else list(range(1, n_layers + 1))
+    for L in layers:
+        for pooling in (("mean",) if quick else ("mean", "answer", "last")):
+            out[f"hidden L{L} {pooling}"] = FeatureSpec(
+                kind="hidden", batch_size=32, pooling=pooling,
+                layers=0 if L == n_layers else L)
+    out["hidden L1 mean"] = FeatureSpec(kind="hidden", batch_size=32, layers=1)
+    for ml in ((64,) if quick else (64, 128)):
+        out[f"hidden L{n_layers} mean len{ml}"] = FeatureSpec(kind="hidden", batch_size=32,
+                                                              max_length=ml)
+        out[f"hidden L1 mean len{ml}"] = FeatureSpec(kind="hidden", batch_size=32, layers=1,
+                                                     max_length=ml)
+    if not quick:
+        out["gradient top1 d256"] = FeatureSpec(kind="gradient", mode="adam", dim=256,
+                                                batch_size=16, top_blocks=1)
+    return out
+
+
+def engine_for(pipe, spec: FeatureSpec, tag: str):
+    from clusterucb_core.features import FeatureEngine
+
+    ckpt = pipe.checkpoints[-1] if spec.kind == "gradient" else None
+    return FeatureEngine(pipe.pool, pipe.cfg.model, pipe.cfg.lora, ckpt, spec,
+                         CACHE / "stores" / tag)
+
+
+def timed(engine, rows: np.ndarray) -> float:
+    encs = engine.encode(rows)
+    t0 = time.perf_counter()
+    engine.featurize(encs)
+    return time.perf_counter() - t0
+
+
+def one_pass_hidden(engine, specs: dict[str, FeatureSpec], n: int) -> dict[str, np.ndarray]:
+    """Every hidden-state candidate of one max_length from a single forward pass over all rows
+    (all layers' states at once); `check_against_product` shows they equal the product path."""
+    import torch
+
+    from clusterucb_core import gradients as G
+    from clusterucb_core.formatting import collate
+
+    encs = engine.encode(np.arange(n))
+    model = engine.model
+    n_layers = len(G.decoder_layers(model))
+    out = {name: np.zeros((n, engine.dim), dtype=np.float32) for name in specs}
+    order = sorted(range(n), key=lambda i: len(encs[i].input_ids))
+    for lo in range(0, n, 64):
+        idx = order[lo:lo + 64]
+        batch = collate([encs[i] for i in idx], engine.tok.pad_token_id)
+        with torch.no_grad():
+            res = G._unwrap(model)(input_ids=batch["input_ids"],
+                                   attention_mask=batch["attention_mask"],
+                                   output_hidden_states=True, use_cache=False)
+        for name, spec in specs.items():
+            layer = spec.layers or n_layers
+            h = G.pool_states(res.hidden_states[layer], batch["attention_mask"],
+                              batch["labels"], spec.pooling)
+            out[name][idx] = G.normalize_rows(h).numpy()
+    return out
+
+
+def check_against_product(engine, X: np.ndarray, rows: np.ndarray, name: str) -> None:
+    got, _ = engine.featurize(engine.encode(rows))
+    err = float(np.abs(got - X[rows]).max())
+    if err > 1e-4:
+        raise SystemExit(f"{name}: the bench's one-pass features differ from the product's "
+                         f"(max abs {err:.2e})")
+
+
+def build_features(pipe, name: str, quick: bool, sample: int, log) -> tuple[dict, dict]:
+    """{candidate: features [N, d]}, {candidate: cost as a fraction of a reward gradient}.
+
+    Features for every row are cached; costs are timed now, through the product's own
+    FeatureEngine, on a seeded sample of rows, alternated with the reward gradients."""
+    from clusterucb_core.gradients import decoder_layers
+
+    folder = CACHE / name / "candidates"
+    folder.mkdir(parents=True, exist_ok=True)
+    reward = pipe.reward_engines[0]
+    n = len(pipe.pool.table)
+    rows = np.sort(np.random.default_rng(0).choice(n, size=min(sample, n), replace=False))
+    n_layers = len(decoder_layers(reward.model))
+    specs = candidates(n_layers, quick)
+    feats: dict[str, np.ndarray] = {}
+    engines = {c: engine_for(pipe, s, f"{name}-{c.replace(' ', '_')}") for c, s in specs.items()}
+    path_of = {c: folder / (c.replace(" ", "_") + ".npy") for c in specs}
+    todo = [c for c in specs if not path_of[c].exists()]
+    by_len: dict[tuple[str, int], dict[str, FeatureSpec]] = {}
+    for c in todo:
+        s = specs[c]
+        if s.kind == "hidden":
+            by_len.setdefault((s.kind, s.max_length), {})[c] = s
+    for (_, ml), group in by_len.items():
+        log(f"  {name}: one forward pass for {len(group)} hidden-state candidates "
+            f"(max_length {ml or pipe.cfg.model.max_length})")
+        first = engines[next(iter(group))]
+        for c, X in one_pass_hidden(first, group, n).items():
+            check_against_product(engines[c], X, rows[:8], c)
+            np.save(path_of[c], X)
+    for c in todo:
+        if specs[c].kind == "gradient":
+            log(f"  {name}: computing {c} for {n} rows")
+            X, _ = engines[c].featurize(engines[c].encode(np.arange(n)))
+            np.save(path_of[c], X.astype(np.float32))
+    t_cand: dict[str, list[float]] = {c: [] for c in specs}
+    t_reward = []
+    for _ in range(2):  # alternated with the reward gradients, best of 2
+        t_reward.append(timed(reward, rows))
+        for c in specs:
+            t_cand[c].append(timed(engines[c], rows))
+    t_r = min(t_reward)
+    costs = {c: min(t) / t_r for c, t in t_cand.items()}
+    for c in specs:
+        feats[c] = np.load(path_of[c])
+        engines[c].close()
+    feats["reward gradient (ceiling)"] = reward.store().read()
+    costs["reward gradient (ceiling)"] = 1.0
+    log(f"  {name}: reward gradients {t_r / len(rows) * 1e3:.1f} ms/row on this machine")
+    return feats, costs
+
+
+# ----------------------------------------------------------------------------- replays
+def replay(labels: np.ndarray, scores: np.ndarray, budget: float, seed: int,
+           spec: SelectionSpec | None = None) -> tuple[float, float]:
+    spec = replace(spec or SelectionSpec(), budget=budget, top_p=TOP_P, seed=seed)
+    run = SelectionRun(labels, TableOracle(scores), spec)
+    run.run_to_end()
+    sel = run.selected()
+    return recall(sel, scores, run.n_top), mass_share(sel, scores, run.n_top)
+
+
+def random_budget(scores: np.ndarray, budget: float, seed: int) -> tuple[float, float]:
+    n = len(scores)
+    ok = np.flatnonzero(np.isfinite(scores))
+    rng = np.random.default_rng([seed, 7])
+    rows = rng.choice(ok, size=min(count_of(budget, n), len(ok)), replace=False)
+    sub = np.full(n, np.nan)
+    sub[rows] = scores[rows]
+    sel = exhaustive_top(sub, count_of(TOP_P, n))
+    return recall(sel, scores, count_of(TOP_P, n)), mass_share(sel, scores, count_of(TOP_P, n))
+
+
+def cluster_labels(X: np.ndarray, cond: str, k: int, seed: int, scores: np.ndarray
+                   ) -> np.ndarray:
+    Y = conditioning.fit(X, cond, seed=seed).transform(X)
+    labels = spherical_kmeans(Y, k, seed=seed, max_iter=50).labels
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    labels[~np.isfinite(scores)] = -1  # unscorable rows are never drawn
+    return labels
+
+
+def evaluate(X, cond, k, scores, seeds, budgets=BUDGETS, spec=None) -> dict[str, float]:
+    rec = {b: [] for b in budgets}
+    mass = {b: [] for b in budgets}
+    for s in range(seeds):
+        labels = cluster_labels(X, cond, k, s, scores)
+        for b in budgets:
+            r, m = replay(labels, scores, b, s, spec)
+            rec[b].append(r)
+            mass[b].append(m)
+    out = {}
+    for b in budgets:
+        out[f"recall@{b:g}"] = float(np.mean(rec[b]))
+        out[f"mass@{b:g}"] = float(np.mean(mass[b]))
+    out["recall_std@0.2"] = float(np.std(rec[0.2])) if 0.2 in rec else float("nan")
+    return out
+
+
+def synthetic_pool(seed: int = 0, n: int = 6000, k_true: int = 30, dim: int = 64):
+    """Clustered rewards with features: K_true random directions plus one shared direction
+    (as LM states have), rows = direction + noise; scores = cluster mean + row noise."""
+    rng = np.random.default_rng(seed)
+    sizes = rng.multinomial(n, rng.dirichlet(np.full(k_true, 2.0)))
+    labels = np.repeat(np.arange(k_true), sizes)
+    centres = rng.normal(size=(k_true, dim))
+    shared = rng.normal(size=dim) * 4.0
+    X = shared + centres[labels] + rng.normal(scale=0.9, size=(n, dim))
+    means = rng.normal(0.0, 0.03, k_true)
+    scores = means[labels] + rng.normal(0.0, 0.02, n)
+    return X.astype(np.float32), scores, labels
+
+
+# ----------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    import pandas as pd
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="2 seeds, few candidates, cached pools")
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--no-real", action="store_true", help="skip the Flan + MMLU pool")
+    ap.add_argument("--e2e", action="store_true",
+                    help="also time the whole path against exhaustive LESS on the demo")
+    ap.add_argument("--out", default=str(CACHE / "results.csv"))
+    args = ap.parse_args(argv)
+    seeds = args.seeds or (2 if args.quick else 5)
+    log = print
+    budgets = (0.2,) if args.quick else BUDGETS
+    rows: list[dict] = []
+    t_start = time.perf_counter()
+
+    pools = ["demo"]
+    real_ready = (CACHE / "flan_mmlu" / "scores" / "exhaustive.npy").exists()
+    if not args.no_real and REAL.exists() and (real_ready or not args.quick):
+        pools.append("flan_mmlu")
+    costs_by_pool: dict[str, dict[str, float]] = {}
+    for name in pools:
+        pipe = pool_pipeline(name)
+        scores = pipe.exhaustive_scores().astype(np.float64)
+        n = len(scores)
+        feats, costs = build_features(pipe, name, args.quick, 128 if args.quick else 384, log)
+        costs_by_pool[name] = costs
+        log(f"{name}: N={n}, {int(np.isfinite(scores).sum())} scorable; "
+            f"{len(feats)} candidates")
+        for b in budgets:
+            rr = [random_budget(scores, b, s) for s in range(seeds)]
+            rows.append({"pool": name, "features": "random budget", "cond": "-", "k_rule": "-",
+                         "K": 0, "cost": 0.0, f"recall@{b:g}": np.mean([r for r, _ in rr]),
+                         f"mass@{b:g}": np.mean([m for _, m in rr])})
+        for cname, X in feats.items():
+            for cond in (("none", "center") if args.quick else CONDS):
+                for rule in (("fixed12", "size") if args.quick else RULES):
+                    k, why = choose_k(rule, n_rows=int(np.isfinite(scores).sum()),
+                                      cold_start=SelectionSpec().cold_start, X=X)
+                    res = evaluate(X, cond, k, scores, seeds, budgets)
+                    rows.append({"pool": name, "features": cname, "cond": cond, "k_rule": rule,
+                                 "K": k, "cost": costs[cname], **res})
+            log(f"  {name}: {cname} done ({time.perf_counter() - t_start:.0f} s)")
+
+    # synthetic clustered rewards: no model, so no cost; conditioning and K only
+    X, scores, _ = synthetic_pool()
+    for cond in ("none", "center"):
+        for rule in (("fixed12", "size") if args.quick else RULES):
+            k, why = choose_k(rule, n_rows=len(scores), cold_start=SelectionSpec().cold_start,
+                              X=X)
+            res = evaluate(X, cond, k, scores, seeds, budgets)
+            rows.append({"pool": "synthetic", "features": "synthetic", "cond": cond,
+                         "k_rule": rule, "K": k, "cost": float("nan"), **res})
+    for b in budgets:
+        rr = [random_budget(scores, b, s) for s in range(seeds)]
+        rows.append({"pool": "synthetic", "features": "random budget", "cond": "-",
+                     "k_rule": "-", "K": 0, "cost": 0.0,
+                     f"recall@{b:g}": np.mean([r for r, _ in rr]),
+                     f"mass@{b:g}": np.mean([m for _, m in rr])})
+
+    df = pd.DataFrame(rows)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
+    cols = ["pool", "features", "cond", "k_rule", "K", "cost"] + \
+        [c for b in budgets for c in (f"recall@{b:g}", f"mass@{b:g}")]
+    with pd.option_context("display.width", 250, "display.max_rows", 500,
+                           "display.max_columns", 30):
+        print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print(f"({len(df)} rows, {seeds} seeds, {time.perf_counter() - t_start:.0f} s; "
+          f"all rows in {args.out})")
+
+    from clusterucb_core.config import FeatureSpec as _FS  # the shipped defaults
+    from clusterucb_core.pipeline import RunConfig
+
+    d = RunConfig()
+    default_name = default_candidate(d.cluster_features, pool_pipeline("demo"))
+    dcond = d.clusters.condition
+    drule = d.clusters.k_rule if d.clusters.k == 0 else f"fixed{d.clusters.k}"
+
+    def pick(pool: str, col: str) -> float:
+        m = df[(df["pool"] == pool) & (df["features"] == default_name) & (df["cond"] == dcond)
+               & (df["k_rule"] == drule)]
+        return float(m[col].iloc[0]) if len(m) and col in m else float("nan")
+
+    rec_demo, mass_demo = pick("demo", "recall@0.2"), pick("demo", "mass@0.2")
+    rec_real = pick("flan_mmlu", "recall@0.2")
+    print(f"defaults: cluster features {default_name!r} ({_FS.__name__} "
+          f"{json.dumps({k: v for k, v in vars(d.cluster_features).items()})}), "
+          f"conditioning {dcond}, K rule {drule}")
+    if args.e2e:
+        sys.path.insert(0, str(ROOT / "bench"))
+        import tempfile
+
+        from bench_selection import end_to_end
+
+        _, _, _, speed = end_to_end(None, None, None, Path(tempfile.mkdtemp(prefix="fid_e2e_")))
+        e2e = f"{speed:.2f}"
+    else:
+        c = costs_by_pool["demo"].get(default_name, float("nan"))
+        e2e = f"{1.0 / (c + 0.2):.2f}"
+        print(f"e2e speed-up estimated as 1 / (cluster-feature cost {c:.3f} + 20% budget), "
+              "without k-means, targets and model loading; --e2e times the whole path")
+    print(f"recall_at_20={rec_demo:.3f} recall_real_at_20={rec_real:.3f} "
+          f"mass_share_at_20={mass_demo:.3f} e2e_speedup_vs_exhaustive={e2e}")
+    return 0
+
+
+def default_candidate(spec: FeatureSpec, pipe) -> str:
+    """The bench's name for the configured cluster features."""
+    from clusterucb_core.gradients import decoder_layers
+
+    n_layers = len(decoder_layers(pipe.reward_engines[0].model))
+    for name, cand in candidates(n_layers, quick=False).items():
+        if replace(cand, batch_size=spec.batch_size) == spec:
+            return name
+    return f"hidden L{n_layers} mean"
+
+
+if __name__ == "__main__":
+    sys.exit(main())
