@@ -82,7 +82,7 @@ def test_cache_rebuilt_when_the_file_changes_and_kept_when_only_touched(tmp_path
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same bytes
     b = load_pool(path, cache_dir=cache)
     assert b.fingerprint == a.fingerprint
-    assert b.records([0]) == json.dumps({"messages": CHATS[0]}).encode()
+    assert b.records([0]) == [json.dumps({"messages": CHATS[0]}).encode()]
     path.write_text(json.dumps({"messages": CHATS[2]}) + "\n")
     c = load_pool(path, cache_dir=cache)
     assert c.fingerprint != a.fingerprint and len(c) == 1 and c.messages() == [CHATS[2]]
