@@ -217,8 +217,9 @@ class FeatureEngine:
 
     def encode(self, rows: np.ndarray):
         from .formatting import encode_chats
+        from .pool import chats
 
-        msgs = [list(self.table["messages"].iat[int(r)]) for r in rows]
+        msgs = chats(self.table, rows)
         encs, _ = encode_chats(msgs, self.tok, self.model_spec.max_length,
                                self.model_spec.chat_template)
         return encs

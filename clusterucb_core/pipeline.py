@@ -176,11 +176,11 @@ class Pipeline:
 
         pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape)
         rep = pool.report
-        self.log(f"pool: {len(pool.table)} rows from {pool.path} ({pool.format}, {pool.shape})"
+        self.log(f"pool: {len(pool)} rows from {pool.path} ({pool.format}, {pool.shape})"
                  + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))
         self.ws.update_meta(pool={"path": str(pool.path), "fingerprint": pool.fingerprint,
                                   "format": pool.format, "shape": pool.shape,
-                                  "n_rows": len(pool.table)})
+                                  "n_rows": len(pool)})
         return pool
 
     @cached_property
@@ -406,7 +406,7 @@ class Pipeline:
         if known is not None:
             return known
         self.log("exhaustive scoring: a gradient for every row")
-        scores = self.oracle.score(np.arange(len(self.pool.table)))
+        scores = self.oracle.score(np.arange(len(self.pool)))
         with atomic.atomic_path(self.scores_path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, scores)
@@ -498,7 +498,7 @@ class Pipeline:
                               progress=self.progress("dynamic epoch"), rows=rows,
                               init_checkpoint=pipe.reward_checkpoints[0])[-1]
                 pipe = self.at_checkpoint(ckpt)
-        n = len(self.pool.table)
+        n = len(self.pool)
         spent = sum(s["work"]["reward_gradient_rows"] for s in steps)
         summary = {"run_id": self.cfg.run_id, "dynamic_rounds": steps,
                    "work": {"reward_gradient_rows": spent,

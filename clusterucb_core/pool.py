@@ -1017,6 +1017,14 @@ def _kind(obj: Any) -> str:
             bool: "a boolean", type(None): "null"}.get(type(obj), type(obj).__name__)
 
 
+def chats(pool: Any, rows: Any) -> list[list[dict]]:
+    """The chats of `rows` of a Pool, or of a bare table with a `messages` column."""
+    if isinstance(pool, Pool):
+        return pool.messages(rows)
+    col = pool["messages"]
+    return [list(col.iat[int(r)]) for r in rows]
+
+
 def iter_messages(pool: Pool) -> Iterator[list[dict]]:
     """The chats of a pool in row order, decoded a batch at a time."""
     for lo in range(0, len(pool), BATCH_ROWS):
@@ -1024,4 +1032,4 @@ def iter_messages(pool: Pool) -> Iterator[list[dict]]:
 
 
 __all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "load_pool",
-           "parse_pool", "iter_messages"]
+           "parse_pool", "chats", "iter_messages"]
