@@ -174,7 +174,8 @@ class Pipeline:
     def pool(self):
         from .pool import load_pool
 
-        pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape)
+        pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape,
+                         cache_dir=self.ws.pool_cache())
         rep = pool.report
         self.log(f"pool: {len(pool)} rows from {pool.path} ({pool.format}, {pool.shape})"
                  + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))
@@ -268,15 +269,21 @@ class Pipeline:
     # ------------------------------------------------------------------ clustering
     @cached_property
     def cluster_store(self):
-        from .features import compute_features, store_name
+        from .features import FeatureEngine, store_name
 
         spec = self.cfg.cluster_features
         # Hidden states come from the base model; gradients use the warm-up checkpoint.
         ckpt = self.checkpoints[0] if spec.kind == "gradient" and self.checkpoints else None
         path = self.ws.features(store_name(spec, ckpt))
         self.log(f"cluster features: {spec.kind} -> {path.name}")
-        store = compute_features(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path,
-                                 progress=self.progress("cluster features"))
+        engine = FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path)
+        if spec.engine == "ray":
+            from .ray_engine import compute_with_ray
+
+            compute_with_ray(engine, progress=self.progress("cluster features"))
+            store = engine.store()
+        else:
+            store = engine.compute(progress=self.progress("cluster features"))
         self.work["cluster_feature_rows"] = store.n_rows
         return store
 

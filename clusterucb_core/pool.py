@@ -141,6 +141,7 @@ class Pool:
     newline: str = "\n"
     notes: list[str] = field(default_factory=list)
     signature: list | None = None  # file_signature(path) when read; checked before re-reading
+    cache_entry: Path | None = None  # the pool cache folder `data` is mapped from, if any
     _table: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:

@@ -79,7 +79,8 @@ def open_entry(entry: Path, path: Path, signature: list | None = None) -> Pool:
                               int(rep["n_valid"]))
     return Pool(data=data, path=path, format=meta["format"], shape=meta["shape"], report=report,
                 fingerprint=meta["fingerprint"], newline=meta["newline"],
-                notes=list(meta["notes"]), signature=signature or meta["signature"])
+                notes=list(meta["notes"]), signature=signature or meta["signature"],
+                cache_entry=entry)
 
 
 def _build(path: Path, root: Path, format: str, shape: str) -> tuple[Path, list]:
