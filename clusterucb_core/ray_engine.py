@@ -44,9 +44,8 @@ class _FeatureActor:
         n_done = []
         for rows in batch["rows"]:
             rows = np.asarray(rows, dtype=np.int64)
-            todo = sum(len(g) for g in self.engine.plan(rows))
             self.engine.compute(rows, progress=_quiet, rank=0, world=1, shard=self.shard)
-            n_done.append(todo)
+            n_done.append(len(rows))  # done now: here, or in a shard before a retry
             if self.crash_marker and not os.path.exists(self.crash_marker):
                 # fault injection for tests: die once after writing, before reporting
                 Path(self.crash_marker).touch()
@@ -94,6 +93,8 @@ def compute_with_ray(engine: FeatureEngine, rows: np.ndarray | None = None,
                      log_to_driver=False, include_dashboard=False)
         gpus, default_workers = _resources()
         n = max(1, min(int(workers or default_workers), len(groups)))
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # the caller's progress reports the rows
         ds = ray.data.from_items([{"rows": g} for g in groups], override_num_blocks=len(groups))
         spec = engine.spec
         out = ds.map_batches(
