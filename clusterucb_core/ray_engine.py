@@ -111,7 +111,7 @@ def compute_with_ray(engine: FeatureEngine, rows: np.ndarray | None = None,
         for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
             done += int(batch["n"].sum())
             _report(progress, min(done, total), total, f"rows {min(done, total)}/{total}")
-    merge_shards(store)
+    merge_shards(store, rows)
     return total
 
 

@@ -71,8 +71,9 @@ def _rows_text(rows: np.ndarray, limit: int = 5) -> str:
     return head + (f" and {len(rows) - limit} more" if len(rows) > limit else "")
 
 
-def check_shards(main: FeatureStore) -> dict[str, np.ndarray]:
-    """Each shard's rows still to copy; raises MergeError unless every row is present once."""
+def check_shards(main: FeatureStore, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Each shard's rows still to copy; raises MergeError unless every row of `rows` (default
+    all) is present, and no row twice."""
     names = shard_names(main.path)
     in_main = main.done
     owner = np.full(main.n_rows, -1, dtype=np.int64)
@@ -101,7 +102,9 @@ def check_shards(main: FeatureStore) -> dict[str, np.ndarray]:
                     raise MergeError(f"row {r} is in the store {main.path} and, with other "
                                      f"values, in shard {name!r}; refusing to merge")
             pending[name] = rows[~in_main[rows]]
-    missing = np.flatnonzero(~in_main & (owner < 0))
+    absent = ~in_main & (owner < 0)
+    wanted = np.arange(main.n_rows) if rows is None else np.unique(np.asarray(rows, np.int64))
+    missing = wanted[absent[wanted]]
     if len(missing):
         raise MergeError(f"row {int(missing[0])} is in no shard nor in the store {main.path} "
                          f"({len(missing)} rows missing: {_rows_text(missing)}); run "
@@ -109,9 +112,10 @@ def check_shards(main: FeatureStore) -> dict[str, np.ndarray]:
     return pending
 
 
-def merge_shards(main: FeatureStore) -> int:
-    """Check, then copy every shard into `main` and remove it; returns the rows copied."""
-    pending = check_shards(main)
+def merge_shards(main: FeatureStore, rows: np.ndarray | None = None) -> int:
+    """Check (every row of `rows`, default all, present once), then copy every shard into
+    `main` and remove it; returns the rows copied."""
+    pending = check_shards(main, rows)
     copied = 0
     for name, rows in pending.items():
         with FeatureStore.open(shard_path(main.path, name)) as shard:

@@ -223,7 +223,7 @@ def _merge_only(args: argparse.Namespace) -> int:
     ws = Workspace.open(args.workspace, create=False)
     with FeatureStore.open(ws.features(args.name), writable=True) as store:
         n_shards = len(shard_names(store.path))
-        copied = merge_shards(store)
+        copied = merge_shards(store, parse_rows(args.rows, store.n_rows))
         print(f"store {store.path}: merged {copied} rows from {n_shards} shards; "
               f"{store.n_done}/{store.n_rows} rows done", flush=True)
     return 0
@@ -283,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
 
             if shard_names(store.path):
                 n_shards = len(shard_names(store.path))
-                print(f"merged {merge_shards(store)} rows from {n_shards} shards", flush=True)
+                print(f"merged {merge_shards(store, rows)} rows from {n_shards} shards",
+                      flush=True)
             flagged = int(store.flagged.sum())
             print(f"store {store.path}: {store.n_done}/{store.n_rows} rows done, "
                   f"{flagged} flagged (no trained token within max_length: no feature, "
