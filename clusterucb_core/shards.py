@@ -84,15 +84,15 @@ def check_shards(main: FeatureStore, rows: np.ndarray | None = None) -> dict[str
                     (main.n_rows, main.dim, main.dtype):
                 raise MergeError(f"shard {name!r} of {main.path} was made from other inputs "
                                  "than the store; delete it")
-            rows = np.flatnonzero(shard.done)
-            twice = rows[owner[rows] >= 0]
+            held = np.flatnonzero(shard.done)
+            twice = held[owner[held] >= 0]
             if len(twice):
                 r = int(twice[0])
                 raise MergeError(f"row {r} is in shard {names[owner[r]]!r} and in shard "
                                  f"{name!r} ({len(twice)} rows held twice: "
                                  f"{_rows_text(twice)}); refusing to merge {main.path}")
-            owner[rows] = k
-            both = rows[in_main[rows]]
+            owner[held] = k
+            both = held[in_main[held]]
             for lo in range(0, len(both), COPY_ROWS):
                 part = both[lo:lo + COPY_ROWS]
                 same = (main._data.array[part] == shard._data.array[part]) | \
@@ -101,7 +101,7 @@ def check_shards(main: FeatureStore, rows: np.ndarray | None = None) -> dict[str
                     r = int(part[~same.all(axis=1)][0])
                     raise MergeError(f"row {r} is in the store {main.path} and, with other "
                                      f"values, in shard {name!r}; refusing to merge")
-            pending[name] = rows[~in_main[rows]]
+            pending[name] = held[~in_main[held]]
     absent = ~in_main & (owner < 0)
     wanted = np.arange(main.n_rows) if rows is None else np.unique(np.asarray(rows, np.int64))
     missing = wanted[absent[wanted]]
