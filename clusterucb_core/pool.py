@@ -199,22 +199,29 @@ class Pool:
         """The record as the user wrote it, with its line terminator (JSONL/CSV/TSV)."""
         return self.records([row])[0] + self.newline.encode()
 
+    def frame(self, rows: Any = None, raw: bool = False) -> pd.DataFrame:
+        """Rows (default all) as a pandas DataFrame: row, id, source, messages (decoded),
+        line_no[, raw][, subtask]. Reads only those rows: what a page shows of a big pool."""
+        idx = None if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        data = {"row": pd.Series(self.column("row", idx), dtype="int64"),
+                "id": pd.Series(self.column("id", idx), dtype=object),
+                "source": pd.Series(self.column("source", idx), dtype=object),
+                "messages": pd.Series(self.messages(idx), dtype=object),
+                "line_no": pd.Series(self.column("line_no", idx), dtype="int64")}
+        if raw:
+            recs = self.records(np.arange(len(self)) if idx is None else idx)
+            data["raw"] = pd.Series([r.decode("utf-8", "surrogateescape") for r in recs],
+                                    dtype=object)
+        if self.has_subtask:
+            data["subtask"] = pd.Series(self.column("subtask", idx), dtype=object)
+        return pd.DataFrame(data)
+
     @property
     def table(self) -> pd.DataFrame:
-        """Every row as a pandas DataFrame (row, id, source, messages, line_no, raw[, subtask]);
-        decodes every chat and re-reads every record, so large pools use the accessors."""
+        """Every row as `frame(raw=True)`, built once and kept: for small pools and tests; a
+        big pool's readers use `frame(rows)`, `column`, `messages` and `records`."""
         if self._table is None:
-            n = len(self)
-            data = {"row": pd.Series(self.column("row"), dtype="int64"),
-                    "id": pd.Series(self.column("id"), dtype=object),
-                    "source": pd.Series(self.column("source"), dtype=object),
-                    "messages": pd.Series(self.messages(), dtype=object),
-                    "line_no": pd.Series(self.column("line_no"), dtype="int64"),
-                    "raw": pd.Series([r.decode("utf-8", "surrogateescape")
-                                      for r in self.records(np.arange(n))], dtype=object)}
-            if self.has_subtask:
-                data["subtask"] = pd.Series(self.column("subtask"), dtype=object)
-            self._table = pd.DataFrame(data)
+            self._table = self.frame(raw=True)
         return self._table
 
 

@@ -90,3 +90,15 @@ def test_cache_rebuilt_when_the_file_changes_and_kept_when_only_touched(tmp_path
         [json.loads((cache / "index.json").read_text())[f"{path}|auto|auto"]["entry"]]
     with pytest.raises(PoolError, match="changed since it was read"):
         a.records([0])  # the old pool never exports bytes of the new file
+
+
+def test_frame_reads_only_the_rows_asked_and_matches_the_table(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"messages": CHATS[i % 3], "id": f"r{i}",
+                                        "subtask": f"s{i % 2}"}) + "\n" for i in range(10)))
+    pool = load_pool(path, cache_dir=tmp_path / "c")
+    part = pool.frame([7, 2])
+    assert pool._table is None  # no whole-pool DataFrame was built for it
+    expect = pool.table.iloc[[7, 2]].drop(columns="raw").reset_index(drop=True)
+    pd.testing.assert_frame_equal(part, expect)
+    assert part["subtask"].tolist() == ["s1", "s0"]
