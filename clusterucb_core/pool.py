@@ -1033,11 +1033,5 @@ def chats(pool: Any, rows: Any) -> list[list[dict]]:
     return [list(col.iat[int(r)]) for r in rows]
 
 
-def iter_messages(pool: Pool) -> Iterator[list[dict]]:
-    """The chats of a pool in row order, decoded a batch at a time."""
-    for lo in range(0, len(pool), BATCH_ROWS):
-        yield from pool.messages(np.arange(lo, min(lo + BATCH_ROWS, len(pool))))
-
-
 __all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "load_pool",
-           "parse_pool", "chats", "iter_messages"]
+           "parse_pool", "chats"]
