@@ -321,7 +321,7 @@ class Pipeline:
         result = cluster_features(store, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
                                   minibatch=minibatch, batch_size=spec.batch_size,
                                   progress=self.progress("k-means"))
-        summary = summarize_clusters(self.pool.table, result.labels, store, result.centroids)
+        summary = summarize_clusters(self.pool.frame(), result.labels, store, result.centroids)
         save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint, spec=spec,
                       features_name=store.path.name, summary=summary, kscan=scan)
         self.log(f"clusters: K={k} saved as {name}")
