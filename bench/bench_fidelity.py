@@ -41,8 +41,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clusterucb_core import conditioning  # noqa: E402
-from clusterucb_core.bandit import SelectionRun, count_of  # noqa: E402
-from clusterucb_core.clustering import spherical_kmeans  # noqa: E402
+from clusterucb_core.kmeans import cluster_features  # noqa: E402
+from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
 from clusterucb_core.config import DEMO_DIR, FeatureSpec, SelectionSpec  # noqa: E402
 from clusterucb_core.krule import RULES, choose_k  # noqa: E402
 from clusterucb_core.oracle import TableOracle, exhaustive_top, mass_share, recall  # noqa: E402
@@ -131,7 +131,7 @@ def one_pass_hidden(engine, specs: dict[str, FeatureSpec], n: int) -> dict[str, 
             layer = spec.layers or n_layers
             h = G.pool_states(res.hidden_states[layer], batch["attention_mask"],
                               batch["labels"], spec.pooling)
-            out[name][idx] = G.normalize_rows(h).numpy()
+            out[name][idx] = G.normalize_rows(h)[0].numpy()
     return out
 
 
@@ -219,7 +219,7 @@ def random_budget(scores: np.ndarray, budget: float, seed: int) -> tuple[float, 
 def cluster_labels(X: np.ndarray, cond: str, k: int, seed: int, scores: np.ndarray
                    ) -> np.ndarray:
     Y = conditioning.fit(X, cond, seed=seed).transform(X)
-    labels = spherical_kmeans(Y, k, seed=seed, max_iter=50).labels
+    labels = cluster_features(Y, k, seed=seed).labels  # the product's k-means (3 restarts)
     labels = np.asarray(labels, dtype=np.int64).copy()
     labels[~np.isfinite(scores)] = -1  # unscorable rows are never drawn
     return labels

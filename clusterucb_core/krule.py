@@ -44,7 +44,7 @@ def choose_k(rule: str, n_rows: int, cold_start: float, X: Any = None, seed: int
                    f"({n_rows:,} scorable rows x {cold_start:g} cold start / {m}): enough for "
                    "the bandit to tell the arms apart from the start")
     if rule == "silhouette":
-        from .clustering import k_scan, pick_k
+        from .kscan import k_scan, pick_k
 
         if X is None:
             raise ValueError("the silhouette rule needs the features (X)")

@@ -100,6 +100,27 @@ def config_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> RunC
     return cfg
 
 
+def same_spec(saved: dict[str, Any] | None, spec: Any) -> bool:
+    """A saved spec equals `spec`; a setting the saved one predates must be at its default."""
+    if saved is None:
+        return False
+    want, default = to_dict(spec), to_dict(type(spec)())
+    return all(saved.get(k, default[k]) == v for k, v in want.items()) and set(saved) <= set(want)
+
+
+def describe_features(spec: FeatureSpec, model_max_length: int) -> str:
+    """One sentence naming the cluster features and why they cost what they do."""
+    ml = min(spec.max_length or model_max_length, model_max_length)
+    if spec.kind == "hidden":
+        depth = (f"the first {spec.layers} decoder block(s) only (early exit)" if spec.layers
+                 else "the whole model")
+        return (f"forward-only hidden states ({spec.pooling}-pooled) from {depth}, rows cut to "
+                f"{ml} tokens: one partial forward pass per row, no gradient")
+    top = f"the top {spec.top_blocks} block(s)" if spec.top_blocks else "every LoRA layer"
+    return (f"{spec.mode} LoRA gradients of {top}, projected to {spec.dim} dimensions, rows cut "
+            f"to {ml} tokens: a forward and a backward pass per row")
+
+
 def _under(base: Path, p: str) -> str:
     return p if Path(p).is_absolute() else str((base / p).resolve())
 
@@ -175,13 +196,14 @@ class Pipeline:
     def pool(self):
         from .pool import load_pool
 
-        pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape)
+        pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape,
+                         cache_dir=self.ws.pool_cache())
         rep = pool.report
-        self.log(f"pool: {len(pool.table)} rows from {pool.path} ({pool.format}, {pool.shape})"
+        self.log(f"pool: {len(pool)} rows from {pool.path} ({pool.format}, {pool.shape})"
                  + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))
         self.ws.update_meta(pool={"path": str(pool.path), "fingerprint": pool.fingerprint,
                                   "format": pool.format, "shape": pool.shape,
-                                  "n_rows": len(pool.table)})
+                                  "n_rows": len(pool)})
         return pool
 
     @cached_property
@@ -212,13 +234,6 @@ class Pipeline:
         self.ws.update_meta(formatting={**summary, "key": key, "sentence": rep.sentence()})
         self.log(f"formatting: {rep.sentence()}")
         return rep
-
-    def selection_labels(self) -> np.ndarray:
-        """The clusters' labels with unscorable rows set to -1: the bandit never spends budget
-        on a row that has no gradient."""
-        labels = np.array(self.clusters.labels, copy=True)
-        labels[self.format_report.mask()] = -1
-        return labels
 
     # ------------------------------------------------------------------ warm-up
     @property
@@ -294,55 +309,99 @@ class Pipeline:
     # ------------------------------------------------------------------ clustering
     @cached_property
     def cluster_store(self):
-        from .features import compute_features, store_name
+        from .features import FeatureEngine, store_name
 
         spec = self.cfg.cluster_features
         # Hidden states come from the base model; gradients use the warm-up checkpoint.
         ckpt = self.checkpoints[0] if spec.kind == "gradient" and self.checkpoints else None
         path = self.ws.features(store_name(spec, ckpt))
         self.log(f"cluster features: {spec.kind} -> {path.name}")
-        store = compute_features(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path,
-                                 progress=self.progress("cluster features"))
+        engine = FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path)
+        if spec.engine == "ray":
+            from .ray_engine import compute_with_ray
+
+            compute_with_ray(engine, progress=self.progress("cluster features"))
+            store = engine.store()
+        else:
+            store = engine.compute(progress=self.progress("cluster features"))
         self.work["cluster_feature_rows"] = store.n_rows
         return store
 
     @property
     def clusters_name(self) -> str:
-        k = self.cfg.clusters.k
-        return check_name(f"{self.cluster_store.path.name}-k{k if k else 'auto'}")
+        spec = self.cfg.clusters
+        cond = f"-{spec.condition}" if spec.condition != "none" else ""
+        k = spec.k if spec.k else ("auto" if spec.k_rule == "silhouette" else spec.k_rule)
+        return check_name(f"{self.cluster_store.path.name}{cond}-k{k}")
 
     @cached_property
     def clusters(self):
-        from .clustering import (cluster_features, fits_in_memory, k_scan, load_clusters,
-                                 pick_k, save_clusters, summarize_clusters)
+        from .clusterset import load_clusters, save_clusters
+        from .kmeans import cluster_features, fits_in_memory
+        from .kscan import k_scan, pick_k
+        from .summaries import summarize_clusters
 
         store, spec = self.cluster_store, self.cfg.clusters
         name = self.clusters_name
         try:
             cs = load_clusters(self.ws, name, features_fingerprint=store.fingerprint)
-            if cs.meta.get("spec") == to_dict(spec):
+            if same_spec(cs.meta.get("spec"), spec):
                 self.log(f"clusters: reusing {name} (K={cs.k})")
                 return cs
         except (FileNotFoundError, ValueError):
             pass
-        scan = None
-        k = spec.k
-        if k <= 0:
-            scan = k_scan(store, seed=spec.seed)
-            k = pick_k(scan)
-            self.log(f"clusters: K scan picked K={k}")
+        from . import conditioning
+        from .krule import choose_k
+
         # The store is read in chunks; one float32 copy is made only when it fits.
         minibatch = spec.minibatch or not fits_in_memory(store.n_rows, store.dim)
         if minibatch and not spec.minibatch:
             self.log("clusters: the features would not fit in memory; streaming mini-batches")
-        result = cluster_features(store, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
+        X: Any = store
+        cond = conditioning.Conditioner()
+        if spec.condition != "none":
+            if minibatch:
+                raise ValueError(f"condition = {spec.condition!r} needs the cluster features in "
+                                 "memory; use condition = \"none\" for a pool this large")
+            raw = store.read()
+            cond = conditioning.fit(raw, spec.condition, seed=spec.seed)
+            X = cond.transform(raw)
+        unscorable = self.format_report.mask()
+        scan, k, why = None, spec.k, f"K={spec.k} was set by hand"
+        if k <= 0:
+            if spec.k_rule == "silhouette":
+                scan = k_scan(X, seed=spec.seed)
+                k = pick_k(scan)
+                why = f"K={k} had the best silhouette of the K scan ({scan.attrs.get('rule')})"
+            else:
+                k, why = choose_k(spec.k_rule, n_rows=int((~unscorable).sum()),
+                                  cold_start=self.cfg.selection.cold_start, seed=spec.seed)
+        self.log(f"clusters: {why}")
+        result = cluster_features(X, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
                                   minibatch=minibatch, batch_size=spec.batch_size,
                                   progress=self.progress("k-means"))
-        summary = summarize_clusters(self.pool.table, result.labels, store, result.centroids)
-        save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint, spec=spec,
-                      features_name=store.path.name, summary=summary, kscan=scan)
+        # rows that cannot be scored are in no arm: the bandit never spends budget on them
+        result.labels[unscorable] = -1
+        summary = summarize_clusters(self.pool.frame(), result.labels, store, result.centroids)
+        cost = self.cluster_feature_cost()
+        path = save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint,
+                             spec=spec, features_name=store.path.name, summary=summary,
+                             kscan=scan, extra={"k_reason": why, "condition": cond.kind,
+                                                "n_unscorable": int(unscorable.sum()),
+                                                "feature_cost": cost})
+        cond.save(path)
         self.log(f"clusters: K={k} saved as {name}")
         return load_clusters(self.ws, name)
+
+    def cluster_feature_cost(self) -> dict[str, Any]:
+        """What the cluster features are and what they cost, in the words the Clusters page
+        uses: kind, options and the rows computed."""
+        from .config import feature_options
+
+        spec = self.cfg.cluster_features
+        return {"kind": spec.kind, "options": feature_options(spec),
+                "rows": int(self.cluster_store.n_rows),
+                "what": describe_features(spec, self.cfg.model.max_length)}
 
     @cached_property
     def map(self):
@@ -457,7 +516,7 @@ class Pipeline:
         if known is not None:
             return known
         self.log("exhaustive scoring: a gradient for every row")
-        scores = self.oracle.score(np.arange(len(self.pool.table)))
+        scores = self.oracle.score(np.arange(len(self.pool)))
         with atomic.atomic_path(self.scores_path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, scores)
@@ -469,26 +528,24 @@ class Pipeline:
     def ledger(self):
         from .curation import Ledger
 
-        return Ledger(self.ws.ledger_path)
+        return Ledger(self.ws.ledger_path, clustering=self.clusters.name)
 
     def selection(self, run_id: str | None = None, spec: SelectionSpec | None = None):
-        """A SelectionRun with the lazy oracle: a new one, or the saved one reopened."""
-        from .bandit import LOG_NAME, SelectionRun
+        """A SelectionRun with the lazy oracle: the saved one reopened (refused when `spec` is
+        given and differs), or a new one with `spec` (default: the config's)."""
+        from .runlog import RunLog, RunMeta
+        from .runs import new_run, open_run
 
         run_id = check_name(run_id or self.cfg.run_id, "run id")
-        spec = spec or self.cfg.selection
-        log_dir = self.ws.runs(run_id)
-        labels = self.selection_labels()
-        if (log_dir / LOG_NAME).exists():
-            run = SelectionRun.open(log_dir, labels, self.oracle, ledger=self.ledger())
-            if run.spec != spec:
+        if RunLog(self.ws.runs(run_id)).exists():
+            run = open_run(self.ws, run_id, self.oracle)
+            if spec is not None and run.spec != spec:
                 raise ValueError(f"run {run_id!r} exists with other settings "
                                  f"({to_dict(run.spec)}); choose another run id")
             return run
-        return SelectionRun(labels, self.oracle, spec, log_dir, ledger=self.ledger(),
-                            n_clusters=self.clusters.k,
-                            meta={"clusters": self.clusters.name,
-                                  "config": config_to_dict(self.cfg)})
+        meta = RunMeta(clustering=self.clusters.name, reward="lazy", workspace=self.ws.name,
+                       config=config_to_dict(self.cfg))
+        return new_run(self.ws, run_id, spec or self.cfg.selection, meta, self.oracle)
 
     def run_all(self) -> dict[str, Any]:
         """Every stage in order; returns a summary (also written to the run folder)."""
@@ -506,7 +563,7 @@ class Pipeline:
     def run_selection(self, run_id: str, export_dir: str | Path | None = None) -> dict[str, Any]:
         """Run (or continue) one selection to its end and export it."""
         exhaustive = self.exhaustive_scores() if self.cfg.exhaustive else self.known_exhaustive()
-        run = self.selection(run_id)
+        run = self.selection(run_id, self.cfg.selection)
         while not run.done:
             rec = run.step()
             self.log(f"  round {rec.round}: arm {rec.arm}, {len(rec.rows)} rows, "
@@ -552,7 +609,7 @@ class Pipeline:
                               progress=self.progress("dynamic epoch"), rows=rows,
                               init_checkpoint=pipe.reward_checkpoints[0])[-1]
                 pipe = self.at_checkpoint(ckpt)
-        n = len(self.pool.table)
+        n = len(self.pool)
         spent = sum(s["work"]["reward_gradient_rows"] for s in steps)
         summary = {"run_id": self.cfg.run_id, "dynamic_rounds": steps,
                    "work": {"reward_gradient_rows": spent,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from clusterucb_core import conditioning
-from clusterucb_core.clustering import spherical_kmeans
+from clusterucb_core.kmeans import spherical_kmeans
 from clusterucb_core.krule import choose_k, size_k
 
 
