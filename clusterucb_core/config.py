@@ -135,6 +135,11 @@ class SelectionSpec:
     draw_batch: int = 8
     seed: int = 42
     quantile: float = 0.25  # thresh_* policies: tau is the top-q quantile of drawn scores
+    # Beyond the paper, each off unless bench_fidelity.py measured it to help (README):
+    # ucb_beta's std shrunk toward the pool's, as if seen this many more draws (0 = off)
+    pooled_variance: float = 0.0
+    # draw an arm's members most similar to the best rows so far first (needs features)
+    similarity_order: bool = False
 
 
 def to_dict(spec: Any) -> dict[str, Any]:

@@ -178,7 +178,7 @@ def validate_spec(spec: SelectionSpec) -> None:
         raise ValueError(f"draw_batch must be an integer >= 1, got {spec.draw_batch!r}")
     if int(spec.seed) != spec.seed or spec.seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {spec.seed!r}")
-    make_policy(spec.policy, spec.beta, spec.quantile)  # checks beta / quantile
+    make_policy(spec.policy, spec.beta, spec.quantile, spec.pooled_variance)  # checks them
 
 
 class SelectionRun:
@@ -191,12 +191,16 @@ class SelectionRun:
     n_clusters: K when the last clusters may be empty (default: max label + 1).
     ledger: a curation.Ledger (re-read every round, so bans made between rounds apply), a
       ledger state, or None.
+    features: [N, d] rows (e.g. the conditioned cluster features) for
+      `spec.similarity_order`: a bandit round then draws the chosen arm's undrawn members most
+      similar to the best rows scored so far, instead of the next ones of its random order.
     """
 
     def __init__(self, labels: np.ndarray, oracle: Oracle | None,
                  spec: SelectionSpec = SelectionSpec(), log_dir: str | Path | None = None,
                  ledger: Any = None, *, n_clusters: int | None = None,
-                 meta: runlog.RunMeta | dict[str, Any] | None = None, _replaying: bool = False):
+                 meta: runlog.RunMeta | dict[str, Any] | None = None,
+                 features: np.ndarray | None = None, _replaying: bool = False):
         labels = np.asarray(labels)
         if labels.ndim != 1 or len(labels) == 0:
             raise ValueError("labels must be a non-empty 1-D array of cluster indices")
@@ -220,6 +224,13 @@ class SelectionRun:
         self.budget_total = count_of(spec.budget, self.N)
         self.n_top = count_of(spec.top_p, self.N)
         self.labels_fingerprint = labels_fingerprint(self.labels)
+        self.features = None
+        if spec.similarity_order:
+            if features is None or len(features) != self.N:
+                raise ValueError("similarity_order needs one feature row per pool row "
+                                 "(pass features=)")
+            f = np.nan_to_num(np.asarray(features, dtype=np.float32))
+            self.features = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-30)
 
         members = [np.flatnonzero(self.labels == k) for k in range(self.K)]
         self.sizes = np.array([len(m) for m in members], dtype=np.int64)
@@ -338,9 +349,25 @@ class SelectionRun:
         m = int(min(self.spec.draw_batch, self.budget_total - self.budget_used,
                     self.remaining[arm]))
         rows = self._order[arm][self._ptr[arm]:self._ptr[arm] + m]
+        if self.features is not None:
+            rows = self._most_similar(arm, m)
         expl = decision.explain()
         expl["sentence"] += f" Drew {m} of its {int(self.remaining[arm])} undrawn members."
         return arm, rows, expl
+
+    def _most_similar(self, arm: int, m: int) -> np.ndarray:
+        """The arm's `m` undrawn members closest (cosine) to the mean feature of the best
+        scored rows so far (the top quarter of them, at most top-p many); its random order
+        breaks ties and serves while nothing is scored."""
+        undrawn = self._order[arm][self._ptr[arm]:]
+        scored = np.flatnonzero(np.isfinite(self.scores))
+        if len(scored) == 0:
+            return undrawn[:m]
+        n_best = max(1, min(self.n_top, math.ceil(len(scored) / 4)))
+        best = scored[np.argsort(-self.scores[scored], kind="stable")[:n_best]]
+        query = self.features[best].mean(axis=0)
+        sims = self.features[undrawn] @ query
+        return undrawn[np.argsort(-sims, kind="stable")[:m]]
 
     def peek(self) -> dict[str, Any] | None:
         """What the next `step()` will draw and why, without drawing (None when done).
@@ -388,6 +415,11 @@ class SelectionRun:
         touched = sorted(set(int(k) for k in self.labels[rows])) if len(rows) else []
         for k in touched:
             sel = self.labels[rows] == k
+            # the drawn rows move to the front of the arm's undrawn part (they need not be
+            # the next ones of its order under similarity_order); the rest keep their order
+            rest = self._order[k][self._ptr[k]:]
+            took = np.isin(rest, rows[sel])
+            self._order[k][self._ptr[k]:] = np.concatenate([rest[took], rest[~took]])
             self._ptr[k] += int(sel.sum())
             fin = rewards[sel][np.isfinite(rewards[sel])]
             if len(fin):
@@ -474,7 +506,7 @@ class SelectionRun:
     # ---------------------------------------------------------------- resume
     @classmethod
     def open(cls, log_dir: str | Path, labels: np.ndarray, oracle: Oracle | None = None,
-             ledger: Any = None) -> SelectionRun:
+             ledger: Any = None, features: np.ndarray | None = None) -> SelectionRun:
         """Reopen a run from its log: replay every complete round (no rescoring) and continue
         from there. A half-written last line (a crash mid-round) is ignored, so at most the
         round in flight is lost. Refuses a log made with other labels. (Callers outside the
@@ -489,7 +521,7 @@ class SelectionRun:
                 f"fingerprint {header['labels_fingerprint']}; given {len(labels)}, {fp})")
         spec = from_dict(SelectionSpec, header["spec"])
         run = cls(labels, oracle, spec, log_dir, ledger, n_clusters=header["k"],
-                  meta=header.get("meta"), _replaying=True)
+                  meta=header.get("meta"), features=features, _replaying=True)
         run.header = header
         for obj in rounds:
             run._replay(obj, log.path)
@@ -513,7 +545,8 @@ class SelectionRun:
             expect = np.concatenate(expect) if expect else np.zeros(0, dtype=np.int64)
         else:
             a = int(arm)
-            expect = self._order[a][self._ptr[a]:self._ptr[a] + len(rows)]
+            expect = (self._most_similar(a, len(rows)) if self.features is not None
+                      else self._order[a][self._ptr[a]:self._ptr[a] + len(rows)])
         if not np.array_equal(expect, rows):
             raise ValueError(f"{path}: round {round_no} drew rows that this seed and these "
                              "labels do not give; the log belongs to another run")
