@@ -18,7 +18,7 @@ ceiling, at full cost); each conditioned none / center / whiten (conditioning.py
 each rule of krule.py and by a grid. Feature matrices and exhaustive scores are cached under
 bench/.cache/fidelity/ (gitignored), so reruns only replay.
 
-    python bench/bench_fidelity.py [--quick] [--seeds 5] [--no-real] [--e2e]
+    python bench/bench_fidelity.py [--quick] [--seeds 5] [--pools demo,flan_mmlu,synthetic] [--e2e]
 
 Last line: recall_at_20=<demo> recall_real_at_20=<flan+mmlu> mass_share_at_20=<demo>
 e2e_speedup_vs_exhaustive=<demo> (the whole path timed with --e2e; otherwise estimated from
@@ -28,7 +28,7 @@ the measured costs and marked so on the line before).
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import shutil
 import sys
 import time
@@ -48,7 +48,9 @@ from clusterucb_core.krule import RULES, choose_k  # noqa: E402
 from clusterucb_core.oracle import TableOracle, exhaustive_top, mass_share, recall  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "fidelity"
-REAL = ROOT.parent / "shared" / "data" / "real"
+# ../shared/data/real beside the checkout (or beside the folder of worktrees), or $FIDELITY_REAL
+REAL = Path(os.environ["FIDELITY_REAL"]) if os.environ.get("FIDELITY_REAL") else next((p / "shared" / "data" / "real" for p in (ROOT.parent, ROOT.parent.parent)
+             if (p / "shared" / "data" / "real").exists()), ROOT.parent / "shared" / "data" / "real")
 TOP_P = 0.05
 BUDGETS = (0.1, 0.2, 0.3)
 CONDS = ("none", "center", "whiten")
@@ -66,7 +68,8 @@ def pool_pipeline(name: str):
             shutil.copytree(DEMO_DIR / "demo_workspace", ws)
     else:
         cfg = load_config(DEMO_DIR / "real_flan_mmlu.toml")
-        cfg = replace(cfg, pool=str(REAL / "flan_cot_pool.jsonl"), target=str(REAL / "eval" / "mmlu"))
+        cfg = replace(cfg, pool=str(REAL / "flan_cot_pool.jsonl"),
+                      target=str(REAL / "eval" / "mmlu"))
         ws = CACHE / "flan_mmlu"
     return Pipeline(replace(cfg, workspace=str(ws), make_map=False), log=None)
 
@@ -216,29 +219,39 @@ def random_budget(scores: np.ndarray, budget: float, seed: int) -> tuple[float, 
     return recall(sel, scores, count_of(TOP_P, n)), mass_share(sel, scores, count_of(TOP_P, n))
 
 
-def cluster_labels(X: np.ndarray, cond: str, k: int, seed: int, scores: np.ndarray
-                   ) -> np.ndarray:
-    Y = conditioning.fit(X, cond, seed=seed).transform(X)
+def conditioned(X: np.ndarray, cond: str, seed: int) -> np.ndarray:
+    return conditioning.fit(X, cond, seed=seed).transform(X)
+
+
+def cluster_labels(Y: np.ndarray, k: int, seed: int, scores: np.ndarray) -> np.ndarray:
     labels = cluster_features(Y, k, seed=seed).labels  # the product's k-means (3 restarts)
     labels = np.asarray(labels, dtype=np.int64).copy()
     labels[~np.isfinite(scores)] = -1  # unscorable rows are never drawn
     return labels
 
 
-def evaluate(X, cond, k, scores, seeds, budgets=BUDGETS, spec=None) -> dict[str, float]:
+def evaluate(X, cond, k, scores, seeds, budgets=BUDGETS, options=None) -> dict[str, float]:
+    """Mean recall and mass share over seeds (k-means and bandit seeds both vary)."""
     rec = {b: [] for b in budgets}
     mass = {b: [] for b in budgets}
+    options = options or {}
     for s in range(seeds):
-        labels = cluster_labels(X, cond, k, s, scores)
+        Y = conditioned(X, cond, s)
+        labels = cluster_labels(Y, k, s, scores)
         for b in budgets:
-            r, m = replay(labels, scores, b, s, spec)
-            rec[b].append(r)
-            mass[b].append(m)
+            spec = replace(SelectionSpec(), budget=b, top_p=TOP_P, seed=s, **options)
+            run = SelectionRun(labels, TableOracle(scores), spec,
+                               features=Y if options.get("similarity_order") else None)
+            run.run_to_end()
+            sel = run.selected()
+            rec[b].append(recall(sel, scores, run.n_top))
+            mass[b].append(mass_share(sel, scores, run.n_top))
     out = {}
     for b in budgets:
         out[f"recall@{b:g}"] = float(np.mean(rec[b]))
         out[f"mass@{b:g}"] = float(np.mean(mass[b]))
-    out["recall_std@0.2"] = float(np.std(rec[0.2])) if 0.2 in rec else float("nan")
+    if 0.2 in rec:
+        out["recall_std@0.2"] = float(np.std(rec[0.2]))
     return out
 
 
@@ -257,96 +270,129 @@ def synthetic_pool(seed: int = 0, n: int = 6000, k_true: int = 30, dim: int = 64
 
 
 # ----------------------------------------------------------------------------- main
+OPTIONS = {"pooled variance (2 draws)": {"pooled_variance": 2.0},
+           "similarity order": {"similarity_order": True},
+           "both": {"pooled_variance": 2.0, "similarity_order": True}}
+
+
+def pool_rows(name: str, feats: dict[str, np.ndarray], costs: dict[str, float],
+              scores: np.ndarray, seeds: int, budgets, quick: bool, baseline: str, log
+              ) -> list[dict]:
+    """Stage A: every feature x conditioning at the size rule (and the old fixed K=12 for the
+    baseline features); B: every K rule for the best three and the baseline; C: the
+    beyond-the-paper options on the best."""
+    n_ok = int(np.isfinite(scores).sum())
+    cold = SelectionSpec().cold_start
+    rows: list[dict] = []
+    done: set[tuple] = set()
+
+    def add(cname, cond, rule, options_name="-", options=None):
+        key = (cname, cond, rule, options_name)
+        if key in done:
+            return
+        done.add(key)
+        Y0 = conditioned(feats[cname], cond, 0)
+        k, _ = choose_k(rule, n_rows=n_ok, cold_start=cold, X=Y0)
+        res = evaluate(feats[cname], cond, k, scores, seeds, budgets, options)
+        rows.append({"pool": name, "features": cname, "cond": cond, "k_rule": rule, "K": k,
+                     "options": options_name, "cost": costs.get(cname, float("nan")), **res})
+
+    for b in budgets:
+        rr = [random_budget(scores, b, s) for s in range(seeds)]
+        rows.append({"pool": name, "features": "random budget", "cond": "-", "k_rule": "-",
+                     "K": 0, "options": "-", "cost": 0.0,
+                     f"recall@{b:g}": np.mean([r for r, _ in rr]),
+                     f"mass@{b:g}": np.mean([m for _, m in rr])})
+    add(baseline, "none", "fixed12")
+    conds = ("none", "center") if quick else CONDS
+    for cname in feats:
+        for cond in conds:
+            add(cname, cond, "size4")
+        log(f"  {name}: {cname} replayed")
+    if quick:
+        return rows
+    a = [r for r in rows if r["k_rule"] == "size4"]
+    best = sorted(a, key=lambda r: -r["recall@0.2"])[:3]
+    for r in best + [{"features": baseline, "cond": "none"}]:
+        for rule in RULES:
+            add(r["features"], r["cond"], rule)
+    log(f"  {name}: K rules replayed")
+    top = max((r for r in rows if r["options"] == "-" and r["features"] != "random budget"),
+              key=lambda r: r["recall@0.2"])
+    for oname, opts in OPTIONS.items():
+        add(top["features"], top["cond"], top["k_rule"], oname, opts)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="2 seeds, few candidates, cached pools")
     ap.add_argument("--seeds", type=int, default=None)
-    ap.add_argument("--no-real", action="store_true", help="skip the Flan + MMLU pool")
+    ap.add_argument("--pools", default="demo,flan_mmlu,synthetic",
+                    help="comma-separated: demo, flan_mmlu, synthetic")
     ap.add_argument("--e2e", action="store_true",
                     help="also time the whole path against exhaustive LESS on the demo")
-    ap.add_argument("--out", default=str(CACHE / "results.csv"))
     args = ap.parse_args(argv)
     seeds = args.seeds or (2 if args.quick else 5)
     log = print
     budgets = (0.2,) if args.quick else BUDGETS
-    rows: list[dict] = []
     t_start = time.perf_counter()
-
-    pools = ["demo"]
-    real_ready = (CACHE / "flan_mmlu" / "scores" / "exhaustive.npy").exists()
-    if not args.no_real and REAL.exists() and (real_ready or not args.quick):
-        pools.append("flan_mmlu")
+    want = [p.strip() for p in args.pools.split(",") if p.strip()]
+    tag = "quick" if args.quick else "full"
     costs_by_pool: dict[str, dict[str, float]] = {}
-    for name in pools:
-        pipe = pool_pipeline(name)
-        scores = pipe.exhaustive_scores().astype(np.float64)
-        n = len(scores)
-        feats, costs = build_features(pipe, name, args.quick, 128 if args.quick else 384, log)
+    for name in want:
+        if name == "flan_mmlu" and not REAL.exists():
+            log(f"flan_mmlu: {REAL} is missing; skipped")
+            continue
+        if name == "flan_mmlu" and args.quick and \
+                not (CACHE / "flan_mmlu" / "scores" / "exhaustive.npy").exists():
+            log("flan_mmlu: no cached exhaustive scores; --quick skips it (run once without "
+                "--quick)")
+            continue
+        if name == "synthetic":
+            X, scores, _ = synthetic_pool()
+            feats, costs, baseline = {"synthetic": X}, {"synthetic": float("nan")}, "synthetic"
+        else:
+            pipe = pool_pipeline(name)
+            scores = pipe.exhaustive_scores().astype(np.float64)
+            feats, costs = build_features(pipe, name, args.quick, 128 if args.quick else 384,
+                                          log)
+            baseline = default_candidate(FeatureSpec(kind="hidden", batch_size=32), pipe)
         costs_by_pool[name] = costs
-        log(f"{name}: N={n}, {int(np.isfinite(scores).sum())} scorable; "
-            f"{len(feats)} candidates")
-        for b in budgets:
-            rr = [random_budget(scores, b, s) for s in range(seeds)]
-            rows.append({"pool": name, "features": "random budget", "cond": "-", "k_rule": "-",
-                         "K": 0, "cost": 0.0, f"recall@{b:g}": np.mean([r for r, _ in rr]),
-                         f"mass@{b:g}": np.mean([m for _, m in rr])})
-        for cname, X in feats.items():
-            for cond in (("none", "center") if args.quick else CONDS):
-                for rule in (("fixed12", "size") if args.quick else RULES):
-                    k, why = choose_k(rule, n_rows=int(np.isfinite(scores).sum()),
-                                      cold_start=SelectionSpec().cold_start, X=X)
-                    res = evaluate(X, cond, k, scores, seeds, budgets)
-                    rows.append({"pool": name, "features": cname, "cond": cond, "k_rule": rule,
-                                 "K": k, "cost": costs[cname], **res})
-            log(f"  {name}: {cname} done ({time.perf_counter() - t_start:.0f} s)")
+        log(f"{name}: N={len(scores)}, {int(np.isfinite(scores).sum())} scorable; "
+            f"{len(feats)} candidate features")
+        rows = pool_rows(name, feats, costs, scores, seeds, budgets, args.quick, baseline, log)
+        pd.DataFrame(rows).to_csv(CACHE / f"results_{tag}_{name}.csv", index=False)
 
-    # synthetic clustered rewards: no model, so no cost; conditioning and K only
-    X, scores, _ = synthetic_pool()
-    for cond in ("none", "center"):
-        for rule in (("fixed12", "size") if args.quick else RULES):
-            k, why = choose_k(rule, n_rows=len(scores), cold_start=SelectionSpec().cold_start,
-                              X=X)
-            res = evaluate(X, cond, k, scores, seeds, budgets)
-            rows.append({"pool": "synthetic", "features": "synthetic", "cond": cond,
-                         "k_rule": rule, "K": k, "cost": float("nan"), **res})
-    for b in budgets:
-        rr = [random_budget(scores, b, s) for s in range(seeds)]
-        rows.append({"pool": "synthetic", "features": "random budget", "cond": "-",
-                     "k_rule": "-", "K": 0, "cost": 0.0,
-                     f"recall@{b:g}": np.mean([r for r, _ in rr]),
-                     f"mass@{b:g}": np.mean([m for _, m in rr])})
-
-    df = pd.DataFrame(rows)
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(args.out, index=False)
-    cols = ["pool", "features", "cond", "k_rule", "K", "cost"] + \
+    frames = [pd.read_csv(p) for p in sorted(CACHE.glob(f"results_{tag}_*.csv"))]
+    df = pd.concat(frames, ignore_index=True)
+    cols = ["pool", "features", "cond", "k_rule", "K", "options", "cost"] + \
         [c for b in budgets for c in (f"recall@{b:g}", f"mass@{b:g}")]
     with pd.option_context("display.width", 250, "display.max_rows", 500,
                            "display.max_columns", 30):
         print(df[cols].to_string(index=False, float_format=lambda x: f"{x:.3f}"))
-    print(f"({len(df)} rows, {seeds} seeds, {time.perf_counter() - t_start:.0f} s; "
-          f"all rows in {args.out})")
+    print(f"({len(df)} rows, {seeds} seeds, {time.perf_counter() - t_start:.0f} s; pools "
+          f"computed now: {', '.join(costs_by_pool) or 'none'}, the rest from "
+          f"{CACHE}/results_{tag}_*.csv)")
 
-    from clusterucb_core.config import FeatureSpec as _FS  # the shipped defaults
     from clusterucb_core.pipeline import RunConfig
 
     d = RunConfig()
-    default_name = default_candidate(d.cluster_features, pool_pipeline("demo"))
+    demo = pool_pipeline("demo")
+    default_name = default_candidate(d.cluster_features, demo)
     dcond = d.clusters.condition
     drule = d.clusters.k_rule if d.clusters.k == 0 else f"fixed{d.clusters.k}"
 
     def pick(pool: str, col: str) -> float:
         m = df[(df["pool"] == pool) & (df["features"] == default_name) & (df["cond"] == dcond)
-               & (df["k_rule"] == drule)]
+               & (df["k_rule"] == drule) & (df["options"] == "-")]
         return float(m[col].iloc[0]) if len(m) and col in m else float("nan")
 
     rec_demo, mass_demo = pick("demo", "recall@0.2"), pick("demo", "mass@0.2")
     rec_real = pick("flan_mmlu", "recall@0.2")
-    print(f"defaults: cluster features {default_name!r} ({_FS.__name__} "
-          f"{json.dumps({k: v for k, v in vars(d.cluster_features).items()})}), "
-          f"conditioning {dcond}, K rule {drule}")
+    print(f"defaults: cluster features {default_name!r}, conditioning {dcond}, K rule {drule}")
     if args.e2e:
         sys.path.insert(0, str(ROOT / "bench"))
         import tempfile
@@ -356,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         _, _, _, speed = end_to_end(None, None, None, Path(tempfile.mkdtemp(prefix="fid_e2e_")))
         e2e = f"{speed:.2f}"
     else:
-        c = costs_by_pool["demo"].get(default_name, float("nan"))
+        c = costs_by_pool.get("demo", {}).get(default_name, float("nan"))
         e2e = f"{1.0 / (c + 0.2):.2f}"
         print(f"e2e speed-up estimated as 1 / (cluster-feature cost {c:.3f} + 20% budget), "
               "without k-means, targets and model loading; --e2e times the whole path")

@@ -140,6 +140,9 @@ class SelectionSpec:
     pooled_variance: float = 0.0
     # draw an arm's members most similar to the best rows so far first (needs features)
     similarity_order: bool = False
+    # max: the top-p by score (LESS); subtasks: the top-p filled round-robin over the
+    # target's subtasks, each taking its best row in turn (subtasks.py)
+    balance: str = "max"
 
 
 def to_dict(spec: Any) -> dict[str, Any]:

@@ -164,6 +164,8 @@ def selection_table(pool: Any, result: SelectionResult,
         "pinned": np.isin(rows, np.array(sorted(result.pinned), dtype=np.int64)),
         "rejected": np.isin(rows, np.array(sorted(result.rejected), dtype=np.int64)),
     })
+    if result.best_subtask is not None:
+        df["best_subtask"] = [result.best_subtask.get(int(r), "") for r in rows]
     df.loc[result.round_drawn[rows] < 0, "round_drawn"] = pd.NA
     df.loc[rank[rows] <= 0, "rank"] = pd.NA
     order = np.lexsort((rows, -np.nan_to_num(result.scores[rows], nan=-np.inf),

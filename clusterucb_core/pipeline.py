@@ -578,6 +578,13 @@ class Pipeline:
             from .oracle import run_metrics
 
             summary["metrics"] = run_metrics(run, exhaustive)
+        from .subtasks import coverage
+
+        result = self.result(run)
+        names = list(self.target.subtasks)
+        code = {s: i for i, s in enumerate(names)}
+        best = np.array([code.get(result.best_subtask.get(int(r), ""), -1) for r in result.rows])
+        summary["subtask_coverage"] = dict(zip(names, coverage(best, names)["rows"].tolist()))
         summary["export"] = str(self.export(run, run_id, export_dir))
         atomic.write_json(self.ws.runs(run_id) / "summary.json", summary)
         return summary
@@ -619,15 +626,60 @@ class Pipeline:
         atomic.write_json(self.ws.root / "dynamic" / f"{self.cfg.run_id}.json", summary)
         return summary
 
+    def subtask_scores(self, rows: np.ndarray) -> np.ndarray:
+        """[len(rows), S]: each scored row's mean cosine to every target subtask (the columns
+        whose max is its score). The rows' reward features must exist."""
+        from .influence import subtask_scores
+
+        rows = np.asarray(rows, dtype=np.int64)
+        feats, ids = self.target_features
+        train = [eng.store().read(rows) for eng in self.reward_engines]
+        multi = len(train) > 1
+        return subtask_scores(train if multi else train[0], feats if multi else feats[0], ids,
+                              weights=self.checkpoint_weights(),
+                              n_subtasks=len(self.target.subtasks))
+
+    def best_subtasks(self, rows: np.ndarray) -> dict[int, str]:
+        """Scored row -> the target subtask it serves best (rows without a score left out)."""
+        from .subtasks import best_subtask
+
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return {}
+        best = best_subtask(self.subtask_scores(rows))
+        names = list(self.target.subtasks)
+        return {int(r): names[b] for r, b in zip(rows, best) if b >= 0}
+
+    def result(self, run):
+        """The run's final selection with each scored row's best subtask; under
+        `balance = "subtasks"` the top-p is refilled round-robin over subtasks (pins kept,
+        rejected rows and banned clusters left out, as for the max rule)."""
+        from dataclasses import replace as _replace
+
+        from .subtasks import balanced_top
+
+        res = run.result()
+        scored = np.flatnonzero(np.isfinite(res.scores))
+        best = self.best_subtasks(scored)
+        res = _replace(res, best_subtask=best)
+        if run.spec.balance != "subtasks":
+            return res
+        banned = np.isin(res.labels, np.array(sorted(res.banned), dtype=np.int64))
+        free = scored[~banned[scored] & ~np.isin(scored, list(res.rejected | res.pinned))]
+        pins = [r for r in res.rows.tolist() if r in res.pinned]
+        fill = balanced_top(free, self.subtask_scores(free), max(res.n_top - len(pins), 0))
+        return _replace(res, rows=np.array(pins + fill.tolist(), dtype=np.int64))
+
     def export(self, run, run_id: str, out_dir: str | Path | None = None) -> Path:
         """The selection as files ready for training (see export.py), written atomically."""
         from .export import export_selection
 
         out = Path(out_dir or self.cfg.export_dir or self.ws.exports(run_id))
+        result = self.result(run)
         path = export_selection(
-            out, self.pool, run.result(), run_id=run_id, clustering=self.clusters.name,
+            out, self.pool, result, run_id=run_id, clustering=self.clusters.name,
             cluster_names=self.clusters.cluster_names(), oracle_info=self.oracle.describe(),
             ledger_state=self.ledger().state(), log_path=run.log_path,
             exhaustive=self.known_exhaustive(), extra={"config": config_to_dict(self.cfg)})
-        self.log(f"export: {len(run.result().rows)} rows -> {path}")
+        self.log(f"export: {len(result.rows)} rows -> {path}")
         return path

@@ -157,6 +157,8 @@ class SelectionResult:
     # (round, banned clusters) each time the banned set seen by the bandit changed
     ban_changes: tuple[tuple[int, tuple[int, ...]], ...] = ()
     k: int = 0  # number of arms (clusters)
+    # pool row -> the target subtask it serves best (scored rows; subtasks.py), when known
+    best_subtask: dict[int, str] | None = None
 
 
 def validate_spec(spec: SelectionSpec) -> None:
@@ -176,6 +178,8 @@ def validate_spec(spec: SelectionSpec) -> None:
                          "the selection is taken from the scored rows")
     if int(spec.draw_batch) != spec.draw_batch or spec.draw_batch < 1:
         raise ValueError(f"draw_batch must be an integer >= 1, got {spec.draw_batch!r}")
+    if spec.balance not in ("max", "subtasks"):
+        raise ValueError(f"balance must be max or subtasks, got {spec.balance!r}")
     if int(spec.seed) != spec.seed or spec.seed < 0:
         raise ValueError(f"seed must be an integer >= 0, got {spec.seed!r}")
     make_policy(spec.policy, spec.beta, spec.quantile, spec.pooled_variance)  # checks them

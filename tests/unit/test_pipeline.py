@@ -202,3 +202,32 @@ def test_unscorable_rows_are_counted_said_and_never_drawn(tmp_path, tiny_pool_fi
     assert "target" in summary["target_truncation"]
     keep = Pipeline(replace(cfg, workspace=str(tmp_path / "keep")), log=None)
     assert keep.format_report.n_unscorable == 0 and keep.format_report.n_truncated >= 1
+
+
+def test_best_subtask_exported_and_balanced_selection(tmp_path, tiny_pool_file, target_file,
+                                                      tiny_model_dir):
+    """Each exported scored row names the subtask it serves best (the column of its score);
+    balance = "subtasks" refills the top-p round-robin, so both subtasks are served."""
+    import pandas as pd
+
+    cfg = tiny_config(tmp_path, tiny_pool_file, target_file, tiny_model_dir)
+    pipe = Pipeline(cfg, log=None)
+    summary = pipe.run_all()
+    table = pd.read_csv(Path(summary["export"]) / "selection.csv")
+    scored = table[table["score"].notna()]
+    assert set(scored["best_subtask"]) <= {"a", "b"} and scored["best_subtask"].notna().all()
+    per = pipe.subtask_scores(scored["row"].to_numpy())
+    np.testing.assert_allclose(per.max(axis=1), scored["score"], rtol=1e-4, atol=1e-5)
+    assert sum(summary["subtask_coverage"].values()) == summary["selected"]
+    bal = replace(cfg, run_id="bal", selection=replace(cfg.selection, balance="subtasks",
+                                                       top_p=0.2))
+    pipe = Pipeline(bal, log=None)
+    pipe.run_selection("bal")
+    res = pipe.result(pipe.selection("bal"))
+    scored = np.flatnonzero(np.isfinite(res.scores))
+    per = pipe.subtask_scores(scored)
+    for c in range(per.shape[1]):  # each subtask's own best row is in the selection
+        assert scored[np.nanargmax(per[:, c])] in res.rows
+    with pytest.raises(ValueError, match="balance must be"):
+        Pipeline(replace(cfg, run_id="x", selection=replace(cfg.selection, balance="mean")),
+                 log=None).selection("x")
