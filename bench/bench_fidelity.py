@@ -74,22 +74,23 @@ def pool_pipeline(name: str):
     return Pipeline(replace(cfg, workspace=str(ws), make_map=False), log=None)
 
 
-def candidates(n_layers: int, quick: bool) -> dict[str, FeatureSpec]:
-    """name -> cluster FeatureSpec (the reward-gradient ceiling is added separately)."""
+def candidates(n_layers: int, quick: bool, sketch: bool = True) -> dict[str, FeatureSpec]:
+    """name -> cluster FeatureSpec (the reward-gradient ceiling is added separately).
+
+    `sketch`: also the top-block gradient sketch (a backward pass per row: on a shared 2-core
+    machine it is measured on the demo pool only)."""
     out: dict[str, FeatureSpec] = {}
-    layers = [n_layers] if quick else list(range(1, n_layers + 1))
-    for L in layers:
-        for pooling in (("mean",) if quick else ("mean", "answer", "last")):
-            out[f"hidden L{L} {pooling}"] = FeatureSpec(
-                kind="hidden", batch_size=32, pooling=pooling,
-                layers=0 if L == n_layers else L)
-    out["hidden L1 mean"] = FeatureSpec(kind="hidden", batch_size=32, layers=1)
-    for ml in ((64,) if quick else (64, 128)):
-        out[f"hidden L{n_layers} mean len{ml}"] = FeatureSpec(kind="hidden", batch_size=32,
-                                                              max_length=ml)
-        out[f"hidden L1 mean len{ml}"] = FeatureSpec(kind="hidden", batch_size=32, layers=1,
-                                                     max_length=ml)
-    if not quick:
+    poolings = ("mean",) if quick else ("mean", "answer", "last")
+    for pooling in poolings:
+        out[f"hidden L{n_layers} {pooling}"] = FeatureSpec(kind="hidden", batch_size=32,
+                                                           pooling=pooling)
+    for L in ((1,) if quick else range(1, n_layers)):
+        out[f"hidden L{L} mean"] = FeatureSpec(kind="hidden", batch_size=32, layers=L)
+    out[f"hidden L{n_layers} mean len64"] = FeatureSpec(kind="hidden", batch_size=32,
+                                                        max_length=64)
+    out["hidden L1 mean len64"] = FeatureSpec(kind="hidden", batch_size=32, layers=1,
+                                              max_length=64)
+    if sketch and not quick:
         out["gradient top1 d256"] = FeatureSpec(kind="gradient", mode="adam", dim=256,
                                                 batch_size=16, top_blocks=1)
     return out
@@ -159,7 +160,7 @@ def build_features(pipe, name: str, quick: bool, sample: int, log) -> tuple[dict
     n = len(pipe.pool.table)
     rows = np.sort(np.random.default_rng(0).choice(n, size=min(sample, n), replace=False))
     n_layers = len(decoder_layers(reward.model))
-    specs = candidates(n_layers, quick)
+    specs = candidates(n_layers, quick, sketch=(name == "demo"))
     feats: dict[str, np.ndarray] = {}
     engines = {c: engine_for(pipe, s, f"{name}-{c.replace(' ', '_')}") for c, s in specs.items()}
     path_of = {c: folder / (c.replace(" ", "_") + ".npy") for c in specs}
@@ -224,7 +225,9 @@ def conditioned(X: np.ndarray, cond: str, seed: int) -> np.ndarray:
 
 
 def cluster_labels(Y: np.ndarray, k: int, seed: int, scores: np.ndarray) -> np.ndarray:
-    labels = cluster_features(Y, k, seed=seed).labels  # the product's k-means (3 restarts)
+    # the product's k-means with one k-means++ start per seed (the product keeps the best of
+    # three; five seeds already vary the start, and the shared CPU is the limit here)
+    labels = cluster_features(Y, k, seed=seed, n_init=1).labels
     labels = np.asarray(labels, dtype=np.int64).copy()
     labels[~np.isfinite(scores)] = -1  # unscorable rows are never drawn
     return labels
