@@ -53,3 +53,24 @@ def choose_k(rule: str, n_rows: int, cold_start: float, X: Any = None, seed: int
         return k, f"K={k} had the best silhouette of the K scan ({scan.attrs.get('rule', '')})"
     raise ValueError(f"unknown K rule {rule!r}; choose one of {', '.join(RULES)}, or fixed<K>, "
                      "size<m>")
+
+
+def clusters_sentences(meta: dict[str, Any]) -> list[str]:
+    """The Clusters page's lines about a saved clustering: which features, what they cost,
+    the conditioning and why K (empty for clusterings saved before these were recorded)."""
+    out = []
+    cost = meta.get("feature_cost") or {}
+    if cost.get("what"):
+        out.append(f"Cluster features: {cost['what']} ({cost.get('rows', 0):,} rows computed).")
+    if cost.get("ms_per_row") is not None:
+        out.append(f"They took {cost['ms_per_row']:.2f} ms per row on this machine "
+                   "(bench/bench_fidelity.py measures each kind against a reward gradient).")
+    cond = meta.get("condition")
+    if cond and cond != "none":
+        out.append(f"Conditioned before k-means: {cond} (the transform is stored with these "
+                   "clusters, so reopening gives the same labels).")
+    if meta.get("k_reason"):
+        out.append(meta["k_reason"] + ".")
+    if meta.get("n_unscorable"):
+        out.append(f"{meta['n_unscorable']:,} rows that cannot be scored are in no cluster.")
+    return out

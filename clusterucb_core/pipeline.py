@@ -317,6 +317,8 @@ class Pipeline:
         path = self.ws.features(store_name(spec, ckpt))
         self.log(f"cluster features: {spec.kind} -> {path.name}")
         engine = FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path)
+        todo = len(engine.store().missing())
+        t0 = time.perf_counter()
         if spec.engine == "ray":
             from .ray_engine import compute_with_ray
 
@@ -325,6 +327,9 @@ class Pipeline:
         else:
             store = engine.compute(progress=self.progress("cluster features"))
         self.work["cluster_feature_rows"] = store.n_rows
+        if todo:  # what one row cost, kept in the store for the Clusters page
+            store.annotate("compute_ms_per_row",
+                           round((time.perf_counter() - t0) * 1e3 / todo, 3))
         return store
 
     @property
@@ -401,6 +406,7 @@ class Pipeline:
         spec = self.cfg.cluster_features
         return {"kind": spec.kind, "options": feature_options(spec),
                 "rows": int(self.cluster_store.n_rows),
+                "ms_per_row": self.cluster_store.manifest.get("compute_ms_per_row"),
                 "what": describe_features(spec, self.cfg.model.max_length)}
 
     @cached_property
@@ -451,20 +457,15 @@ class Pipeline:
     def target_sentence(self) -> str:
         """How truncation treated the target examples (from the target features' manifest)."""
         from .features import TARGET_MANIFEST, target_name
-        from .scorable import FormatReport, target_sentence
+        from .scorable import target_manifest_sentence
 
         eng = self.reward_engines[-1]
         path = self.ws.targets(target_name(self.target, eng.checkpoint_dir)) / TARGET_MANIFEST
         import json
 
         m = json.loads(path.read_text()) if path.exists() else {}
-        if "tokens_lost" not in m:
-            return "target truncation not recorded (target features made by an older version)"
-        return target_sentence(FormatReport(
-            n_rows=int(m["n_examples"]), max_length=int(self.cfg.model.max_length),
-            truncation="keep_answer", n_truncated=int(m["n_truncated"]),
-            tokens_lost=int(m["tokens_lost"]),
-            unscorable=list(range(int(m["n_without_labels"])))))
+        return target_manifest_sentence(m, self.cfg.model.max_length) or \
+            "target truncation not recorded (target features made by an older version)"
 
     def compute_reward_rows(self, rows: np.ndarray) -> None:
         for eng in self.reward_engines:

@@ -145,3 +145,22 @@ def load_report(root: str | Path, key: str | None = None) -> FormatReport | None
     if not paths:
         return None
     return FormatReport.from_dict(json.loads(paths[0].read_text()))
+
+
+def workspace_sentence(root: str | Path) -> str | None:
+    """The Features / UCB pages' sentence: how many pool rows cannot be scored and why
+    (None until a run or the app has encoded the pool)."""
+    rep = load_report(root)
+    return None if rep is None else rep.sentence()
+
+
+def target_manifest_sentence(manifest: dict[str, Any], max_length: int) -> str | None:
+    """The Target page's sentence from a target-features manifest (None when it predates the
+    tokens-lost count)."""
+    if "tokens_lost" not in manifest:
+        return None
+    return target_sentence(FormatReport(
+        n_rows=int(manifest["n_examples"]), max_length=int(max_length),
+        truncation="keep_answer", n_truncated=int(manifest["n_truncated"]),
+        tokens_lost=int(manifest["tokens_lost"]),
+        unscorable=list(range(int(manifest.get("n_without_labels", 0))))))

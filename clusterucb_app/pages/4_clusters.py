@@ -8,6 +8,7 @@ import streamlit as st
 
 from clusterucb_app import engine, rounds, state, ui
 from clusterucb_core import plots_rounds as pr
+from clusterucb_core.krule import clusters_sentences
 from clusterucb_core.plots import escape
 
 ws = ui.workspace()
@@ -216,6 +217,8 @@ if c[2].button("Unban", key="cl_unban", disabled=not ban_pick):
 left, right = st.columns([1, 1])
 with left:
     st.subheader("K scan")
+    for line in clusters_sentences(cs.meta):
+        st.caption(line)
     ks = cs.kscan if cs.kscan is not None else state.load_kscan(ws, cs.meta.get("features"))
     if ks is not None and len(ks):
         chosen = ks.loc[ks["chosen"].astype(bool), "k"] if "chosen" in ks else []

@@ -11,6 +11,7 @@ from clusterucb_core import policies, selection
 from clusterucb_core import plots_rounds as pr
 from clusterucb_core.plots import escape
 from clusterucb_core.config import SelectionSpec
+from clusterucb_core.scorable import workspace_sentence as scorable_sentence
 
 ws = ui.workspace()
 ui.header(
@@ -316,7 +317,18 @@ def live() -> None:
             if len(tab):
                 st.plotly_chart(pr.regret_chart(tab["round"], tab["recall_so_far"],
                                                 tab["cum_regret"]), key="ucb_regret")
+            from clusterucb_core import fidelity
+
+            curve = fidelity.run_curve(run.round_drawn, ex, run.n_top)
+            rand = fidelity.random_curve(ex, run.n_top, exclude=run.labels < 0)
+            st.plotly_chart(fidelity.budget_figure(curve, rand), key="ucb_budget_curve")
+            st.caption("What the budget bought: this run after each round, random draws of "
+                       "the same size (mean of 5 seeds), and exhaustive LESS (every row "
+                       "scored).")
 
 
+unscorable = scorable_sentence(ws.root)
+if unscorable and "cannot be scored" in unscorable:
+    st.warning(unscorable)
 live()
 st.page_link("pages/6_export.py", label="Next: curate & export", icon=":material/arrow_forward:")
