@@ -581,6 +581,11 @@ class Pipeline:
             summary["metrics"] = run_metrics(run, exhaustive)
         from .subtasks import coverage
 
+        meta = self.clusters.meta
+        summary["clusters"] = {"name": self.clusters.name, "k": int(self.clusters.k),
+                               "k_reason": meta.get("k_reason"),
+                               "condition": meta.get("condition", "none"),
+                               "features": (meta.get("feature_cost") or {}).get("what")}
         result = self.result(run)
         names = list(self.target.subtasks)
         code = {s: i for i, s in enumerate(names)}

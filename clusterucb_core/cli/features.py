@@ -30,6 +30,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"tokens per row, longer rows are cut (default {m.max_length})")
     g.add_argument("--template", default=m.chat_template, choices=("tulu", "model"),
                    help="chat rendering: Tulu (LESS) or the model's own chat template")
+    g.add_argument("--truncation", default=m.truncation, choices=("keep_answer", "right"),
+                   help="a row over --max-length loses its oldest prompt tokens (keep_answer, "
+                        "default) or its end (right: LESS, which can drop the whole answer)")
     g.add_argument("--device", default=m.device, help="auto | cpu | cuda | cuda:N | mps")
     g.add_argument("--dtype", default=m.dtype,
                    help="auto (bf16 on CUDA, fp32 elsewhere) | float32 | bfloat16 | float16")
@@ -49,7 +52,8 @@ def model_spec_from(args: argparse.Namespace):
 
     return ModelSpec(name_or_path=args.model or ModelSpec().name_or_path, device=args.device,
                      dtype=args.dtype, trust_remote_code=bool(args.trust_remote_code),
-                     chat_template=args.template, max_length=args.max_length)
+                     chat_template=args.template, max_length=args.max_length,
+                     truncation=args.truncation)
 
 
 def lora_spec_from(args: argparse.Namespace):

@@ -25,6 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="token limit to check rows against (default 512)")
     parser.add_argument("--template", default="tulu", choices=("tulu", "model"),
                         help="chat rendering for token counts (default tulu)")
+    parser.add_argument("--truncation", default="keep_answer", choices=("keep_answer", "right"),
+                        help="how a row over --max-length is cut (default keep_answer)")
     parser.add_argument("--strict", action="store_true",
                         help="any problem (even a warning) makes the pool unusable")
     parser.add_argument("--limit", type=int, default=50,
@@ -63,7 +65,8 @@ def _token_summary(pool, args, out) -> None:
     msgs = pool.table["messages"].tolist()
     chunk = 2048
     for start in range(0, len(msgs), chunk):
-        _, rep = encode_chats(msgs[start:start + chunk], tok, args.max_length, args.template)
+        _, rep = encode_chats(msgs[start:start + chunk], tok, args.max_length, args.template,
+                              args.truncation)
         lengths += rep.lengths
         n_trunc += rep.n_truncated
         n_nolab += rep.n_no_labels
@@ -71,9 +74,10 @@ def _token_summary(pool, args, out) -> None:
     s = sorted(lengths)
     print(f"tokens ({args.template} format, tokenizer {args.tokenizer}): min {s[0]}  median "
           f"{int(statistics.median(s))}  p95 {_pct(s, 0.95)}  max {s[-1]}", file=out)
-    print(f"  {n_trunc} rows longer than --max-length {args.max_length} (truncated when "
-          f"encoded); {n_nolab} of them keep no answer token (no gradient: flagged, never "
-          f"scored)", file=out)
+    print(f"  {n_trunc} rows longer than --max-length {args.max_length} (cut, "
+          f"{args.truncation}); {n_nolab} keep no answer token (no gradient: never scored or "
+          f"drawn" + ("; --truncation keep_answer keeps the answers" if n_nolab and
+                     args.truncation == "right" else "") + ")", file=out)
     if n_straddle:
         print(f"  note: in {n_straddle} rows the tokenizer merges the '<|assistant|>' header "
               "with the answer's first characters; that token is masked (a tokenizer that "
