@@ -140,6 +140,9 @@ def end_to_end(pool: str | None, target: str | None, limit: int | None, workdir:
           f"{min(t_exh):.1f} s ({n} gradients; all runs {', '.join(f'{t:.1f}' for t in t_exh)}); "
           f"recall of the exhaustive top-p {r:.3f}; speed-up {speedup:.2f}x, gradients "
           f"{n / max(ucb.work['reward_gradient_rows'], 1):.2f}x fewer")
+    meta = ucb.clusters.meta
+    print(f"e2e defaults: cluster features: {(meta.get('feature_cost') or {}).get('what')}; "
+          f"conditioning {meta.get('condition', 'none')}; {meta.get('k_reason')}")
     desc = f"e2e workspace {ucb.ws.root}: N={n}, K={ucb.clusters.k} ({ucb.clusters.name})"
     return ucb.clusters.labels, scores.astype(np.float64), desc, speedup
 
