@@ -43,6 +43,9 @@ if not ui.need(clusters_name is not None,
     st.stop()
 clusters = state.load_clusters(ws, clusters_name)
 n_rows = len(clusters.labels)
+unscorable = scorable_sentence(ws.root)
+if unscorable and "cannot be scored" in unscorable:
+    st.warning(unscorable)
 sources = rounds.reward_sources(ws, n_rows)
 
 try:
@@ -327,8 +330,5 @@ def live() -> None:
                        "scored).")
 
 
-unscorable = scorable_sentence(ws.root)
-if unscorable and "cannot be scored" in unscorable:
-    st.warning(unscorable)
 live()
 st.page_link("pages/6_export.py", label="Next: curate & export", icon=":material/arrow_forward:")
