@@ -147,7 +147,8 @@ def check_against_product(engine, X: np.ndarray, rows: np.ndarray, name: str) ->
                          f"(max abs {err:.2e})")
 
 
-def build_features(pipe, name: str, quick: bool, sample: int, log) -> tuple[dict, dict]:
+def build_features(pipe, name: str, quick: bool, sample: int, log, sketch: bool = True
+                   ) -> tuple[dict, dict]:
     """{candidate: features [N, d]}, {candidate: cost as a fraction of a reward gradient}.
 
     Features for every row are cached; costs are timed now, through the product's own
@@ -160,7 +161,7 @@ def build_features(pipe, name: str, quick: bool, sample: int, log) -> tuple[dict
     n = len(pipe.pool.table)
     rows = np.sort(np.random.default_rng(0).choice(n, size=min(sample, n), replace=False))
     n_layers = len(decoder_layers(reward.model))
-    specs = candidates(n_layers, quick, sketch=(name == "demo"))
+    specs = candidates(n_layers, quick, sketch=sketch and name == "demo")
     feats: dict[str, np.ndarray] = {}
     engines = {c: engine_for(pipe, s, f"{name}-{c.replace(' ', '_')}") for c, s in specs.items()}
     path_of = {c: folder / (c.replace(" ", "_") + ".npy") for c in specs}
@@ -335,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=None)
     ap.add_argument("--pools", default="demo,flan_mmlu,synthetic",
                     help="comma-separated: demo, flan_mmlu, synthetic")
+    ap.add_argument("--sample", type=int, default=None,
+                    help="rows timed for the costs (default 384; 128 with --quick)")
+    ap.add_argument("--no-sketch", action="store_true",
+                    help="leave out the top-block gradient sketch (a backward pass per row)")
     ap.add_argument("--e2e", action="store_true",
                     help="also time the whole path against exhaustive LESS on the demo")
     args = ap.parse_args(argv)
@@ -360,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             pipe = pool_pipeline(name)
             scores = pipe.exhaustive_scores().astype(np.float64)
-            feats, costs = build_features(pipe, name, args.quick, 128 if args.quick else 384,
-                                          log)
+            feats, costs = build_features(pipe, name, args.quick,
+                                          args.sample or (128 if args.quick else 384),
+                                          log, sketch=not args.no_sketch)
             baseline = default_candidate(FeatureSpec(kind="hidden", batch_size=32), pipe)
         costs_by_pool[name] = costs
         log(f"{name}: N={len(scores)}, {int(np.isfinite(scores).sum())} scorable; "
