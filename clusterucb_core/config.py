@@ -112,8 +112,10 @@ def feature_options(spec: FeatureSpec) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ClusterSpec:
-    k: int = 20  # 0 = pick by `k_rule` (krule.py)
-    k_rule: str = "silhouette"  # silhouette | size<m> (each arm ~m cold-start draws)
+    # 0: pick K by `k_rule` (krule.py). size8 (each arm ~8 cold-start draws) was chosen by
+    # bench/bench_fidelity.py: the silhouette scan picked K=2 on both real pools measured
+    k: int = 0
+    k_rule: str = "size8"  # size<m> | silhouette
     # none | center | whiten (conditioning.py): fitted once, stored with the clusters
     condition: str = "none"
     seed: int = 0

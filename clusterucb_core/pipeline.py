@@ -47,7 +47,9 @@ class RunConfig:
     warmup: WarmupSpec = WarmupSpec()
     # The clustering features need not be the reward features (METHOD.md s.3): forward-only
     # hidden states cost one forward pass per row, so clustering the whole pool stays cheap.
-    cluster_features: FeatureSpec = FeatureSpec(kind="hidden")
+    # Early exit after the first decoder block: the best recall per cost on the demo and the
+    # Flan + MMLU pools (bench/bench_fidelity.py; README "Selection fidelity").
+    cluster_features: FeatureSpec = FeatureSpec(kind="hidden", layers=1)
     reward_features: FeatureSpec = FeatureSpec(kind="gradient", mode="adam")
     reward_checkpoints: str = "last"  # last | all (LESS: lr-weighted sum over checkpoints)
     clusters: ClusterSpec = ClusterSpec()
