@@ -46,14 +46,14 @@ from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
 from clusterucb_core.config import DEMO_DIR, FeatureSpec, SelectionSpec  # noqa: E402
 from clusterucb_core.krule import RULES, choose_k  # noqa: E402
 from clusterucb_core.oracle import TableOracle, exhaustive_top, mass_share, recall  # noqa: E402
+from clusterucb_core.pipeline import RunConfig  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "fidelity"
-# ../shared/data/real beside the checkout (or beside the folder of worktrees), or $FIDELITY_REAL
-REAL = Path(os.environ["FIDELITY_REAL"]) if os.environ.get("FIDELITY_REAL") else next((p / "shared" / "data" / "real" for p in (ROOT.parent, ROOT.parent.parent)
-             if (p / "shared" / "data" / "real").exists()), ROOT.parent / "shared" / "data" / "real")
-TOP_P = 0.05
-BUDGETS = (0.1, 0.2, 0.3)
-CONDS = ("none", "center", "whiten")
+# ../shared/data/real beside the checkout or the folder of worktrees, or $FIDELITY_REAL
+_REAL_CANDIDATES = [ROOT.parent / "shared" / "data" / "real",
+                    ROOT.parent.parent / "shared" / "data" / "real"]
+REAL = Path(os.environ["FIDELITY_REAL"]) if os.environ.get("FIDELITY_REAL") else next(
+    (p for p in _REAL_CANDIDATES if p.exists()), _REAL_CANDIDATES[0])
 
 
 # ----------------------------------------------------------------------------- pools
@@ -280,11 +280,13 @@ OPTIONS = {"pooled variance (2 draws)": {"pooled_variance": 2.0},
 
 
 def pool_rows(name: str, feats: dict[str, np.ndarray], costs: dict[str, float],
-              scores: np.ndarray, seeds: int, budgets, quick: bool, baseline: str, log
-              ) -> list[dict]:
+              scores: np.ndarray, seeds: int, budgets, quick: bool, baseline: str, log,
+              default: tuple[str, str, str] | None = None) -> list[dict]:
     """Stage A: every feature x conditioning at the size rule (and the old fixed K=12 for the
     baseline features); B: every K rule for the best three and the baseline; C: the
-    beyond-the-paper options on the best."""
+    beyond-the-paper options on the best and on the defaults. `default`: (features,
+    conditioning, K rule) of the shipped defaults, always measured. --quick: the baseline,
+    the defaults and every feature at the default rule."""
     n_ok = int(np.isfinite(scores).sum())
     cold = SelectionSpec().cold_start
     rows: list[dict] = []
@@ -308,10 +310,12 @@ def pool_rows(name: str, feats: dict[str, np.ndarray], costs: dict[str, float],
                      f"recall@{b:g}": np.mean([r for r, _ in rr]),
                      f"mass@{b:g}": np.mean([m for _, m in rr])})
     add(baseline, "none", "fixed12")
+    if default is not None and default[0] in feats:
+        add(*default)
     conds = ("none", "center") if quick else CONDS
     for cname in feats:
         for cond in conds:
-            add(cname, cond, "size4")
+            add(cname, cond, default[2] if quick and default else "size4")
         log(f"  {name}: {cname} replayed")
     if quick:
         return rows
@@ -325,6 +329,8 @@ def pool_rows(name: str, feats: dict[str, np.ndarray], costs: dict[str, float],
               key=lambda r: r["recall@0.2"])
     for oname, opts in OPTIONS.items():
         add(top["features"], top["cond"], top["k_rule"], oname, opts)
+        if default is not None and default[0] in feats:
+            add(*default, oname, opts)
     return rows
 
 
@@ -362,6 +368,9 @@ def main(argv: list[str] | None = None) -> int:
         if name == "synthetic":
             X, scores, _ = synthetic_pool()
             feats, costs, baseline = {"synthetic": X}, {"synthetic": float("nan")}, "synthetic"
+            d = RunConfig()
+            default = ("synthetic", d.clusters.condition,
+                       d.clusters.k_rule if d.clusters.k == 0 else f"fixed{d.clusters.k}")
         else:
             pipe = pool_pipeline(name)
             scores = pipe.exhaustive_scores().astype(np.float64)
@@ -369,10 +378,14 @@ def main(argv: list[str] | None = None) -> int:
                                           args.sample or (128 if args.quick else 384),
                                           log, sketch=not args.no_sketch)
             baseline = default_candidate(FeatureSpec(kind="hidden", batch_size=32), pipe)
+            d = RunConfig()
+            default = (default_candidate(d.cluster_features, pipe), d.clusters.condition,
+                       d.clusters.k_rule if d.clusters.k == 0 else f"fixed{d.clusters.k}")
         costs_by_pool[name] = costs
         log(f"{name}: N={len(scores)}, {int(np.isfinite(scores).sum())} scorable; "
             f"{len(feats)} candidate features")
-        rows = pool_rows(name, feats, costs, scores, seeds, budgets, args.quick, baseline, log)
+        rows = pool_rows(name, feats, costs, scores, seeds, budgets, args.quick, baseline, log,
+                         default)
         pd.DataFrame(rows).to_csv(CACHE / f"results_{tag}_{name}.csv", index=False)
 
     frames = [pd.read_csv(p) for p in sorted(CACHE.glob(f"results_{tag}_*.csv"))]
@@ -385,8 +398,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"({len(df)} rows, {seeds} seeds, {time.perf_counter() - t_start:.0f} s; pools "
           f"computed now: {', '.join(costs_by_pool) or 'none'}, the rest from "
           f"{CACHE}/results_{tag}_*.csv)")
-
-    from clusterucb_core.pipeline import RunConfig
 
     d = RunConfig()
     demo = pool_pipeline("demo")
