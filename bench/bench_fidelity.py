@@ -54,6 +54,9 @@ _REAL_CANDIDATES = [ROOT.parent / "shared" / "data" / "real",
                     ROOT.parent.parent / "shared" / "data" / "real"]
 REAL = Path(os.environ["FIDELITY_REAL"]) if os.environ.get("FIDELITY_REAL") else next(
     (p for p in _REAL_CANDIDATES if p.exists()), _REAL_CANDIDATES[0])
+TOP_P = 0.05
+BUDGETS = (0.1, 0.2, 0.3)
+CONDS = ("none", "center", "whiten")
 
 
 # ----------------------------------------------------------------------------- pools
