@@ -263,7 +263,8 @@ def test_cluster_cli_writes_labels_summaries_and_scan(tmp_path, capsys):
     store.write(np.arange(90), X, flagged=np.arange(90) == 4)
     store.close()
 
-    assert main(["cluster", "-w", str(ws.root), "--k", "auto", "--ks", "2,3,5"]) == 0
+    assert main(["cluster", "-w", str(ws.root), "--k", "auto", "--k-rule", "silhouette",
+                 "--ks", "2,3,5"]) == 0
     out = capsys.readouterr()
     assert "clusters: K=3 ->" in out.out and "ARI=" in out.err
     got = clusterset.load_clusters(ws, "hid-kauto", features_fingerprint=FeatureStore.open(
