@@ -48,6 +48,7 @@ from . import atomic
 from .bandit import LedgerView, SelectionResult, SelectionRun, labels_fingerprint
 from .config import SelectionSpec, from_dict, to_dict
 from .oracle import mass_share, recall, scores_fingerprint
+from .sources import license_of, origin
 
 MANIFEST = "manifest.json"
 MANIFEST_KIND = "clusterucb-selection"
@@ -80,7 +81,9 @@ def _enc(text: str) -> bytes:
 def delimited_header(path: Path, delimiter: str) -> bytes:
     """The bytes of a CSV/TSV file up to the end of its header record (BOM, any blank lines
     before it and its line terminator included), read the way pool.py reads the file."""
-    data = Path(path).read_bytes()
+    from .sources import read_bytes
+
+    data = read_bytes(Path(path))  # decompressed when the pool is gzip
     text = data.decode("utf-8", "surrogateescape")
     lines = [m for m in re.split(r"(?<=\n)", text) if m]
     consumed = 0
@@ -130,7 +133,9 @@ def write_original(folder: Path, pool: Any, rows: np.ndarray) -> str:
         name = "selected.parquet"
         index = (table["line_no"].to_numpy()[rows] - 1).astype(np.int64)
         if fmt == "parquet":
-            pq.write_table(pq.read_table(pool.path).take(index), folder / name)
+            from .sources import parquet_table
+
+            pq.write_table(parquet_table(pool.path).take(index), folder / name)
         else:
             _dataset_split(pool.path).select(index.tolist()).to_parquet(str(folder / name))
     else:
@@ -340,7 +345,10 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
             "pool": {"path": str(pool.path), "resolved_path": str(Path(pool.path).resolve()),
                      "format": pool.format,
                      "shape": getattr(pool, "shape", None), "fingerprint": pool.fingerprint,
-                     "newline": pool.newline, "n_rows": n},
+                     "newline": pool.newline, "n_rows": n,
+                     "hub": origin(Path(pool.path)) if Path(pool.path).is_dir() else None,
+                     "license": license_of(Path(pool.path)) if Path(pool.path).is_dir()
+                     else None},
             "clusters": {"name": clustering, "labels_fingerprint": result.labels_fingerprint},
             "oracle": oracle_info,
             "scores_fingerprint": scores_fingerprint(result.scores),

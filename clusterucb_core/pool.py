@@ -1,7 +1,9 @@
 """Reading instruction-tuning pools into one canonical table, with a validation report.
 
 Formats: JSONL, JSON (a list, or an object holding the list under "data" or as its only list
-value), CSV, TSV, Parquet, and a Hugging Face `datasets` `save_to_disk` folder.
+value), CSV, TSV, Parquet (a file, or a folder of shards read in path order), a Hugging Face
+`datasets` `save_to_disk` folder, and a Hub dataset (`hf://ORG/NAME?config=C&split=S`, see
+sources.py). Files may be gzip-compressed (`pool.jsonl.gz`, `.json.gz`, `.csv.gz`).
 Chat shapes: `messages` (open-instruct / OpenAI: [{"role", "content"}]), `alpaca`
 (`instruction`, optional `input`, `output`), `sharegpt` (`conversations`: [{"from", "value"}]),
 and `prompt_completion` (`prompt`, `completion`: strings, or message lists). Format and shape
@@ -135,7 +137,13 @@ class Pool:
 def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
               strict: bool = False) -> Pool:
     """Read a pool file (or `datasets` folder) into the canonical table; see module doc."""
-    path = Path(path)
+    from . import sources
+
+    notes: list[str] = []
+    hub = sources.parse_hub(path)
+    path = sources.resolve(path)
+    if hub is not None:
+        notes.append(f"read from the Hub: {hub.uri} (saved at {path})")
     if not path.exists():
         raise FileNotFoundError(f"pool not found: {path}")
     if format not in ("auto",) + FORMATS:
@@ -143,18 +151,22 @@ def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
     if shape not in ("auto",) + SHAPES:
         raise PoolError(f"unknown shape {shape!r}; choose one of: auto, {', '.join(SHAPES)}")
 
-    notes: list[str] = []
     newline = "\n"
-    if path.is_dir():
+    shards = sources.parquet_shards(path) if path.is_dir() else []
+    if shards and format in ("auto", "parquet"):
+        fmt = "parquet"
+        fingerprint = _fingerprint_dir(path)
+        records = _read_parquet_shards(path, shards, notes)
+    elif path.is_dir():
         if format not in ("auto", "datasets"):
             raise PoolError(f"{path} is a folder; only format 'datasets' reads folders")
         fmt = "datasets"
         fingerprint = _fingerprint_dir(path)
         records: Iterator[_Rec] = _read_datasets(path, notes)
     else:
-        data = path.read_bytes()
+        data = sources.read_bytes(path)  # decompressed when gzip
         fingerprint = hashlib.sha256(data).hexdigest()
-        fmt = format if format != "auto" else _sniff_format(path, data)
+        fmt = format if format != "auto" else _sniff_format(sources.inner_name(path), data)
         if fmt == "json" and format == "auto" and _looks_like_jsonl(data):
             fmt = "jsonl"
             notes.append("the .json file holds one JSON object per line: read as JSONL")
@@ -168,6 +180,8 @@ def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
             newline = _newline_of(data)
             records = _read_delimited(data, "," if fmt == "csv" else "\t")
         elif fmt == "parquet":
+            if sources.is_gzip(path):
+                raise PoolError(f"{path}: Parquet is compressed inside the file; do not gzip it")
             records = _read_parquet(path)
         else:
             raise PoolError(f"{path} is a file; format 'datasets' needs a save_to_disk folder")
@@ -495,6 +509,29 @@ def _read_parquet(path: Path) -> Iterator[_Rec]:
     yield from _records_from_columns(b.to_pylist() for b in pf.iter_batches(batch_size=8192))
 
 
+def _read_parquet_shards(folder: Path, shards: list[Path], notes: list[str]) -> Iterator[_Rec]:
+    """Records of every shard in path order, numbered 1.. across the shards."""
+    import pyarrow.parquet as pq
+
+    spans, start = [], 1
+    for p in shards:
+        try:
+            n = pq.ParquetFile(p).metadata.num_rows
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds
+            raise PoolError(f"{p}: not a readable Parquet file ({exc})") from exc
+        spans.append(f"{p.relative_to(folder)}: rows {start}-{start + n - 1}")
+        start += n
+    notes.append(f"{len(shards)} Parquet shards, rows numbered across them in path order ("
+                 + "; ".join(spans[:5]) + ("; ..." if len(spans) > 5 else "") + ")")
+
+    def batches() -> Iterator[list[dict]]:
+        for p in shards:
+            for b in pq.ParquetFile(p).iter_batches(batch_size=8192):
+                yield b.to_pylist()
+
+    yield from _records_from_columns(batches())
+
+
 def _read_datasets(path: Path, notes: list[str]) -> Iterator[_Rec]:
     try:
         import datasets
@@ -529,7 +566,8 @@ def _fingerprint_dir(path: Path) -> str:
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()
                    and p.suffix in (".arrow", ".parquet", ".jsonl", ".json", ".csv", ".tsv")
-                   and p.name not in ("state.json", "dataset_info.json", "dataset_dict.json"))
+                   and p.name not in ("state.json", "dataset_info.json", "dataset_dict.json",
+                                      "clusterucb_origin.json"))
     for p in files:
         h.update(str(p.relative_to(path)).encode() + b"\0")
         with open(p, "rb") as fh:
