@@ -16,7 +16,9 @@ from typing import Any
 
 import tomli_w
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "sample_data"
+from .demo_data import find_demo_dir
+
+DEMO_DIR = find_demo_dir()  # the checkout's sample_data/, or the installed demo
 DEMO_MODEL = DEMO_DIR / "demo_model"
 DEMO_POOL = DEMO_DIR / "demo_pool.jsonl"
 

@@ -13,6 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+# projection.PROJECTORS and model dtypes, spelled here so `--help` does not import torch
+# (a test checks they agree)
+PROJECTIONS = ("rademacher", "countsketch", "srht")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
 HELP = "compute per-row gradient features (LESS) into a resumable feature store"
 
 
@@ -29,7 +34,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--template", default=m.chat_template, choices=("tulu", "model"),
                    help="chat rendering: Tulu (LESS) or the model's own chat template")
     g.add_argument("--device", default=m.device, help="auto | cpu | cuda | cuda:N | mps")
-    g.add_argument("--dtype", default=m.dtype,
+    g.add_argument("--dtype", default=m.dtype, choices=DTYPES,
                    help="auto (bf16 on CUDA, fp32 elsewhere) | float32 | bfloat16 | float16")
     g.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model folder's own Python code to run (only if you trust it)")
@@ -37,7 +42,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"LoRA rank (default {lo.rank}; LESS uses 128)")
     g.add_argument("--lora-alpha", type=int, default=lo.alpha,
                    help=f"LoRA alpha (default {lo.alpha}; LESS uses 512)")
-    g.add_argument("--lora-dropout", type=float, default=lo.dropout)
+    g.add_argument("--lora-dropout", type=float, default=lo.dropout,
+                   help=f"LoRA dropout (default {lo.dropout})")
     g.add_argument("--lora-targets", default=",".join(lo.target_modules),
                    help="comma-separated module names to adapt")
 
@@ -130,12 +136,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "hidden states), ckpt-N, SET/ckpt-N under W/checkpoints, or a folder")
     parser.add_argument("--dim", type=int, default=f.dim,
                         help=f"projected dimension (default {f.dim})")
-    parser.add_argument("--projection", default=f.projection,
+    parser.add_argument("--projection", default=f.projection, choices=PROJECTIONS,
                         help="rademacher (LESS), countsketch or srht (default "
                              f"{f.projection})")
     parser.add_argument("--seed", type=int, default=f.seed, help="projection seed")
-    parser.add_argument("--batch-size", type=int, default=f.batch_size)
-    parser.add_argument("--store-dtype", default=f.store_dtype, choices=("float16", "float32"))
+    parser.add_argument("--batch-size", type=int, default=f.batch_size,
+                        help=f"rows per forward/backward batch (default {f.batch_size})")
+    parser.add_argument("--store-dtype", default=f.store_dtype, choices=("float16", "float32"),
+                        help=f"precision of the features on disk (default {f.store_dtype})")
     parser.add_argument("--rows", default=None,
                         help="only these rows, e.g. '0:100' or '3,7,42' (default: all)")
     parser.add_argument("--target", default=None,

@@ -32,7 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-ratio", type=float, default=d.warmup_ratio,
                         help=f"share of steps with a rising learning rate (default "
                              f"{d.warmup_ratio})")
-    parser.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    parser.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                        help=f"AdamW weight decay (default {d.weight_decay})")
     parser.add_argument("--seed", type=int, default=d.seed,
                         help="seed of the row sample, LoRA init and shuffling")
     add_model_arguments(parser)
