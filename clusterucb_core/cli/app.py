@@ -54,8 +54,8 @@ def command(args: argparse.Namespace) -> list[str]:
     here = app_dir()
     entry = here / ENTRY
     if not entry.is_file():
-        raise FileNotFoundError(f"the app's entry point is missing: {entry} (reinstall "
-                                "clusterucb-studio with the [app] extra)")
+        raise FileNotFoundError(f"the app's entry point is missing: {entry} (a broken "
+                                "install: reinstall clusterucb-studio)")
     return [sys.executable, "-m", "streamlit", "run", str(entry),
             *streamlit_flags(here / CONFIG),
             f"--server.address={args.address}", f"--server.port={args.port}",
