@@ -18,7 +18,8 @@ _CHUNK = 65_536
 
 
 def compile_query(query: str, mode: str = "text", case: bool = False) -> re.Pattern[str]:
-    """The pattern for `query`: a literal substring (mode "text") or a regular expression."""
+    """The pattern for `query`: a literal substring (mode "text") or a regular expression
+    (`^` and `$` match at every line: a row's text is its id, source and turns, one a line)."""
     if mode not in MODES:
         raise ValueError(f"search mode must be one of {', '.join(MODES)}, got {mode!r}")
     if not str(query).strip():
@@ -27,7 +28,7 @@ def compile_query(query: str, mode: str = "text", case: bool = False) -> re.Patt
     if mode == "text":
         return re.compile(re.escape(str(query)), flags)
     try:
-        return re.compile(str(query), flags)
+        return re.compile(str(query), flags | re.MULTILINE)
     except re.error as exc:
         raise ValueError(f"not a valid regular expression {query!r}: {exc}") from None
 
