@@ -38,12 +38,18 @@ SPEC_CLASSES: dict[str, type] = {
 }
 
 def resolve(ws: Workspace, path: str | Path) -> Path:
+    """A path typed by the user: absolute, relative to the workspace, the project or the
+    working folder, or a Hub dataset (hf://ORG/NAME...), saved once as a local folder."""
+    from clusterucb_core import sources
+
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
     for base in (ws.root, ROOT, Path.cwd()):
         if (base / p).exists():
             return (base / p).resolve()
+    if sources.parse_hub(path) is not None:
+        return sources.resolve(path)
     return (ROOT / p).resolve()
 
 

@@ -24,7 +24,7 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
@@ -45,6 +45,7 @@ class HubRef:
     config: str | None = None
     split: str | None = None
     revision: str | None = None
+    bare: bool = field(default=False, compare=False)  # written ORG/NAME, without hf://
 
     @property
     def uri(self) -> str:
@@ -71,7 +72,7 @@ def parse_hub(text: str | os.PathLike) -> HubRef | None:
         opts = {k: (query[k][-1] or None) for k in _HUB_KEYS if k in query}
         return HubRef(repo, **opts)
     if _HUB_ID.match(s) and not Path(s).expanduser().exists():
-        return HubRef(s)
+        return HubRef(s, bare=True)
     return None
 
 
@@ -88,8 +89,11 @@ def load_hub(ref: HubRef) -> Any:
         ds = datasets.load_dataset(ref.repo, ref.config, split=ref.split,
                                    revision=ref.revision)
     except (ConnectionError, FileNotFoundError) as exc:
-        raise SourceError(f"{ref.uri}: cannot load from the Hub or its local cache "
-                          f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        what = (f"{ref.repo}: no such file or folder, and no Hub dataset of that name could be "
+                "loaded" if ref.bare else f"{ref.uri}: cannot load from the Hub or its local "
+                "cache")
+        raise SourceError(f"{what} ({type(exc).__name__}: {str(exc).splitlines()[0]})"
+                          ) from None
     except ValueError as exc:  # e.g. an unknown config or split
         raise SourceError(f"{ref.uri}: {str(exc).splitlines()[0]}") from None
     except Exception as exc:  # noqa: BLE001 - datasets raises many kinds
