@@ -138,14 +138,7 @@ def actions(ws: Any, clustering: str, picked: list[int], hits: list[int], pool: 
     which = st.radio("Act on", list(choices), horizontal=True, key="cl_act_on")
     rows = choices[which]
     lg = state.ledger(ws, clustering)
-    led = lg.state()
     labels = np.asarray(state.load_clusters(ws, clustering).labels)
-    status = ["pinned" if r in led.pinned else "rejected" if r in led.rejected else ""
-              for r in rows[:2000]]
-    if pool is not None:
-        st.dataframe(ui.preview_frame(pool.table, rows[:2000], {
-            "cluster": labels[rows[:2000]], "status": status,
-            "tags": find.tag_text(led.tags, rows[:2000])}), hide_index=True, height=240)
     b = st.columns(3)
     if b[0].button(f"Pin {len(rows):,} rows", icon=":material/push_pin:", key="cl_pin"):
         lg.pin(rows, note="map selection")
@@ -160,3 +153,11 @@ def actions(ws: Any, clustering: str, picked: list[int], hits: list[int], pool: 
             lg.ban(c, note="map selection")
         st.rerun()  # the page's counts and table show bans
     find.tag_panel(lg, rows, "cl_tags")
+    led = lg.state()  # after this run's edits: the table shows them
+    if pool is not None:
+        head = rows[:2000]
+        status = ["pinned" if r in led.pinned else "rejected" if r in led.rejected else ""
+                  for r in head]
+        st.dataframe(ui.preview_frame(pool.table, head, {
+            "cluster": labels[head], "status": status,
+            "tags": find.tag_text(led.tags, head)}), hide_index=True, height=240)

@@ -43,6 +43,35 @@ def cluster_names(cs: Any, led: Any) -> dict[int, str]:
     return names
 
 
+def with_rows(table: Any, pool: Any, rows: Sequence[int], result: Any,
+              names: dict[int, str], tags: dict[int, tuple[str, ...]]) -> Any:
+    """The selection table (`export.selection_table`) cut to `rows`, plus a line for each of
+    `rows` it does not list (never drawn: no score, not selected), in the order of `rows`."""
+    import pandas as pd
+
+    rows = np.asarray(rows, dtype=np.int64)
+    have = table[table["row"].isin(rows)]
+    new = np.setdiff1d(rows, have["row"].to_numpy())
+    t = pool.table
+    lab = np.asarray(result.labels)[new]
+    extra = pd.DataFrame({
+        "row": new, "id": t["id"].to_numpy()[new].astype(str),
+        "source": t["source"].to_numpy()[new].astype(str),
+        "line_no": t["line_no"].to_numpy()[new].astype(np.int64), "cluster": lab,
+        "cluster_label": [names.get(int(c), f"cluster {int(c)}") if c >= 0 else ""
+                          for c in lab],
+        "score": np.full(len(new), np.nan),
+        "round_drawn": pd.array([None] * len(new), dtype="Int64"),
+        "selected": np.zeros(len(new), dtype=bool),
+        "rank": pd.array([None] * len(new), dtype="Int64"),
+        "pinned": np.isin(new, list(result.pinned)),
+        "rejected": np.isin(new, list(result.rejected)),
+        "tags": tag_text(tags, new)})
+    out = pd.concat([have, extra[have.columns]], ignore_index=True) if len(new) else have
+    order = {int(r): i for i, r in enumerate(rows)}
+    return out.iloc[np.argsort([order[int(r)] for r in out["row"]], kind="stable")]
+
+
 @st.cache_resource(max_entries=2, show_spinner="Indexing the pool's text...")
 def _texts(fingerprint: str, n_rows: int, _table: Any) -> list[str]:
     return search.pool_texts(_table)
@@ -109,8 +138,8 @@ def finder(key: str, pool: Any, features: Any = None, seed_rows: Sequence[int] =
         st.error(str(exc))
 
 
-def tag_panel(lg: Any, rows: Sequence[int], key: str) -> None:
-    """Add or remove a free-form tag on `rows`."""
+def tag_panel(lg: Any, rows: Sequence[int], key: str) -> bool:
+    """Add or remove a free-form tag on `rows`; True when the ledger changed."""
     rows = [int(r) for r in rows]
     led = lg.state()
     known = list(led.tag_counts())
@@ -120,9 +149,11 @@ def tag_panel(lg: Any, rows: Sequence[int], key: str) -> None:
                           label_visibility="collapsed")
     if c[1].button("Tag", key=f"{key}_add", icon=":material/sell:",
                    disabled=not rows or not tag.strip()):
-        _edit(lambda: lg.tag(rows, tag), f"Tagged {len(rows):,} rows '{tag.strip()}'.")
+        return _edit(lambda: lg.tag(rows, tag), f"Tagged {len(rows):,} rows '{tag.strip()}'.")
     if c[2].button("Untag", key=f"{key}_rm", disabled=not rows or not tag.strip()):
-        _edit(lambda: lg.untag(rows, tag), f"Removed '{tag.strip()}' from {len(rows):,} rows.")
+        return _edit(lambda: lg.untag(rows, tag),
+                     f"Removed '{tag.strip()}' from {len(rows):,} rows.")
+    return False
 
 
 def rename_panel(lg: Any, k: int, names: dict[int, str], key: str) -> None:
@@ -137,10 +168,11 @@ def rename_panel(lg: Any, k: int, names: dict[int, str], key: str) -> None:
         st.rerun()
 
 
-def _edit(fn: Any, ok: str) -> None:
+def _edit(fn: Any, ok: str) -> bool:
     try:
         fn()
     except ValueError as exc:
         st.error(str(exc))
-    else:
-        st.toast(ok)
+        return False
+    st.toast(ok)
+    return True

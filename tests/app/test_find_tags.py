@@ -66,3 +66,50 @@ def test_bad_regex_is_a_message_not_a_crash(app_env):
     at.button(key="cl_found_go").click().run()
     assert not at.exception
     assert any("regular expression" in e.value for e in at.error)
+
+
+START = "FormSubmitter:ucb_settings-Start a new run"
+
+
+def test_curate_page_finds_undrawn_rows_tags_them_and_exports_the_tags(app_env):
+    import json
+
+    import pandas as pd
+
+    rounds = app_env("pages/5_rounds.py")
+    rounds.run()
+    rounds.button(key=START).click().run()
+    rounds.button(key="ucb_step1").click().run()  # the cold start only: most rows undrawn
+    _ok(rounds)
+    at = app_env("pages/6_export.py")
+    at.run()
+    _ok(at)
+    at.text_input(key="ex_found_q").input("poems_1")  # poems_1, poems_10..poems_19
+    at.button(key="ex_found_go").click().run()
+    _ok(at)
+    ws = Workspace.open(app_env.root / "fixture", create=False)
+    pool = load_pool(ws.root / "pool.jsonl")
+    want = [i for i, rid in enumerate(pool.table["id"]) if "poems_1" in rid]
+    table = next(df.value for df in at.dataframe if "tags" in df.value.columns)
+    assert sorted(table["row"]) == want  # drawn or not
+    assert (~table["selected"]).any()
+    # tag the first two listed rows through the table selection
+    at.session_state["ex_table"] = {"selection": {"rows": [0, 1], "columns": []}}
+    at.run()
+    at.text_input(key="ex_tags_tag").input("rhymes").run()
+    at.button(key="ex_tags_add").click().run()
+    _ok(at)
+    tagged = Ledger(ws.ledger_path, clustering="k4").state().rows_tagged("rhymes")
+    assert tagged == sorted(table["row"].iloc[:2].tolist())
+    table = next(df.value for df in at.dataframe if "tags" in df.value.columns)
+    assert set(table.loc[table["tags"] == "rhymes", "row"]) == set(tagged)
+    at.button(key="ex_save").click().run()
+    _ok(at)
+    (run_id,) = ws.list("exports")
+    out = ws.exports(run_id)
+    side = [json.loads(x) for x in (out / "tags.jsonl").read_text().splitlines()]
+    assert [d["row"] for d in side] == tagged
+    df = pd.read_parquet(out / "selection.parquet")
+    assert set(df.loc[df["tags"] == "rhymes", "row"]) == set(tagged)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["extra"]["target"] and m["tags"]["counts"] == {"rhymes": 2}
