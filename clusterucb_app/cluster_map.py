@@ -34,10 +34,21 @@ def _selection(event: Any) -> Any:
 
 
 class _Hover:
-    """Hover text per row, made only for the rows drawn (escaped: Plotly renders HTML)."""
+    """Hover text per row, made only for the rows drawn (escaped: Plotly renders HTML); the
+    pool's chats are decoded a block at a time as the rows are asked for."""
+
+    BLOCK = 4096
 
     def __init__(self, labels: np.ndarray, names: dict[int, str], pool: Any, tags: dict):
         self.labels, self.names, self.pool, self.tags = labels, names, pool, tags
+        self.blocks: dict[int, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+
+    def _block(self, b: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        if b not in self.blocks:
+            rows = np.arange(b * self.BLOCK, min((b + 1) * self.BLOCK, len(self.pool)))
+            self.blocks[b] = (self.pool.column("id", rows), self.pool.column("source", rows),
+                              [ui.first_turn(m, n=90) for m in self.pool.messages(rows)])
+        return self.blocks[b]
 
     def __getitem__(self, i: int) -> str:
         head = f"row {i} · {escape(self.names.get(int(self.labels[i]), self.labels[i]))}"
@@ -45,9 +56,9 @@ class _Hover:
             head += f"<br>tags: {escape(', '.join(self.tags[int(i)]))}"
         if self.pool is None:
             return head
-        t = self.pool.table
-        return (f"{head}<br>id {escape(t['id'].iat[i])} · {escape(t['source'].iat[i])}<br>"
-                f"{escape(ui.first_turn(t['messages'].iat[i], n=90))}")
+        ids, srcs, firsts = self._block(int(i) // self.BLOCK)
+        j = int(i) % self.BLOCK
+        return f"{head}<br>id {escape(ids[j])} · {escape(srcs[j])}<br>{escape(firsts[j])}"
 
 
 def _figure(ws: Any, xy: np.ndarray, labels: np.ndarray, names: dict[int, str], pool: Any,
@@ -64,7 +75,7 @@ def _figure(ws: Any, xy: np.ndarray, labels: np.ndarray, names: dict[int, str], 
         fig = pr.cluster_map(xy, [names.get(int(c), str(c)) if c >= 0 else "no features"
                                   for c in labels], hover=hover, title="Clusters")
     elif colour == "source":
-        fig = pr.cluster_map(xy, pool.table["source"].astype(str).to_numpy(), hover=hover,
+        fig = pr.cluster_map(xy, pool.column("source").astype(str), hover=hover,
                              title="Sources")
     else:
         scores, title = _scores(ws, len(labels), colour)
@@ -158,6 +169,6 @@ def actions(ws: Any, clustering: str, picked: list[int], hits: list[int], pool: 
         head = rows[:2000]
         status = ["pinned" if r in led.pinned else "rejected" if r in led.rejected else ""
                   for r in head]
-        st.dataframe(ui.preview_frame(pool.table, head, {
+        st.dataframe(ui.preview_frame(pool.frame(head), None, {
             "cluster": labels[head], "status": status,
             "tags": find.tag_text(led.tags, head)}), hide_index=True, height=240)

@@ -52,12 +52,11 @@ def with_rows(table: Any, pool: Any, rows: Sequence[int], result: Any,
     rows = np.asarray(rows, dtype=np.int64)
     have = table[table["row"].isin(rows)]
     new = np.setdiff1d(rows, have["row"].to_numpy())
-    t = pool.table
     lab = np.asarray(result.labels)[new]
     extra = pd.DataFrame({
-        "row": new, "id": t["id"].to_numpy()[new].astype(str),
-        "source": t["source"].to_numpy()[new].astype(str),
-        "line_no": t["line_no"].to_numpy()[new].astype(np.int64), "cluster": lab,
+        "row": new, "id": pool.column("id", new).astype(str),
+        "source": pool.column("source", new).astype(str),
+        "line_no": pool.column("line_no", new).astype(np.int64), "cluster": lab,
         "cluster_label": [names.get(int(c), f"cluster {int(c)}") if c >= 0 else ""
                           for c in lab],
         "score": np.full(len(new), np.nan),
@@ -73,12 +72,12 @@ def with_rows(table: Any, pool: Any, rows: Sequence[int], result: Any,
 
 
 @st.cache_resource(max_entries=2, show_spinner="Indexing the pool's text...")
-def _texts(fingerprint: str, n_rows: int, _table: Any) -> list[str]:
-    return search.pool_texts(_table)
+def _texts(fingerprint: str, n_rows: int, _pool: Any) -> list[str]:
+    return search.pool_texts(_pool)
 
 
 def pool_texts(pool: Any) -> list[str]:
-    return _texts(pool.fingerprint, len(pool.table), pool.table)
+    return _texts(pool.fingerprint, len(pool), pool)
 
 
 @st.cache_resource(max_entries=2, show_spinner=False)

@@ -45,10 +45,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import atomic
-from .bandit import LedgerView, SelectionResult, SelectionRun, labels_fingerprint
+from .selection import LedgerView, SelectionResult, SelectionRun, labels_fingerprint
 from .config import SelectionSpec, from_dict, to_dict
 from .oracle import mass_share, recall, scores_fingerprint
-from .sources import license_of, origin
+from .sources import source_facts
 
 MANIFEST = "manifest.json"
 MANIFEST_KIND = "clusterucb-selection"
@@ -81,9 +81,7 @@ def _enc(text: str) -> bytes:
 def delimited_header(path: Path, delimiter: str) -> bytes:
     """The bytes of a CSV/TSV file up to the end of its header record (BOM, any blank lines
     before it and its line terminator included), read the way pool.py reads the file."""
-    from .sources import read_bytes
-
-    data = read_bytes(Path(path))  # decompressed when the pool is gzip
+    data = Path(path).read_bytes()
     text = data.decode("utf-8", "surrogateescape")
     lines = [m for m in re.split(r"(?<=\n)", text) if m]
     consumed = 0
@@ -112,28 +110,27 @@ def _dataset_split(path: Path):
 def write_original(folder: Path, pool: Any, rows: np.ndarray) -> str:
     """Write the selected records in the pool's own format; returns the file name."""
     rows = np.sort(np.asarray(rows, dtype=np.int64))
-    table = pool.table
-    raws = table["raw"].to_numpy()[rows] if len(rows) else []
+    raws = pool.records(rows)  # re-read from the file by offset
     nl = _enc(pool.newline)
     fmt = pool.format
     if fmt == "jsonl":
         name = "selected.jsonl"
-        (folder / name).write_bytes(b"".join(_enc(r) + nl for r in raws))
+        (folder / name).write_bytes(b"".join(r + nl for r in raws))
     elif fmt in ("csv", "tsv"):
         name = f"selected.{fmt}"
         head = delimited_header(pool.path, "," if fmt == "csv" else "\t")
-        (folder / name).write_bytes(head + b"".join(_enc(r) + nl for r in raws))
+        (folder / name).write_bytes(head + b"".join(r + nl for r in raws))
     elif fmt == "json":
         name = "selected.json"
-        body = (b"," + nl).join(_enc(r) for r in raws)
+        body = (b"," + nl).join(raws)
         (folder / name).write_bytes(b"[" + nl + body + (nl if len(raws) else b"") + b"]" + nl)
     elif fmt in ("parquet", "datasets"):
         import pyarrow.parquet as pq
 
         name = "selected.parquet"
-        index = (table["line_no"].to_numpy()[rows] - 1).astype(np.int64)
+        index = (pool.column("line_no", rows) - 1).astype(np.int64)
         if fmt == "parquet":
-            from .sources import parquet_table
+            from .sources import parquet_table  # a file, or a folder of shards
 
             pq.write_table(parquet_table(pool.path).take(index), folder / name)
         else:
@@ -162,14 +159,13 @@ def selection_table(pool: Any, result: SelectionResult,
     rank = np.full(n, -1, dtype=np.int64)
     rank[result.rows] = np.arange(1, len(result.rows) + 1)
     rows = np.flatnonzero(keep)
-    t = pool.table
     labels = result.labels[rows]
     names = cluster_names or {}
     df = pd.DataFrame({
         "row": rows,
-        "id": t["id"].to_numpy()[rows].astype(str),
-        "source": t["source"].to_numpy()[rows].astype(str),
-        "line_no": t["line_no"].to_numpy()[rows].astype(np.int64),
+        "id": pool.column("id", rows).astype(str),
+        "source": pool.column("source", rows).astype(str),
+        "line_no": pool.column("line_no", rows).astype(np.int64),
         "cluster": labels,
         "cluster_label": [names.get(int(c), f"cluster {int(c)}") if c >= 0 else ""
                           for c in labels],
@@ -192,12 +188,11 @@ def selection_table(pool: Any, result: SelectionResult,
 def write_less_files(folder: Path, pool: Any, result: SelectionResult,
                      tags: Mapping[int, Any] | None = None) -> list[str]:
     """`sorted.csv` and `top_p{p}.jsonl` the way LESS's write_selected_data.py writes them."""
-    t = pool.table
     name = Path(pool.path).stem if Path(pool.path).suffix else Path(pool.path).name
     s = result.scores
     scored = np.flatnonzero(np.isfinite(s))
     order = scored[np.lexsort((scored, -s[scored]))]
-    line_idx = t["line_no"].to_numpy().astype(np.int64) - 1
+    line_idx = pool.column("line_no").astype(np.int64) - 1
     out = ["file name, index, score\n"]
     out += [f"{name}, {int(line_idx[r])}, {round(float(s[r]), 6)}\n" for r in order]
     (folder / "sorted.csv").write_text("".join(out), encoding="utf-8")
@@ -205,30 +200,31 @@ def write_less_files(folder: Path, pool: Any, result: SelectionResult,
     top = top_p_name(result.spec.top_p)
     if pool.format == "jsonl":
         nl = _enc(pool.newline)
-        raws = t["raw"].to_numpy()
-        data = b"".join(_enc(raws[r]) + nl for r in result.rows)
+        data = b"".join(r + nl for r in pool.records(result.rows))
     else:
-        ids, srcs, msgs = t["id"].to_numpy(), t["source"].to_numpy(), t["messages"].to_numpy()
-        def rec(r: int) -> dict[str, Any]:
-            out = {"dataset": str(srcs[r]), "id": str(ids[r]), "messages": list(msgs[r])}
+        rows = np.asarray(result.rows, dtype=np.int64)
+        ids, srcs = pool.column("id", rows), pool.column("source", rows)
+        def rec(r: int, s: Any, i: Any, m: Any) -> dict[str, Any]:
+            out = {"dataset": str(s), "id": str(i), "messages": m}
             if (tags or {}).get(r):
                 out["tags"] = list(tags[r])  # type: ignore[index]
             return out
 
-        data = b"".join(_enc(json.dumps(rec(int(r)), ensure_ascii=False)) + b"\n"
-                        for r in result.rows)
+        data = b"".join(_enc(json.dumps(rec(int(r), s, i, m), ensure_ascii=False)) + b"\n"
+                        for r, s, i, m in zip(rows, srcs, ids, pool.messages(rows)))
     (folder / top).write_bytes(data)
     return ["sorted.csv", top]
 
 
 def write_tags(folder: Path, pool: Any, tags: Mapping[int, Any] | None) -> str | None:
     """`tags.jsonl`: one {"row", "id", "tags"} per tagged row (row order); None if no tags."""
-    if not tags:
+    rows = np.array(sorted(int(r) for r, t in (tags or {}).items()
+                           if t and 0 <= int(r) < len(pool)), dtype=np.int64)
+    if not len(rows):
         return None
-    ids = pool.table["id"].to_numpy()
-    lines = [json.dumps({"row": int(r), "id": str(ids[int(r)]), "tags": list(t)},
-                        ensure_ascii=False) for r, t in sorted(tags.items())
-             if 0 <= int(r) < len(ids) and t]
+    ids = pool.column("id", rows)
+    lines = [json.dumps({"row": int(r), "id": str(i), "tags": list(tags[int(r)])},
+                        ensure_ascii=False) for r, i in zip(rows, ids)]
     (folder / "tags.jsonl").write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
     return "tags.jsonl"
 
@@ -239,17 +235,17 @@ def write_dataset(folder: Path, pool: Any, result: SelectionResult,
     """The selection as a `datasets` save_to_disk folder (pool order)."""
     import datasets
 
-    t = pool.table
     rows = np.sort(result.rows)
     names = cluster_names or {}
     pinned = set(result.pinned)
+    ids, srcs, msgs = pool.column("id", rows), pool.column("source", rows), pool.messages(rows)
     recs = []
-    for r in rows.tolist():
+    for j, r in enumerate(rows.tolist()):
         c = int(result.labels[r])
         sc = float(result.scores[r])
-        recs.append({"row": r, "id": str(t["id"].iat[r]), "source": str(t["source"].iat[r]),
+        recs.append({"row": r, "id": str(ids[j]), "source": str(srcs[j]),
                      "messages": [{"role": str(m["role"]), "content": str(m["content"])}
-                                  for m in t["messages"].iat[r]],
+                                  for m in msgs[j]],
                      "score": sc if np.isfinite(sc) else None, "cluster": c,
                      "cluster_label": names.get(c, f"cluster {c}") if c >= 0 else "",
                      "round_drawn": int(result.round_drawn[r]) if result.round_drawn[r] >= 0
@@ -296,11 +292,10 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
                      extra: dict[str, Any] | None = None) -> Path:
     """Write the export folder (see the module docstring); returns its path."""
     out_dir = Path(out_dir)
-    n = len(pool.table)
+    n = len(pool)
     if len(result.scores) != n:
         raise ValueError(f"the run covers {len(result.scores)} rows but the pool has {n}: "
                          "export with the pool the run was made on")
-    t = pool.table
     rows = np.asarray(result.rows, dtype=np.int64)
     metrics = None
     if exhaustive is not None and len(exhaustive) == n:
@@ -331,7 +326,8 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
             files["dataset"] = write_dataset(tmp, pool, result, names, tags)
         if log_path is not None and Path(log_path).exists():
             (tmp / "run").mkdir()
-            (tmp / "run" / "log.jsonl").write_bytes(Path(log_path).read_bytes())
+            raw = Path(log_path).read_bytes()  # complete lines only: a writer may be mid-line
+            (tmp / "run" / "log.jsonl").write_bytes(raw[:raw.rfind(b"\n") + 1])
         manifest = {
             "kind": MANIFEST_KIND, "version": MANIFEST_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -345,18 +341,15 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
             "pool": {"path": str(pool.path), "resolved_path": str(Path(pool.path).resolve()),
                      "format": pool.format,
                      "shape": getattr(pool, "shape", None), "fingerprint": pool.fingerprint,
-                     "newline": pool.newline, "n_rows": n,
-                     "hub": origin(Path(pool.path)) if Path(pool.path).is_dir() else None,
-                     "license": license_of(Path(pool.path)) if Path(pool.path).is_dir()
-                     else None},
+                     "newline": pool.newline, "n_rows": n, **source_facts(Path(pool.path))},
             "clusters": {"name": clustering, "labels_fingerprint": result.labels_fingerprint},
             "oracle": oracle_info,
             "scores_fingerprint": scores_fingerprint(result.scores),
             "ledger": ledger,
             "metrics": metrics,
             "selected": {"rows": [int(r) for r in rows],
-                         "ids": [str(x) for x in t["id"].to_numpy()[rows]],
-                         "line_no": [int(x) for x in t["line_no"].to_numpy()[rows]],
+                         "ids": [str(x) for x in pool.column("id", rows)],
+                         "line_no": [int(x) for x in pool.column("line_no", rows)],
                          "tags": [list(tags.get(int(r), ())) for r in rows]},
             "tags": {"rows": {str(r): list(v) for r, v in sorted(tags.items())},
                      "counts": ledger_state.tag_counts() if tags else {}},

@@ -46,16 +46,22 @@ def search_texts(texts: Iterable[str], query: str, mode: str = "text", case: boo
     return np.asarray(hits, dtype=np.int64)
 
 
-def pool_texts(table: Any) -> list[str]:
-    """The searchable text of every pool row: id, source and the chat's turns."""
-    from .clustering import row_text
+def pool_texts(pool: Any) -> list[str]:
+    """The searchable text of every pool row: id, source and the chat's turns, one a line.
+    `pool` is a `Pool` (read through its columns, a block of chats at a time) or a table."""
+    from .summaries import row_text
 
-    ids = table["id"].astype(str).to_numpy()
-    srcs = table["source"].astype(str).to_numpy()
-    if "text" in table.columns:
-        body = table["text"].astype(str).to_numpy()
-    else:
-        body = [row_text(m) for m in table["messages"].to_numpy()]
+    if hasattr(pool, "messages") and callable(pool.messages):
+        ids, srcs = pool.column("id"), pool.column("source")
+        out: list[str] = []
+        for lo in range(0, len(ids), _CHUNK):
+            chats = pool.messages(np.arange(lo, min(lo + _CHUNK, len(ids))))
+            out += [f"{i}\n{s}\n{row_text(m)}" for i, s, m in
+                    zip(ids[lo:lo + _CHUNK], srcs[lo:lo + _CHUNK], chats)]
+        return out
+    ids = pool["id"].astype(str).to_numpy()
+    srcs = pool["source"].astype(str).to_numpy()
+    body = [row_text(m) for m in pool["messages"].to_numpy()]
     return [f"{i}\n{s}\n{b}" for i, s, b in zip(ids, srcs, body)]
 
 

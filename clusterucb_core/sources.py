@@ -12,14 +12,16 @@ and the app's path box all accept):
 `resolve(text)` turns any of these into a local path the readers already know: a Hub dataset
 is loaded with `datasets.load_dataset` (its own cache, so `HF_HUB_OFFLINE=1` /
 `HF_DATASETS_OFFLINE=1` work from a cache filled earlier) and saved once with `save_to_disk`
-under `hub_cache()` (env `CLUSTERUCB_HUB_CACHE`, default `~/.cache/clusterucb/hub`), keyed by
-the dataset's fingerprint. The pool then has a stable local path for the workspace, the
-export of its original rows and the manifest, which also records the hub URI.
+under `cache_root()/hub` (env `CLUSTERUCB_CACHE`, default `~/.cache/clusterucb`), keyed by
+the dataset's fingerprint. A `.gz` file is decompressed once under `cache_root()/gunzip`, so
+records keep byte offsets into a plain file. The pool then has a stable local path for the
+workspace, the export of its original rows and the manifest, which also records the origin.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -76,9 +78,10 @@ def parse_hub(text: str | os.PathLike) -> HubRef | None:
     return None
 
 
-def hub_cache() -> Path:
-    return Path(os.environ.get("CLUSTERUCB_HUB_CACHE",
-                               Path.home() / ".cache" / "clusterucb" / "hub")).expanduser()
+def cache_root() -> Path:
+    """Where Hub datasets and decompressed files are kept (env CLUSTERUCB_CACHE)."""
+    return Path(os.environ.get("CLUSTERUCB_CACHE",
+                               Path.home() / ".cache" / "clusterucb")).expanduser()
 
 
 def load_hub(ref: HubRef) -> Any:
@@ -115,7 +118,7 @@ def materialise(ref: HubRef, root: Path | None = None) -> Path:
     """A `save_to_disk` folder of the Hub dataset (made once per dataset fingerprint)."""
     ds = load_hub(ref)
     slug = re.sub(r"[^\w.-]+", "_", ref.uri[len(SCHEME):])
-    folder = (root or hub_cache()) / f"{slug}-{ds._fingerprint[:16]}"
+    folder = (root or cache_root() / "hub") / f"{slug}-{ds._fingerprint[:16]}"
     if (folder / ORIGIN_FILE).exists():
         return folder
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}.part")
@@ -132,20 +135,46 @@ def materialise(ref: HubRef, root: Path | None = None) -> Path:
 
 
 def resolve(text: str | os.PathLike) -> Path:
-    """A local path for `text`: itself, or the materialised Hub dataset it names."""
+    """A local path for `text`: itself, the materialised Hub dataset it names, or the
+    decompressed copy of a `.gz` file."""
     ref = parse_hub(text)
-    return Path(text).expanduser() if ref is None else materialise(ref)
+    if ref is not None:
+        return materialise(ref)
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gz":
+        return gunzip(path)
+    return path
 
 
-def origin(path: Path) -> str | None:
-    """The hub URI a materialised folder came from, else None."""
-    f = Path(path) / ORIGIN_FILE
+def origin(path: Path) -> dict[str, Any]:
+    """Where a materialised folder or a decompressed file came from ({"hub": uri} or
+    {"gzip": path}); {} for a path the user gave directly."""
+    path = Path(path)
+    f = (path if path.is_dir() else path.parent) / ORIGIN_FILE
     if not f.is_file():
-        return None
+        return {}
     try:
-        return str(json.loads(f.read_text())["hub"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+        data = json.loads(f.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: data[k] for k in ("hub", "gzip") if isinstance(data, dict) and data.get(k)}
+
+
+def source_facts(path: Path) -> dict[str, Any]:
+    """For a manifest: the hub URI or gzip file a pool came from, and its declared licence."""
+    o = origin(path)
+    return {"hub": o.get("hub"), "gzip": o.get("gzip"),
+            "license": license_of(path) if Path(path).is_dir() else None}
+
+
+def note(path: Path) -> str | None:
+    """A line for the pool's notes saying where it came from, when not given directly."""
+    o = origin(path)
+    if o.get("hub"):
+        return f"read from the Hub: {o['hub']} (saved at {path})"
+    if o.get("gzip"):
+        return f"decompressed from {o['gzip']} (to {path})"
+    return None
 
 
 def license_of(path: Path) -> str | None:
@@ -163,25 +192,30 @@ def license_of(path: Path) -> str | None:
 
 
 # --------------------------------------------------------------------------- files
-def is_gzip(path: Path) -> bool:
-    return Path(path).suffix.lower() == ".gz"
-
-
-def inner_name(path: Path) -> Path:
-    """`pool.jsonl.gz` -> `pool.jsonl` (the name that says the format)."""
-    path = Path(path)
-    return path.with_suffix("") if is_gzip(path) else path
-
-
-def read_bytes(path: Path) -> bytes:
-    """The file's content, decompressed when it is gzip."""
-    data = Path(path).read_bytes()
-    if is_gzip(path) or data[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(data)
-        except (OSError, EOFError) as exc:
-            raise SourceError(f"{path}: not a readable gzip file ({exc})") from None
-    return data
+def gunzip(path: Path, root: Path | None = None) -> Path:
+    """The decompressed copy of a `.gz` file (made once per file version), so the readers
+    keep byte offsets into a plain file and the export re-reads records from it."""
+    path = Path(path).resolve()
+    st = path.stat()
+    key = hashlib.sha256(f"{path}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:16]
+    folder = (root or cache_root() / "gunzip") / key
+    out = folder / path.with_suffix("").name
+    if (folder / ORIGIN_FILE).exists() and out.is_file():
+        return out
+    tmp = folder.with_name(f".{key}.{os.getpid()}.part")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with gzip.open(path, "rb") as src, open(tmp / out.name, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+    except (OSError, EOFError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SourceError(f"{path}: not a readable gzip file ({exc})") from None
+    (tmp / ORIGIN_FILE).write_text(json.dumps({"gzip": str(path)}))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return out
 
 
 def parquet_shards(folder: Path) -> list[Path]:
