@@ -19,13 +19,19 @@ import pytest
 
 from clusterucb_core import export as ex
 from clusterucb_core import hub_export, sources
-from clusterucb_core.bandit import SelectionRun
+from clusterucb_core.selection import SelectionRun
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.curation import Ledger
 from clusterucb_core.oracle import TableOracle
 from clusterucb_core.pool import load_pool
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    """Hub copies and decompressed files go under tmp, not the user's ~/.cache."""
+    monkeypatch.setenv("CLUSTERUCB_CACHE", str(tmp_path / "cache"))
 
 
 def recs(n=12, subtask=False):
@@ -88,6 +94,7 @@ def test_gzip_files_give_the_same_report_and_rows(tmp_path, fmt):
     assert len(b.report.errors) == 1
     assert b.table["line_no"].tolist() == a.table["line_no"].tolist()
     assert b.fingerprint == a.fingerprint  # the content, not its compression
+    assert any(n.startswith(f"decompressed from {packed.resolve()}") for n in b.notes)
     if fmt == "csv":  # the export writes the header of the decompressed file
         run = SelectionRun(np.zeros(len(b.table), dtype=np.int64),
                            TableOracle(np.arange(len(b.table), dtype=float)),
@@ -170,7 +177,7 @@ def test_hub_ids_resolve_from_a_local_cache_offline(tmp_path):
     prepare_hub_cache(cache, "org/target", recs(6, subtask=True), None)
     env = {**os.environ, "HF_DATASETS_CACHE": str(cache), "HF_HOME": str(tmp_path / "home"),
            "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-           "CLUSTERUCB_HUB_CACHE": str(tmp_path / "materialised"),
+           "CLUSTERUCB_CACHE": str(tmp_path / "cache"),
            "PYTHONPATH": str(ROOT)}
     code = textwrap.dedent("""
         import json
@@ -197,7 +204,7 @@ def test_hub_ids_resolve_from_a_local_cache_offline(tmp_path):
     res = json.loads(lines[-2])
     assert res["n"] == 10 and res["ids"] == [f"r{i}" for i in range(10)]
     assert res["same"] and res["fmt"] == "datasets"
-    assert res["origin"] == "hf://org/pool?split=train"
+    assert res["origin"] == {"hub": "hf://org/pool?split=train"}
     assert res["license"] == "cc-by-4.0"
     assert any("read from the Hub: hf://org/pool" in n for n in res["notes"])
     assert res["subtasks"] == ["even", "odd"]

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from clusterucb_core import mapselect, search
-from clusterucb_core.plots import map_figure
+from clusterucb_core.plots_rounds import cluster_map
 
 
 def brute_in_polygon(pts: np.ndarray, vx, vy) -> np.ndarray:
@@ -41,9 +41,9 @@ def test_lasso_over_a_thinned_map_returns_every_row_inside():
     rng = np.random.default_rng(0)
     xy = rng.normal(size=(60_000, 2))
     xy[::97] = np.nan  # rows without features are never inside
-    fig, note = map_figure(xy, max_points=2_000)
-    assert note and "2,000" in note  # the browser draws a sample ...
-    drawn = {int(r) for tr in fig.data for r in np.asarray(tr.customdata)[:, 0]}
+    fig = cluster_map(xy, np.zeros(len(xy), dtype=int), max_points=2_000)
+    assert "2,000" in fig.layout.title.text  # the browser draws a sample ...
+    drawn = {int(r) for tr in fig.data for r in np.asarray(tr.customdata).reshape(-1)}
     vx, vy = star()
     got = mapselect.rows_in_selection(xy, {"lasso": [{"x": vx, "y": vy}], "points": []})
     want = brute_in_polygon(xy, vx, vy)
