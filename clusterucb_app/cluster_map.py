@@ -117,8 +117,8 @@ def map_fragment(ws: Any, cs: Any, pool: Any, clustering: str, xy: np.ndarray) -
         + (["exhaustive score"] if state.exhaustive_scores(ws, len(labels)) is not None
            else []) + (["score (current run)"] if rounds.current_id(ws) is not None else [])
     colour = st.radio("Colour by", opts, horizontal=True, key="cl_colour")
-    # the chart's last selection (its widget state), so "more like this" can start from it
-    # before the chart is drawn again
+    # the chart's selection (its widget state, the same as the event it returns below), so
+    # "more like this" can start from it before the chart is drawn
     picked = mapselect.rows_in_selection(xy, _selection(st.session_state.get(MAP_KEY)))
     if pool is not None:
         find.finder(FOUND, pool, find.features_of(ws, cs), seed_rows=picked)
@@ -128,9 +128,8 @@ def map_fragment(ws: Any, cs: Any, pool: Any, clustering: str, xy: np.ndarray) -
         fig = go.Figure(fig)  # a copy: the cached base stays without highlights
         fig.add_trace(find.highlight_trace(xy, hits["rows"], f"found: {hits['label']}"))
         st.caption(f"Found {len(hits['rows']):,} rows ({hits['label']}), ringed on the map.")
-    event = st.plotly_chart(fig, key=MAP_KEY, on_select="rerun",
-                            selection_mode=("points", "box", "lasso"))
-    picked = mapselect.rows_in_selection(xy, _selection(event))
+    st.plotly_chart(fig, key=MAP_KEY, on_select="rerun",
+                    selection_mode=("points", "box", "lasso"))  # its state gave `picked`
     note = state.map_note(ws, len(labels))
     st.caption((f"{note} " if note else "") + "Drag a box or lasso (toolbar, top right of the "
                "map) to select rows: every row inside the shape is selected, also those not "

@@ -8,7 +8,8 @@ refresh or a server restart.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -28,8 +29,8 @@ def highlight_trace(xy: np.ndarray, rows: Sequence[int], name: str) -> go.Scatte
     rows = rows[np.isfinite(np.asarray(xy)[rows]).all(axis=1)] if len(rows) else rows
     return go.Scattergl(x=np.asarray(xy)[rows, 0], y=np.asarray(xy)[rows, 1], mode="markers",
                         name=escape(name), customdata=rows, hoverinfo="skip",
-                        marker=dict(size=11, symbol="circle-open", color="#111",
-                                    line=dict(width=2)))
+                        marker={"size": 11, "symbol": "circle-open", "color": "#111",
+                                "line": {"width": 2}})
 
 
 def tag_text(tags: dict[int, tuple[str, ...]], rows: Sequence[int]) -> list[str]:

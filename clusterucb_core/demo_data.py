@@ -27,7 +27,7 @@ def find_demo_dir() -> Path:
     except (ImportError, ValueError):
         spec = None
     if spec is not None and spec.submodule_search_locations:
-        return Path(list(spec.submodule_search_locations)[0])
+        return Path(next(iter(spec.submodule_search_locations)))
     return _CHECKOUT
 
 

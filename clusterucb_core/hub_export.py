@@ -88,10 +88,9 @@ def dataset_card(manifest: dict[str, Any], repo_id: str | None = None) -> str:
     spec = f["spec"]
     body = [
         f"# {title}", "",
-        f"{n:,} instruction-tuning rows chosen from the pool `{f['pool']}` by "
-        "ClusterUCB Studio data selection: LESS gradient-influence scores "
-        "against a target set, with the scoring budget spent by a UCB bandit over clusters of "
-        "the pool.", "",
+        (f"{n:,} instruction-tuning rows chosen from the pool `{f['pool']}` by ClusterUCB "
+         "Studio data selection: LESS gradient-influence scores against a target set, with the "
+         "scoring budget spent by a UCB bandit over clusters of the pool."), "",
         "## Provenance", "",
         "| | |", "|---|---|",
         f"| source pool | `{f['pool']}` ({f['pool_format']}) |",
@@ -114,11 +113,11 @@ def dataset_card(manifest: dict[str, Any], repo_id: str | None = None) -> str:
         body += ["## Tags", "", "| tag | rows |", "|---|---|",
                  *[f"| {t} | {c:,} |" for t, c in f["tags"].items()], ""]
     body += ["## Files", "",
-             "* `data/train.parquet`: the selection (`messages` in chat form, `score`, "
-             "`cluster`, `cluster_label`, `round_drawn`, `pinned`, `tags`).",
+             ("* `data/train.parquet`: the selection (`messages` in chat form, `score`, "
+              "`cluster`, `cluster_label`, `round_drawn`, `pinned`, `tags`)."),
              "* `selection.parquet`: every drawn, pinned or rejected row and its status.",
-             "* `manifest.json`: every setting, seed, fingerprint and package version, enough "
-             "to reproduce the selection.", ""]
+             ("* `manifest.json`: every setting, seed, fingerprint and package version, "
+              "enough to reproduce the selection."), ""]
     return "\n".join(head + body)
 
 

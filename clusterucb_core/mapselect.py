@@ -11,7 +11,8 @@ polygon may fall either way (as in the browser), a point on a box edge is inside
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -9,7 +9,8 @@ memory-mapped `FeatureStore` (never the whole matrix in memory at once).
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 

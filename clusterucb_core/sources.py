@@ -61,8 +61,7 @@ def parse_hub(text: str | os.PathLike) -> HubRef | None:
     if s.startswith(SCHEME):
         parts = urlsplit(s)
         repo = (parts.netloc + parts.path).strip("/")
-        if repo.startswith("datasets/"):
-            repo = repo[len("datasets/"):]
+        repo = repo.removeprefix("datasets/")
         if not _HUB_ID.match(repo):
             raise SourceError(f"{s!r} is not a hub dataset: expected hf://ORG/NAME"
                               "[?config=C&split=S&revision=R]")

@@ -13,7 +13,6 @@ import time
 
 import numpy as np
 import pytest
-
 from e2e_support import ARGS, ARTIFACTS, CHROMIUM, idle, no_error
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -23,8 +22,8 @@ K = 12
 
 
 def build(root, n: int) -> str:
-    from clusterucb_core.kmeans import KMeansResult
     from clusterucb_core.clusterset import save_clusters
+    from clusterucb_core.kmeans import KMeansResult
     from clusterucb_core.workspace import Workspace
 
     name = f"map{n // 1000}k"

@@ -103,8 +103,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_demo_and_app(tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()"
-                                "['purelib'])"], check=True, capture_output=True,
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    site = Path(subprocess.run([str(py), "-c", code], check=True, capture_output=True,
                                text=True).stdout.strip())
     # the test environment's packages, after the venv's own (a plain path: its .pth files,
     # e.g. an editable install of this checkout, are not run)
@@ -118,7 +118,8 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_demo_and_app(tmp_path):
     work.mkdir()
 
     def run(*cmd: str) -> str:
-        out = subprocess.run(list(cmd), cwd=work, env=env, capture_output=True, text=True)
+        out = subprocess.run(list(cmd), cwd=work, env=env, capture_output=True, text=True,
+                             check=False)
         assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
         return out.stdout
 
@@ -135,10 +136,10 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_demo_and_app(tmp_path):
     assert '"selected"' in out and (work / "ws" / "exports" / "ucb" / "manifest.json").is_file()
 
     port = _free_port()
-    log = open(tmp_path / "app.log", "wb")
-    proc = subprocess.Popen([clu, "app", "--port", str(port), "--workspaces", "wss"], cwd=work,
-                            env=env, stdout=log, stderr=subprocess.STDOUT,
-                            start_new_session=True)
+    with open(tmp_path / "app.log", "wb") as log:
+        proc = subprocess.Popen([clu, "app", "--port", str(port), "--workspaces", "wss"],
+                                cwd=work, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     try:
         while True:  # until the server answers (or dies)
             try:
@@ -152,5 +153,4 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_demo_and_app(tmp_path):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
-        log.close()
     shutil.rmtree(wheels)

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from clusterucb_core import export as ex
-from clusterucb_core.selection import SelectionRun
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.curation import Ledger
 from clusterucb_core.oracle import TableOracle
 from clusterucb_core.pool import load_pool
+from clusterucb_core.selection import SelectionRun
 
 N = 30
 
