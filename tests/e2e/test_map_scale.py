@@ -75,6 +75,8 @@ def test_first_paint_and_lasso_at_scale(server, n):
                                     args=ARGS + ["--enable-unsafe-swiftshader"])
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
         page.set_default_timeout(600_000)
+        got: list[int] = []  # bytes of every websocket frame the browser receives
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda f: got.append(len(f))))
         t0 = time.perf_counter()
         page.goto(f"{server['url']}/clusters?ws={name}")
         chart = page.locator('[data-testid="stPlotlyChart"]').first
@@ -98,12 +100,18 @@ def test_first_paint_and_lasso_at_scale(server, n):
         for x, y in pts[1:] + pts[:1]:
             page.mouse.move(x, y, steps=8)
         drag = time.perf_counter() - t1  # Plotly selects the drawn points on every move
-        t1 = time.perf_counter()
+        t1, before = time.perf_counter(), sum(got)
         page.mouse.up()
         label = page.get_by_text(re.compile(r"map selection \([\d,]+\)")).first
         label.wait_for()
         lasso = time.perf_counter() - t1
         idle(page, timeout=600)
+        lasso_bytes = sum(got) - before
+        before = sum(got)  # a click in the action panel reruns only the panel
+        page.locator(".st-key-cl_pin button").first.click()
+        page.get_by_text(re.compile(r"Pinned [\d,]+ rows")).first.wait_for()
+        idle(page, timeout=600)
+        pin_bytes = sum(got) - before
         n_sel = int(re.search(r"\(([\d,]+)\)", label.inner_text()).group(1).replace(",", ""))
         # the lasso as the chart recorded it (data coordinates): Plotly keeps the drawn shape
         path = page.evaluate("""() => { const g = document.querySelector('.js-plotly-plot');
@@ -118,8 +126,10 @@ def test_first_paint_and_lasso_at_scale(server, n):
     want = inside(xy, vx, vy)
     print(f"\nmap {n:,} points ({drawn:,} drawn): first paint {paint:.1f} s; lasso drawn in "
           f"{drag:.1f} s, then {n_sel:,} rows selected {lasso:.1f} s after release (brute "
-          f"force over all rows: {want:,})")
+          f"force over all rows: {want:,}); sent to the browser: {lasso_bytes:,} bytes after "
+          f"the lasso, {pin_bytes:,} after a pin")
     assert drawn <= min(n, 100_000)
     assert n_sel == want, (n_sel, want)
+    assert pin_bytes * 10 < lasso_bytes  # the pin did not re-send the points
     if drawn < n:
         assert n_sel > want * drawn / n * 2  # far more than the drawn points inside
