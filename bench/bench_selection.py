@@ -85,7 +85,8 @@ def end_to_end(pool: str | None, target: str | None, limit: int | None, workdir:
     from dataclasses import replace
 
     from clusterucb_core.cli.demo import DEMO_CONFIG
-    from clusterucb_core.pipeline import Pipeline, load_config
+    from clusterucb_core.config import load_config
+    from clusterucb_core.pipeline import Pipeline
 
     cfg = load_config(DEMO_CONFIG)
     cfg = replace(cfg, pool=pool or cfg.pool, target=target or cfg.target, make_map=False,

@@ -76,7 +76,6 @@ def new_run_id() -> str:
 
 def create(ws: Workspace, spec: SelectionSpec, clustering: str, source: str) -> str:
     """Start a new run (nothing drawn yet) and make it the workspace's current run."""
-    selection.validate_spec(spec)
     clusters = state.load_clusters(ws, clustering)
     labels = np.asarray(clusters.labels)
     oracle = make_oracle(ws, source, len(labels))

@@ -20,15 +20,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence, get_args
 
 import numpy as np
+
+from .config import POLICY
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import SelectionSpec
 
-POLICIES: tuple[str, ...] = ("ucb_beta", "ucb1", "thresh_hard", "thresh_normal", "random",
-                             "thompson")
+POLICIES: tuple[str, ...] = get_args(POLICY)
 
 # streams of SeedSequence([seed, stream, index])
 STREAM_POLICY = 0

@@ -131,7 +131,7 @@ class RaceSpec:
             raise ValueError(f"two contestants share the name {dup[0]!r}; give one a label")
         for c in self.contestants:
             c.check()
-            selection.validate_spec(self.selection_spec(c, self.seeds[0]))
+            self.selection_spec(c, self.seeds[0])  # a SelectionSpec checks itself
         if int(self.grid_points) < 2:
             raise ValueError("grid_points must be >= 2")
 

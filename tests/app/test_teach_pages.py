@@ -74,7 +74,7 @@ def test_playground_new_arms_from_the_form(app_env):
     at.number_input(key="pg_budget").set_value(0.001)
     at.button(key="FormSubmitter:pg_policies-Apply (starts the rounds over)").click().run()
     assert not at.exception
-    assert at.error and "top_p (0.05) cannot exceed the budget" in at.error[0].value
+    assert at.error and "top_p = 0.05: cannot exceed the budget" in at.error[0].value
     saved = json.loads((app_env.root / "fixture" / "playground.json").read_text())
     assert saved["shared"]["budget"] == 0.2
 
