@@ -35,6 +35,13 @@ POOL_SHAPE = Literal["auto", "messages", "alpaca", "sharegpt", "prompt_completio
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
+def check_device(device: Any) -> str:
+    """A device name torch understands here (auto picks CUDA, else MPS, else CPU)."""
+    if not isinstance(device, str) or not _DEVICE.match(device):
+        raise ConfigError("device", device, "must be auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
 class ConfigError(ValueError):
     """A setting that breaks its rule: `key = value: rule`."""
 
@@ -172,8 +179,7 @@ class ModelSpec(Spec):
     max_length: int = _f(512, 8)
 
     def check(self) -> None:
-        if not _DEVICE.match(self.device):
-            raise ConfigError("device", self.device, "must be auto, cpu, cuda, cuda:N or mps")
+        check_device(self.device)
 
 
 @dataclass(frozen=True)
@@ -214,6 +220,8 @@ class ClusterSpec(Spec):
     tol: float = _f(1e-4, 0)
     minibatch: bool = False
     batch_size: int = _f(4096, 1)
+    # k-means++ restarts, the lowest inertia kept
+    n_init: int = field(default=3, metadata={"lo": 1, "added": True})
 
     @property
     def auto_k(self) -> bool:

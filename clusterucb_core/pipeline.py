@@ -214,7 +214,7 @@ class Pipeline:
             self.log("clusters: the features would not fit in memory; streaming mini-batches")
         result = cluster_features(store, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
                                   minibatch=minibatch, batch_size=spec.batch_size,
-                                  progress=self.progress("k-means"))
+                                  n_init=spec.n_init, progress=self.progress("k-means"))
         summary = summarize_clusters(self.pool.table, result.labels, store, result.centroids)
         save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint, spec=spec,
                       features_name=store.path.name, summary=summary, kscan=scan)
