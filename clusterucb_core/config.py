@@ -209,6 +209,8 @@ class FeatureSpec(Spec):
     seed: int = _f(0, 0)
     batch_size: int = _f(16, 1)
     store_dtype: Literal["float16", "float32"] = "float16"
+    # local: one process or torchrun ranks; ray: actors (ray_engine.py)
+    engine: Literal["local", "ray"] = "local"
 
 
 @dataclass(frozen=True)

@@ -75,13 +75,14 @@ class Pipeline:
     def pool(self):
         from .pool import load_pool
 
-        pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape)
+        pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape,
+                         cache_dir=self.ws.pool_cache())
         rep = pool.report
-        self.log(f"pool: {len(pool.table)} rows from {pool.path} ({pool.format}, {pool.shape})"
+        self.log(f"pool: {len(pool)} rows from {pool.path} ({pool.format}, {pool.shape})"
                  + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))
         self.ws.update_meta(pool={"path": str(pool.path), "fingerprint": pool.fingerprint,
                                   "format": pool.format, "shape": pool.shape,
-                                  "n_rows": len(pool.table)})
+                                  "n_rows": len(pool)})
         return pool
 
     @cached_property
@@ -169,15 +170,21 @@ class Pipeline:
     # ------------------------------------------------------------------ clustering
     @cached_property
     def cluster_store(self):
-        from .features import compute_features, store_name
+        from .features import FeatureEngine, store_name
 
         spec = self.cfg.cluster_features
         # Hidden states come from the base model; gradients use the warm-up checkpoint.
         ckpt = self.checkpoints[0] if spec.kind == "gradient" and self.checkpoints else None
         path = self.ws.features(store_name(spec, ckpt))
         self.log(f"cluster features: {spec.kind} -> {path.name}")
-        store = compute_features(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path,
-                                 progress=self.progress("cluster features"))
+        engine = FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path)
+        if spec.engine == "ray":
+            from .ray_engine import compute_with_ray
+
+            compute_with_ray(engine, progress=self.progress("cluster features"))
+            store = engine.store()
+        else:
+            store = engine.compute(progress=self.progress("cluster features"))
         self.work["cluster_feature_rows"] = store.n_rows
         return store
 
@@ -215,7 +222,7 @@ class Pipeline:
         result = cluster_features(store, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
                                   minibatch=minibatch, batch_size=spec.batch_size,
                                   n_init=spec.n_init, progress=self.progress("k-means"))
-        summary = summarize_clusters(self.pool.table, result.labels, store, result.centroids)
+        summary = summarize_clusters(self.pool.frame(), result.labels, store, result.centroids)
         save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint, spec=spec,
                       features_name=store.path.name, summary=summary, kscan=scan)
         self.log(f"clusters: K={k} saved as {name}")
@@ -309,7 +316,7 @@ class Pipeline:
         if known is not None:
             return known
         self.log("exhaustive scoring: a gradient for every row")
-        scores = self.oracle.score(np.arange(len(self.pool.table)))
+        scores = self.oracle.score(np.arange(len(self.pool)))
         with atomic.atomic_path(self.scores_path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, scores)
@@ -403,7 +410,7 @@ class Pipeline:
                               progress=self.progress("dynamic epoch"), rows=rows,
                               init_checkpoint=pipe.reward_checkpoints[0])[-1]
                 pipe = self.at_checkpoint(ckpt)
-        n = len(self.pool.table)
+        n = len(self.pool)
         spent = sum(s["work"]["reward_gradient_rows"] for s in steps)
         summary = {"run_id": self.cfg.run_id, "dynamic_rounds": steps,
                    "work": {"reward_gradient_rows": spent,

@@ -124,8 +124,8 @@ def lazy_oracle(ws: Any, clustering: str, n_rows: int) -> Any:
     except ValueError as exc:
         raise ValueError(f"lazy rewards compute gradients with the workspace's model and "
                          f"target, and {exc}; or pass --scores FILE.npy") from None
-    if len(pipe.pool.table) != n_rows:
-        raise ValueError(f"the workspace's pool has {len(pipe.pool.table)} rows but clustering "
+    if len(pipe.pool) != n_rows:
+        raise ValueError(f"the workspace's pool has {len(pipe.pool)} rows but clustering "
                          f"{clustering!r} has {n_rows}")
     return pipe.oracle
 
