@@ -36,10 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clusterucb_core.policies import POLICIES  # noqa: E402
-from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
 from clusterucb_core.config import SelectionSpec  # noqa: E402
 from clusterucb_core.oracle import TableOracle, exhaustive_top, recall  # noqa: E402
+from clusterucb_core.policies import POLICIES  # noqa: E402
+from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
 
 BUDGETS = (0.1, 0.2, 0.3, 0.5)
 COLDS = (0.0, 0.05)

@@ -16,8 +16,8 @@ import numpy as np
 import streamlit as st
 
 from clusterucb_core import policies, runs, selection
-from clusterucb_core.runlog import RunMeta
 from clusterucb_core.config import SelectionSpec
+from clusterucb_core.runlog import RunMeta
 from clusterucb_core.workspace import Workspace
 
 from . import state

@@ -9,8 +9,9 @@ job process imports this module).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from clusterucb_core.config import config_from_dict
 from clusterucb_core.progress import Progress

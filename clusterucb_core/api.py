@@ -8,7 +8,8 @@ value and the rule (`budget = 2: must be a finite number > 0 and <= 1`).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -259,7 +260,7 @@ class FeatureEngine:
             out.close()
         return self._store
 
-    def as_sgd(self) -> "FeatureEngine":
+    def as_sgd(self) -> FeatureEngine:
         """This engine (same model, projector) computing plain SGD gradients (for targets)."""
         import copy
         from dataclasses import replace

@@ -12,16 +12,16 @@ uses the same `Pipeline` so the browser and the CLI meet at the same files.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from . import atomic
-from .config import (RunConfig, SelectionSpec, config_from_dict, config_to_dict,
-                     fingerprint, to_dict)
+from .config import RunConfig, SelectionSpec, config_from_dict, config_to_dict, fingerprint, to_dict
 from .workspace import Workspace, check_name
 
 Log = Callable[[str], None]
@@ -41,7 +41,7 @@ class Pipeline:
                      "target_gradient_rows": 0}
 
     @classmethod
-    def from_workspace(cls, root: str | Path, log: Log | None = print) -> "Pipeline":
+    def from_workspace(cls, root: str | Path, log: Log | None = print) -> Pipeline:
         """The pipeline last configured in a workspace (the app and `clusterucb select`
         continue where `run`/`demo` or the browser left off)."""
         ws = Workspace.open(root, create=False)
@@ -136,7 +136,7 @@ class Pipeline:
         return warmup(self.pool, self.cfg.model, self.cfg.lora, self.cfg.warmup, out,
                       progress=self.progress("warm-up"))
 
-    def at_checkpoint(self, checkpoint: str | Path) -> "Pipeline":
+    def at_checkpoint(self, checkpoint: str | Path) -> Pipeline:
         """The same pool, target and clusters, with rewards taken at another checkpoint."""
         other = Pipeline.__new__(Pipeline)
         other.cfg, other.ws, other._log = self.cfg, self.ws, self._log

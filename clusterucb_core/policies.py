@@ -18,9 +18,10 @@ A policy that needs randomness in round `r` (`random`, `thompson`) gets a genera
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Sequence, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 
@@ -83,7 +84,7 @@ class ArmStats:
     @classmethod
     def from_rewards(cls, rewards: Sequence[Sequence[float]],
                      remaining: Sequence[int] | None = None,
-                     banned: Sequence[int] | Sequence[bool] | None = None) -> "ArmStats":
+                     banned: Sequence[int] | Sequence[bool] | None = None) -> ArmStats:
         """Build statistics from per-arm reward lists (NaN = an unscorable draw).
 
         `remaining` defaults to 1 per arm (every arm still drawable); `banned` is either a

@@ -41,8 +41,14 @@ import numpy as np
 from . import runlog
 from .config import SelectionSpec, from_dict, to_dict
 from .oracle import Oracle
-from .policies import (STREAM_ORDER, ArmStats, from_json_values,
-                       jsonable_values, policy_for, policy_rng)
+from .policies import (
+    STREAM_ORDER,
+    ArmStats,
+    from_json_values,
+    jsonable_values,
+    policy_for,
+    policy_rng,
+)
 
 
 def count_of(fraction: float, n: int) -> int:

@@ -41,7 +41,7 @@ class Workspace:
     root: Path
 
     @classmethod
-    def open(cls, root: str | Path, create: bool = True) -> "Workspace":
+    def open(cls, root: str | Path, create: bool = True) -> Workspace:
         root = Path(root).expanduser().resolve()
         if not root.exists():
             if not create:

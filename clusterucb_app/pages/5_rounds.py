@@ -7,10 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from clusterucb_app import rounds, state, ui
-from clusterucb_core import policies, selection
 from clusterucb_core import plots_rounds as pr
-from clusterucb_core.plots import escape
+from clusterucb_core import policies, selection
 from clusterucb_core.config import SelectionSpec
+from clusterucb_core.plots import escape
 
 ws = ui.workspace()
 ui.header(

@@ -23,8 +23,8 @@ _SPEC_FLAGS = {"policy": "policy", "beta": "beta", "cold_start": "cold_start",
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..policies import POLICIES
     from ..config import SelectionSpec
+    from ..policies import POLICIES
 
     d = SelectionSpec()
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")

@@ -38,7 +38,7 @@ def _wrong_values(cls: type, f: dataclasses.Field) -> list[object]:
         out = ["nope", 3]
     elif origin is tuple:
         out = [5, [1.5]]
-    elif typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    elif typing.get_origin(hint) in (typing.Union, __import__("types").UnionType):
         out = ["twelve", -1, 2.5]
     else:
         return []
