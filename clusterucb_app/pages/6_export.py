@@ -42,7 +42,7 @@ if len(pool.table) != run.N:
              "pool the run was made on (Pool page).")
     st.stop()
 
-from clusterucb_core.export import export_selection, selection_table  # noqa: E402
+from clusterucb_core.export import selection_table  # noqa: E402
 
 lg = state.ledger(ws, clustering)
 led = lg.state()

@@ -21,8 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ..config import load_config
     from ..demo_data import require_demo
-    from ..pipeline import load_config
     from .run import run_config
 
     folder = require_demo("demo_run.toml", "demo_pool.jsonl", "demo_model", "targets")
