@@ -331,16 +331,27 @@ class Pipeline:
     # ------------------------------------------------------------------ rewards
     @cached_property
     def reward_engines(self):
-        """One loaded model per reward checkpoint, kept alive so lazy rounds reuse it."""
+        """One engine per reward checkpoint, kept alive so lazy rounds reuse it; they share
+        one base model, each checkpoint a named adapter on it."""
         from .features import FeatureEngine, store_name
+        from .model import SharedBase
 
         spec = self.cfg.reward_features
         if spec.mode == "adam" and not self.checkpoints:
             self.log("reward features: no warm-up checkpoint, so plain SGD gradients")
             spec = replace(spec, mode="sgd")
+        base = SharedBase(self.cfg.model)
         return [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec,
-                              self.ws.features(store_name(spec, ck)))
+                              self.ws.features(store_name(spec, ck)), base=base)
                 for ck in self.reward_checkpoints]
+
+    def release_engines(self) -> None:
+        """Free the reward engines' model (before a warm-up loads another in this process)."""
+        from .model import free_memory
+
+        for eng in self.__dict__.pop("reward_engines", []):
+            eng.release()
+        free_memory()
 
     @cached_property
     def target_features(self) -> tuple[list[np.ndarray], np.ndarray]:
@@ -493,6 +504,8 @@ class Pipeline:
             steps.append(step)
             if r + 1 < rounds:
                 rows = pipe.selection(run_id).selected()
+                pipe.release_engines()
+                self.release_engines()
                 ck_dir = self.ws.checkpoints(f"{self.cfg.run_id}-dyn{r + 1}")
                 ckpt = warmup(self.pool, self.cfg.model, self.cfg.lora, epoch, ck_dir,
                               progress=self.progress("dynamic epoch"), rows=rows,
