@@ -55,6 +55,12 @@ class WarmupSpec:
     warmup_ratio: float = 0.03
     weight_decay: float = 0.0
     seed: int = 0
+    # Rows per forward; the optimiser step still sees `batch_size` rows (gradient
+    # accumulation, same objective). 0 = the whole batch on the CPU, planned from free memory
+    # on CUDA; halved on an out-of-memory error either way.
+    micro_batch_size: int = 0
+    gradient_checkpointing: bool = False  # recompute activations in the backward (less memory)
+    max_grad_norm: float = 1.0  # clip the step's gradient norm (LESS: 1.0); 0 = no clipping
 
 
 @dataclass(frozen=True)

@@ -143,6 +143,8 @@ def plan(s: ModelShape, device_bytes: int, max_length: int = 2048,
         # (the bmm's output and the Adam transform's)
         fixed = 4 * s.lora_coords + 3 * 4 * max(
             [s.lora_rank * (a + b) for a, b in s.target_dims()] or [0])
+    elif kind == "train":  # LoRA training: activations only (its gradient is tiny)
+        act, fixed = activation_bytes_per_token(s, checkpointing), 0
     else:
         act, fixed = forward_bytes_per_token(s), 0
     return Plan(device_bytes=int(device_bytes), weights_bytes=int(weights),

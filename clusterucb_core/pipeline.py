@@ -127,6 +127,18 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     return out
 
 
+def warmup_key(spec: WarmupSpec) -> dict[str, Any]:
+    """The warm-up settings that change its checkpoints: not how rows are split into
+    micro-batches or whether activations are recomputed (the same objective), and no clipping
+    (0) keys as warm-ups made before clipping existed."""
+    d = to_dict(spec)
+    d.pop("micro_batch_size")
+    d.pop("gradient_checkpointing")
+    if not d["max_grad_norm"]:
+        d.pop("max_grad_norm")
+    return d
+
+
 class Pipeline:
     """One configured run over one workspace; each property computes its stage once."""
 
@@ -203,7 +215,7 @@ class Pipeline:
         c = self.cfg
         # The model by content, not path: a moved repository or workspace keeps its warm-up.
         key = fingerprint(self.pool.fingerprint, weights_fingerprint(c.model.name_or_path),
-                          replace(c.model, name_or_path=""), c.lora, c.warmup)
+                          replace(c.model, name_or_path=""), c.lora, warmup_key(c.warmup))
         return self.ws.checkpoints(f"warmup-{key[:8]}")
 
     def warmup_ready(self) -> bool:
