@@ -10,6 +10,7 @@ import argparse
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -184,7 +185,12 @@ def parse_rows(text: str | None, n: int):
     return rows
 
 
+DIST_TIMEOUT = timedelta(hours=6)  # collectives: ranks may start (load a model) far apart
+
+
 def _init_distributed() -> tuple[int, int, bool]:
+    """Join the torchrun group: NCCL on this process's GPU (LOCAL_RANK % GPUs, refusing more
+    processes than GPUs), gloo on CPUs; a long collective timeout either way."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, False
@@ -192,14 +198,31 @@ def _init_distributed() -> tuple[int, int, bool]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if torch.cuda.is_available():
+            from ..model import local_cuda_index
+
+            local = torch.device("cuda", local_cuda_index())
             torch.cuda.set_device(local)
-            dist.init_process_group(backend=backend, device_id=local)
+            dist.init_process_group(backend="nccl", device_id=local, timeout=DIST_TIMEOUT)
         else:
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend="gloo", timeout=DIST_TIMEOUT)
     return dist.get_rank(), dist.get_world_size(), True
+
+
+def wait_for_ranks(tag: str) -> None:
+    """Every rank says it is done; rank 0 waits until all have (the others go on).
+
+    Not a collective: ranks that finish their shares hours apart do not hit any timeout, and
+    nobody spins on a GPU while waiting. A rank that crashes ends the whole torchrun job."""
+    import torch.distributed as dist
+
+    store = dist.distributed_c10d._get_default_store()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    store.set(f"clusterucb/{tag}/{rank}", "1")
+    if rank == 0:
+        keys = [f"clusterucb/{tag}/{r}" for r in range(world)]
+        while not store.check(keys):
+            time.sleep(1.0)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -240,9 +263,7 @@ def run(args: argparse.Namespace) -> int:
         store = engine.compute(rows, progress=ProgressLine("rows", prefix=prefix),
                                rank=rank, world=world)
         if distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
+            wait_for_ranks("features")
         if rank == 0:
             flagged = int(store.flagged.sum())
             print(f"store {store.path}: {store.n_done}/{store.n_rows} rows done, "
