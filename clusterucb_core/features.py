@@ -34,7 +34,6 @@ with the same projector; they are cached in W/targets/<name>/ keyed by the same 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
