@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT)
+	$(VENV)/bin/streamlit run clusterucb_app/streamlit_app.py --server.address 127.0.0.1 --server.port $(PORT)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

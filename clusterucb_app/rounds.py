@@ -1,7 +1,7 @@
 """Selection runs as the UCB Rounds page uses them: create, reopen, step, keep in sync.
 
 A run's whole state is its log in `W/runs/<run_id>/log.jsonl` (written by
-`bandit.SelectionRun`). This module only keeps the live object in the browser session and
+`selection.SelectionRun`). This module only keeps the live object in the browser session and
 reopens it from the log when another tab (or the CLI) moved it on, so two tabs never append
 conflicting rounds. The header's `meta` records which clustering and which reward source the
 run uses, so a refresh or a restart reopens it exactly.
@@ -9,15 +9,14 @@ run uses, so a refresh or a restart reopens it exactly.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from clusterucb_core import bandit
+from clusterucb_core import policies, runs, selection
+from clusterucb_core.runlog import RunMeta
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.workspace import Workspace
 
@@ -32,14 +31,11 @@ _SESSION = "_ucb_runs"
 
 def run_ids(ws: Workspace) -> list[str]:
     """Runs with a log, newest first."""
-    ids = [r for r in ws.list("runs") if (ws.runs(r) / bandit.LOG_NAME).exists()]
-    return sorted(ids, key=lambda r: (ws.runs(r) / bandit.LOG_NAME).stat().st_mtime,
-                  reverse=True)
+    return runs.run_ids(ws)
 
 
 def header(ws: Workspace, run_id: str) -> dict[str, Any]:
-    with open(ws.runs(run_id) / bandit.LOG_NAME, "rb") as fh:
-        return json.loads(fh.readline())
+    return runs.run_log(ws, run_id).header()
 
 
 def reward_sources(ws: Workspace, n_rows: int) -> list[str]:
@@ -52,10 +48,8 @@ def reward_sources(ws: Workspace, n_rows: int) -> list[str]:
 
 
 def lazy_available(ws: Workspace) -> bool:
-    try:
-        from clusterucb_app import engine
-    except ImportError:
-        return False
+    from clusterucb_app import engine
+
     return engine.lazy_oracle_available(ws)
 
 
@@ -82,15 +76,13 @@ def new_run_id() -> str:
 
 def create(ws: Workspace, spec: SelectionSpec, clustering: str, source: str) -> str:
     """Start a new run (nothing drawn yet) and make it the workspace's current run."""
-    bandit.validate_spec(spec)
+    selection.validate_spec(spec)
     clusters = state.load_clusters(ws, clustering)
     labels = np.asarray(clusters.labels)
     oracle = make_oracle(ws, source, len(labels))
     run_id = new_run_id()
-    lg = state.ledger(ws, clustering)
-    run = bandit.SelectionRun(labels, oracle, spec, ws.runs(run_id), lg,
-                              meta={"clustering": clustering, "reward": source,
-                                    "workspace": ws.name})
+    run = runs.new_run(ws, run_id, spec, RunMeta(clustering=clustering, reward=source,
+                                                 workspace=ws.name), oracle)
     _remember(ws, run_id, run)
     ws.update_meta(current_run=run_id)
     return run_id
@@ -104,15 +96,15 @@ def current_id(ws: Workspace) -> str | None:
     return ids[0] if ids else None
 
 
-def _log_size(run: bandit.SelectionRun) -> int:
+def _log_size(run: selection.SelectionRun) -> int:
     return run.log_path.stat().st_size if run.log_path and run.log_path.exists() else 0
 
 
-def _remember(ws: Workspace, run_id: str, run: bandit.SelectionRun) -> None:
+def _remember(ws: Workspace, run_id: str, run: selection.SelectionRun) -> None:
     st.session_state.setdefault(_SESSION, {})[(str(ws.root), run_id)] = (run, _log_size(run))
 
 
-def get(ws: Workspace, run_id: str) -> bandit.SelectionRun:
+def get(ws: Workspace, run_id: str) -> selection.SelectionRun:
     """The live run, reopened from its log when it is not in this session or has moved on."""
     cache = st.session_state.setdefault(_SESSION, {})
     key = (str(ws.root), run_id)
@@ -129,23 +121,18 @@ def get(ws: Workspace, run_id: str) -> bandit.SelectionRun:
         oracle = make_oracle(ws, source, len(labels))
     except Exception:  # noqa: BLE001 - read-only: the run shows, but cannot draw
         oracle = None
-    run = bandit.SelectionRun.open(ws.runs(run_id), labels, oracle,
-                                   state.ledger(ws, clustering))
+    run = runs.open_run(ws, run_id, oracle, labels=labels)
     _remember(ws, run_id, run)
     return run
 
 
 def run_inputs(ws: Workspace, run_id: str) -> tuple[str | None, str]:
-    """(clustering name, reward source) a run was made with. Runs made by the CLI pipeline
-    record `clusters` and score lazily; runs made here record `clustering` and `reward`."""
-    meta = header(ws, run_id).get("meta") or {}
-    clustering = meta.get("clustering") or meta.get("clusters") or \
-        state.current_clusters_name(ws)
-    source = meta.get("reward") or REWARD_LAZY
-    return clustering, source
+    """(clustering name, reward source) a run was made with."""
+    meta = runs.read_meta(ws, run_id)
+    return meta.clustering or state.current_clusters_name(ws), meta.reward
 
 
-def step(ws: Workspace, run_id: str, n: int = 1) -> list[bandit.RoundRecord]:
+def step(ws: Workspace, run_id: str, n: int = 1) -> list[selection.RoundRecord]:
     run = get(ws, run_id)
     out = []
     for _ in range(int(n)):
@@ -156,7 +143,7 @@ def step(ws: Workspace, run_id: str, n: int = 1) -> list[bandit.RoundRecord]:
     return out
 
 
-def preview(run: bandit.SelectionRun) -> dict[str, Any] | None:
+def preview(run: selection.SelectionRun) -> dict[str, Any] | None:
     """What the next round will do and why (the same decision `step()` will take)."""
     if run.done:
         return None
@@ -166,14 +153,14 @@ def preview(run: bandit.SelectionRun) -> dict[str, Any] | None:
                 "sentence": f"Next: the cold start draws {int(counts.sum())} rows: "
                             f"max(floor(|C_k|·{run.spec.cold_start:g}), 1) from each of "
                             f"{int((counts > 0).sum())} clusters."}
-    decision = run.policy.decide(run.stats(), bandit.policy_rng(run.spec.seed, run.next_round))
+    decision = run.policy.decide(run.stats(), policies.policy_rng(run.spec.seed, run.next_round))
     m = int(min(run.spec.draw_batch, run.budget_total - run.budget_used,
                 run.remaining[decision.arm]))
     return {"arm": int(decision.arm), "values": decision.values,
             "sentence": f"Next: {decision.sentence} It will draw {m} rows."}
 
 
-def history(run: bandit.SelectionRun) -> dict[str, Any]:
+def history(run: selection.SelectionRun) -> dict[str, Any]:
     """Per-round arrays for the history charts."""
     recs = run.records
     rounds = [r.round for r in recs]
@@ -182,7 +169,3 @@ def history(run: bandit.SelectionRun) -> dict[str, Any]:
     per_round = [float(np.nansum(r.rewards)) if len(r.rewards) else 0.0 for r in recs]
     return {"rounds": rounds, "values": values, "cum_reward": list(np.cumsum(per_round)),
             "budget_used": [r.budget_used for r in recs]}
-
-
-def ensure_log_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ from clusterucb_core import atomic
 @dataclass(frozen=True)
 class Step:
     title: str
-    page: str  # page script, relative to app.py
+    page: str  # page script, relative to streamlit_app.py
     text: str
 
 

@@ -144,7 +144,7 @@ def _sidebar_status(ws: Workspace) -> None:
 
 
 def workspace() -> Workspace:
-    """The open workspace (pages call this; app.py's sidebar has chosen it)."""
+    """The open workspace (pages call this; streamlit_app.py's sidebar has chosen it)."""
     name = st.session_state.get(WS_KEY) or _choose_name()
     return open_workspace(name)
 

@@ -10,7 +10,7 @@ import dataclasses
 import hashlib
 import json
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,7 @@ class FeatureSpec:
     seed: int = 0
     batch_size: int = 16
     store_dtype: str = "float16"  # float16 | float32
+    engine: str = "local"  # local (one process or torchrun ranks) | ray (actors, ray_engine.py)
 
 
 @dataclass(frozen=True)

@@ -19,14 +19,14 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from . import atomic
+from .progress import Progress, report
 from .config import LoraSpec, ModelSpec, WarmupSpec, to_dict
 
-Progress = Callable[..., None]
 
 
 def select_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
@@ -41,10 +41,16 @@ def select_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
 
 
 def pool_identity(pool: Any) -> tuple[Any, str]:
-    """(table, fingerprint) of a `pool.Pool` or a bare table with a `messages` column."""
+    """(table, fingerprint) of a bare table with a `messages` column, or (the Pool itself,
+    its fingerprint): a Pool is read through its accessors (`pool.chats`), never as a whole
+    DataFrame."""
     import hashlib
     import json
 
+    from .pool import Pool
+
+    if isinstance(pool, Pool):
+        return pool, pool.fingerprint
     table = getattr(pool, "table", pool)
     fp = getattr(pool, "fingerprint", None)
     if fp is None:
@@ -54,15 +60,6 @@ def pool_identity(pool: Any) -> tuple[Any, str]:
             h.update(b"\n")
         fp = h.hexdigest()
     return table, str(fp)
-
-
-def _report(progress: Progress | None, done: int, total: int, message: str, **extra: Any) -> None:
-    if progress is not None:
-        progress(done, total, message, **extra)
-    else:
-        from . import jobs
-
-        jobs.report(done, total, message, **extra)
 
 
 def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSpec,
@@ -82,6 +79,7 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
 
     from . import model as M
     from .formatting import encode_chats
+    from .pool import chats
 
     _refuse_other_ranks()
     if spec.epochs < 1 and spec.max_steps <= 0:
@@ -104,7 +102,7 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
         model, tok, device, dtype = M.load_model(model_spec)
     else:
         model, tok, device, dtype = M.prepare_model(model_spec, lora_spec, init_checkpoint)
-    msgs = [list(table["messages"].iat[int(r)]) for r in rows]
+    msgs = chats(table, rows)
     encs, rep = encode_chats(msgs, tok, model_spec.max_length, model_spec.chat_template)
     keep = [i for i, e in enumerate(encs) if e.n_labels > 0]
     if not keep:
@@ -185,7 +183,7 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
             lrs.append(lr)
             losses.append(loss_value)
             rate = step / max(time.perf_counter() - t0, 1e-9)
-            _report(progress, step, total, f"epoch {epoch}/{epochs} step {step}/{total} "
+            report(progress, step, total, f"epoch {epoch}/{epochs} step {step}/{total} "
                     f"loss {loss_value:.4f}", loss=loss_value, epoch=epoch, lr=lr, rate=rate,
                     eta_s=(total - step) / rate)
         if not lrs:

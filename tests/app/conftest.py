@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+ENTRY = ROOT / "clusterucb_app" / "streamlit_app.py"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
@@ -41,8 +42,10 @@ def _pool_lines() -> list[str]:
 
 
 def build_workspace(root: Path, name: str = "fixture") -> Path:
-    from clusterucb_core.clustering import save_clusters, spherical_kmeans, summarize_clusters
+    from clusterucb_core.clusterset import save_clusters
+    from clusterucb_core.kmeans import spherical_kmeans
     from clusterucb_core.pool import load_pool
+    from clusterucb_core.summaries import summarize_clusters
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(root / name)
@@ -94,7 +97,7 @@ def app_env(tmp_path, monkeypatch):
     monkeypatch.setenv("CLUSTERUCB_WORKSPACES", str(root))
 
     def make(page: str | None = None, ws: str = "fixture") -> AppTest:
-        at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+        at = AppTest.from_file(str(ENTRY), default_timeout=60)
         at.session_state["ws_name"] = ws
         if page:
             at.switch_page(page)

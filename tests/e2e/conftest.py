@@ -1,4 +1,5 @@
-"""Browser tests' shared pieces: a `streamlit run app.py` server on a free localhost port.
+"""Browser tests' shared pieces: a `streamlit run clusterucb_app/streamlit_app.py` server on a
+free localhost port.
 
 Skips every browser test, with the reason, when Debian's Chromium or Playwright is missing.
 """
@@ -36,7 +37,8 @@ def _streamlit(base: Path, env: dict[str, str]) -> Iterator[str]:
     log_path = base / "server.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+            [sys.executable, "-m", "streamlit", "run",
+             str(ROOT / "clusterucb_app" / "streamlit_app.py"),
              "--server.port", str(port), "--server.address", "127.0.0.1",
              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1", **env), stdout=log,

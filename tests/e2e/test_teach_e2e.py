@@ -30,8 +30,8 @@ def _fixture_workspace(root: Path) -> None:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.build_workspace(root)
-    from clusterucb_core.bandit import SelectionRun
-    from clusterucb_core.clustering import load_clusters
+    from clusterucb_core.selection import SelectionRun
+    from clusterucb_core.clusterset import load_clusters
     from clusterucb_core.config import SelectionSpec
     from clusterucb_core.oracle import TableOracle
     from clusterucb_core.workspace import Workspace
@@ -68,8 +68,8 @@ def page(server):
         pg = ctx.new_page()
         pg.set_default_timeout(60_000)
         # A deep link (/playground) as the server's very first request is served in
-        # Streamlit's old pages/ mode (no app.py, no sidebar) until one session has run
-        # app.py's st.navigation; open the root once, as a user's first visit does.
+        # Streamlit's old pages/ mode (no entry script, no sidebar) until one session has
+        # run streamlit_app.py's st.navigation; open the root once, as a user's first visit does.
         pg.goto(server["url"] + "/?ws=demo")
         pg.get_by_role("heading", level=1).first.wait_for()
         idle(pg)

@@ -7,7 +7,7 @@ import pandas as pd
 import streamlit as st
 
 from clusterucb_app import rounds, state, ui
-from clusterucb_core import bandit
+from clusterucb_core import policies, selection
 from clusterucb_core import plots_rounds as pr
 from clusterucb_core.plots import escape
 from clusterucb_core.config import SelectionSpec
@@ -65,9 +65,9 @@ with st.expander("Settings — start a new run", expanded=cur_id is None):
                    "checkpoint and target) so rows can be scored on demand.")
     with st.form("ucb_settings"):
         c = st.columns(4)
-        policy = c[0].selectbox("Policy", bandit.POLICIES,
-                                index=bandit.POLICIES.index(defaults.policy)
-                                if defaults.policy in bandit.POLICIES else 0,
+        policy = c[0].selectbox("Policy", policies.POLICIES,
+                                index=policies.POLICIES.index(defaults.policy)
+                                if defaults.policy in policies.POLICIES else 0,
                                 help="ucb_beta: mean + β·std (the paper). ucb1: classic UCB1. "
                                      "thresh_*: share of draws above the top-quantile. "
                                      "random: baseline. thompson: Gaussian Thompson sampling.")
@@ -85,8 +85,8 @@ with st.expander("Settings — start a new run", expanded=cur_id is None):
         reward = c[3].selectbox("Reward source", sources or ["(none yet)"],
                                 format_func=lambda s: rounds.REWARD_LABELS.get(s, s))
         st.caption(f"Pool: {n_rows:,} rows in {clusters.k} clusters ('{clusters_name}'). "
-                   f"Budget {budget:g} → {bandit.count_of(budget, n_rows):,} rows scored; "
-                   f"top-p {top_p:g} → {bandit.count_of(top_p, n_rows):,} rows selected.")
+                   f"Budget {budget:g} → {selection.count_of(budget, n_rows):,} rows scored; "
+                   f"top-p {top_p:g} → {selection.count_of(top_p, n_rows):,} rows selected.")
         submitted = st.form_submit_button("Start a new run", type="primary",
                                           disabled=not sources)
     if submitted:
@@ -172,7 +172,7 @@ def live() -> None:
                 rounds.step(ws, cur_id, 10**9)
         elif st.session_state.get("ucb_play") and not (play or reset):
             rounds.step(ws, cur_id, 1)
-    except bandit.RunFinished:
+    except selection.RunFinished:
         pass
     except Exception as exc:  # noqa: BLE001
         st.session_state["ucb_play"] = False
