@@ -267,3 +267,17 @@ def test_memory_plan_of_a_7b_model():
     n = budget.rows([2048] * 16, 0)
     assert n == h200.rows_at_max_length
     assert budget.rows([256] * 16, 0) > n  # shorter rows: more of them per batch
+
+
+def test_expandable_segments_by_default_unless_the_user_chose():
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, clusterucb_core; print(os.environ['PYTORCH_CUDA_ALLOC_CONF'])"
+    env = {k: v for k, v in os.environ.items() if k != "PYTORCH_CUDA_ALLOC_CONF"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "expandable_segments:True", out.stderr
+    env["PYTORCH_CUDA_ALLOC_CONF"] = "max_split_size_mb:128"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "max_split_size_mb:128", out.stderr
