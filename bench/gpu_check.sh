@@ -48,13 +48,13 @@ fi
 export PYTHONPATH="$PWD:$SHIM" PYTHONUNBUFFERED=1 PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-say "1/2 bench_gpu_plan: Llama-2-7B shape, LoRA r=128, 2048 tokens (limit 210 s)"
-timeout 210 "$PY" bench/bench_gpu_plan.py 2>&1 | tee "$OUT/bench_gpu_plan.txt"
+say "1/2 bench_gpu_plan: Llama-2-7B shape, LoRA r=128, 2048 tokens (limit 190 s)"
+timeout 190 "$PY" bench/bench_gpu_plan.py 2>&1 | tee "$OUT/bench_gpu_plan.txt"
 BENCH=${PIPESTATUS[0]}
 say "bench exit $BENCH"
 
-say "2/2 CUDA tests (limit 120 s)"
-timeout 120 "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_cuda.py 2>&1 \
+say "2/2 CUDA tests (limit 140 s)"
+timeout 140 "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_cuda.py 2>&1 \
     | tee "$OUT/test_cuda.txt"
 TESTS=${PIPESTATUS[0]}
 say "tests exit $TESTS"
