@@ -281,3 +281,34 @@ def test_expandable_segments_by_default_unless_the_user_chose():
     env["PYTORCH_CUDA_ALLOC_CONF"] = "max_split_size_mb:128"
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.strip() == "max_split_size_mb:128", out.stderr
+
+
+def test_pipeline_reward_checkpoints_share_one_model_and_are_freed(monkeypatch, tmp_path,
+                                                                  tiny_pool_file, mspec,
+                                                                  make_chats):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from clusterucb_core.pipeline import Pipeline, RunConfig
+
+    target = tmp_path / "target.jsonl"
+    target.write_text("".join(json.dumps({"subtask": "ab"[i % 2], "messages": m}) + "\n"
+                              for i, m in enumerate(make_chats(6, seed=7))))
+    cfg = RunConfig(workspace=str(tmp_path / "ws"), pool=str(tiny_pool_file), target=str(target),
+                    model=mspec, lora=LORA, reward_checkpoints="all",
+                    warmup=WarmupSpec(fraction=0.25, epochs=2, batch_size=4,
+                                      learning_rate=1e-3),
+                    reward_features=FeatureSpec(kind="gradient", mode="adam", dim=32,
+                                                batch_size=8))
+    pipe = Pipeline(cfg, log=None)
+    assert len(pipe.checkpoints) == 2  # the warm-up loads its own model, before counting
+    calls: list[str] = []
+    real = AutoModelForCausalLM.from_pretrained
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained",
+                        lambda *a, **k: (calls.append(str(a[0])), real(*a, **k))[1])
+    engines = pipe.reward_engines
+    assert len(engines) == 2 and len(calls) == 1 and engines[0].model is engines[1].model
+    pipe.compute_reward_rows(np.arange(6))
+    pipe.release_engines()
+    assert "reward_engines" not in pipe.__dict__ and engines[0].model is None
