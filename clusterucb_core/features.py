@@ -127,17 +127,25 @@ class FeatureEngine:
                 self.adam_state = M.load_adam_state(self.model, self.checkpoint_dir)
             self.blocks = G.lora_blocks(self.model)
             self.dim_in = sum(b.numel for b in self.blocks)
-            self.projector = make_projector(feature_spec.projection, self.dim_in,
-                                            feature_spec.dim, seed=feature_spec.seed,
-                                            device=self.device)
+            key = (feature_spec.projection, self.dim_in, int(feature_spec.dim),
+                   int(feature_spec.seed), str(self.device))
+            shared = self._shared.projectors if self._shared is not None else {}
+            if key not in shared:
+                shared[key] = make_projector(feature_spec.projection, self.dim_in,
+                                             feature_spec.dim, seed=feature_spec.seed,
+                                             device=self.device)
+            self.projector = shared[key]
             self.dim = int(feature_spec.dim)
         else:
             self.dim = G.hidden_size(self.model)
         self.model_fp = M.weights_fingerprint(model_spec.name_or_path)
         self.identity = self._identity()
         self._store = None
-        self.budget = initial_budget(self.model, feature_spec, model_spec.max_length,
-                                     self.projector)
+        budgets = self._shared.budgets if self._shared is not None else {}
+        if feature_spec.kind not in budgets:
+            budgets[feature_spec.kind] = initial_budget(self.model, feature_spec,
+                                                        model_spec.max_length, self.projector)
+        self.budget = budgets[feature_spec.kind]
 
     def activate(self) -> None:
         """Make this engine's adapter the active one of a shared base model."""

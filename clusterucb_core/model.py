@@ -310,6 +310,10 @@ class SharedBase:
         self.model = None
         self.tok = self.device = self.dtype = None
         self._names: dict[str, str] = {}
+        # what engines on this model share besides the weights: one projector per map (a
+        # 0.67 GB hash at 7B) and one learnt batch budget per feature kind
+        self.projectors: dict[tuple, Any] = {}
+        self.budgets: dict[str, Any] = {}
 
     def adapter(self, checkpoint_dir: str | Path) -> str:
         """The adapter name of a checkpoint, loading it on first use."""
@@ -340,6 +344,8 @@ class SharedBase:
     def close(self) -> None:
         self.model = None
         self._names.clear()
+        self.projectors.clear()
+        self.budgets.clear()
         free_memory()
 
 

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .features import FeatureEngine, Progress, _report
+from .features import FeatureEngine
+from .progress import Progress, report as _report
 
 
 class _FeatureActor:

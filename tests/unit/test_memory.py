@@ -184,6 +184,8 @@ def test_two_checkpoints_share_one_base_model(monkeypatch, pool, mspec, tmp_path
     engines = [F.FeatureEngine(pool, mspec, LORA, ck, spec, tmp_path / f"shared{i}", base=base)
                for i, ck in enumerate(ckpts)]
     assert len(calls) == 1
+    assert engines[0].projector is engines[1].projector  # one hash for both
+    assert engines[0].budget is engines[1].budget  # an OOM learnt by one holds for both
     # interleaved use: each engine switches to its own adapter and Adam state
     for _ in range(2):
         for eng in reversed(engines):
