@@ -138,7 +138,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="rademacher (LESS), countsketch or srht (default "
                              f"{f.projection})")
     parser.add_argument("--seed", type=int, default=f.seed, help="projection seed")
-    parser.add_argument("--batch-size", type=int, default=f.batch_size)
+    parser.add_argument("--batch-size", type=int, default=f.batch_size,
+                        help=f"most rows per batch (default {f.batch_size}); on a GPU batches "
+                             "are also sized to its free memory, and shrink on out-of-memory")
     parser.add_argument("--store-dtype", default=f.store_dtype, choices=("float16", "float32"))
     parser.add_argument("--rows", default=None,
                         help="only these rows, e.g. '0:100' or '3,7,42' (default: all)")
