@@ -96,7 +96,8 @@ kill_after = int(sys.argv[4])
 def progress(done, total, message, **kw):
     if kill_after and done >= kill_after:  # die without any cleanup
         os.kill(os.getpid(), signal.SIGKILL)
-F.compute_features(load_pool(sys.argv[1]), ModelSpec(name_or_path=sys.argv[2], max_length=64, device="cpu"),
+F.compute_features(load_pool(sys.argv[1]),
+                   ModelSpec(name_or_path=sys.argv[2], max_length=64, device="cpu"),
                    LoraSpec(rank=4, alpha=16), None, spec, sys.argv[3], progress=progress)
 """
 

@@ -12,7 +12,8 @@ from clusterucb_core.config import DEMO_MODEL, LoraSpec, ModelSpec
 
 
 def test_load_model_cpu_float32_frozen_and_pad(tiny_model_dir):
-    model, tok, device, dtype = M.load_model(ModelSpec(name_or_path=str(tiny_model_dir), device="cpu"))
+    spec = ModelSpec(name_or_path=str(tiny_model_dir), device="cpu")
+    model, tok, device, dtype = M.load_model(spec)
     assert device.type == "cpu" and dtype == torch.float32
     assert next(model.parameters()).dtype == torch.float32
     assert not model.training
