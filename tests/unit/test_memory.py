@@ -314,3 +314,15 @@ def test_pipeline_reward_checkpoints_share_one_model_and_are_freed(monkeypatch, 
     pipe.compute_reward_rows(np.arange(6))
     pipe.release_engines()
     assert "reward_engines" not in pipe.__dict__ and engines[0].model is None
+
+
+def test_memory_plan_counts_the_real_model(tiny_model_dir):
+    """The plan's shape of a loaded model: its LoRA coordinates and parameters are the real
+    ones (a grouped-query Llama here), so the 7B figures rest on the same formulas."""
+    model, *_ = M.prepare_model(ModelSpec(name_or_path=str(tiny_model_dir), device="cpu"),
+                                LoraSpec(rank=4, alpha=16))
+    s = memplan.shape_of(model)
+    assert s.lora_rank == 4 and s.kv_heads < s.heads
+    assert s.lora_coords == G.n_params(model)
+    base = model.get_base_model()
+    assert s.params == sum(p.numel() for n, p in base.named_parameters() if "lora_" not in n)
