@@ -4,14 +4,15 @@ The feature engine starts each CUDA run with a token budget planned here from th
 memory and the model's shape, then learns from out-of-memory errors (features.TokenBudget);
 `bench/bench_gpu_plan.py` prints the same plan for a model and a device size without a GPU.
 
-Activation bytes per token and layer of a Llama-style decoder in bf16 with LoRA on the
-attention projections, counted from what autograd keeps for the backward (sdpa attention, so
-no T x T scores): the two RMSNorms keep their float32 input and normalised output (~10 h bytes
-each), each LoRA'd projection keeps a float32 copy of its input (4 h), q/k/v, their rotary
-forms and the attention output (~20 h), the MLP's gate, up, activation and product (8 I).
-The output layer runs on labelled positions only, but each keeps bf16 logits plus float32
-log-probabilities and their gradient (10 V bytes). These are estimates: the budget shrinks on
-the first OOM, and bench_gpu_plan on a GPU prints the measured peak next to the plan.
+Activation bytes per token and layer of a Llama-style decoder with LoRA on the attention
+projections, counted from what autograd keeps for the backward (sdpa attention, so no T x T
+scores; frozen linears keep nothing): the two RMSNorms' float32 inputs (8 h bytes), a float32
+copy of each LoRA'd projection's input (4 h each), the rotated q and k, v and the attention
+output (2 h + 2 kv in the compute dtype), the MLP's gate, up and activation (3 I). About 6.3 MB
+a token for Llama-2-7B in bf16 (LoRA on q/k/v/o), plus one layer in flight in the backward and
+the output layer's float32 logits and their gradients (10 V bytes a labelled token).
+test_memory.py measures the saved bytes on a small model; the budget still shrinks on the first
+OOM, and bench_gpu_plan on a GPU prints the measured peak next to the plan.
 """
 
 from __future__ import annotations
@@ -81,14 +82,27 @@ def shape_of(model: Any, lora_rank: int | None = None) -> ModelShape:
         dtype_bytes=torch.tensor([], dtype=dtype).element_size())
 
 
+def saved_bytes_per_token(s: ModelShape) -> tuple[int, int]:
+    """(bytes per token and layer, bytes per labelled token of the output layer) that autograd
+    keeps for the backward of the per-row gradient pass (test_memory measures them)."""
+    h, kv, i, b = s.hidden, s.kv_dim, s.intermediate, s.dtype_bytes
+    per_layer = (2 * 4 * h  # two RMSNorms keep their float32 input
+                 + 4 * h * len(s.target_dims())  # each LoRA'd linear: a float32 input copy
+                 + 4 * s.lora_rank * len(s.target_dims())  # ... and B's input (A's output)
+                 + b * (2 * h + 2 * kv)  # attention: rotated q and k, v, the output
+                 + b * 3 * i)  # MLP: gate, up, activation(gate) (frozen linears keep nothing)
+    return per_layer, 4 * s.vocab  # float32 logits of labelled positions
+
+
 def activation_bytes_per_token(s: ModelShape, checkpointing: bool = False) -> int:
-    """Bytes the backward keeps per token (all positions labelled: the worst case)."""
-    h, i = s.hidden, s.intermediate
-    per_layer = 20 * h + 4 * h * len(s.target_dims()) + 20 * h + 2 * h + 8 * i
-    logits = 10 * s.vocab
+    """Peak bytes per token of the forward+backward (all positions labelled: the worst case):
+    what is saved, plus one layer's worth in flight during the backward and the output
+    layer's gradients (bf16 and float32 logits' gradients beside the saved logits)."""
+    per_layer, logits = saved_bytes_per_token(s)
+    head = logits + logits // 4 * (4 + s.dtype_bytes)
     if checkpointing:  # layer inputs only, plus one layer recomputed at a time
-        return s.layers * s.dtype_bytes * h + per_layer + logits
-    return s.layers * per_layer + logits
+        return s.layers * s.dtype_bytes * s.hidden + 2 * per_layer + head
+    return (s.layers + 1) * per_layer + head
 
 
 def forward_bytes_per_token(s: ModelShape) -> int:
