@@ -7,10 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from clusterucb_app import rounds, state, ui
-from clusterucb_core import policies, selection
 from clusterucb_core import plots_rounds as pr
-from clusterucb_core.plots import escape
+from clusterucb_core import policies, selection
 from clusterucb_core.config import SelectionSpec
+from clusterucb_core.plots import escape
 
 ws = ui.workspace()
 ui.header(
@@ -90,10 +90,11 @@ with st.expander("Settings — start a new run", expanded=cur_id is None):
         submitted = st.form_submit_button("Start a new run", type="primary",
                                           disabled=not sources)
     if submitted:
-        spec = SelectionSpec(policy=policy, beta=float(beta), cold_start=float(cold),
-                             budget=float(budget), top_p=float(top_p), draw_batch=int(draw),
-                             seed=int(seed), quantile=defaults.quantile)
-        try:
+        try:  # a SelectionSpec checks its settings when built
+            spec = SelectionSpec(policy=policy, beta=float(beta), cold_start=float(cold),
+                                 budget=float(budget), top_p=float(top_p),
+                                 draw_batch=int(draw), seed=int(seed),
+                                 quantile=defaults.quantile)
             rid = rounds.create(ws, spec, clusters_name, reward)
             state.save_settings(ws, selection=spec)
             st.session_state["ucb_play"] = False

@@ -8,10 +8,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from clusterucb_app import teach, ui
-from clusterucb_core import selection
 from clusterucb_core import playground as pgm
 from clusterucb_core import plots_rounds as pr
 from clusterucb_core import plots_teach as pt
+from clusterucb_core import selection
 from clusterucb_core.race import RACE_POLICIES
 
 ws = ui.workspace()

@@ -165,7 +165,8 @@ def test_pipeline_runs_export_through_the_cli(demo_copy, tmp_path):
     """Bug 1: `clusterucb demo` then `clusterucb export` failed with "run ucb does not record
     its clustering": Pipeline wrote the meta key `clusters`, export read `clustering`."""
     from clusterucb_core.cli.demo import DEMO_CONFIG
-    from clusterucb_core.pipeline import Pipeline, load_config
+    from clusterucb_core.config import load_config
+    from clusterucb_core.pipeline import Pipeline
     from clusterucb_core.workspace import Workspace
 
     pipe = Pipeline(replace(load_config(DEMO_CONFIG), workspace=str(demo_copy)), log=None)
