@@ -180,7 +180,9 @@ def resolve_checkpoint(ws: Any, value: str | None) -> Path | None:
             found = find_checkpoints(c)
             if found:
                 return found[-1].resolve()
-    raise FileNotFoundError(f"no checkpoint {value!r} (looked in {', '.join(map(str, candidates))})")
+    raise FileNotFoundError(
+        f"no checkpoint {value!r} (looked in {', '.join(map(str, candidates))})"
+    )
 
 
 def parse_rows(text: str | None, n: int):
