@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
 import typing
@@ -170,19 +169,13 @@ def test_workspace_json_is_migrated_on_read_and_stored_once(tmp_path):
 
 # ------------------------------------------------------------------ bugs 2 and 3 end to end
 
-DEMO_WS = ROOT / "sample_data" / "demo_workspace"
-
-
 @pytest.fixture(scope="module")
-def demo_pipe(tmp_path_factory):
+def demo_pipe(demo_workspace_copy):
     from clusterucb_core.cli.demo import DEMO_CONFIG
     from clusterucb_core.pipeline import Pipeline
 
-    if not (DEMO_WS / "workspace.json").exists():
-        pytest.skip("sample_data/demo_workspace is missing (python scripts/make_demo_workspace.py)")
-    ws = tmp_path_factory.mktemp("demo") / "ws"
-    shutil.copytree(DEMO_WS, ws)
-    return Pipeline(replace(C.load_config(DEMO_CONFIG), workspace=str(ws)), log=None)
+    cfg = replace(C.load_config(DEMO_CONFIG), workspace=str(demo_workspace_copy))
+    return Pipeline(cfg, log=None)
 
 
 def test_k_auto_in_a_run_config_picks_k(demo_pipe):
