@@ -165,6 +165,10 @@ def test_workspace_json_is_migrated_on_read_and_stored_once(tmp_path):
     assert ws.meta()["config"]["selection"] == {"budget": 0.3}
     ws.update_meta(note=1)
     assert "settings" not in json.loads(ws.meta_path.read_text())
+    ws.update_meta(use_warmup=False)  # how the features page stores its checkbox
+    from clusterucb_app import engine
+
+    assert engine.use_warmup(ws) is False and "use_warmup" not in ws.meta()
 
 
 # ------------------------------------------------------------------ bugs 2 and 3 end to end
