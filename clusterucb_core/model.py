@@ -173,7 +173,8 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any, torch.device, torch.dtype]:
     except OSError as exc:
         where = "folder" if local else "hub id"
         raise FileNotFoundError(
-            f"could not load a causal LM from {where} {source!r}: {exc}") from exc
+            f"could not load a causal LM from {where} {source!r}: {exc}"
+        ) from exc
     model.to(device)
     model.eval()
     for p in model.parameters():
@@ -464,8 +465,9 @@ def checkpoint_fingerprint(checkpoint_dir: str | Path | None) -> str | None:
     return None if checkpoint_dir is None else str(checkpoint_meta(checkpoint_dir)["fingerprint"])
 
 
-def load_adam_state(model, checkpoint_dir: str | Path
-                    ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def load_adam_state(
+    model, checkpoint_dir: str | Path
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{param name: (m, v)} for every LoRA parameter of `model`, float32 on its device.
 
     Raises FileNotFoundError when the checkpoint has no Adam state (use mode 'sgd')."""

@@ -184,7 +184,8 @@ def resolve_checkpoint(ws: Any, value: str | None) -> Path | None:
             if found:
                 return found[-1].resolve()
     raise FileNotFoundError(
-        f"no checkpoint {value!r} (looked in {', '.join(map(str, candidates))})")
+        f"no checkpoint {value!r} (looked in {', '.join(map(str, candidates))})"
+    )
 
 
 def parse_rows(text: str | None, n: int):
