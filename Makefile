@@ -21,6 +21,7 @@ run: $(STAMP)
 	$(VENV)/bin/clusterucb app --address 127.0.0.1 --port $(PORT)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 e2e: $(STAMP)

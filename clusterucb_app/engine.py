@@ -54,7 +54,8 @@ def checkpoint(ws: Workspace) -> Path | None:
 
 
 def use_warmup(ws: Workspace) -> bool:
-    return bool(ws.meta().get("use_warmup", True))
+    """`[warmup] enabled` of the workspace's config (a page's `use_warmup=` write folds in)."""
+    return bool(((ws.meta().get("config") or {}).get("warmup") or {}).get("enabled", True))
 
 
 def model_available(ws: Workspace) -> bool:

@@ -78,7 +78,9 @@ def _choose_name() -> str:
     try:
         check_name(name, "workspace name")
     except ValueError:
-        st.session_state["_ws_warning"] = f"'{name}' is not a valid workspace name; opened the demo."
+        st.session_state["_ws_warning"] = (
+            f"'{name}' is not a valid workspace name; opened the demo."
+        )
         name = DEMO_NAME
     return name
 
@@ -89,7 +91,9 @@ def sidebar() -> Workspace:
     try:
         ws = open_workspace(name)
     except (OSError, ValueError) as exc:
-        st.session_state["_ws_warning"] = f"Could not open workspace '{name}': {exc}. Opened the demo."
+        st.session_state["_ws_warning"] = (
+            f"Could not open workspace '{name}': {exc}. Opened the demo."
+        )
         name = DEMO_NAME
         ws = open_workspace(name)
     st.session_state[WS_KEY] = name
@@ -170,8 +174,11 @@ def need(ok: bool, message: str, page: str | None = None) -> bool:
     if not ok:
         st.info(message)
         if page:
-            st.page_link(page, label=f"Go to {Path(page).stem.split('_', 1)[-1].replace('_', ' ').title()}",
-                         icon=":material/arrow_forward:")
+            st.page_link(
+                page,
+                label=f"Go to {Path(page).stem.split('_', 1)[-1].replace('_', ' ').title()}",
+                icon=":material/arrow_forward:",
+            )
     return ok
 
 

@@ -104,7 +104,10 @@ def load_clusters(ws: Workspace, name: str, features_fingerprint: str | None = N
         raise FileNotFoundError(f"no clusters named {name!r} in {ws.root} "
                                 f"(have: {', '.join(ws.list('clusters')) or 'none'})")
     meta = json.loads((path / META).read_text())
-    if features_fingerprint is not None and meta.get("features_fingerprint") != features_fingerprint:
+    if (
+        features_fingerprint is not None
+        and meta.get("features_fingerprint") != features_fingerprint
+    ):
         raise ValueError(f"clusters {name!r} were made from features with fingerprint "
                          f"{meta.get('features_fingerprint')}, not {features_fingerprint}; "
                          "re-run `clusterucb cluster`")

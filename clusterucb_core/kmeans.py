@@ -211,8 +211,15 @@ def _relocate_empty(labels: torch.Tensor, best: torch.Tensor, counts: torch.Tens
     return empty, moved, donors
 
 
-def _lloyd(V: torch.Tensor, C: torch.Tensor, max_iter: int, tol: float, chunk: int,
-           progress: Progress | None, label: str) -> tuple[torch.Tensor, torch.Tensor, int, bool, int]:
+def _lloyd(
+    V: torch.Tensor,
+    C: torch.Tensor,
+    max_iter: int,
+    tol: float,
+    chunk: int,
+    progress: Progress | None,
+    label: str,
+) -> tuple[torch.Tensor, torch.Tensor, int, bool, int]:
     import torch
 
     k, d = C.shape
@@ -238,8 +245,11 @@ def _lloyd(V: torch.Tensor, C: torch.Tensor, max_iter: int, tol: float, chunk: i
     return C, prev, n_iter, converged, n_reseeded
 
 
-def _finalize(V: torch.Tensor, C: torch.Tensor, chunk: int) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """Final assignment with the final centroids, guaranteed non-empty; (labels, C, inertia, reseeded)."""
+def _finalize(
+    V: torch.Tensor, C: torch.Tensor, chunk: int
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Final assignment with the final centroids, guaranteed non-empty;
+    (labels, C, inertia, reseeded)."""
     import torch
 
     k, d = C.shape
@@ -301,11 +311,22 @@ def spherical_kmeans(X: Any, k: int, seed: int = 0, max_iter: int = 100, tol: fl
     lab, C, inertia, n_iter, converged, n_res = best_run  # type: ignore[misc]
     labels = np.full(src.n_rows, -1, dtype=np.int64)
     labels[valid] = lab
-    return KMeansResult(labels=labels, centroids=C.float().cpu().numpy(), inertia=inertia,
-                        n_iter=n_iter, converged=converged, n_invalid=n_invalid,
-                        n_reseeded=n_res, mode="full",
-                        info={"device": str(dev), "init": init if isinstance(init, str) else "array",
-                              "n_init": int(n_init), "seed": int(seed)})
+    return KMeansResult(
+        labels=labels,
+        centroids=C.float().cpu().numpy(),
+        inertia=inertia,
+        n_iter=n_iter,
+        converged=converged,
+        n_invalid=n_invalid,
+        n_reseeded=n_res,
+        mode="full",
+        info={
+            "device": str(dev),
+            "init": init if isinstance(init, str) else "array",
+            "n_init": int(n_init),
+            "seed": int(seed),
+        },
+    )
 
 
 def _initial_centroids(V: torch.Tensor, k: int, init: Any, rng: np.random.Generator,

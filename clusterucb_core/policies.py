@@ -227,7 +227,8 @@ class Policy:
                     f"{detail.get('tau', float('nan')):.4g}, so arm {arm} is played for its "
                     f"largest single draw {stats.max_reward[arm]:.4g}{skipped}.")
         others = [i for i in np.flatnonzero(stats.eligible) if i != arm]
-        text = f"{self.name}: arm {arm} has the largest {self.rule}: {self.term(stats, arm, vals[arm])}"
+        text = (f"{self.name}: arm {arm} has the largest {self.rule}: "
+                f"{self.term(stats, arm, vals[arm])}")
         if others:
             runner = max(others, key=lambda i: (vals[i], -i))
             text += f"; next best arm {runner}: {self.term(stats, runner, vals[runner])}"

@@ -1,20 +1,9 @@
 """The ClusterUCB selection run (METHOD.md section 4); the arm policies live in policies.py.
 
-Two layers:
-
-* **Policies** (`make_policy(name, ...)`): each turns the arms' reward statistics
-  (`ArmStats`) into one value per arm and picks an arm, and can say why (`Decision`: the
-  values it compared and a sentence). Rules shared by every policy:
-  - an arm that is exhausted (no undrawn member) or banned is never chosen; its value is
-    reported as -inf (the reference code used 0, which wins when cosines are negative);
-  - an eligible arm that has never been drawn is played first (lowest index), except under
-    `random`, the baseline;
-  - otherwise the eligible arm with the largest value is played, ties to the lowest index.
-  - an arm whose draws were all unscorable (NaN rewards, e.g. rows with no trained token)
-    has no statistics; its value is -inf, so it is played only when nothing else is left.
-* **`SelectionRun`**: cold start, budget, rounds (`step()` returns a `RoundRecord`), final
-  top-p with the curation ledger applied. Its state is an append-only JSONL log; a run
-  reopens from its log (`SelectionRun.open`) and continues exactly as if never interrupted.
+`SelectionRun`: cold start, budget, rounds (`step()` returns a `RoundRecord`), final top-p
+with the curation ledger applied. Its state is an append-only log (runlog.py); a run reopens
+from its log (`runs.open_run`, `SelectionRun.open`) and continues exactly as if never
+interrupted.
 
 Randomness, all derived from `spec.seed` so that a resumed run equals an uninterrupted one:
 every cluster's members are put in a random order once, from `(seed, cluster)`; drawing

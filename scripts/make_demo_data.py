@@ -676,7 +676,7 @@ def gen_translation_toy(r: random.Random) -> tuple[str, str, str]:
         out = _pick(r, [t, f"{n} in {lang} is \"{t}\"."])
     else:
         w = _pick(r, sorted(GLOSSARY))
-        others = [l for l in range(3) if l != li]
+        others = [o for o in range(3) if o != li]
         q = f"Give the {lang} and {LANGS[others[0]]} words for \"{w}\"."
         short = f"{lang}: {GLOSSARY[w][li]}; {LANGS[others[0]]}: {GLOSSARY[w][others[0]]}"
         out = short

@@ -27,7 +27,7 @@ from clusterucb_core.pipeline import Pipeline  # noqa: E402
 
 # Settings carry this machine's absolute paths; the app fills in its own when it opens the
 # copy (clusterucb_app.state.apply_demo_defaults), so they are not shipped.
-MACHINE_KEYS = ("config", "pool", "target", "settings", "demo_defaults", "use_warmup")
+MACHINE_KEYS = ("config", "pool", "target", "demo_defaults")
 
 
 def build(out: Path) -> None:

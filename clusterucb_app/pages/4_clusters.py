@@ -34,7 +34,9 @@ with st.expander("Cluster the pool", expanded=not state.cluster_names(ws)):
     if not stores:
         st.info("No features yet: compute **cluster features** on the Model & Features page "
                 "first.")
-        st.page_link("pages/3_features.py", label="Go to Model & Features", icon=":material/arrow_forward:")
+        st.page_link(
+            "pages/3_features.py", label="Go to Model & Features", icon=":material/arrow_forward:"
+        )
     else:
         spec = state.settings(ws, "cluster")
         st.caption("Features: " + ", ".join(f"`{n}`" for n in stores)

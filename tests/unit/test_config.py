@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import subprocess
 import sys
 import typing
@@ -166,23 +165,21 @@ def test_workspace_json_is_migrated_on_read_and_stored_once(tmp_path):
     assert ws.meta()["config"]["selection"] == {"budget": 0.3}
     ws.update_meta(note=1)
     assert "settings" not in json.loads(ws.meta_path.read_text())
+    ws.update_meta(use_warmup=False)  # how the features page stores its checkbox
+    from clusterucb_app import engine
+
+    assert engine.use_warmup(ws) is False and "use_warmup" not in ws.meta()
 
 
 # ------------------------------------------------------------------ bugs 2 and 3 end to end
 
-DEMO_WS = ROOT / "sample_data" / "demo_workspace"
-
-
 @pytest.fixture(scope="module")
-def demo_pipe(tmp_path_factory):
+def demo_pipe(demo_workspace_copy):
     from clusterucb_core.cli.demo import DEMO_CONFIG
     from clusterucb_core.pipeline import Pipeline
 
-    if not (DEMO_WS / "workspace.json").exists():
-        pytest.skip("sample_data/demo_workspace is missing (python scripts/make_demo_workspace.py)")
-    ws = tmp_path_factory.mktemp("demo") / "ws"
-    shutil.copytree(DEMO_WS, ws)
-    return Pipeline(replace(C.load_config(DEMO_CONFIG), workspace=str(ws)), log=None)
+    cfg = replace(C.load_config(DEMO_CONFIG), workspace=str(demo_workspace_copy))
+    return Pipeline(cfg, log=None)
 
 
 def test_k_auto_in_a_run_config_picks_k(demo_pipe):

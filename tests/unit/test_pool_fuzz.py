@@ -212,7 +212,9 @@ def test_deeply_nested_json_is_a_problem_not_a_crash(tmp_path, fmt):
     good = json.dumps({"messages": [{"role": "user", "content": "q"},
                                     {"role": "assistant", "content": "a"}]})
     path = tmp_path / f"d.{fmt}"
-    path.write_text(good + "\n" + deep + "\n" if fmt == "jsonl" else "[" + good + ",\n" + deep + "]")
+    path.write_text(
+        good + "\n" + deep + "\n" if fmt == "jsonl" else "[" + good + ",\n" + deep + "]"
+    )
     pool = load_pool(path, format=fmt)
     assert len(pool) == 1 and pool.report.problems[0].line == 2
 
