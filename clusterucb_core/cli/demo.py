@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..config import DEMO_DIR
 from .run import add_overrides
 
 HELP = "run the whole pipeline on the bundled demo pool, target and model (a few CPU minutes)"
+DEMO_CONFIG = DEMO_DIR / "demo_run.toml"  # may be missing: `run` says how to get the demo
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,8 +27,8 @@ def run(args: argparse.Namespace) -> int:
     from ..demo_data import require_demo
     from .run import run_config
 
-    folder = require_demo("demo_run.toml", "demo_pool.jsonl", "demo_model", "targets")
-    cfg = load_config(folder / "demo_run.toml")
+    require_demo("demo_run.toml", "demo_pool.jsonl", "demo_model", "targets")
+    cfg = load_config(DEMO_CONFIG)
     if args.pool:
         cfg = replace(cfg, pool=args.pool)
     if args.quick:
