@@ -46,7 +46,7 @@ from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
 from clusterucb_core.config import DEMO_DIR, FeatureSpec, SelectionSpec  # noqa: E402
 from clusterucb_core.krule import RULES, choose_k  # noqa: E402
 from clusterucb_core.oracle import TableOracle, exhaustive_top, mass_share, recall  # noqa: E402
-from clusterucb_core.pipeline import RunConfig  # noqa: E402
+from clusterucb_core.config import RunConfig  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "fidelity"
 # ../shared/data/real beside the checkout or the folder of worktrees, or $FIDELITY_REAL
@@ -62,7 +62,8 @@ CONDS = ("none", "center", "whiten")
 # ----------------------------------------------------------------------------- pools
 def pool_pipeline(name: str):
     """The cached workspace of a pool: warm-up, reward store and exhaustive scores."""
-    from clusterucb_core.pipeline import Pipeline, load_config
+    from clusterucb_core.config import load_config
+    from clusterucb_core.pipeline import Pipeline
 
     if name == "demo":
         cfg = load_config(DEMO_DIR / "demo_run.toml")

@@ -12,26 +12,30 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 
-from clusterucb_core import jobs
+from clusterucb_core import config, jobs
 from clusterucb_core.workspace import Workspace, check_name
 
 log = logging.getLogger("clusterucb_app")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_NAME = "demo"
-DEMO_SOURCE = ROOT / "sample_data" / "demo_workspace"
+DEMO_SOURCE = config.DEMO_DIR / "demo_workspace"  # the checkout's, or the installed demo
 WS_KEY = "ws_name"
 
 
 def workspaces_root() -> Path:
-    """Folder holding one sub-folder per workspace (env CLUSTERUCB_WORKSPACES overrides)."""
-    root = Path(os.environ.get("CLUSTERUCB_WORKSPACES", ROOT / "workspaces")).expanduser()
+    """Folder holding one sub-folder per workspace (env CLUSTERUCB_WORKSPACES overrides):
+    the checkout's workspaces/, or ./workspaces for an installed package."""
+    default = ROOT / "workspaces" if (ROOT / "pyproject.toml").is_file() else \
+        Path.cwd() / "workspaces"
+    root = Path(os.environ.get("CLUSTERUCB_WORKSPACES", default)).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -74,7 +78,9 @@ def _choose_name() -> str:
     try:
         check_name(name, "workspace name")
     except ValueError:
-        st.session_state["_ws_warning"] = f"'{name}' is not a valid workspace name; opened the demo."
+        st.session_state["_ws_warning"] = (
+            f"'{name}' is not a valid workspace name; opened the demo."
+        )
         name = DEMO_NAME
     return name
 
@@ -85,7 +91,9 @@ def sidebar() -> Workspace:
     try:
         ws = open_workspace(name)
     except (OSError, ValueError) as exc:
-        st.session_state["_ws_warning"] = f"Could not open workspace '{name}': {exc}. Opened the demo."
+        st.session_state["_ws_warning"] = (
+            f"Could not open workspace '{name}': {exc}. Opened the demo."
+        )
         name = DEMO_NAME
         ws = open_workspace(name)
     st.session_state[WS_KEY] = name
@@ -166,8 +174,11 @@ def need(ok: bool, message: str, page: str | None = None) -> bool:
     if not ok:
         st.info(message)
         if page:
-            st.page_link(page, label=f"Go to {Path(page).stem.split('_', 1)[-1].replace('_', ' ').title()}",
-                         icon=":material/arrow_forward:")
+            st.page_link(
+                page,
+                label=f"Go to {Path(page).stem.split('_', 1)[-1].replace('_', ' ').title()}",
+                icon=":material/arrow_forward:",
+            )
     return ok
 
 

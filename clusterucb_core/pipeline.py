@@ -11,103 +11,42 @@ uses the same `Pipeline` so the browser and the CLI meet at the same files.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from . import atomic
-from .config import (DEMO_DIR, DEMO_POOL, ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
-                     SelectionSpec, WarmupSpec, fingerprint, from_dict, load_toml, model_key,
-                     to_dict)
+from .config import (
+    FeatureSpec,
+    RunConfig,
+    SelectionSpec,
+    WarmupSpec,
+    config_from_dict,
+    config_to_dict,
+    fingerprint,
+    to_dict,
+)
 from .workspace import Workspace, check_name
 
 Log = Callable[[str], None]
-DEMO_TARGET = DEMO_DIR / "targets" / "arithmetic.jsonl"
 SCORES_DIR = "scores"
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything one end-to-end run needs; `clusterucb run --config run.toml` reads it."""
-
-    workspace: str = "workspaces/demo"
-    pool: str = str(DEMO_POOL)
-    pool_format: str = "auto"  # jsonl | json | csv | tsv | parquet | datasets
-    pool_shape: str = "auto"  # messages | alpaca | sharegpt | prompt_completion
-    target: str = str(DEMO_TARGET)
-    run_id: str = "ucb"
-    model: ModelSpec = ModelSpec()
-    lora: LoraSpec = LoraSpec()
-    use_warmup: bool = True
-    warmup: WarmupSpec = WarmupSpec()
-    # The clustering features need not be the reward features (METHOD.md s.3): forward-only
-    # hidden states cost one forward pass per row, so clustering the whole pool stays cheap.
-    # Early exit after the first decoder block: the best recall per cost on the demo and the
-    # Flan + MMLU pools (bench/bench_fidelity.py; README "Selection fidelity").
-    cluster_features: FeatureSpec = FeatureSpec(kind="hidden", layers=1)
-    reward_features: FeatureSpec = FeatureSpec(kind="gradient", mode="adam")
-    reward_checkpoints: str = "last"  # last | all (LESS: lr-weighted sum over checkpoints)
-    clusters: ClusterSpec = ClusterSpec()
-    selection: SelectionSpec = SelectionSpec()
-    make_map: bool = True
-    exhaustive: bool = False  # also score every row (teaching, recall figures)
-    # Dynamic ClusterUCB (METHOD.md s.5): > 1 trains one epoch on each selection and selects
-    # again at the new checkpoint with the same clusters and a fresh bandit.
-    dynamic_rounds: int = 1
-    export_dir: str = ""  # default: <workspace>/exports/<run_id>
-
-
-_SECTIONS: dict[str, type] = {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
-                              "cluster_features": FeatureSpec, "reward_features": FeatureSpec,
-                              "clusters": ClusterSpec, "selection": SelectionSpec}
-
-
-def config_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> RunConfig:
-    """A RunConfig from TOML-shaped data; relative paths are taken from `base_dir`."""
-    data = dict(data)
-    kwargs: dict[str, Any] = {}
-    defaults = RunConfig()
-    for name, cls in _SECTIONS.items():
-        section = dict(data.pop(name, {}))
-        if name == "warmup" and "enabled" in section:
-            kwargs["use_warmup"] = bool(section.pop("enabled"))
-        base = dataclasses.asdict(getattr(defaults, name))
-        base.update(section)
-        kwargs[name] = from_dict(cls, base)
-    export = dict(data.pop("export", {}))
-    if export:
-        kwargs["export_dir"] = str(export.pop("out", ""))
-        if export:
-            raise ValueError(f"[export]: unknown setting(s) {', '.join(sorted(export))}")
-    known = {f.name for f in dataclasses.fields(RunConfig)} - set(_SECTIONS) - {"use_warmup"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; top-level keys are "
-                         f"{', '.join(sorted(known))} and sections "
-                         f"{', '.join('[' + s + ']' for s in [*_SECTIONS, 'export'])}")
-    kwargs.update(data)
-    cfg = RunConfig(**kwargs)
-    if base_dir is not None:
-        cfg = replace(cfg, workspace=_under(base_dir, cfg.workspace),
-                      export_dir=_under(base_dir, cfg.export_dir) if cfg.export_dir else "",
-                      pool=_existing_under(base_dir, cfg.pool),
-                      target=_existing_under(base_dir, cfg.target),
-                      model=replace(cfg.model,
-                                    name_or_path=_existing_under(base_dir, cfg.model.name_or_path)))
-    return cfg
-
-
-def same_spec(saved: dict[str, Any] | None, spec: Any) -> bool:
-    """A saved spec equals `spec`; a setting the saved one predates must be at its default."""
-    if saved is None:
-        return False
-    want, default = to_dict(spec), to_dict(type(spec)())
-    return all(saved.get(k, default[k]) == v for k, v in want.items()) and set(saved) <= set(want)
+def warmup_key(spec: WarmupSpec) -> dict[str, Any]:
+    """The warm-up settings that change its checkpoints: not how rows are split into
+    micro-batches or whether activations are recomputed (the same objective), and no clipping
+    (0) keys as warm-ups made before clipping existed."""
+    d = to_dict(spec)
+    d.pop("micro_batch_size")
+    d.pop("gradient_checkpointing")
+    if not d["max_grad_norm"]:
+        d.pop("max_grad_norm")
+    return d
 
 
 def describe_features(spec: FeatureSpec, model_max_length: int) -> str:
@@ -123,34 +62,6 @@ def describe_features(spec: FeatureSpec, model_max_length: int) -> str:
             f"to {ml} tokens: a forward and a backward pass per row")
 
 
-def _under(base: Path, p: str) -> str:
-    return p if Path(p).is_absolute() else str((base / p).resolve())
-
-
-def _existing_under(base: Path, p: str) -> str:
-    """A relative path that exists next to the config file; anything else (a hub id such as
-    `org/model`, or an absolute path) is kept as written."""
-    return _under(base, p) if (base / p).exists() else p
-
-
-def load_config(path: str | Path) -> RunConfig:
-    path = Path(path)
-    return config_from_dict(load_toml(path), base_dir=path.resolve().parent)
-
-
-def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(RunConfig):
-        value = getattr(cfg, f.name)
-        if f.name in _SECTIONS:
-            out[f.name] = to_dict(value)
-        elif f.name not in ("use_warmup", "export_dir"):
-            out[f.name] = value
-    out["warmup"]["enabled"] = cfg.use_warmup
-    out["export"] = {"out": cfg.export_dir}
-    return out
-
-
 class Pipeline:
     """One configured run over one workspace; each property computes its stage once."""
 
@@ -164,7 +75,7 @@ class Pipeline:
                      "target_gradient_rows": 0}
 
     @classmethod
-    def from_workspace(cls, root: str | Path, log: Log | None = print) -> "Pipeline":
+    def from_workspace(cls, root: str | Path, log: Log | None = print) -> Pipeline:
         """The pipeline last configured in a workspace (the app and `clusterucb select`
         continue where `run`/`demo` or the browser left off)."""
         ws = Workspace.open(root, create=False)
@@ -246,7 +157,7 @@ class Pipeline:
         c = self.cfg
         # The model by content, not path: a moved repository or workspace keeps its warm-up.
         key = fingerprint(self.pool.fingerprint, weights_fingerprint(c.model.name_or_path),
-                          model_key(c.model), c.lora, c.warmup)
+                          replace(c.model, name_or_path=""), c.lora, warmup_key(c.warmup))
         return self.ws.checkpoints(f"warmup-{key[:8]}")
 
     def warmup_ready(self) -> bool:
@@ -277,7 +188,7 @@ class Pipeline:
         return warmup(self.pool, self.cfg.model, self.cfg.lora, self.cfg.warmup, out,
                       progress=self.progress("warm-up"))
 
-    def at_checkpoint(self, checkpoint: str | Path) -> "Pipeline":
+    def at_checkpoint(self, checkpoint: str | Path) -> Pipeline:
         """The same pool, target and clusters, with rewards taken at another checkpoint."""
         other = Pipeline.__new__(Pipeline)
         other.cfg, other.ws, other._log = self.cfg, self.ws, self._log
@@ -338,7 +249,7 @@ class Pipeline:
     def clusters_name(self) -> str:
         spec = self.cfg.clusters
         cond = f"-{spec.condition}" if spec.condition != "none" else ""
-        k = spec.k if spec.k else ("auto" if spec.k_rule == "silhouette" else spec.k_rule)
+        k = ("auto" if spec.k_rule == "silhouette" else spec.k_rule) if spec.auto_k else spec.k
         return check_name(f"{self.cluster_store.path.name}{cond}-k{k}")
 
     @cached_property
@@ -352,7 +263,7 @@ class Pipeline:
         name = self.clusters_name
         try:
             cs = load_clusters(self.ws, name, features_fingerprint=store.fingerprint)
-            if same_spec(cs.meta.get("spec"), spec):
+            if cs.meta.get("spec") == to_dict(spec):
                 self.log(f"clusters: reusing {name} (K={cs.k})")
                 return cs
         except (FileNotFoundError, ValueError):
@@ -375,7 +286,7 @@ class Pipeline:
             X = cond.transform(raw)
         unscorable = self.format_report.mask()
         scan, k, why = None, spec.k, f"K={spec.k} was set by hand"
-        if k <= 0:
+        if spec.auto_k:
             if spec.k_rule == "silhouette":
                 scan = k_scan(X, seed=spec.seed)
                 k = pick_k(scan)
@@ -386,7 +297,7 @@ class Pipeline:
         self.log(f"clusters: {why}")
         result = cluster_features(X, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
                                   minibatch=minibatch, batch_size=spec.batch_size,
-                                  progress=self.progress("k-means"))
+                                  n_init=spec.n_init, progress=self.progress("k-means"))
         # rows that cannot be scored are in no arm: the bandit never spends budget on them
         result.labels[unscorable] = -1
         summary = summarize_clusters(self.pool.frame(), result.labels, store, result.centroids)
@@ -424,15 +335,18 @@ class Pipeline:
     # ------------------------------------------------------------------ rewards
     @cached_property
     def reward_engines(self):
-        """One loaded model per reward checkpoint, kept alive so lazy rounds reuse it."""
+        """One engine per reward checkpoint, kept alive so lazy rounds reuse it; they share
+        one base model, each checkpoint a named adapter on it."""
         from .features import FeatureEngine, store_name
+        from .model import SharedBase
 
         spec = self.cfg.reward_features
         if spec.mode == "adam" and not self.checkpoints:
             self.log("reward features: no warm-up checkpoint, so plain SGD gradients")
             spec = replace(spec, mode="sgd")
+        base = SharedBase(self.cfg.model)
         engines = [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec,
-                                 self.ws.features(store_name(spec, ck)))
+                                 self.ws.features(store_name(spec, ck)), base=base)
                    for ck in self.reward_checkpoints]
         rep = self.format_report
         note = {k: v for k, v in rep.to_dict().items() if k != "unscorable"}
@@ -440,6 +354,14 @@ class Pipeline:
             if eng.store().manifest.get("formatting") != {**note, "sentence": rep.sentence()}:
                 eng.store().annotate("formatting", {**note, "sentence": rep.sentence()})
         return engines
+
+    def release_engines(self) -> None:
+        """Free the reward engines' model (before a warm-up loads another in this process)."""
+        from .model import free_memory
+
+        for eng in self.__dict__.pop("reward_engines", []):
+            eng.release()
+        free_memory()
 
     @cached_property
     def target_features(self) -> tuple[list[np.ndarray], np.ndarray]:
@@ -580,7 +502,11 @@ class Pipeline:
         if exhaustive is not None:
             from .oracle import run_metrics
 
-            summary["metrics"] = run_metrics(run, exhaustive)
+            metrics = run_metrics(run, exhaustive)
+            table = metrics.pop("rounds")  # per round: a file beside the summary, not JSON
+            table.to_csv(self.ws.runs(run_id) / "rounds.csv", index=False)
+            summary["metrics"] = {**metrics, "rounds_csv": str(self.ws.runs(run_id) /
+                                                                 "rounds.csv")}
         from .subtasks import coverage
 
         meta = self.clusters.meta
@@ -619,6 +545,8 @@ class Pipeline:
             steps.append(step)
             if r + 1 < rounds:
                 rows = pipe.selection(run_id).selected()
+                pipe.release_engines()
+                self.release_engines()
                 ck_dir = self.ws.checkpoints(f"{self.cfg.run_id}-dyn{r + 1}")
                 ckpt = warmup(self.pool, self.cfg.model, self.cfg.lora, epoch, ck_dir,
                               progress=self.progress("dynamic epoch"), rows=rows,

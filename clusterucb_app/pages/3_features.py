@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from clusterucb_app import engine, state, ui
-from clusterucb_core import config, jobs
+from clusterucb_core import config
 from clusterucb_core.scorable import workspace_sentence as scorable_sentence
 
 ws = ui.workspace()

@@ -36,8 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--k auto: rows in the K scan's sample (default 10000)")
     parser.add_argument("--name", default=None,
                         help="clustering name: W/clusters/NAME (default FEATURES-kK)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--max-iter", type=int, default=d.max_iter)
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help=f"seed of the k-means++ starts (default {d.seed})")
+    parser.add_argument("--max-iter", type=int, default=d.max_iter,
+                        help=f"most k-means iterations per start (default {d.max_iter})")
     parser.add_argument("--tol", type=float, default=d.tol,
                         help="stop when no centroid moves more than this (squared distance)")
     parser.add_argument("--minibatch", action="store_true",
@@ -74,25 +76,22 @@ def pick_store(ws: Any, name: str | None):
 
 
 def parse_k(text: str) -> int:
-    if str(text).strip().lower() in ("auto", "0"):
-        return 0
-    try:
-        k = int(text)
-    except ValueError:
-        raise ValueError(f"--k must be a positive integer or 'auto', not {text!r}") from None
-    if k < 1:
-        raise ValueError(f"--k must be a positive integer or 'auto', not {text!r}")
-    return k
+    """--k as ClusterSpec reads it (same rule, same message); 0 means the automatic K."""
+    from ..config import ClusterSpec
+
+    t = str(text).strip().lower()
+    spec = ClusterSpec(k=t if t == "auto" else int(t) if t.lstrip("-").isdigit() else text)
+    return 0 if spec.auto_k else int(spec.k)
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..clusterset import save_clusters
+    from ..config import ClusterSpec
     from ..kmeans import cluster_features, fits_in_memory
     from ..kscan import k_scan, pick_k
     from ..summaries import summarize_clusters
-    from ..config import ClusterSpec
     from ..workspace import Workspace, check_name
     from .features import ProgressLine
 
