@@ -490,12 +490,14 @@ def load_config(path: str | Path) -> RunConfig:
 
 
 def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
-    """The TOML/JSON form of a RunConfig (what `config_from_dict` reads back)."""
+    """The TOML/JSON form of a RunConfig (what `config_from_dict` reads back). Every field
+    is written, the added ones too: a section's default in RunConfig can differ from the
+    field's own (cluster features run `layers = 1`), so leaving one out would change it."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(RunConfig):
         value = getattr(cfg, f.name)
         if f.name in SECTIONS:
-            out[f.name] = to_dict(value)
+            out[f.name] = json.loads(json.dumps(dataclasses.asdict(value)))
         elif f.name not in ("use_warmup", "export_dir"):
             out[f.name] = value
     out["warmup"]["enabled"] = cfg.use_warmup
