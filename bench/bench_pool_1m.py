@@ -135,12 +135,13 @@ def main() -> None:
     args = ap.parse_args()
     n = 200_000 if args.quick else args.rows
 
+    from clusterucb_core.bandit import SelectionRun
     from clusterucb_core.clustering import cluster_features
+
     from clusterucb_core.config import SelectionSpec
     from clusterucb_core.embedding2d import compute_map
     from clusterucb_core.export import export_selection
     from clusterucb_core.oracle import TableOracle
-    from clusterucb_core.bandit import SelectionRun
     from clusterucb_core.pool import load_pool
     from clusterucb_core.workspace import Workspace
 

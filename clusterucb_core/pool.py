@@ -44,7 +44,6 @@ import csv
 import hashlib
 import json
 import mmap
-import os
 import re
 import sys
 from collections import Counter
@@ -1033,5 +1032,5 @@ def chats(pool: Any, rows: Any) -> list[list[dict]]:
     return [list(col.iat[int(r)]) for r in rows]
 
 
-__all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "load_pool",
-           "parse_pool", "chats"]
+__all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "chats",
+           "load_pool", "parse_pool"]

@@ -27,8 +27,16 @@ from typing import Any
 import pyarrow as pa
 
 from . import atomic
-from .pool import (SCHEMA, Pool, PoolError, Problem, ValidationReport, check_pool,
-                   file_signature, parse_pool)
+from .pool import (
+    SCHEMA,
+    Pool,
+    PoolError,
+    Problem,
+    ValidationReport,
+    check_pool,
+    file_signature,
+    parse_pool,
+)
 
 DATA = "pool.arrow"
 META = "meta.json"
