@@ -287,7 +287,8 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
             files["dataset"] = write_dataset(tmp, pool, result, cluster_names)
         if log_path is not None and Path(log_path).exists():
             (tmp / "run").mkdir()
-            (tmp / "run" / "log.jsonl").write_bytes(Path(log_path).read_bytes())
+            raw = Path(log_path).read_bytes()  # complete lines only: a writer may be mid-line
+            (tmp / "run" / "log.jsonl").write_bytes(raw[:raw.rfind(b"\n") + 1])
         manifest = {
             "kind": MANIFEST_KIND, "version": MANIFEST_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),

@@ -430,27 +430,24 @@ class Pipeline:
     def ledger(self):
         from .curation import Ledger
 
-        return Ledger(self.ws.ledger_path)
+        return Ledger(self.ws.ledger_path, clustering=self.clusters.name)
 
     def selection(self, run_id: str | None = None, spec: SelectionSpec | None = None):
-        """A SelectionRun with the lazy oracle: a new one, or the saved one reopened."""
-        from .runlog import LOG_NAME
-        from .selection import SelectionRun
+        """A SelectionRun with the lazy oracle: the saved one reopened (refused when `spec` is
+        given and differs), or a new one with `spec` (default: the config's)."""
+        from .runlog import RunLog, RunMeta
+        from .runs import new_run, open_run
 
         run_id = check_name(run_id or self.cfg.run_id, "run id")
-        spec = spec or self.cfg.selection
-        log_dir = self.ws.runs(run_id)
-        labels = self.clusters.labels
-        if (log_dir / LOG_NAME).exists():
-            run = SelectionRun.open(log_dir, labels, self.oracle, ledger=self.ledger())
-            if run.spec != spec:
+        if RunLog(self.ws.runs(run_id)).exists():
+            run = open_run(self.ws, run_id, self.oracle)
+            if spec is not None and run.spec != spec:
                 raise ValueError(f"run {run_id!r} exists with other settings "
                                  f"({to_dict(run.spec)}); choose another run id")
             return run
-        return SelectionRun(labels, self.oracle, spec, log_dir, ledger=self.ledger(),
-                            n_clusters=self.clusters.k,
-                            meta={"clusters": self.clusters.name,
-                                  "config": config_to_dict(self.cfg)})
+        meta = RunMeta(clustering=self.clusters.name, reward="lazy", workspace=self.ws.name,
+                       config=config_to_dict(self.cfg))
+        return new_run(self.ws, run_id, spec or self.cfg.selection, meta, self.oracle)
 
     def run_all(self) -> dict[str, Any]:
         """Every stage in order; returns a summary (also written to the run folder)."""
@@ -468,7 +465,7 @@ class Pipeline:
     def run_selection(self, run_id: str, export_dir: str | Path | None = None) -> dict[str, Any]:
         """Run (or continue) one selection to its end and export it."""
         exhaustive = self.exhaustive_scores() if self.cfg.exhaustive else self.known_exhaustive()
-        run = self.selection(run_id)
+        run = self.selection(run_id, self.cfg.selection)
         while not run.done:
             rec = run.step()
             self.log(f"  round {rec.round}: arm {rec.arm}, {len(rec.rows)} rows, "
