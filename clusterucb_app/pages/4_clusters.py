@@ -79,7 +79,7 @@ n_rows = len(labels)
 cnames = cs.cluster_names()
 try:
     pool = state.load_pool(ws)
-    if len(pool.table) != n_rows:
+    if len(pool) != n_rows:
         st.warning("These clusters were made from another pool (row counts differ); "
                    "re-run the clustering.")
         pool = None
@@ -125,7 +125,7 @@ if xy is not None:
             head = f"row {i} · {escape(cnames.get(lab, lab))}"
             if pool is None:
                 return head
-            rec = pool.table.iloc[int(i)]
+            rec = pool.row(i)
             return (f"{head}<br>id {escape(rec['id'])} · {escape(rec['source'])}<br>"
                     f"{escape(ui.first_turn(rec['messages'], n=90))}")
 
@@ -133,7 +133,7 @@ if xy is not None:
         fig = pr.cluster_map(xy, [cnames.get(int(c), str(c)) if c >= 0 else "no features"
                                   for c in labels], hover=_Hover(), title="Clusters")
     elif colour == "source":
-        fig = pr.cluster_map(xy, pool.table["source"].astype(str).to_numpy(), hover=_Hover(),
+        fig = pr.cluster_map(xy, pool.column("source").astype(str), hover=_Hover(),
                              title="Sources")
     elif colour == "exhaustive score":
         fig = pr.cluster_map(xy, ex, kind="continuous", hover=_Hover(),
@@ -156,8 +156,8 @@ if xy is not None:
                  "status": ["pinned" if r in led.pinned else "rejected" if r in led.rejected
                             else "" for r in picked]}
         if pool is not None:
-            st.dataframe(ui.preview_frame(pool.table, picked[:2000], {k: v[:2000] for k, v in
-                                                                     extra.items()}),
+            st.dataframe(ui.preview_frame(pool.frame(picked[:2000]), None,
+                                          {k: v[:2000] for k, v in extra.items()}),
                          hide_index=True, height=260)
         b = st.columns(3)
         if b[0].button(f"Pin {len(picked)} rows", icon=":material/push_pin:", key="cl_pin"):
@@ -250,7 +250,7 @@ with right:
         shown = examples if (which.startswith("closest") and examples) else others
         i = st.number_input("Example", 1, max(len(shown), 1), 1, key="cl_ex") - 1
         r = shown[min(int(i), len(shown) - 1)]
-        rec = pool.table.iloc[r]
+        rec = pool.row(r)
         st.caption(f"row {r} · id `{rec['id']}` · source `{rec['source']}` · "
                    f"{len(members):,} members")
         ui.show_text(ui.chat_text(rec["messages"]), height=300)

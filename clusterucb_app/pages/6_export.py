@@ -41,8 +41,8 @@ try:
 except Exception as exc:  # noqa: BLE001
     ui.show_error(exc, f"Opening run {rid}", "check the pool and clusters, or start a new run")
     st.stop()
-if len(pool.table) != run.N:
-    st.error(f"The run covers {run.N:,} rows but the pool has {len(pool.table):,}: choose the "
+if len(pool) != run.N:
+    st.error(f"The run covers {run.N:,} rows but the pool has {len(pool):,}: choose the "
              "pool the run was made on (Pool page).")
     st.stop()
 
@@ -82,9 +82,9 @@ if f_cl:
     view = view[view["cluster"].isin(f_cl)]
 if query.strip():
     q = query.strip().lower()
-    hit = [q in ui.chat_text(pool.table["messages"].iat[int(r)]).lower() for r in view["row"]]
+    hit = [q in ui.chat_text(m).lower() for m in pool.messages(view["row"].to_numpy())]
     view = view[np.asarray(hit, dtype=bool)]
-prev = ui.preview_frame(pool.table, view["row"].to_numpy())
+prev = ui.preview_frame(pool.frame(view["row"].to_numpy()))
 shown = view.reset_index(drop=True).copy()
 shown.insert(3, "prompt", prev["prompt"].to_numpy())
 cols = [c_ for c_ in ["rank", "row", "id", "prompt", "source", "cluster", "cluster_label",
@@ -108,9 +108,9 @@ if b[3].button("Unreject", disabled=not chosen, key="ex_unreject"):
     st.rerun()
 if chosen:
     r = chosen[0]
-    st.caption(f"row {r} · id `{pool.table['id'].iat[r]}` · score "
+    st.caption(f"row {r} · id `{pool.column('id', [r])[0]}` · score "
                f"{result.scores[r]:.4f}" if np.isfinite(result.scores[r]) else f"row {r}")
-    ui.show_text(ui.chat_text(pool.table["messages"].iat[r]), height=260)
+    ui.show_text(ui.chat_text(pool.messages([r])[0]), height=260)
 
 # ------------------------------------------------------------------------------ breakdowns
 selected = table[table["selected"]]
