@@ -21,6 +21,7 @@ run: $(STAMP)
 	$(VENV)/bin/streamlit run clusterucb_app/streamlit_app.py --server.address 127.0.0.1 --server.port $(PORT)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 e2e: $(STAMP)

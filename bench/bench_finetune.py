@@ -35,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
 
     from clusterucb_core.cli.demo import DEMO_CONFIG
+    from clusterucb_core.config import load_config
     from clusterucb_core.evaluate import compare_subsets
     from clusterucb_core.oracle import exhaustive_top
-    from clusterucb_core.pipeline import Pipeline, load_config
+    from clusterucb_core.pipeline import Pipeline
     from clusterucb_core.targets import load_target
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])

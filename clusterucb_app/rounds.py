@@ -16,8 +16,8 @@ import numpy as np
 import streamlit as st
 
 from clusterucb_core import policies, runs, selection
-from clusterucb_core.runlog import RunMeta
 from clusterucb_core.config import SelectionSpec
+from clusterucb_core.runlog import RunMeta
 from clusterucb_core.workspace import Workspace
 
 from . import state
@@ -76,7 +76,6 @@ def new_run_id() -> str:
 
 def create(ws: Workspace, spec: SelectionSpec, clustering: str, source: str) -> str:
     """Start a new run (nothing drawn yet) and make it the workspace's current run."""
-    selection.validate_spec(spec)
     clusters = state.load_clusters(ws, clustering)
     labels = np.asarray(clusters.labels)
     oracle = make_oracle(ws, source, len(labels))

@@ -4,9 +4,8 @@
 
     "pool":     {"path": str, "format": "auto"|..., "shape": "auto"|...}
     "target":   {"path": str, "kind": "auto"|..., "trim": bool}
-    "settings": {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
-                 "features": FeatureSpec (reward features), "cluster_features": FeatureSpec,
-                 "cluster": ClusterSpec, "selection": SelectionSpec}   (as dicts)
+    "config":   the workspace's one RunConfig (clusterucb_core.config), as
+                `config_to_dict` writes it; pages read and save its sections
 
 Paths are stored as given; relative ones resolve against the workspace, then the repository.
 Loaders here are cached by file identity (path, size, mtime) so reruns are instant.
@@ -14,28 +13,15 @@ Loaders here are cached by file identity (path, size, mtime) so reruns are insta
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from clusterucb_core import config
-from clusterucb_core.config import (ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
-                                    SelectionSpec, WarmupSpec)
 from clusterucb_core.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
-
-SPEC_CLASSES: dict[str, type] = {
-    "model": ModelSpec,
-    "lora": LoraSpec,
-    "warmup": WarmupSpec,
-    "features": FeatureSpec,
-    "cluster_features": FeatureSpec,
-    "cluster": ClusterSpec,
-    "selection": SelectionSpec,
-}
 
 def resolve(ws: Workspace, path: str | Path) -> Path:
     p = Path(path).expanduser()
@@ -76,24 +62,23 @@ def set_target_ref(ws: Workspace, path: str | Path, kind: str = "auto",
 
 
 def settings(ws: Workspace, name: str) -> Any:
-    """The spec last used for `name` in this workspace (defaults when none was saved)."""
-    cls = SPEC_CLASSES[name]
-    saved = (ws.meta().get("settings") or {}).get(name) or {}
-    known = {f.name for f in dataclasses.fields(cls)}
-    base: dict[str, Any] = {}
-    base.update({k: v for k, v in saved.items() if k in known})
+    """The spec of section `name` (or its older alias) in the workspace's config; the
+    defaults when none was saved, or when what was saved no longer passes the rules."""
+    section = config.section_name(name)
+    saved = (ws.meta().get("config") or {}).get(section) or {}
     try:
-        return config.from_dict(cls, base)
-    except (TypeError, ValueError):
-        return cls()
+        cfg = config.config_from_dict({section: saved}, lenient=True)
+    except ValueError:
+        cfg = config.RunConfig()
+    return getattr(cfg, section)
 
 
 def save_settings(ws: Workspace, **specs: Any) -> None:
-    meta = ws.meta()
-    all_settings = dict(meta.get("settings") or {})
+    """Store specs (by section name or alias) in the workspace's one config."""
+    cfg = dict(ws.meta().get("config") or {})
     for name, spec in specs.items():
-        all_settings[name] = config.to_dict(spec)
-    ws.update_meta(settings=all_settings)
+        cfg[config.section_name(name)] = config.to_dict(spec)
+    ws.update_meta(config=cfg)
 
 
 DEMO_CONFIG = config.DEMO_DIR / "demo_run.toml"
@@ -103,9 +88,8 @@ def _demo_config() -> dict[str, Any]:
     """Settings, pool and target of the bundled demo (sample_data/demo_run.toml), in the
     app's workspace.json form; empty when the file or the pipeline is missing."""
     try:
-        from clusterucb_core.pipeline import load_config
-        cfg = load_config(DEMO_CONFIG)
-    except (ImportError, OSError, ValueError):
+        cfg = config.load_config(DEMO_CONFIG)
+    except (OSError, ValueError):
         return {}
     model = config.to_dict(cfg.model)
     name = str(model.get("name_or_path", ""))
@@ -114,13 +98,7 @@ def _demo_config() -> dict[str, Any]:
     return {
         "pool": {"path": cfg.pool, "format": "auto", "shape": "auto"},
         "target": {"path": cfg.target, "kind": "auto", "trim": False},
-        "use_warmup": cfg.use_warmup,
-        "settings": {"model": model, "lora": config.to_dict(cfg.lora),
-                     "warmup": config.to_dict(cfg.warmup),
-                     "cluster_features": config.to_dict(cfg.cluster_features),
-                     "features": config.to_dict(cfg.reward_features),
-                     "cluster": config.to_dict(cfg.clusters),
-                     "selection": config.to_dict(cfg.selection)},
+        "config": {**config.config_to_dict(cfg), "model": model},
     }
 
 
@@ -132,7 +110,7 @@ def apply_demo_defaults(ws: Workspace) -> None:
     if "demo_defaults" not in meta:
         changes["demo_defaults"] = True
         demo = _demo_config()
-        for key in ("pool", "target", "use_warmup", "settings"):
+        for key in ("pool", "target", "config"):
             if key in demo and not meta.get(key):
                 changes[key] = demo[key]
         meta = {**meta, **changes}

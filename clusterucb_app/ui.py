@@ -12,8 +12,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
@@ -74,7 +75,9 @@ def _choose_name() -> str:
     try:
         check_name(name, "workspace name")
     except ValueError:
-        st.session_state["_ws_warning"] = f"'{name}' is not a valid workspace name; opened the demo."
+        st.session_state["_ws_warning"] = (
+            f"'{name}' is not a valid workspace name; opened the demo."
+        )
         name = DEMO_NAME
     return name
 
@@ -85,7 +88,9 @@ def sidebar() -> Workspace:
     try:
         ws = open_workspace(name)
     except (OSError, ValueError) as exc:
-        st.session_state["_ws_warning"] = f"Could not open workspace '{name}': {exc}. Opened the demo."
+        st.session_state["_ws_warning"] = (
+            f"Could not open workspace '{name}': {exc}. Opened the demo."
+        )
         name = DEMO_NAME
         ws = open_workspace(name)
     st.session_state[WS_KEY] = name
@@ -166,8 +171,11 @@ def need(ok: bool, message: str, page: str | None = None) -> bool:
     if not ok:
         st.info(message)
         if page:
-            st.page_link(page, label=f"Go to {Path(page).stem.split('_', 1)[-1].replace('_', ' ').title()}",
-                         icon=":material/arrow_forward:")
+            st.page_link(
+                page,
+                label=f"Go to {Path(page).stem.split('_', 1)[-1].replace('_', ' ').title()}",
+                icon=":material/arrow_forward:",
+            )
     return ok
 
 

@@ -26,9 +26,10 @@ import datetime as _dt
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 OPS = ("ban", "unban", "pin", "unpin", "reject", "unreject", "note")
 _CLUSTER_OPS = ("ban", "unban")
@@ -56,7 +57,7 @@ class LedgerState:
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
 
 
 def _as_rows(rows: int | Iterable[int]) -> list[int]:

@@ -35,15 +35,16 @@ import hashlib
 import json
 import platform
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from . import atomic
-from .selection import LedgerView, SelectionResult, SelectionRun, labels_fingerprint
 from .config import SelectionSpec, from_dict, to_dict
 from .oracle import mass_share, recall, scores_fingerprint
+from .selection import LedgerView, SelectionResult, SelectionRun, labels_fingerprint
 
 MANIFEST = "manifest.json"
 MANIFEST_KIND = "clusterucb-selection"
@@ -291,7 +292,7 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
             (tmp / "run" / "log.jsonl").write_bytes(raw[:raw.rfind(b"\n") + 1])
         manifest = {
             "kind": MANIFEST_KIND, "version": MANIFEST_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "run_id": run_id,
             "spec": to_dict(result.spec), "seed": int(result.spec.seed),
             "counts": {"n_rows": n, "k": int(result.k or (int(result.labels.max()) + 1)),

@@ -35,8 +35,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -66,8 +67,12 @@ def _lora_identity(model, lora_spec: LoraSpec, checkpoint_dir: str | Path | None
     if checkpoint_dir is not None:
         cfg = json.loads((Path(checkpoint_dir) / "adapter_config.json").read_text())
         targets = cfg.get("target_modules") or []
-        return {"rank": cfg.get("r"), "alpha": cfg.get("lora_alpha"),
-                "target_modules": sorted(targets) if isinstance(targets, list) else targets}
+        out = {"rank": cfg.get("r"), "alpha": cfg.get("lora_alpha"),
+               "target_modules": sorted(targets) if isinstance(targets, list) else targets}
+        layers = cfg.get("layers_to_transform")
+        if layers:  # per-layer LoRA (left out otherwise, as to_dict leaves out its default)
+            out["layers_to_transform"] = [layers] if isinstance(layers, int) else list(layers)
+        return out
     d = to_dict(lora_spec)
     d.pop("dropout", None)  # off when taking gradients
     d["target_modules"] = sorted(d["target_modules"])
@@ -255,7 +260,7 @@ class FeatureEngine:
             out.close()
         return self._store
 
-    def as_sgd(self) -> "FeatureEngine":
+    def as_sgd(self) -> FeatureEngine:
         """This engine (same model, projector) computing plain SGD gradients (for targets)."""
         import copy
         from dataclasses import replace

@@ -28,8 +28,9 @@ is too long the prompt's *oldest* tokens are dropped so the completion survives.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 IGNORE_INDEX = -100
 TEMPLATES = ("tulu", "model")

@@ -33,8 +33,9 @@ LESS concatenates), so projections agree with a LESS-style full gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

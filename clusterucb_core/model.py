@@ -36,8 +36,9 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -139,7 +140,9 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any, torch.device, torch.dtype]:
             source, dtype=dtype, trust_remote_code=bool(spec.trust_remote_code))
     except OSError as exc:
         where = "folder" if local else "hub id"
-        raise FileNotFoundError(f"could not load a causal LM from {where} {source!r}: {exc}") from exc
+        raise FileNotFoundError(
+            f"could not load a causal LM from {where} {source!r}: {exc}"
+        ) from exc
     model.to(device)
     model.eval()
     for p in model.parameters():
@@ -207,18 +210,48 @@ def _linear_leaf_names(model) -> dict[str, list[str]]:
 
 
 def resolve_target_modules(model, lora: LoraSpec) -> list[str]:
-    """The spec's target modules present in this model; when none is (a non-Llama naming),
-    the linear layers inside its attention blocks (e.g. GPT-2's c_attn/c_proj)."""
+    """The LoRA target modules for this model, as peft matches them (a leaf name such as
+    `q_proj`, or a dotted name or suffix such as `layers.3.self_attn.q_proj`).
+
+    Only the default names may be replaced: with none of them in this model (a non-Llama
+    naming) the linear layers inside its attention blocks are used (e.g. GPT-2's c_attn,
+    c_proj). Names the user chose must all exist; otherwise the call is refused, naming the
+    modules that do (a silent fallback would compute gradients of other layers)."""
     leaves = _linear_leaf_names(model)
-    wanted = [m for m in lora.target_modules if m in leaves]
+    quals = [q for qs in leaves.values() for q in qs]
+
+    def present(name: str) -> bool:
+        return any(q == name or q.endswith("." + name) for q in quals)
+
+    wanted = [m for m in lora.target_modules if present(m)]
+    default = lora.target_modules == LoraSpec().target_modules
+    if not default:
+        missing = [m for m in lora.target_modules if not present(m)]
+        if missing:
+            raise ValueError(f"LoRA target module(s) {', '.join(missing)} not in this model; its "
+                             f"linear layers are {', '.join(sorted(leaves))} (e.g. {quals[0]})"
+                             if quals else "this model has no linear layers for LoRA")
+        return wanted
     if wanted:
         return wanted
-    attn = sorted({leaf for leaf, quals in leaves.items()
-                   if any(("attn" in q.lower() or "attention" in q.lower()) for q in quals)})
+    attn = sorted({leaf for leaf, qs in leaves.items()
+                   if any(("attn" in q.lower() or "attention" in q.lower()) for q in qs)})
     if attn:
         return attn
     raise ValueError(f"none of the LoRA target modules {list(lora.target_modules)} exists in "
                      f"this model; its linear layers are {sorted(leaves)}")
+
+
+def _layers(model, lora: LoraSpec) -> list[int] | None:
+    """peft's `layers_to_transform`, checked against the model's number of layers."""
+    if not lora.layers_to_transform:
+        return None
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    bad = [i for i in lora.layers_to_transform if n is not None and i >= n]
+    if bad:
+        raise ValueError(f"[lora] layers_to_transform = {list(lora.layers_to_transform)}: this "
+                         f"model has layers 0..{n - 1}")
+    return list(lora.layers_to_transform)
 
 
 def add_lora(model, lora: LoraSpec, seed: int = 0):
@@ -228,7 +261,8 @@ def add_lora(model, lora: LoraSpec, seed: int = 0):
 
     config = LoraConfig(r=int(lora.rank), lora_alpha=int(lora.alpha),
                         lora_dropout=float(lora.dropout),
-                        target_modules=resolve_target_modules(model, lora), bias="none",
+                        target_modules=resolve_target_modules(model, lora),
+                        layers_to_transform=_layers(model, lora), bias="none",
                         task_type="CAUSAL_LM")
     with torch.random.fork_rng(devices=[]), _quiet():
         torch.manual_seed(seed)
@@ -338,7 +372,9 @@ def checkpoint_fingerprint(checkpoint_dir: str | Path | None) -> str | None:
     return None if checkpoint_dir is None else str(checkpoint_meta(checkpoint_dir)["fingerprint"])
 
 
-def load_adam_state(model, checkpoint_dir: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def load_adam_state(
+    model, checkpoint_dir: str | Path
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{param name: (m, v)} for every LoRA parameter of `model`, float32 on its device.
 
     Raises FileNotFoundError when the checkpoint has no Adam state (use mode 'sgd')."""

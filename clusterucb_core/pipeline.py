@@ -11,120 +11,21 @@ uses the same `Pipeline` so the browser and the CLI meet at the same files.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from . import atomic
-from .config import (DEMO_DIR, DEMO_POOL, ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
-                     SelectionSpec, WarmupSpec, fingerprint, from_dict, load_toml, to_dict)
+from .config import RunConfig, SelectionSpec, config_from_dict, config_to_dict, fingerprint, to_dict
 from .workspace import Workspace, check_name
 
 Log = Callable[[str], None]
-DEMO_TARGET = DEMO_DIR / "targets" / "arithmetic.jsonl"
 SCORES_DIR = "scores"
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything one end-to-end run needs; `clusterucb run --config run.toml` reads it."""
-
-    workspace: str = "workspaces/demo"
-    pool: str = str(DEMO_POOL)
-    pool_format: str = "auto"  # jsonl | json | csv | tsv | parquet | datasets
-    pool_shape: str = "auto"  # messages | alpaca | sharegpt | prompt_completion
-    target: str = str(DEMO_TARGET)
-    run_id: str = "ucb"
-    model: ModelSpec = ModelSpec()
-    lora: LoraSpec = LoraSpec()
-    use_warmup: bool = True
-    warmup: WarmupSpec = WarmupSpec()
-    # The clustering features need not be the reward features (METHOD.md s.3): forward-only
-    # hidden states cost one forward pass per row, so clustering the whole pool stays cheap.
-    cluster_features: FeatureSpec = FeatureSpec(kind="hidden")
-    reward_features: FeatureSpec = FeatureSpec(kind="gradient", mode="adam")
-    reward_checkpoints: str = "last"  # last | all (LESS: lr-weighted sum over checkpoints)
-    clusters: ClusterSpec = ClusterSpec()
-    selection: SelectionSpec = SelectionSpec()
-    make_map: bool = True
-    exhaustive: bool = False  # also score every row (teaching, recall figures)
-    # Dynamic ClusterUCB (METHOD.md s.5): > 1 trains one epoch on each selection and selects
-    # again at the new checkpoint with the same clusters and a fresh bandit.
-    dynamic_rounds: int = 1
-    export_dir: str = ""  # default: <workspace>/exports/<run_id>
-
-
-_SECTIONS: dict[str, type] = {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
-                              "cluster_features": FeatureSpec, "reward_features": FeatureSpec,
-                              "clusters": ClusterSpec, "selection": SelectionSpec}
-
-
-def config_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> RunConfig:
-    """A RunConfig from TOML-shaped data; relative paths are taken from `base_dir`."""
-    data = dict(data)
-    kwargs: dict[str, Any] = {}
-    defaults = RunConfig()
-    for name, cls in _SECTIONS.items():
-        section = dict(data.pop(name, {}))
-        if name == "warmup" and "enabled" in section:
-            kwargs["use_warmup"] = bool(section.pop("enabled"))
-        base = dataclasses.asdict(getattr(defaults, name))
-        base.update(section)
-        kwargs[name] = from_dict(cls, base)
-    export = dict(data.pop("export", {}))
-    if export:
-        kwargs["export_dir"] = str(export.pop("out", ""))
-        if export:
-            raise ValueError(f"[export]: unknown setting(s) {', '.join(sorted(export))}")
-    known = {f.name for f in dataclasses.fields(RunConfig)} - set(_SECTIONS) - {"use_warmup"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; top-level keys are "
-                         f"{', '.join(sorted(known))} and sections "
-                         f"{', '.join('[' + s + ']' for s in [*_SECTIONS, 'export'])}")
-    kwargs.update(data)
-    cfg = RunConfig(**kwargs)
-    if base_dir is not None:
-        cfg = replace(cfg, workspace=_under(base_dir, cfg.workspace),
-                      export_dir=_under(base_dir, cfg.export_dir) if cfg.export_dir else "",
-                      pool=_existing_under(base_dir, cfg.pool),
-                      target=_existing_under(base_dir, cfg.target),
-                      model=replace(cfg.model,
-                                    name_or_path=_existing_under(base_dir, cfg.model.name_or_path)))
-    return cfg
-
-
-def _under(base: Path, p: str) -> str:
-    return p if Path(p).is_absolute() else str((base / p).resolve())
-
-
-def _existing_under(base: Path, p: str) -> str:
-    """A relative path that exists next to the config file; anything else (a hub id such as
-    `org/model`, or an absolute path) is kept as written."""
-    return _under(base, p) if (base / p).exists() else p
-
-
-def load_config(path: str | Path) -> RunConfig:
-    path = Path(path)
-    return config_from_dict(load_toml(path), base_dir=path.resolve().parent)
-
-
-def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(RunConfig):
-        value = getattr(cfg, f.name)
-        if f.name in _SECTIONS:
-            out[f.name] = to_dict(value)
-        elif f.name not in ("use_warmup", "export_dir"):
-            out[f.name] = value
-    out["warmup"]["enabled"] = cfg.use_warmup
-    out["export"] = {"out": cfg.export_dir}
-    return out
 
 
 class Pipeline:
@@ -140,7 +41,7 @@ class Pipeline:
                      "target_gradient_rows": 0}
 
     @classmethod
-    def from_workspace(cls, root: str | Path, log: Log | None = print) -> "Pipeline":
+    def from_workspace(cls, root: str | Path, log: Log | None = print) -> Pipeline:
         """The pipeline last configured in a workspace (the app and `clusterucb select`
         continue where `run`/`demo` or the browser left off)."""
         ws = Workspace.open(root, create=False)
@@ -235,7 +136,7 @@ class Pipeline:
         return warmup(self.pool, self.cfg.model, self.cfg.lora, self.cfg.warmup, out,
                       progress=self.progress("warm-up"))
 
-    def at_checkpoint(self, checkpoint: str | Path) -> "Pipeline":
+    def at_checkpoint(self, checkpoint: str | Path) -> Pipeline:
         """The same pool, target and clusters, with rewards taken at another checkpoint."""
         other = Pipeline.__new__(Pipeline)
         other.cfg, other.ws, other._log = self.cfg, self.ws, self._log
@@ -292,8 +193,8 @@ class Pipeline:
 
     @property
     def clusters_name(self) -> str:
-        k = self.cfg.clusters.k
-        return check_name(f"{self.cluster_store.path.name}-k{k if k else 'auto'}")
+        spec = self.cfg.clusters
+        return check_name(f"{self.cluster_store.path.name}-k{'auto' if spec.auto_k else spec.k}")
 
     @cached_property
     def clusters(self):
@@ -313,7 +214,7 @@ class Pipeline:
             pass
         scan = None
         k = spec.k
-        if k <= 0:
+        if spec.auto_k:
             scan = k_scan(store, seed=spec.seed)
             k = pick_k(scan)
             self.log(f"clusters: K scan picked K={k}")
@@ -323,7 +224,7 @@ class Pipeline:
             self.log("clusters: the features would not fit in memory; streaming mini-batches")
         result = cluster_features(store, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
                                   minibatch=minibatch, batch_size=spec.batch_size,
-                                  progress=self.progress("k-means"))
+                                  n_init=spec.n_init, progress=self.progress("k-means"))
         summary = summarize_clusters(self.pool.frame(), result.labels, store, result.centroids)
         save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint, spec=spec,
                       features_name=store.path.name, summary=summary, kscan=scan)
@@ -476,7 +377,11 @@ class Pipeline:
         if exhaustive is not None:
             from .oracle import run_metrics
 
-            summary["metrics"] = run_metrics(run, exhaustive)
+            metrics = run_metrics(run, exhaustive)
+            table = metrics.pop("rounds")  # per round: a file beside the summary, not JSON
+            table.to_csv(self.ws.runs(run_id) / "rounds.csv", index=False)
+            summary["metrics"] = {**metrics, "rounds_csv": str(self.ws.runs(run_id) /
+                                                                 "rounds.csv")}
         summary["export"] = str(self.export(run, run_id, export_dir))
         atomic.write_json(self.ws.runs(run_id) / "summary.json", summary)
         return summary

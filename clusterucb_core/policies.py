@@ -18,17 +18,19 @@ A policy that needs randomness in round `r` (`random`, `thompson`) gets a genera
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
+
+from .config import POLICY
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import SelectionSpec
 
-POLICIES: tuple[str, ...] = ("ucb_beta", "ucb1", "thresh_hard", "thresh_normal", "random",
-                             "thompson")
+POLICIES: tuple[str, ...] = get_args(POLICY)
 
 # streams of SeedSequence([seed, stream, index])
 STREAM_POLICY = 0
@@ -82,7 +84,7 @@ class ArmStats:
     @classmethod
     def from_rewards(cls, rewards: Sequence[Sequence[float]],
                      remaining: Sequence[int] | None = None,
-                     banned: Sequence[int] | Sequence[bool] | None = None) -> "ArmStats":
+                     banned: Sequence[int] | Sequence[bool] | None = None) -> ArmStats:
         """Build statistics from per-arm reward lists (NaN = an unscorable draw).
 
         `remaining` defaults to 1 per arm (every arm still drawable); `banned` is either a
@@ -225,7 +227,8 @@ class Policy:
                     f"{detail.get('tau', float('nan')):.4g}, so arm {arm} is played for its "
                     f"largest single draw {stats.max_reward[arm]:.4g}{skipped}.")
         others = [i for i in np.flatnonzero(stats.eligible) if i != arm]
-        text = f"{self.name}: arm {arm} has the largest {self.rule}: {self.term(stats, arm, vals[arm])}"
+        text = (f"{self.name}: arm {arm} has the largest {self.rule}: "
+                f"{self.term(stats, arm, vals[arm])}")
         if others:
             runner = max(others, key=lambda i: (vals[i], -i))
             text += f"; next best arm {runner}: {self.term(stats, runner, vals[runner])}"

@@ -47,9 +47,10 @@ import mmap
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -384,13 +385,15 @@ def _looks_like_jsonl(data: bytes) -> bool:
         return False
     try:
         _, end = json.JSONDecoder().raw_decode(text)
+    except RecursionError:  # one value nested too deeply: the JSON reader reports it
+        return False
     except json.JSONDecodeError:
         # first line alone parses -> JSONL with a long or broken tail
         first = text.split("\n", 1)[0]
         try:
             json.loads(first)
             return "\n" in text.strip()
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return False
     return bool(text[end:].strip())
 

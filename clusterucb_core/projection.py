@@ -62,7 +62,8 @@ cache as float32 (dim_in * d * 4 bytes <= cache_bytes) or on a GPU, where it is 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,7 +96,7 @@ class Accumulator:
     Lets a caller project a model's gradient module by module and free each block at once.
     """
 
-    def __init__(self, proj: "Projector", batch_size: int):
+    def __init__(self, proj: Projector, batch_size: int):
         self.proj = proj
         self.B = int(batch_size)
         self.pos = 0

@@ -1,20 +1,9 @@
 """The ClusterUCB selection run (METHOD.md section 4); the arm policies live in policies.py.
 
-Two layers:
-
-* **Policies** (`make_policy(name, ...)`): each turns the arms' reward statistics
-  (`ArmStats`) into one value per arm and picks an arm, and can say why (`Decision`: the
-  values it compared and a sentence). Rules shared by every policy:
-  - an arm that is exhausted (no undrawn member) or banned is never chosen; its value is
-    reported as -inf (the reference code used 0, which wins when cosines are negative);
-  - an eligible arm that has never been drawn is played first (lowest index), except under
-    `random`, the baseline;
-  - otherwise the eligible arm with the largest value is played, ties to the lowest index.
-  - an arm whose draws were all unscorable (NaN rewards, e.g. rows with no trained token)
-    has no statistics; its value is -inf, so it is played only when nothing else is left.
-* **`SelectionRun`**: cold start, budget, rounds (`step()` returns a `RoundRecord`), final
-  top-p with the curation ledger applied. Its state is an append-only JSONL log; a run
-  reopens from its log (`SelectionRun.open`) and continues exactly as if never interrupted.
+`SelectionRun`: cold start, budget, rounds (`step()` returns a `RoundRecord`), final top-p
+with the curation ledger applied. Its state is an append-only log (runlog.py); a run reopens
+from its log (`runs.open_run`, `SelectionRun.open`) and continues exactly as if never
+interrupted.
 
 Randomness, all derived from `spec.seed` so that a resumed run equals an uninterrupted one:
 every cluster's members are put in a random order once, from `(seed, cluster)`; drawing
@@ -41,8 +30,14 @@ import numpy as np
 from . import runlog
 from .config import SelectionSpec, from_dict, to_dict
 from .oracle import Oracle
-from .policies import (POLICIES, STREAM_ORDER, ArmStats, from_json_values,
-                       jsonable_values, make_policy, policy_for, policy_rng)
+from .policies import (
+    STREAM_ORDER,
+    ArmStats,
+    from_json_values,
+    jsonable_values,
+    policy_for,
+    policy_rng,
+)
 
 
 def count_of(fraction: float, n: int) -> int:
@@ -159,28 +154,6 @@ class SelectionResult:
     k: int = 0  # number of arms (clusters)
 
 
-def validate_spec(spec: SelectionSpec) -> None:
-    """Refuse settings that cannot make a selection, naming the setting."""
-    if spec.policy not in POLICIES:
-        raise ValueError(f"unknown policy {spec.policy!r}; choose one of {', '.join(POLICIES)}")
-    for name in ("cold_start", "budget", "top_p"):
-        v = getattr(spec, name)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 1):
-            raise ValueError(f"{name} must be a fraction in [0, 1], got {v!r}")
-    if spec.budget <= 0:
-        raise ValueError("budget must be > 0")
-    if spec.top_p <= 0:
-        raise ValueError("top_p must be > 0")
-    if spec.top_p > spec.budget:
-        raise ValueError(f"top_p ({spec.top_p}) cannot exceed the budget ({spec.budget}): "
-                         "the selection is taken from the scored rows")
-    if int(spec.draw_batch) != spec.draw_batch or spec.draw_batch < 1:
-        raise ValueError(f"draw_batch must be an integer >= 1, got {spec.draw_batch!r}")
-    if int(spec.seed) != spec.seed or spec.seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {spec.seed!r}")
-    make_policy(spec.policy, spec.beta, spec.quantile)  # checks beta / quantile
-
-
 class SelectionRun:
     """One ClusterUCB selection over a fixed clustering (METHOD.md section 4).
 
@@ -204,7 +177,6 @@ class SelectionRun:
             if not np.all(np.equal(np.mod(labels, 1), 0)):
                 raise ValueError("labels must be integers")
         self.labels = labels.astype(np.int64)
-        validate_spec(spec)
         self.spec = spec
         self.policy = policy_for(spec)
         self.oracle = oracle

@@ -18,12 +18,14 @@ Kinds:
   nothing). All rows of a file are used (the real files have 5 each, LESS's k).
 - ``bbh``: ``bbh-three-shot.json`` (task -> text): the text's last three blank-line-separated
   blocks are examples, the rest the task description; each example is asked with the other two
-  as in-context examples: ``<|user|>\\n{description}\\n\\n{ex}\\n\\n{ex}\\n\\n{question}\\n<|assistant|>\\nA:``,
+  as in-context examples:
+  ``<|user|>\\n{description}\\n\\n{ex}\\n\\n{ex}\\n\\n{question}\\n<|assistant|>\\nA:``,
   completion = the answer text after "\\nA:" (LESS splits each block at "\\nA:"; a block with
   several is split at the first).
 - ``tydiqa``: ``tydiqa-one-shot.json`` (language -> [example]); LESS's per-language
   instruction and labels (from LESS ``get_validation_dataset.py``, itself from open-instruct):
-  ``<|user|>\\n{instruction}{Passage:} {context}\\n{Question:} {question}\\n<|assistant|>\\n{Answer:}``
+  ``<|user|>\\n{instruction}{Passage:} {context}\\n{Question:} {question}``
+  ``\\n<|assistant|>\\n{Answer:}``
   (LESS puts no separator between the instruction and "Passage:"; kept), completion
   ``" " + first answer text``. ``tydiqa-one-shot-zh.json`` uses the Chinese labels, as LESS.
 - ``pool``: any pool file `pool.load_pool` reads, with a ``subtask`` field on every record:
@@ -338,8 +340,10 @@ def _pool_target(path: Path) -> list[TargetExample]:
     missing = [int(n) for n, s in zip(pool.table["line_no"], pool.table["subtask"])
                if s is None or s == ""]
     if missing:
-        raise TargetError(f"{path}: {len(missing)} records have no 'subtask' (lines "
-                          f"{', '.join(map(str, missing[:10]))}{'...' if len(missing) > 10 else ''})")
+        raise TargetError(
+            f"{path}: {len(missing)} records have no 'subtask' (lines "
+            f"{', '.join(map(str, missing[:10]))}{'...' if len(missing) > 10 else ''})"
+        )
     out: list[TargetExample] = []
     for subtask, msgs in zip(pool.table["subtask"], pool.table["messages"]):
         last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")

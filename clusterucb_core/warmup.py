@@ -21,9 +21,8 @@ from typing import Any
 import numpy as np
 
 from . import atomic
-from .progress import Progress, report
 from .config import LoraSpec, ModelSpec, WarmupSpec, to_dict
-
+from .progress import Progress, report
 
 
 def select_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:

@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from clusterucb_app import engine, state, ui
-from clusterucb_core import config, jobs
+from clusterucb_core import config
 
 ws = ui.workspace()
 ui.header(

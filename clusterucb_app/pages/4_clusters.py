@@ -36,7 +36,9 @@ with st.expander("Cluster the pool", expanded=not state.cluster_names(ws)):
     if not stores:
         st.info("No features yet: compute **cluster features** on the Model & Features page "
                 "first.")
-        st.page_link("pages/3_features.py", label="Go to Model & Features", icon=":material/arrow_forward:")
+        st.page_link(
+            "pages/3_features.py", label="Go to Model & Features", icon=":material/arrow_forward:"
+        )
     else:
         spec = state.settings(ws, "cluster")
         st.caption("Features: " + ", ".join(f"`{n}`" for n in stores)
@@ -167,8 +169,12 @@ if xy is not None:
             lg.reject(picked, note="map selection")
             st.rerun()
         sel_clusters = sorted({int(c) for c in labels[picked] if c >= 0})
-        if b[2].button(f"Ban their {len(sel_clusters)} cluster(s)", icon=":material/do_not_disturb_on:", key="cl_ban_sel",
-                       disabled=not sel_clusters):
+        if b[2].button(
+            f"Ban their {len(sel_clusters)} cluster(s)",
+            icon=":material/do_not_disturb_on:",
+            key="cl_ban_sel",
+            disabled=not sel_clusters,
+        ):
             for c in sel_clusters:
                 lg.ban(c, note="map selection")
             st.rerun()

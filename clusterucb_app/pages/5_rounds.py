@@ -7,10 +7,10 @@ import pandas as pd
 import streamlit as st
 
 from clusterucb_app import rounds, state, ui
-from clusterucb_core import policies, selection
 from clusterucb_core import plots_rounds as pr
-from clusterucb_core.plots import escape
+from clusterucb_core import policies, selection
 from clusterucb_core.config import SelectionSpec
+from clusterucb_core.plots import escape
 
 ws = ui.workspace()
 ui.header(
@@ -90,10 +90,11 @@ with st.expander("Settings — start a new run", expanded=cur_id is None):
         submitted = st.form_submit_button("Start a new run", type="primary",
                                           disabled=not sources)
     if submitted:
-        spec = SelectionSpec(policy=policy, beta=float(beta), cold_start=float(cold),
-                             budget=float(budget), top_p=float(top_p), draw_batch=int(draw),
-                             seed=int(seed), quantile=defaults.quantile)
-        try:
+        try:  # a SelectionSpec checks its settings when built
+            spec = SelectionSpec(policy=policy, beta=float(beta), cold_start=float(cold),
+                                 budget=float(budget), top_p=float(top_p),
+                                 draw_batch=int(draw), seed=int(seed),
+                                 quantile=defaults.quantile)
             rid = rounds.create(ws, spec, clusters_name, reward)
             state.save_settings(ws, selection=spec)
             st.session_state["ucb_play"] = False
@@ -151,8 +152,12 @@ def live() -> None:
     stepn = c[1].button("Step N rounds", disabled=run.done or not can_draw, key="ucb_stepn")
     n_steps = c[2].number_input("N", 1, 1000, 10, key="ucb_n", label_visibility="collapsed")
     pausing = bool(st.session_state.get("ucb_play"))
-    play = c[3].button("Pause" if pausing else "Play",
-                       icon=":material/pause:" if pausing else ":material/play_arrow:", disabled=run.done or not can_draw, key="ucb_play_btn")
+    play = c[3].button(
+        "Pause" if pausing else "Play",
+        icon=":material/pause:" if pausing else ":material/play_arrow:",
+        disabled=run.done or not can_draw,
+        key="ucb_play_btn",
+    )
     to_end = c[4].button("Run to the end", disabled=run.done or not can_draw, key="ucb_end")
     reset = c[5].button("Reset", key="ucb_reset",
                         help="Start this run over with the same settings (the old log is "
@@ -264,13 +269,23 @@ def live() -> None:
                                selection_mode="multi-row", key=f"ucb_last_{last.round}")
             chosen = [int(df["row"].iat[i]) for i in sel.selection.rows]
             b = st.columns([1, 1, 4])
-            if b[0].button("Pin selected", icon=":material/push_pin:", disabled=not chosen, key="ucb_pin",
-                           help="Pinned rows are always in the final selection."):
+            if b[0].button(
+                "Pin selected",
+                icon=":material/push_pin:",
+                disabled=not chosen,
+                key="ucb_pin",
+                help="Pinned rows are always in the final selection.",
+            ):
                 lg.pin(chosen, note=f"UCB round {last.round}")
                 st.rerun(scope="fragment")
-            if b[1].button("Reject selected", icon=":material/block:", disabled=not chosen, key="ucb_reject",
-                           help="Rejected rows are never selected (their draw still counts "
-                                "against the budget)."):
+            if b[1].button(
+                "Reject selected",
+                icon=":material/block:",
+                disabled=not chosen,
+                key="ucb_reject",
+                help="Rejected rows are never selected (their draw still counts "
+                "against the budget).",
+            ):
                 lg.reject(chosen, note=f"UCB round {last.round}")
                 st.rerun(scope="fragment")
             if pool is not None and chosen:

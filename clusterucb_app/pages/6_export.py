@@ -161,9 +161,15 @@ if (out_dir / "manifest.json").exists():
              ".tsv": "text/tab-separated-values", ".parquet": "application/octet-stream"}
     cols = st.columns(4)
     for i, p in enumerate(files):
-        cols[i % 4].download_button(p.name, icon=":material/download:", data=p.read_bytes(), file_name=p.name,
-                                    mime=kinds.get(p.suffix, "application/octet-stream"),
-                                    key=f"ex_dl_{p.name}", on_click="ignore")
+        cols[i % 4].download_button(
+            p.name,
+            icon=":material/download:",
+            data=p.read_bytes(),
+            file_name=p.name,
+            mime=kinds.get(p.suffix, "application/octet-stream"),
+            key=f"ex_dl_{p.name}",
+            on_click="ignore",
+        )
 
     @st.cache_data(show_spinner=False, max_entries=2)
     def _zip(folder: str, stamp: float) -> bytes:
@@ -175,6 +181,12 @@ if (out_dir / "manifest.json").exists():
         return buf.getvalue()
 
     stamp = (out_dir / "manifest.json").stat().st_mtime
-    st.download_button("Everything (zip)", icon=":material/folder_zip:", data=_zip(str(out_dir), stamp),
-                       file_name=f"{ws.name}-{rid}.zip", mime="application/zip", key="ex_dl_zip",
-                       on_click="ignore")
+    st.download_button(
+        "Everything (zip)",
+        icon=":material/folder_zip:",
+        data=_zip(str(out_dir), stamp),
+        file_name=f"{ws.name}-{rid}.zip",
+        mime="application/zip",
+        key="ex_dl_zip",
+        on_click="ignore",
+    )

@@ -65,25 +65,22 @@ def pick_store(ws: Any, name: str | None):
 
 
 def parse_k(text: str) -> int:
-    if str(text).strip().lower() in ("auto", "0"):
-        return 0
-    try:
-        k = int(text)
-    except ValueError:
-        raise ValueError(f"--k must be a positive integer or 'auto', not {text!r}") from None
-    if k < 1:
-        raise ValueError(f"--k must be a positive integer or 'auto', not {text!r}")
-    return k
+    """--k as ClusterSpec reads it (same rule, same message); 0 means the automatic K."""
+    from ..config import ClusterSpec
+
+    t = str(text).strip().lower()
+    spec = ClusterSpec(k=t if t == "auto" else int(t) if t.lstrip("-").isdigit() else text)
+    return 0 if spec.auto_k else int(spec.k)
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..clusterset import save_clusters
+    from ..config import ClusterSpec
     from ..kmeans import cluster_features, fits_in_memory
     from ..kscan import k_scan, pick_k
     from ..summaries import summarize_clusters
-    from ..config import ClusterSpec
     from ..workspace import Workspace, check_name
     from .features import ProgressLine
 

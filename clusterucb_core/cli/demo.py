@@ -16,7 +16,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import load_config
+    from ..config import load_config
     from .run import run_config
 
     return run_config(load_config(DEMO_CONFIG), args)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "fine-tune LoRA on a run's selection, a random subset and the exhaustive top-p; compare target loss"
+HELP = ("fine-tune LoRA on a run's selection, a random subset and the exhaustive top-p; compare "
+        "target loss")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

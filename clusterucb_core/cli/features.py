@@ -41,7 +41,10 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"LoRA alpha (default {lo.alpha}; LESS uses 512)")
     g.add_argument("--lora-dropout", type=float, default=lo.dropout)
     g.add_argument("--lora-targets", default=",".join(lo.target_modules),
-                   help="comma-separated module names to adapt")
+                   help="comma-separated module names to adapt: leaf names (q_proj) or dotted "
+                        "names (layers.3.self_attn.q_proj)")
+    g.add_argument("--lora-layers", default="",
+                   help="comma-separated decoder layer indices that get adapters (default: all)")
 
 
 def model_spec_from(args: argparse.Namespace):
@@ -56,8 +59,13 @@ def lora_spec_from(args: argparse.Namespace):
     from ..config import LoraSpec
 
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    layers = [t.strip() for t in args.lora_layers.split(",") if t.strip()]
+    try:
+        layers = [int(t) for t in layers]
+    except ValueError:
+        pass  # LoraSpec names the setting and the rule
     return LoraSpec(rank=args.lora_rank, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                    target_modules=targets)
+                    target_modules=targets, layers_to_transform=layers)
 
 
 def open_pool(args: argparse.Namespace, ws: Any):
@@ -172,7 +180,9 @@ def resolve_checkpoint(ws: Any, value: str | None) -> Path | None:
             found = find_checkpoints(c)
             if found:
                 return found[-1].resolve()
-    raise FileNotFoundError(f"no checkpoint {value!r} (looked in {', '.join(map(str, candidates))})")
+    raise FileNotFoundError(
+        f"no checkpoint {value!r} (looked in {', '.join(map(str, candidates))})"
+    )
 
 
 def parse_rows(text: str | None, n: int):

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from .features import add_model_arguments, lora_spec_from, model_spec_from, open_pool, \
-    ProgressLine
+from .features import ProgressLine, add_model_arguments, lora_spec_from, model_spec_from, open_pool
 
 HELP = "train LoRA briefly on a random fraction of the pool (checkpoints with Adam state)"
 

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from e2e_support import ARGS, ARTIFACTS, CHROMIUM, go, idle, no_error, shot
 
 pytestmark = pytest.mark.e2e

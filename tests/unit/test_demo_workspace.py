@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from clusterucb_core.cli.demo import DEMO_CONFIG
-from clusterucb_core.config import DEMO_DIR
-from clusterucb_core.pipeline import Pipeline, load_config
+from clusterucb_core.config import DEMO_DIR, load_config
+from clusterucb_core.pipeline import Pipeline
 
 SHIPPED = DEMO_DIR / "demo_workspace"
 

@@ -151,10 +151,13 @@ def test_right_truncation_and_no_label_rows(tok):
 
 
 def test_prompt_completion_labels_and_left_truncation(tok):
-    prompt = "<|user|>\nThe following are multiple choice questions.\n\nQ?\nAnswer:\n<|assistant|>\nThe answer is:"
+    prompt = ("<|user|>\nThe following are multiple choice questions.\n\nQ?\nAnswer:\n"
+              "<|assistant|>\nThe answer is:")
     enc = encode_prompt_completion(prompt, " B", tok, max_length=1000)
     assert not enc.truncated
-    assert tok.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE_INDEX]) == " B"
+    assert (
+        tok.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE_INDEX]) == " B"
+    )
     assert tok.decode(enc.input_ids, skip_special_tokens=False) == "<s>" + prompt + " B"
 
     long_prompt = "<|user|>\n" + "context words here " * 100 + "\n<|assistant|>\nA:"

@@ -154,3 +154,33 @@ def test_weights_fingerprint_changes_with_weights(tiny_model_dir, tmp_path):
     data[-1] ^= 1
     w.write_bytes(bytes(data))
     assert M.weights_fingerprint(str(copy)) != fp
+
+
+def test_chosen_target_modules_are_used_or_refused(tiny_model_dir):
+    """Bug 8: LoRA on the last block only (`layers.1.self_attn.q_proj`) silently fell back to
+    every attention layer. Names the user chose are used as given, or refused naming the
+    modules that exist; only the defaults fall back."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    last = LoraSpec(rank=2, target_modules=("layers.1.self_attn.q_proj",))
+    assert M.resolve_target_modules(base, last) == ["layers.1.self_attn.q_proj"]
+    names = [n for n, _ in M.lora_parameters(M.add_lora(base, last))]
+    assert names and all(".layers.1.self_attn.q_proj." in n for n in names)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(ValueError, match=r"c_attn not in this model; its linear layers are .*"
+                                         r"q_proj"):
+        M.resolve_target_modules(base, LoraSpec(target_modules=("q_proj", "c_attn")))
+
+
+def test_layers_to_transform_reaches_peft(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = M.add_lora(base, LoraSpec(rank=2, layers_to_transform=(0,)))
+    names = [n for n, _ in M.lora_parameters(model)]
+    assert names and all(".layers.0." in n for n in names)
+    with pytest.raises(ValueError, match=r"layers_to_transform = \[5\]: this model has layers "
+                                         r"0\.\.1"):
+        M.add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                   LoraSpec(layers_to_transform=(5,)))

@@ -10,10 +10,20 @@ import numpy as np
 import pytest
 
 from clusterucb_core.cli import main
-from clusterucb_core.config import (ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
-                                    SelectionSpec, WarmupSpec, save_toml)
-from clusterucb_core.pipeline import (Pipeline, RunConfig, config_from_dict, config_to_dict,
-                                      load_config)
+from clusterucb_core.config import (
+    ClusterSpec,
+    FeatureSpec,
+    LoraSpec,
+    ModelSpec,
+    RunConfig,
+    SelectionSpec,
+    WarmupSpec,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_toml,
+)
+from clusterucb_core.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
