@@ -177,9 +177,6 @@ class Pipeline:
         ckpt = self.checkpoints[0] if spec.kind == "gradient" and self.checkpoints else None
         path = self.ws.features(store_name(spec, ckpt))
         self.log(f"cluster features: {spec.kind} -> {path.name}")
-        if spec.engine not in ("local", "ray"):
-            raise ValueError(f"cluster_features.engine must be 'local' or 'ray', not "
-                             f"{spec.engine!r}")
         engine = FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path)
         if spec.engine == "ray":
             from .ray_engine import compute_with_ray
