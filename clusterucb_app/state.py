@@ -24,12 +24,18 @@ from clusterucb_core.workspace import Workspace
 ROOT = Path(__file__).resolve().parent.parent
 
 def resolve(ws: Workspace, path: str | Path) -> Path:
+    """A path typed by the user: absolute, relative to the workspace, the project or the
+    working folder, or a Hub dataset (hf://ORG/NAME...), saved once as a local folder."""
+    from clusterucb_core import sources
+
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
     for base in (ws.root, ROOT, Path.cwd()):
         if (base / p).exists():
             return (base / p).resolve()
+    if sources.parse_hub(path) is not None:
+        return sources.resolve(path)
     return (ROOT / p).resolve()
 
 

@@ -19,20 +19,23 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 
-from clusterucb_core import jobs
+from clusterucb_core import config, jobs
 from clusterucb_core.workspace import Workspace, check_name
 
 log = logging.getLogger("clusterucb_app")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_NAME = "demo"
-DEMO_SOURCE = ROOT / "sample_data" / "demo_workspace"
+DEMO_SOURCE = config.DEMO_DIR / "demo_workspace"  # the checkout's, or the installed demo
 WS_KEY = "ws_name"
 
 
 def workspaces_root() -> Path:
-    """Folder holding one sub-folder per workspace (env CLUSTERUCB_WORKSPACES overrides)."""
-    root = Path(os.environ.get("CLUSTERUCB_WORKSPACES", ROOT / "workspaces")).expanduser()
+    """Folder holding one sub-folder per workspace (env CLUSTERUCB_WORKSPACES overrides):
+    the checkout's workspaces/, or ./workspaces for an installed package."""
+    default = ROOT / "workspaces" if (ROOT / "pyproject.toml").is_file() else \
+        Path.cwd() / "workspaces"
+    root = Path(os.environ.get("CLUSTERUCB_WORKSPACES", default)).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
 

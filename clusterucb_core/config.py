@@ -24,7 +24,9 @@ from typing import Any, Literal
 
 import tomli_w
 
-DEMO_DIR = Path(__file__).resolve().parent.parent / "sample_data"
+from .demo_data import find_demo_dir
+
+DEMO_DIR = find_demo_dir()  # the checkout's sample_data/, or the installed demo
 DEMO_MODEL = DEMO_DIR / "demo_model"
 DEMO_POOL = DEMO_DIR / "demo_pool.jsonl"
 DEMO_TARGET = DEMO_DIR / "targets" / "arithmetic.jsonl"
@@ -194,6 +196,12 @@ class WarmupSpec(Spec):
     warmup_ratio: float = _f(0.03, 0, 1, hi_open=True)
     weight_decay: float = _f(0.0, 0)
     seed: int = _f(0, 0)
+    # Rows per forward; the optimiser step still sees `batch_size` rows (gradient
+    # accumulation, same objective). 0 = the whole batch on the CPU, planned from free memory
+    # on CUDA; halved on an out-of-memory error either way.
+    micro_batch_size: int = _f(0, 0)
+    gradient_checkpointing: bool = False  # recompute activations in the backward (less memory)
+    max_grad_norm: float = _f(1.0, 0)  # clip the step's gradient norm (LESS: 1.0); 0 = off
 
 
 @dataclass(frozen=True)

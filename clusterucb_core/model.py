@@ -3,8 +3,10 @@
 Model sources: the bundled demo (`sample_data/demo_model`, also reachable as "demo"), any local
 folder in Hugging Face layout, or a hub id (downloaded by `transformers`; only real users go
 online, the tests use local folders). Device `auto` = CUDA (the rank's `LOCAL_RANK` GPU under
-`torchrun`), else MPS, else CPU; dtype `auto` = bfloat16 on CUDA, float32 elsewhere (bf16
-matmuls are extremely slow on CPUs without native support). `trust_remote_code` is passed
+`torchrun`), else MPS, else CPU; dtype `auto` = bfloat16 on a CUDA GPU that supports it,
+float32 elsewhere (bf16 matmuls are extremely slow on CPUs without native support); float16
+is refused (no loss scaler). LoRA matrices stay float32 whatever the base dtype (peft's
+adapter autocast). `trust_remote_code` is passed
 through only when the spec asks for it.
 
 Padding. LESS adds a `<pad>` special token and resizes the embeddings when the tokenizer has no
@@ -53,21 +55,37 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 # --------------------------------------------------------------------------------- device
+def local_cuda_index() -> int:
+    """This process's GPU: LOCAL_RANK % the visible GPUs, refusing more processes than GPUs.
+
+    Two processes on one GPU would each hold the whole model (and NCCL refuses them), so a
+    machine running more local processes than it shows GPUs is an error, unless a launcher
+    pinned each process to its own single GPU with CUDA_VISIBLE_DEVICES."""
+    n = torch.cuda.device_count()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    pinned = n == 1 and len(os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")) == 1 \
+        and os.environ.get("CUDA_VISIBLE_DEVICES", "") != ""
+    if local_world > n and not pinned:
+        raise ValueError(f"{local_world} processes on this machine but {n} GPU(s) visible: "
+                         f"start one process per GPU (torchrun --nproc_per_node {n})")
+    return local_rank % max(n, 1)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto` -> CUDA (LOCAL_RANK's GPU under torchrun), else MPS, else CPU."""
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))
-                                % max(torch.cuda.device_count(), 1))
+            return torch.device("cuda", local_cuda_index())
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but CUDA is not available here")
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if name == "cuda":
+        return torch.device("cuda", local_cuda_index())
     return torch.device(name)
 
 
@@ -75,14 +93,28 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
+def _bf16_ok(device: torch.device) -> bool:
+    return device.type != "cuda" or bool(torch.cuda.is_bf16_supported())
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` -> bfloat16 on CUDA, float32 on CPU and MPS."""
+    """`auto` -> bfloat16 on a CUDA GPU that supports it, float32 elsewhere.
+
+    float16 is refused: per-row LoRA gradients and the warm-up's steps overflow it without a
+    loss scaler, and the features would silently hold inf/NaN."""
     name = (name or "auto").lower()
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return torch.bfloat16 if device.type == "cuda" and _bf16_ok(device) else torch.float32
     if name not in _DTYPES:
         raise ValueError(f"unknown dtype {name!r}; choose auto, float32, bfloat16 or float16")
-    return _DTYPES[name]
+    dtype = _DTYPES[name]
+    if dtype == torch.float16:
+        raise ValueError("dtype float16 is refused: LoRA gradients overflow it without loss "
+                         "scaling; use bfloat16 (on GPUs that support it) or float32")
+    if dtype == torch.bfloat16 and not _bf16_ok(device):
+        raise ValueError(f"dtype bfloat16 asked for, but {device} does not support it "
+                         "(torch.cuda.is_bf16_supported() is False); use float32")
+    return dtype
 
 
 # --------------------------------------------------------------------------------- loading
@@ -297,6 +329,67 @@ def load_adapter(model, checkpoint_dir: str | Path):
         peft_model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
     peft_model.eval()
     return peft_model
+
+
+class SharedBase:
+    """One base model per process, with each checkpoint loaded as a named peft adapter.
+
+    Engines at several checkpoints (a reward per warm-up epoch) share the base weights (13.5 GB
+    for a 7B model in bf16) instead of loading a copy each; an engine activates its adapter
+    with `activate(name)` (peft's set_adapter: only that adapter's LoRA matrices require grad,
+    so `lora_blocks` sees exactly its parameters)."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.model = None
+        self.tok = self.device = self.dtype = None
+        self._names: dict[str, str] = {}
+        # what engines on this model share besides the weights: one projector per map (a
+        # 0.67 GB hash at 7B) and one learnt batch budget per feature kind
+        self.projectors: dict[tuple, Any] = {}
+        self.budgets: dict[str, Any] = {}
+
+    def adapter(self, checkpoint_dir: str | Path) -> str:
+        """The adapter name of a checkpoint, loading it on first use."""
+        from peft import PeftModel
+
+        key = str(Path(checkpoint_dir).resolve())
+        if key in self._names:
+            return self._names[key]
+        if not (Path(key) / "adapter_config.json").exists():
+            raise FileNotFoundError(f"no LoRA adapter in {key} (adapter_config.json missing)")
+        name = f"ckpt{len(self._names)}"
+        with _quiet():
+            if self.model is None:
+                base, self.tok, self.device, self.dtype = load_model(self.spec)
+                self.model = PeftModel.from_pretrained(base, key, adapter_name=name,
+                                                       is_trainable=True)
+            else:
+                self.model.load_adapter(key, adapter_name=name, is_trainable=True)
+        self.model.to(self.device)
+        self.model.eval()
+        self._names[key] = name
+        return name
+
+    def activate(self, name: str) -> None:
+        if self.model.active_adapter != name:
+            self.model.set_adapter(name)
+
+    def close(self) -> None:
+        self.model = None
+        self._names.clear()
+        self.projectors.clear()
+        self.budgets.clear()
+        free_memory()
+
+
+def free_memory() -> None:
+    """Return freed tensors' memory to the device (after dropping the last references)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def prepare_model(spec: ModelSpec, lora: LoraSpec, checkpoint_dir: str | Path | None = None,

@@ -21,11 +21,31 @@ from typing import Any
 import numpy as np
 
 from . import atomic
-from .config import RunConfig, SelectionSpec, config_from_dict, config_to_dict, fingerprint, to_dict
+from .config import (
+    RunConfig,
+    SelectionSpec,
+    WarmupSpec,
+    config_from_dict,
+    config_to_dict,
+    fingerprint,
+    to_dict,
+)
 from .workspace import Workspace, check_name
 
 Log = Callable[[str], None]
 SCORES_DIR = "scores"
+
+
+def warmup_key(spec: WarmupSpec) -> dict[str, Any]:
+    """The warm-up settings that change its checkpoints: not how rows are split into
+    micro-batches or whether activations are recomputed (the same objective), and no clipping
+    (0) keys as warm-ups made before clipping existed."""
+    d = to_dict(spec)
+    d.pop("micro_batch_size")
+    d.pop("gradient_checkpointing")
+    if not d["max_grad_norm"]:
+        d.pop("max_grad_norm")
+    return d
 
 
 class Pipeline:
@@ -105,7 +125,7 @@ class Pipeline:
         c = self.cfg
         # The model by content, not path: a moved repository or workspace keeps its warm-up.
         key = fingerprint(self.pool.fingerprint, weights_fingerprint(c.model.name_or_path),
-                          replace(c.model, name_or_path=""), c.lora, c.warmup)
+                          replace(c.model, name_or_path=""), c.lora, warmup_key(c.warmup))
         return self.ws.checkpoints(f"warmup-{key[:8]}")
 
     def warmup_ready(self) -> bool:
@@ -241,16 +261,27 @@ class Pipeline:
     # ------------------------------------------------------------------ rewards
     @cached_property
     def reward_engines(self):
-        """One loaded model per reward checkpoint, kept alive so lazy rounds reuse it."""
+        """One engine per reward checkpoint, kept alive so lazy rounds reuse it; they share
+        one base model, each checkpoint a named adapter on it."""
         from .features import FeatureEngine, store_name
+        from .model import SharedBase
 
         spec = self.cfg.reward_features
         if spec.mode == "adam" and not self.checkpoints:
             self.log("reward features: no warm-up checkpoint, so plain SGD gradients")
             spec = replace(spec, mode="sgd")
+        base = SharedBase(self.cfg.model)
         return [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec,
-                              self.ws.features(store_name(spec, ck)))
+                              self.ws.features(store_name(spec, ck)), base=base)
                 for ck in self.reward_checkpoints]
+
+    def release_engines(self) -> None:
+        """Free the reward engines' model (before a warm-up loads another in this process)."""
+        from .model import free_memory
+
+        for eng in self.__dict__.pop("reward_engines", []):
+            eng.release()
+        free_memory()
 
     @cached_property
     def target_features(self) -> tuple[list[np.ndarray], np.ndarray]:
@@ -405,6 +436,8 @@ class Pipeline:
             steps.append(step)
             if r + 1 < rounds:
                 rows = pipe.selection(run_id).selected()
+                pipe.release_engines()
+                self.release_engines()
                 ck_dir = self.ws.checkpoints(f"{self.cfg.run_id}-dyn{r + 1}")
                 ckpt = warmup(self.pool, self.cfg.model, self.cfg.lora, epoch, ck_dir,
                               progress=self.progress("dynamic epoch"), rows=rows,

@@ -119,7 +119,9 @@ class TargetSet:
 # --------------------------------------------------------------------------- entry points
 def load_target(path: str | Path, kind: str = "auto", trim: bool = False) -> TargetSet:
     """Read a target set (LESS layouts or a pool file with `subtask`); see module doc."""
-    path = Path(path)
+    from .sources import resolve
+
+    path = resolve(path)  # a hub dataset (hf://ORG/NAME?split=S) becomes a local folder
     if not path.exists():
         raise FileNotFoundError(f"target not found: {path}")
     if kind not in ("auto",) + KINDS:
@@ -191,8 +193,10 @@ def _detect(path: Path) -> tuple[str, Path]:
             raise TargetError(f"{path} holds several targets ("
                               + ", ".join(f"{k}: {p}" for k, p in found)
                               + "); pass one of them, or kind=")
+        from .sources import parquet_shards
+
         if (path / "dataset_info.json").exists() or (path / "state.json").exists() or \
-                (path / "dataset_dict.json").exists():
+                (path / "dataset_dict.json").exists() or parquet_shards(path):
             return "pool", path
         raise TargetError(f"{path}: not a target folder (expected MMLU *_dev.csv files, "
                           "bbh-three-shot.json, tydiqa-one-shot.json or a datasets folder)")

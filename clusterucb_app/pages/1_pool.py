@@ -102,7 +102,8 @@ with st.container(border=True):
                 if _try_use(dest, fmt, shape):
                     st.rerun()
     else:
-        path_text = st.text_input("Path to a pool file or a `datasets` folder",
+        path_text = st.text_input("Path to a pool file (may be .gz), a `datasets` or Parquet-"
+                                  "shards folder, or a Hub dataset `hf://ORG/NAME?split=train`",
                                   value=ref.get("path", ""), key="pool_path")
         if st.button("Use this path", type="primary", key="pool_use_path"):
             if not path_text.strip():

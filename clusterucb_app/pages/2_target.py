@@ -79,8 +79,9 @@ with st.container(border=True):
                 if _try_use(bundled[name], kind, trim):
                     st.rerun()
     elif source == "LESS folder or local file":
-        path_text = st.text_input("Path (a LESS `eval` folder, one of its task folders, or a "
-                                  "file with a `subtask` field)", value=ref.get("path", ""),
+        path_text = st.text_input("Path (a LESS `eval` folder, one of its task folders, a "
+                                  "file with a `subtask` field, or a Hub dataset "
+                                  "`hf://ORG/NAME`)", value=ref.get("path", ""),
                                   key="target_path")
         if st.button("Use this path", type="primary", key="target_use_path"):
             if not path_text.strip():

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from clusterucb_app import rounds, state, ui
+from clusterucb_app import export_panel, find, rounds, state, ui
 
 ws = ui.workspace()
 ui.header(
@@ -46,12 +42,13 @@ if len(pool) != run.N:
              "pool the run was made on (Pool page).")
     st.stop()
 
-from clusterucb_core.export import export_selection, selection_table  # noqa: E402
+from clusterucb_core.export import selection_table  # noqa: E402
 
 lg = state.ledger(ws, clustering)
+led = lg.state()
 result = run.result(lg)
-names = clusters.cluster_names()
-table = selection_table(pool, result, names)
+names = find.cluster_names(clusters, led)
+table = selection_table(pool, result, names, led.tags)
 
 if not run.done:
     st.warning(f"The run is not finished: {run.budget_used:,} of {run.budget_total:,} budget "
@@ -72,23 +69,27 @@ f_src = c[1].multiselect("Sources", srcs, key="ex_src", placeholder="all sources
 cl_opts = sorted(int(x) for x in table["cluster"].unique() if x >= 0)
 f_cl = c[2].multiselect("Clusters", cl_opts, format_func=lambda k: names.get(k, k),
                         key="ex_cl", placeholder="all clusters")
-query = c[3].text_input("Text contains", key="ex_q")
-view = table
-if only_sel:
+tag_opts = list(led.tag_counts())
+f_tag = c[3].multiselect("Tags", tag_opts, key="ex_tag", placeholder="any tags")
+hits = find.found("ex_found")
+view = find.with_rows(table, pool, hits["rows"], result, names, led.tags) if hits else table
+if only_sel and not hits:
     view = view[view["selected"]]
 if f_src:
     view = view[view["source"].astype(str).isin(f_src)]
 if f_cl:
     view = view[view["cluster"].isin(f_cl)]
-if query.strip():
-    q = query.strip().lower()
-    hit = [q in ui.chat_text(m).lower() for m in pool.messages(view["row"].to_numpy())]
-    view = view[np.asarray(hit, dtype=bool)]
+if f_tag:
+    view = view[view["row"].isin([r for t in f_tag for r in led.rows_tagged(t)])]
+if hits:
+    st.caption(f"Showing the {len(hits['rows']):,} rows found by {hits['label']} (drawn or not; "
+               "**Clear** below to see the selection again).")
 prev = ui.preview_frame(pool.frame(view["row"].to_numpy()))
 shown = view.reset_index(drop=True).copy()
 shown.insert(3, "prompt", prev["prompt"].to_numpy())
 cols = [c_ for c_ in ["rank", "row", "id", "prompt", "source", "cluster", "cluster_label",
-                      "score", "round_drawn", "selected", "pinned", "rejected"] if c_ in shown]
+                      "score", "round_drawn", "selected", "pinned", "rejected", "tags"]
+        if c_ in shown]
 sel = st.dataframe(shown[cols], hide_index=True, on_select="rerun", selection_mode="multi-row",
                    key="ex_table", height=360)
 st.caption(f"{len(view):,} rows shown. Select rows (left edge) to read them or edit them.")
@@ -106,6 +107,13 @@ if b[2].button("Unpin", disabled=not chosen, key="ex_unpin"):
 if b[3].button("Unreject", disabled=not chosen, key="ex_unreject"):
     lg.unreject(chosen, note="Curate & Export")
     st.rerun()
+if find.tag_panel(lg, chosen, "ex_tags"):
+    st.rerun()  # the table shows the new tags
+st.caption("Find rows in the whole pool, or rows like those chosen in the table:")
+before = find.found("ex_found")
+find.finder("ex_found", pool, find.features_of(ws, clusters), seed_rows=chosen)
+if find.found("ex_found") is not before:
+    st.rerun()  # the table above shows the new results
 if chosen:
     r = chosen[0]
     st.caption(f"row {r} · id `{pool.column('id', [r])[0]}` · score "
@@ -134,59 +142,4 @@ with st.expander(f"Ledger of hand edits ({len(lg.edits())})", expanded=False):
                    "page.")
 
 # ------------------------------------------------------------------------------ export
-st.subheader("Export")
-out_dir = ws.exports(rid)
-st.caption(f"Saved into the workspace at `{out_dir}`; each save replaces the previous one "
-           "whole (never half-written).")
-with_ds = st.checkbox("Also write a Hugging Face `datasets` folder", value=True, key="ex_ds")
-if st.button("Save export to the workspace", icon=":material/save:", type="primary", key="ex_save"):
-    with st.spinner("Writing the export..."):
-        try:
-            export_selection(out_dir, pool, result, run_id=rid, clustering=clustering,
-                             cluster_names=names, oracle_info=(run.header.get("oracle")
-                                                               if hasattr(run, "header") else None),
-                             ledger_state=lg.state(), log_path=run.log_path,
-                             exhaustive=state.exhaustive_scores(ws, run.N),
-                             with_dataset=with_ds)
-        except Exception as exc:  # noqa: BLE001
-            ui.show_error(exc, "Writing the export", "check free disk space; nothing half-"
-                          "written was left behind")
-        else:
-            st.success(f"Export written: {len(result.rows):,} rows.")
-
-if (out_dir / "manifest.json").exists():
-    files = sorted(p for p in out_dir.iterdir() if p.is_file())
-    st.markdown("**Downloads**")
-    kinds = {".jsonl": "application/jsonl", ".json": "application/json", ".csv": "text/csv",
-             ".tsv": "text/tab-separated-values", ".parquet": "application/octet-stream"}
-    cols = st.columns(4)
-    for i, p in enumerate(files):
-        cols[i % 4].download_button(
-            p.name,
-            icon=":material/download:",
-            data=p.read_bytes(),
-            file_name=p.name,
-            mime=kinds.get(p.suffix, "application/octet-stream"),
-            key=f"ex_dl_{p.name}",
-            on_click="ignore",
-        )
-
-    @st.cache_data(show_spinner=False, max_entries=2)
-    def _zip(folder: str, stamp: float) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for p in sorted(Path(folder).rglob("*")):
-                if p.is_file():
-                    zf.write(p, p.relative_to(folder))
-        return buf.getvalue()
-
-    stamp = (out_dir / "manifest.json").stat().st_mtime
-    st.download_button(
-        "Everything (zip)",
-        icon=":material/folder_zip:",
-        data=_zip(str(out_dir), stamp),
-        file_name=f"{ws.name}-{rid}.zip",
-        mime="application/zip",
-        key="ex_dl_zip",
-        on_click="ignore",
-    )
+export_panel.section(ws, rid, run, pool, result, clustering, names, lg)

@@ -27,8 +27,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--k auto: rows in the K scan's sample (default 10000)")
     parser.add_argument("--name", default=None,
                         help="clustering name: W/clusters/NAME (default FEATURES-kK)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--max-iter", type=int, default=d.max_iter)
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help=f"seed of the k-means++ starts (default {d.seed})")
+    parser.add_argument("--max-iter", type=int, default=d.max_iter,
+                        help=f"most k-means iterations per start (default {d.max_iter})")
     parser.add_argument("--tol", type=float, default=d.tol,
                         help="stop when no centroid moves more than this (squared distance)")
     parser.add_argument("--minibatch", action="store_true",

@@ -14,7 +14,9 @@ HELP = "check a pool file: format, rows per source, token lengths, problems with
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..pool import FORMATS, SHAPES
 
-    parser.add_argument("pool", metavar="POOL", help="pool file or datasets folder")
+    parser.add_argument("pool", metavar="POOL",
+                        help="pool file (.gz too), datasets or Parquet-shards folder, or a Hub "
+                             "dataset hf://ORG/NAME?config=C&split=S")
     parser.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
                         help="file format (default: detected)")
     parser.add_argument("--shape", default="auto", choices=("auto",) + SHAPES,

@@ -37,7 +37,7 @@ def pool(tiny_pool_file):
 
 @pytest.fixture(scope="module")
 def mspec(tiny_model_dir):
-    return ModelSpec(name_or_path=str(tiny_model_dir), max_length=64)
+    return ModelSpec(name_or_path=str(tiny_model_dir), max_length=64, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +96,8 @@ kill_after = int(sys.argv[4])
 def progress(done, total, message, **kw):
     if kill_after and done >= kill_after:  # die without any cleanup
         os.kill(os.getpid(), signal.SIGKILL)
-F.compute_features(load_pool(sys.argv[1]), ModelSpec(name_or_path=sys.argv[2], max_length=64),
+F.compute_features(load_pool(sys.argv[1]),
+                   ModelSpec(name_or_path=sys.argv[2], max_length=64, device="cpu"),
                    LoraSpec(rank=4, alpha=16), None, spec, sys.argv[3], progress=progress)
 """
 
@@ -226,7 +227,8 @@ def test_cli_warmup_then_features(tiny_pool_file, tiny_model_dir, tmp_path, caps
 
     ws = tmp_path / "ws"
     common = ["--workspace", str(ws), "--pool", str(tiny_pool_file), "--model",
-              str(tiny_model_dir), "--max-length", "64", "--lora-rank", "4", "--lora-alpha", "16"]
+              str(tiny_model_dir), "--max-length", "64", "--lora-rank", "4", "--lora-alpha", "16",
+              "--device", "cpu"]
     assert main(["warmup", *common, "--fraction", "0.2", "--epochs", "1",
                  "--batch-size", "4"]) == 0
     assert (ws / "checkpoints" / "warmup" / "ckpt-1" / "adam_state.safetensors").exists()

@@ -15,7 +15,7 @@ from clusterucb_core.formatting import IGNORE_INDEX, Encoded, collate, encode_ch
 
 @pytest.fixture(scope="module")
 def lora_model(tiny_model_dir):
-    model, tok, _, _ = M.prepare_model(ModelSpec(name_or_path=str(tiny_model_dir)),
+    model, tok, _, _ = M.prepare_model(ModelSpec(name_or_path=str(tiny_model_dir), device="cpu"),
                                        LoraSpec(rank=4, alpha=16), seed=0)
     # peft initialises B = 0, which makes every A gradient 0; move away from that point
     gen = torch.Generator().manual_seed(1)

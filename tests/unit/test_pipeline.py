@@ -38,7 +38,7 @@ def target_file(tmp_path_factory, make_chats) -> Path:
 def tiny_config(tmp_path: Path, pool: Path, target: Path, model: Path, **kw) -> RunConfig:
     return RunConfig(
         workspace=str(tmp_path / "ws"), pool=str(pool), target=str(target), run_id="r1",
-        model=ModelSpec(name_or_path=str(model), max_length=64),
+        model=ModelSpec(name_or_path=str(model), max_length=64, device="cpu"),
         lora=LoraSpec(rank=2, alpha=4),
         warmup=WarmupSpec(fraction=0.25, epochs=2, learning_rate=1e-3, batch_size=4),
         cluster_features=FeatureSpec(kind="hidden", batch_size=8),
@@ -180,7 +180,7 @@ def test_warmup_is_reproducible(tmp_path, tiny_pool_file, tiny_model_dir):
 
     pool = load_pool(tiny_pool_file)
     spec = WarmupSpec(fraction=0.5, epochs=1, learning_rate=1e-2, batch_size=4)
-    model = ModelSpec(name_or_path=str(tiny_model_dir), max_length=64)
+    model = ModelSpec(name_or_path=str(tiny_model_dir), max_length=64, device="cpu")
     lora = LoraSpec(rank=2, alpha=4, dropout=0.5)
     made = [warmup(pool, model, lora, spec, tmp_path / f"w{i}", progress=lambda *a, **k: None)[-1]
             for i in range(2)]
