@@ -153,10 +153,12 @@ def file_key(path: Path) -> tuple[str, int, int]:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the pool...")
-def _load_pool(key: tuple, format: str, shape: str) -> Any:
+def _load_pool(key: tuple, format: str, shape: str, cache_dir: str) -> Any:
+    """One Pool per file version and process: memory-mapped from the workspace's pool cache
+    (parsed there once, shared with the CLI), so a rerun never copies the pool."""
     from clusterucb_core.pool import load_pool
 
-    return load_pool(Path(key[0]), format=format, shape=shape)
+    return load_pool(Path(key[0]), format=format, shape=shape, cache_dir=cache_dir)
 
 
 def load_pool(ws: Workspace) -> Any | None:
@@ -167,7 +169,8 @@ def load_pool(ws: Workspace) -> Any | None:
     path = resolve(ws, ref["path"])
     if not path.exists():
         raise FileNotFoundError(f"the pool file {path} is gone; choose it again on the Pool page")
-    return _load_pool(file_key(path), ref.get("format", "auto"), ref.get("shape", "auto"))
+    return _load_pool(file_key(path), ref.get("format", "auto"), ref.get("shape", "auto"),
+                      str(ws.pool_cache()))
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the target...")

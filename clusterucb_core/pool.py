@@ -178,6 +178,16 @@ class Pool:
         loads = json.loads
         return [loads(t) for t in self._take("messages", rows).to_pylist()]
 
+    def row(self, i: int) -> dict[str, Any]:
+        """One row as a dict (id, source, line_no, messages): a hover text or a sample viewer
+        asks for rows one at a time."""
+        i = int(i)
+        d = self.data
+        return {"row": i, "id": d.column("id")[i].as_py(),
+                "source": d.column("source")[i].as_py(),
+                "line_no": d.column("line_no")[i].as_py(),
+                "messages": json.loads(d.column("messages")[i].as_py())}
+
     def records(self, rows: Any) -> list[bytes]:
         """The records of `rows` as the user wrote them, without line terminators: re-read from
         the file by byte offset (Parquet / datasets: the record, re-read by index, as JSON)."""
@@ -1062,5 +1072,5 @@ def chats(pool: Any, rows: Any) -> list[list[dict]]:
     return [list(col.iat[int(r)]) for r in rows]
 
 
-__all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "load_pool",
-           "parse_pool", "chats"]
+__all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "chats",
+           "load_pool", "parse_pool"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -110,6 +111,7 @@ def _build(path: Path, root: Path, format: str, shape: str) -> tuple[Path, list]
                            "problems": [[p.line, p.reason, p.severity]
                                         for p in rep.problems]}}
         atomic.write_json(tmp / META, meta)
+        os.chmod(tmp, atomic._DIR_MODE)  # mkdtemp made it private; entries are shared
         shutil.rmtree(entry, ignore_errors=True)
         tmp.rename(entry)
         return entry, parsed.signature

@@ -44,7 +44,7 @@ def _try_use(path: Path, fmt: str, shape: str) -> bool:
         st.error("The pool reader (clusterucb_core.pool) is not installed yet.")
         return False
     try:
-        pool_mod.load_pool(path, format=fmt, shape=shape)
+        pool_mod.load_pool(path, format=fmt, shape=shape, cache_dir=ws.pool_cache())
     except (pool_mod.PoolError, FileNotFoundError, NotADirectoryError, OSError) as exc:
         ui.show_error(exc, f"Reading {path.name}",
                       "check the file, or force the format/shape below if the detection "
@@ -140,12 +140,12 @@ tab_prev, tab_src, tab_len, tab_rep = st.tabs(
     ["Preview", "Sources", "Token lengths", f"Validation report ({len(report.problems)})"])
 
 with tab_prev:
-    n_show = min(len(pool.table), 200)
-    st.dataframe(ui.preview_frame(pool.table.head(n_show)), hide_index=True, height=320)
-    st.caption(f"The first {n_show} of {len(pool.table):,} rows. Pick a row to read it whole:")
-    row = st.number_input("Row", min_value=0, max_value=len(pool.table) - 1, value=0,
+    n_show = min(len(pool), 200)
+    st.dataframe(ui.preview_frame(pool.frame(range(n_show))), hide_index=True, height=320)
+    st.caption(f"The first {n_show} of {len(pool):,} rows. Pick a row to read it whole:")
+    row = st.number_input("Row", min_value=0, max_value=len(pool) - 1, value=0,
                           key="pool_row")
-    rec = pool.table.iloc[int(row)]
+    rec = pool.frame([int(row)]).iloc[0]
     st.caption(f"id `{rec['id']}` · source `{rec['source']}` · line {rec['line_no']} of the file")
     ui.show_text(ui.chat_text(rec["messages"]), height=300)
 
@@ -162,8 +162,9 @@ def _lengths(fingerprint: str, model_path: str, template: str, sample: int) -> l
     from clusterucb_core.formatting import token_lengths
     from clusterucb_core.model import load_tokenizer
 
-    table = state.load_pool(ws).table
-    rows = table if len(table) <= sample else table.sample(sample, random_state=0)
+    pool = state.load_pool(ws)
+    pick = pd.RangeIndex(len(pool)).to_series()  # the rows DataFrame.sample would take
+    rows = pool.frame(pick if len(pool) <= sample else pick.sample(sample, random_state=0))
     local = Path(model_path).expanduser()
     if model_path.startswith(("/", ".", "~")) and not local.exists():
         return None
@@ -175,8 +176,9 @@ def _lengths(fingerprint: str, model_path: str, template: str, sample: int) -> l
 
 
 def _word_counts(sample: int) -> list[int]:
-    table = state.load_pool(ws).table
-    rows = table if len(table) <= sample else table.sample(sample, random_state=0)
+    pool = state.load_pool(ws)
+    pick = pd.RangeIndex(len(pool)).to_series()  # the rows DataFrame.sample would take
+    rows = pool.frame(pick if len(pool) <= sample else pick.sample(sample, random_state=0))
     return [len(ui.chat_text(m).split()) for m in rows["messages"]]
 
 
@@ -198,7 +200,7 @@ with tab_len:
                       annotation_text=f"max length {model.max_length}")
         fig.update_layout(showlegend=False)
         st.plotly_chart(fig, key="pool_len_fig")
-        note = (f"Counted on a random sample of {sample:,} rows." if len(pool.table) > sample
+        note = (f"Counted on a random sample of {sample:,} rows." if len(pool) > sample
                 else "Counted on every row.")
         st.caption(f"{note} Tokenizer: `{model.name_or_path}`. "
                    f"{over:,} chats ({over / max(len(lens), 1):.1%}) are longer than the "

@@ -52,8 +52,8 @@ try:
     pool = state.load_pool(ws)
 except Exception:  # noqa: BLE001 - the page works without texts
     pool = None
-if pool is not None and len(pool.table) != n_rows:
-    st.warning(f"The pool has {len(pool.table):,} rows but the clusters cover {n_rows:,}: "
+if pool is not None and len(pool) != n_rows:
+    st.warning(f"The pool has {len(pool):,} rows but the clusters cover {n_rows:,}: "
                "the clusters were made from another pool. Re-run the clustering.")
     pool = None
 
@@ -135,7 +135,7 @@ class _Hover:
     def __getitem__(self, i: int) -> str:
         if pool is None:
             return f"row {i}"
-        rec = pool.table.iloc[int(i)]
+        rec = pool.row(i)
         # Plotly renders hover text as HTML: every user-made string is escaped.
         return (f"row {i} · {escape(rec['source'])}<br>score {run.scores[int(i)]:.4g}<br>"
                 f"{escape(ui.first_turn(rec['messages'], n=80))}")
@@ -265,7 +265,7 @@ def live() -> None:
                      "status": ["pinned" if r in led.pinned else "rejected"
                                 if r in led.rejected else "" for r in last.rows]}
             if pool is not None:
-                df = ui.preview_frame(pool.table, last.rows, extra)
+                df = ui.preview_frame(pool.frame(last.rows), None, extra)
             else:
                 df = pd.DataFrame({"row": last.rows, **extra})
             df.insert(1, "cluster", clusters.labels[last.rows])
@@ -293,7 +293,7 @@ def live() -> None:
                 lg.reject(chosen, note=f"UCB round {last.round}")
                 st.rerun(scope="fragment")
             if pool is not None and chosen:
-                ui.show_text(ui.chat_text(pool.table["messages"].iat[chosen[0]]), height=260)
+                ui.show_text(ui.chat_text(pool.messages([chosen[0]])[0]), height=260)
             elif pool is not None:
                 st.caption("Select a row (left edge of the table) to read it whole or to pin "
                            "or reject it.")

@@ -37,8 +37,8 @@ try:
 except Exception as exc:  # noqa: BLE001
     ui.show_error(exc, f"Opening run {rid}", "check the pool and clusters, or start a new run")
     st.stop()
-if len(pool.table) != run.N:
-    st.error(f"The run covers {run.N:,} rows but the pool has {len(pool.table):,}: choose the "
+if len(pool) != run.N:
+    st.error(f"The run covers {run.N:,} rows but the pool has {len(pool):,}: choose the "
              "pool the run was made on (Pool page).")
     st.stop()
 
@@ -84,7 +84,7 @@ if f_tag:
 if hits:
     st.caption(f"Showing the {len(hits['rows']):,} rows found by {hits['label']} (drawn or not; "
                "**Clear** below to see the selection again).")
-prev = ui.preview_frame(pool.table, view["row"].to_numpy())
+prev = ui.preview_frame(pool.frame(view["row"].to_numpy()))
 shown = view.reset_index(drop=True).copy()
 shown.insert(3, "prompt", prev["prompt"].to_numpy())
 cols = [c_ for c_ in ["rank", "row", "id", "prompt", "source", "cluster", "cluster_label",
@@ -116,9 +116,9 @@ if find.found("ex_found") is not before:
     st.rerun()  # the table above shows the new results
 if chosen:
     r = chosen[0]
-    st.caption(f"row {r} · id `{pool.table['id'].iat[r]}` · score "
+    st.caption(f"row {r} · id `{pool.column('id', [r])[0]}` · score "
                f"{result.scores[r]:.4f}" if np.isfinite(result.scores[r]) else f"row {r}")
-    ui.show_text(ui.chat_text(pool.table["messages"].iat[r]), height=260)
+    ui.show_text(ui.chat_text(pool.messages([r])[0]), height=260)
 
 # ------------------------------------------------------------------------------ breakdowns
 selected = table[table["selected"]]

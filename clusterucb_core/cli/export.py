@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     ledger = sel.ledger
     ref = pool_ref(ws, meta.pool, args)
     pool = load_pool(resolve_path(ws, ref["path"]), ref.get("format", "auto"),
-                     ref.get("shape", "auto"))
+                     ref.get("shape", "auto"), cache_dir=ws.pool_cache())
     exhaustive = None
     ex_path = ws.root / SCORES_DIR / "exhaustive.npy"
     if ex_path.exists():

@@ -64,11 +64,10 @@ def _token_summary(pool, args, out) -> None:
         raise ValueError(f"cannot load the tokenizer {args.tokenizer!r}: {first}") from exc
     lengths: list[int] = []
     n_trunc = n_nolab = n_straddle = 0
-    msgs = pool.table["messages"].tolist()
     chunk = 2048
-    for start in range(0, len(msgs), chunk):
-        _, rep = encode_chats(msgs[start:start + chunk], tok, args.max_length, args.template,
-                              args.truncation)
+    for start in range(0, len(pool), chunk):
+        msgs = pool.messages(range(start, min(start + chunk, len(pool))))
+        _, rep = encode_chats(msgs, tok, args.max_length, args.template, args.truncation)
         lengths += rep.lengths
         n_trunc += rep.n_truncated
         n_nolab += rep.n_no_labels
@@ -111,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(s) for s in sources)
     for name, n in sources.items():
         print(f"  {name:<{width}}  {n}", file=out)
-    if "subtask" in pool.table:
-        subs = pool.table["subtask"].value_counts()
+    if pool.has_subtask:
+        import pandas as pd
+
+        subs = pd.Series(pool.column("subtask")).value_counts()
         print(f"subtasks: {len(subs)} ({', '.join(f'{k}={v}' for k, v in subs.items())})",
               file=out)
     if args.tokenizer:

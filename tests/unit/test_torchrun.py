@@ -1,6 +1,6 @@
 """`torchrun --nproc_per_node 2 -m clusterucb_core.cli features` (gloo, CPU) fills the same store
 as one process, bit for bit: each rank computes whole chunks, batched exactly as one process
-batches them."""
+batches them, into its own shard store, merged at the end."""
 
 from __future__ import annotations
 
@@ -38,6 +38,9 @@ def test_two_process_torchrun_equals_one_process(tiny_pool_file, tiny_model_dir,
     out = _features(tmp_path, args, "dist", nproc=2)
     assert "[rank 0/2]" in out and "[rank 1/2]" in out  # both ranks did work
     assert "40/40 rows done" in out
+    # each rank wrote its own shard; rank 0 merged them, every row exactly once
+    assert "merged 40 rows from 2 shards" in out
+    assert not (ws / "features" / "dist" / "shards").exists()
     # The reference also runs in a fresh process: this test process's threading state
     # (another test's OpenMP runtime, say) may change float summation in the last bits.
     _features(tmp_path, args, "one", nproc=1)
