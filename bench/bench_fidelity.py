@@ -41,12 +41,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clusterucb_core import conditioning  # noqa: E402
+from clusterucb_core.config import (  # noqa: E402
+    DEMO_DIR,
+    FeatureSpec,
+    RunConfig,  # noqa: E402
+    SelectionSpec,
+)
 from clusterucb_core.kmeans import cluster_features  # noqa: E402
-from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
-from clusterucb_core.config import DEMO_DIR, FeatureSpec, SelectionSpec  # noqa: E402
 from clusterucb_core.krule import RULES, choose_k  # noqa: E402
 from clusterucb_core.oracle import TableOracle, exhaustive_top, mass_share, recall  # noqa: E402
-from clusterucb_core.config import RunConfig  # noqa: E402
+from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "fidelity"
 # ../shared/data/real beside the checkout or the folder of worktrees, or $FIDELITY_REAL

@@ -52,7 +52,7 @@ class Conditioner:
         return path
 
     @classmethod
-    def load(cls, folder: str | Path) -> "Conditioner":
+    def load(cls, folder: str | Path) -> Conditioner:
         """The stored transform, or the identity ("none") when the clusters have none."""
         path = Path(folder) / FILE
         if not path.exists():

@@ -42,8 +42,15 @@ from typing import Any
 import numpy as np
 
 from . import atomic
-from .config import (FeatureSpec, LoraSpec, ModelSpec, feature_options, fingerprint,
-                     format_identity, to_dict)
+from .config import (
+    FeatureSpec,
+    LoraSpec,
+    ModelSpec,
+    feature_options,
+    fingerprint,
+    format_identity,
+    to_dict,
+)
 from .progress import Progress, report
 from .rowsource import normalize_rows
 from .warmup import pool_identity

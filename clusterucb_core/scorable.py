@@ -10,9 +10,10 @@ kept in the workspace, so a page can ask for it without loading a model.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -53,7 +54,7 @@ class FormatReport:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "FormatReport":
+    def from_dict(cls, d: dict[str, Any]) -> FormatReport:
         return cls(n_rows=int(d["n_rows"]), max_length=int(d["max_length"]),
                    truncation=str(d["truncation"]), n_truncated=int(d["n_truncated"]),
                    tokens_lost=int(d["tokens_lost"]), unscorable=list(d["unscorable"]))

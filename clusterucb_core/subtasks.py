@@ -10,7 +10,7 @@ its best row not yet taken, by its own cosine), so every subtask gets a share.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
