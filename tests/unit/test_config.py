@@ -187,11 +187,16 @@ def test_k_auto_in_a_run_config_picks_k(demo_pipe):
     pipeline; it now means the automatic K."""
     from clusterucb_core.pipeline import Pipeline
 
-    cfg = C.config_from_dict({**C.config_to_dict(demo_pipe.cfg), "clusters": {"k": "auto"}})
+    base = C.config_to_dict(demo_pipe.cfg)
+    cfg = C.config_from_dict({**base, "clusters": {"k": "auto", "k_rule": "silhouette"}})
     pipe = Pipeline(cfg, log=None)
     assert pipe.clusters_name.endswith("-kauto")
     cs = pipe.clusters
     assert cs.kscan is not None and cs.k == int(cs.kscan.loc[cs.kscan["chosen"], "k"].iloc[0])
+    # the default rule sizes arms for the cold start and says so
+    pipe = Pipeline(C.config_from_dict({**base, "clusters": {"k": "auto"}}), log=None)
+    assert pipe.clusters_name.endswith("-ksize8")
+    assert "cold-start" in pipe.clusters.meta["k_reason"]
 
 
 def test_run_summary_is_plain_json(demo_pipe):
