@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
 PORT ?= 8501
 
-.PHONY: run test e2e bench demo clean-venv
+.PHONY: run test e2e e2e-scale bench demo clean-venv
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ test: $(STAMP)
 
 e2e: $(STAMP)
 	$(PY) -m pytest -q -m e2e tests/e2e
+
+e2e-scale: $(STAMP)
+	CLUSTERUCB_SCALE_E2E=1 $(PY) -m pytest -q -s tests/e2e/test_map_scale.py
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
