@@ -6,11 +6,9 @@ import json
 
 import streamlit as st
 
-from clusterucb_app import state, teach, ui
+from clusterucb_app import race_ui, state, teach, ui
 from clusterucb_core import atomic
-from clusterucb_core import plots_teach as pt
 from clusterucb_core import race as rc
-from clusterucb_core.race import Contestant, RaceSpec
 
 RACE_FILE = "race.json"  # W/race.json: the last race's settings (to restore the form)
 
@@ -19,23 +17,7 @@ ui.header(
     "Policy race",
     "Every arm rule plays on **the same clusters, the same rewards and the same seeds**; "
     "only the choice of arm differs. Which one finds the best rows with the least budget?",
-    r"""
-**Recall vs budget.** The share of the *true* top-p rows (what scoring every row would
-select) found among the rows scored so far, as the budget is spent. The dotted line is what
-scoring random rows finds on average; the oracle knows the clusters' true means. Lines are
-the mean over seeds; the band spans the seeds (min–max, or ± one std).
-
-**Regret.** The expected reward lost by playing worse arms. *vs the oracle*: compared with
-someone who knows the means and plays the best arm that still has rows (zero for the oracle).
-*vs the best arm*: the textbook regret (every policy pays it once the best arm is empty).
-
-**Heat maps.** Rows drawn from each cluster (up) in each round (across), averaged over the
-seeds: a good policy concentrates on the starred best cluster early and then moves on.
-
-Note that knowing the *means* is not the same as knowing the best *rows*: a cluster with a
-lower mean but a wide spread can hold many of the top rows, which is why `mean + β·std` can
-beat the oracle on recall.
-""")
+    race_ui.HELP)
 
 # ------------------------------------------------------------------------------- source
 saved = {}
@@ -75,61 +57,14 @@ else:
                               key="race_clustering")
     src_key = f"{ws.root}|{clustering}|{state.scores_path(ws).stat().st_mtime_ns}"
 
-# ------------------------------------------------------------------------------- settings
-race_d = saved.get("race", {})
-defaults = RaceSpec()
-all_policies = list(rc.RACE_POLICIES)
-with st.form("race_form"):
-    c = st.columns([3, 1.2, 1])
-    chosen = c[0].multiselect("Policies", all_policies,
-                              default=saved.get("policies", all_policies),
-                              help=teach.POLICY_HELP, key="race_policies")
-    betas = c[1].text_input("β values for ucb_beta", saved.get("betas", "1"), key="race_betas",
-                            help="Comma-separated: each β is its own contestant, e.g. "
-                                 "'0, 1, 2' races greedy against two explorers.")
-    quantile = c[2].number_input("quantile (thresh_*)", 0.01, 0.99,
-                                 float(saved.get("quantile", 0.25)), 0.05)
-    c = st.columns(5)
-    cold = c[0].number_input("Cold start", 0.0, 1.0,
-                             float(race_d.get("cold_start", defaults.cold_start)), 0.01,
-                             format="%.3f")
-    budget = c[1].number_input("Budget", 0.001, 1.0, float(race_d.get("budget", defaults.budget)),
-                               0.01, format="%.3f", key="race_budget")
-    top_p = c[2].number_input("Top-p", 0.001, 1.0, float(race_d.get("top_p", defaults.top_p)),
-                              0.01, format="%.3f")
-    draw = c[3].number_input("Draw batch", 1, 10_000,
-                             int(race_d.get("draw_batch", defaults.draw_batch)))
-    n_seeds = c[4].number_input("Seeds", 1, 50, len(race_d.get("seeds", defaults.seeds)),
-                                help="Each contestant runs once per seed (seeds 0..n-1); "
-                                     "the charts show the mean and the spread.",
-                                key="race_seeds")
-    go_race = st.form_submit_button("Run the race", type="primary")
-
-
-def _spec() -> RaceSpec:
-    cs = []
-    for p in chosen:
-        if p == "ucb_beta":
-            try:
-                vals = [float(x) for x in betas.replace(";", ",").split(",") if x.strip()]
-            except ValueError:
-                raise ValueError(f"β values must be numbers separated by commas, got "
-                                 f"{betas!r}") from None
-            cs += [Contestant("ucb_beta", beta=b) for b in (vals or [1.0])]
-        else:
-            cs.append(Contestant(p, quantile=float(quantile)))
-    return RaceSpec(contestants=tuple(cs), seeds=tuple(range(int(n_seeds))),
-                    budget=float(budget), top_p=float(top_p), cold_start=float(cold),
-                    draw_batch=int(draw))
-
+go_race, form = race_ui.settings_form(saved)
 
 store = st.session_state.setdefault("_race_results", {})
 have = store.get(str(ws.root))
 run_now = go_race or (have is None and source == "playground")
 if run_now:
     try:
-        spec = _spec()
-        spec.check()
+        spec = race_ui.spec_from_form(form)
         if source == "playground":
             lab, rew, names, info = rc.playground_source(pg)
         else:
@@ -144,8 +79,9 @@ if run_now:
         st.stop()
     store[str(ws.root)] = (src_key, result)
     try:
-        atomic.write_json(ws.root / RACE_FILE, {"source": source, "policies": chosen,
-                                                "betas": betas, "quantile": float(quantile),
+        atomic.write_json(ws.root / RACE_FILE, {"source": source, "policies": form["policies"],
+                                                "betas": form["betas"],
+                                                "quantile": form["quantile"],
                                                 "race": spec.to_dict()})
     except OSError:
         pass
@@ -159,69 +95,6 @@ if key != src_key:
     st.warning("The arms or the clusters changed since this race was run: press **Run the "
                "race** to race on the new ones.")
 
-# ------------------------------------------------------------------------------- results
-spec = result.spec
-s = result.summary
-best_row = s.loc[s["recall_mean"].idxmax()]
-by_name = s.set_index("contestant")
-line = (f"After scoring **{spec.budget:.0%}** of the pool ({result.n_rows:,} rows, {result.k} "
-        f"clusters), the selected top {spec.top_p:g} hold, on average over {len(spec.seeds)} "
-        f"seed(s): " + ", ".join(f"**{n}** {by_name.loc[n, 'recall_mean']:.0%}"
-                                  for n in result.contestants)
-        + " of the true top rows.")
-st.markdown(line)
-
-c = st.columns([1, 1])
-band_kind = c[0].radio("Band", ["minmax", "std"], horizontal=True, key="race_band",
-                       format_func={"minmax": "min–max over seeds",
-                                    "std": "mean ± one std"}.get)
-regret_metric = c[1].radio("Regret", ["regret_vs_oracle", "cum_regret"], horizontal=True,
-                           key="race_regret",
-                           format_func={"regret_vs_oracle": "vs an oracle that knows the means",
-                                        "cum_regret": "vs the best arm"}.get)
-left, right = st.columns(2)
-left.plotly_chart(pt.race_curve_chart(result.band, "recall", result.contestants,
-                                      budget=spec.budget, band_kind=band_kind),
-                  key="race_recall")
-right.plotly_chart(pt.race_curve_chart(result.band, regret_metric, result.contestants,
-                                       band_kind=band_kind), key="race_regret_chart")
-
-st.plotly_chart(pt.race_heatmaps(result.draws, result.contestants, result.k,
-                                 len(spec.seeds), names=[str(i) for i in range(result.k)],
-                                 best=result.best_arm, cols=min(4, len(result.contestants))),
-                key="race_heat")
-if 0 <= result.best_arm < len(result.names):
-    st.caption(f"★ = the cluster with the highest mean score: {result.names[result.best_arm]}.")
-
-c1, c2 = st.columns([1, 1])
-with c1:
-    st.plotly_chart(pt.race_summary_chart(s), key="race_bars")
-with c2:
-    share = st.slider("Recall when this share of the pool has been scored", 0.0,
-                      float(spec.budget), float(spec.budget), 0.005, format="%.3f",
-                      key="race_share")
-    st.dataframe(result.recall_at(share).drop(columns="budget_share")
-                 .rename(columns={"recall_mean": "recall (mean)", "recall_std": "recall (std)"}),
-                 hide_index=True, key="race_recall_at")
-
-table = s[["contestant", "recall_mean", "recall_std", "mass_share_mean", "regret_vs_oracle_mean",
-           "cum_regret_mean", "best_arm_share_mean", "rounds_mean", "seeds"]].rename(columns={
-    "recall_mean": "recall", "recall_std": "recall std", "mass_share_mean": "score mass",
-    "regret_vs_oracle_mean": "regret vs oracle", "cum_regret_mean": "regret vs best arm",
-    "best_arm_share_mean": "draws on best cluster", "rounds_mean": "rounds"})
-st.dataframe(table, hide_index=True, key="race_summary")
-
-d = st.columns(5)
-d[0].download_button("Summary CSV", s.to_csv(index=False), "race_summary.csv", "text/csv",
-                     key="race_dl_summary")
-d[1].download_button("Curves CSV", result.curves.to_csv(index=False), "race_curves.csv",
-                     "text/csv", key="race_dl_curves")
-d[2].download_button("Averaged curves CSV", result.band.to_csv(index=False), "race_band.csv",
-                     "text/csv", key="race_dl_band")
-d[3].download_button("Draws CSV", result.draws.to_csv(index=False), "race_draws.csv",
-                     "text/csv", key="race_dl_draws")
-d[4].download_button("Figure PNG", lambda: rc.race_png(result), "race.png", "image/png",
-                     key="race_dl_png", type="primary",
-                     help="Recall, regret and heat maps in one image (drawn when you click).")
+race_ui.show_results(result)
 st.caption("The same race headless: `clusterucb race --config race.toml` "
            "(example in sample_data/race.toml).")
