@@ -27,7 +27,8 @@ def start_stage(ws: Workspace, name: str, title: str, unit: str = "rows") -> str
 
 
 def specs(ws: Workspace) -> dict[str, Any]:
-    return {name: state.settings(ws, name) for name in state.SPEC_CLASSES}
+    cfg = tasks.run_config(ws.root)
+    return {name: getattr(cfg, attr) for name, attr in state.SPEC_FIELDS.items()}
 
 
 def checkpoints(ws: Workspace) -> list[Path]:

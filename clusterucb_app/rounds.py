@@ -10,18 +10,19 @@ run uses, so a refresh or a restart reopens it exactly.
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from clusterucb_core import bandit
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.workspace import Workspace
 
-from . import state
+from . import marks, state
 
 REWARD_EXHAUSTIVE = "exhaustive"
 REWARD_LAZY = "lazy"
@@ -81,19 +82,56 @@ def new_run_id() -> str:
 
 
 def create(ws: Workspace, spec: SelectionSpec, clustering: str, source: str) -> str:
-    """Start a new run (nothing drawn yet) and make it the workspace's current run."""
+    """Start a new run (nothing drawn yet) and make it the workspace's current run. The run
+    it replaces is deleted when nothing was drawn in it, so Reset never piles up empty runs."""
     bandit.validate_spec(spec)
     clusters = state.load_clusters(ws, clustering)
     labels = np.asarray(clusters.labels)
     oracle = make_oracle(ws, source, len(labels))
+    previous = current_id(ws)
     run_id = new_run_id()
     lg = state.ledger(ws, clustering)
     run = bandit.SelectionRun(labels, oracle, spec, ws.runs(run_id), lg,
                               meta={"clustering": clustering, "reward": source,
                                     "workspace": ws.name})
     _remember(ws, run_id, run)
-    ws.update_meta(current_run=run_id)
+    ws.update_meta(current_run=run_id, ucb_reward=source)
+    if previous is not None and previous != run_id and is_empty(ws, previous):
+        shutil.rmtree(ws.runs(previous), ignore_errors=True)
     return run_id
+
+
+def is_empty(ws: Workspace, run_id: str) -> bool:
+    """True when the run's log holds only its header: no round was played."""
+    path = ws.runs(run_id) / bandit.LOG_NAME
+    with open(path, "rb") as fh:
+        fh.readline()
+        return not fh.read(1)
+
+
+def describe(ws: Workspace, run_id: str) -> str:
+    """A run named by its settings: 'ucb_beta β=1 · budget 0.2 · top-p 0.05 · batch 8 ·
+    seed 42 · lazy · 11-28 17:40' (the time the run was started)."""
+    try:
+        h = header(ws, run_id)
+    except (OSError, ValueError):
+        return run_id
+    return label(h.get("spec") or {}, (h.get("meta") or {}).get("reward"), run_id)
+
+
+def label(spec: dict[str, Any], reward: str | None, run_id: str) -> str:
+    parts = [f"{spec.get('policy', '?')}"
+             + (f" β={spec.get('beta'):g}" if spec.get("policy") == "ucb_beta" else ""),
+             f"budget {spec.get('budget', 0):g}", f"top-p {spec.get('top_p', 0):g}",
+             f"batch {spec.get('draw_batch', '?')}", f"seed {spec.get('seed', '?')}"]
+    if reward:
+        parts.append(reward)
+    try:
+        when = datetime.strptime(run_id[4:19], "%Y%m%d-%H%M%S")
+        parts.append(when.strftime("%m-%d %H:%M:%S"))
+    except ValueError:
+        parts.append(run_id)
+    return " · ".join(parts)
 
 
 def current_id(ws: Workspace) -> str | None:
@@ -184,5 +222,32 @@ def history(run: bandit.SelectionRun) -> dict[str, Any]:
             "budget_used": [r.budget_used for r in recs]}
 
 
-def ensure_log_dir(path: Path) -> None:
-    path.mkdir(parents=True, exist_ok=True)
+def arm_table(run: bandit.SelectionRun, names: dict[int, str], values: Any,
+              next_arm: int | None, ledger_state: Any) -> pd.DataFrame:
+    """One row per arm: its state (next / open / exhausted / banned), pulls, mean, std, the
+    policy's value and the curation marks of its rows."""
+    stats = run.stats()
+    k = run.K
+    state_ = ["banned" if stats.banned[a] else "exhausted" if stats.exhausted[a]
+              else "next" if a == next_arm else "open" for a in range(k)]
+    value = np.asarray(values if values is not None else np.full(k, np.nan), dtype=np.float64)
+    return pd.DataFrame({
+        "arm": np.arange(k), "label": [names.get(a, str(a)) for a in range(k)],
+        "state": state_, "size": run.sizes, "pulls": stats.drawn, "n scored": stats.n,
+        "mean": stats.mean, "std": stats.std,
+        "value": np.where(np.isfinite(value), value, np.nan),
+        "remaining": stats.remaining, "exhausted": stats.exhausted, "banned": stats.banned,
+        "curation": marks.cluster_status(k, run.labels, ledger_state)})
+
+
+def drawn_table(run: bandit.SelectionRun, rows: Any, table: Any, ledger_state: Any
+                ) -> pd.DataFrame:
+    """The rows of a round: cluster, score, curation status and, with the pool, their text."""
+    from . import ui
+
+    rows = [int(r) for r in rows]
+    extra = {"cluster": run.labels[rows], "score": run.scores[rows],
+             "status": marks.row_status(rows, run.labels, ledger_state)}
+    if table is not None:
+        return ui.preview_frame(table, rows, extra)
+    return pd.DataFrame({"row": rows, **extra})

@@ -14,28 +14,27 @@ Loaders here are cached by file identity (path, size, mtime) so reruns are insta
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
 
 from clusterucb_core import config
-from clusterucb_core.config import (ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
-                                    SelectionSpec, WarmupSpec)
 from clusterucb_core.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
-SPEC_CLASSES: dict[str, type] = {
-    "model": ModelSpec,
-    "lora": LoraSpec,
-    "warmup": WarmupSpec,
-    "features": FeatureSpec,
-    "cluster_features": FeatureSpec,
-    "cluster": ClusterSpec,
-    "selection": SelectionSpec,
+# settings name -> the RunConfig field holding it (the pipeline's one configuration)
+SPEC_FIELDS: dict[str, str] = {
+    "model": "model",
+    "lora": "lora",
+    "warmup": "warmup",
+    "features": "reward_features",
+    "cluster_features": "cluster_features",
+    "cluster": "clusters",
+    "selection": "selection",
 }
+
 
 def resolve(ws: Workspace, path: str | Path) -> Path:
     p = Path(path).expanduser()
@@ -76,16 +75,11 @@ def set_target_ref(ws: Workspace, path: str | Path, kind: str = "auto",
 
 
 def settings(ws: Workspace, name: str) -> Any:
-    """The spec last used for `name` in this workspace (defaults when none was saved)."""
-    cls = SPEC_CLASSES[name]
-    saved = (ws.meta().get("settings") or {}).get(name) or {}
-    known = {f.name for f in dataclasses.fields(cls)}
-    base: dict[str, Any] = {}
-    base.update({k: v for k, v in saved.items() if k in known})
-    try:
-        return config.from_dict(cls, base)
-    except (TypeError, ValueError):
-        return cls()
+    """The spec the next job uses for `name`: the pipeline's own configuration of this
+    workspace (tasks.run_config), so a form never shows a default the job does not use."""
+    from . import tasks
+
+    return getattr(tasks.run_config(ws.root), SPEC_FIELDS[name])
 
 
 def save_settings(ws: Workspace, **specs: Any) -> None:
@@ -327,22 +321,44 @@ def scores_path(ws: Workspace, name: str = "exhaustive") -> Path:
 
 
 def exhaustive_scores(ws: Workspace, n_rows: int | None = None) -> Any | None:
-    """The newest exhaustive score table in W/scores/ that fits the pool, or None."""
+    """The exhaustive scores when they are this pool's and this target's, else None.
+
+    Only the pipeline's own table (`W/scores/exhaustive.npy`, see Pipeline.scores_path) with
+    the identity `Pipeline.exhaustive_scores` records beside it: the same target fingerprint,
+    and every feature store it was scored from present in the workspace and made from this
+    pool. Checked from the files, without loading the model (as Pipeline.known_exhaustive
+    would), so the pages stay fast.
+    """
+    import json
+
     import numpy as np
 
-    folder = ws.root / SCORES_DIR
-    if not folder.is_dir():
+    from clusterucb_core.config import fingerprint
+
+    path = scores_path(ws)
+    side = path.with_suffix(".json")
+    if not (path.exists() and side.exists()):
         return None
-    files = sorted((p for p in folder.glob("*.npy") if not p.name.startswith(".")),
-                   key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in files:
-        try:
-            arr = np.load(path, mmap_mode="r")
-        except (OSError, ValueError):
-            continue
-        if arr.ndim == 1 and (n_rows is None or len(arr) == n_rows):
-            return np.asarray(arr, dtype=np.float64)
-    return None
+    try:
+        ident = json.loads(side.read_text()).get("identity") or {}
+        pool, target = load_pool(ws), load_target(ws)
+    except (OSError, ValueError):
+        return None
+    if pool is None or target is None or ident.get("target") != target.fingerprint:
+        return None
+    stores = {}
+    for name in ws.list("features"):
+        manifest = ws.features(name) / "manifest.json"
+        with_ident = json.loads(manifest.read_text()).get("identity") if manifest.exists() else None
+        if isinstance(with_ident, dict):
+            stores[fingerprint(with_ident)] = with_ident
+    for fp in ident.get("stores") or []:
+        if fp not in stores or stores[fp].get("pool") != pool.fingerprint:
+            return None
+    arr = np.load(path, mmap_mode="r")
+    if arr.ndim != 1 or len(arr) != len(pool.table) or (n_rows is not None and len(arr) != n_rows):
+        return None
+    return np.asarray(arr, dtype=np.float64)
 
 
 def ledger(ws: Workspace, clustering: str | None = None) -> Any:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import io
-import zipfile
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from clusterucb_app import rounds, state, ui
+from clusterucb_app import curation_ui, export_ui, export_view, marks, rounds, state, ui
 
 ws = ui.workspace()
 ui.header(
@@ -19,8 +15,10 @@ ui.header(
     "The final selection: the top-p of every scored row, with your pins, rejections and bans "
     "applied. Export it in your pool's own format, or as LESS's files.",
     """
-* **Selected** = the `floor(N·p)` best-scored rows among those the bandit scored, plus every
-  **pinned** row, minus **rejected** rows and rows of **banned** clusters (unless pinned).
+* **Selected** = `floor(N·p)` rows: every **pinned** row first, then the best-scored rows
+  among those the bandit scored, leaving out **rejected** rows and rows of **banned**
+  clusters (a pinned row stays even in a banned cluster). Pins take slots, so the export has
+  the size top-p says; with more pins than slots every pin is kept and nothing else.
 * Every hand edit is kept in the workspace's **ledger** (`ledger.jsonl`) with its time.
 * The export folder holds: `selected.*` — your original records **byte for byte**;
   `selection.parquet`/`.csv` — every drawn, pinned or rejected row with score, cluster,
@@ -53,6 +51,9 @@ result = run.result(lg)
 names = clusters.cluster_names()
 table = selection_table(pool, result, names)
 
+run_name = rounds.describe(ws, rid)
+curation_ui.flush_toast()
+st.markdown(f"**Run:** {ui.plain(run_name)} — change it on the UCB Rounds page.")
 if not run.done:
     st.warning(f"The run is not finished: {run.budget_used:,} of {run.budget_total:,} budget "
                "rows scored. The selection below is the best so far.")
@@ -62,50 +63,39 @@ m[1].metric("Scored (budget)", f"{result.budget_used:,} / {result.budget_total:,
 m[2].metric("Pinned", len(result.pinned))
 m[3].metric("Rejected", len(result.rejected))
 m[4].metric("Banned clusters", len(result.banned))
+st.caption(ui.plain(marks.selection_rule(result.n_top, len(result.pinned), run.N,
+                                         run.spec.top_p)))
 
 # ------------------------------------------------------------------------------ the selection
 st.subheader("Selection")
 c = st.columns([1, 2, 2, 2])
 only_sel = c[0].toggle("Selected only", value=True, key="ex_only")
-srcs = sorted(table["source"].astype(str).unique())
-f_src = c[1].multiselect("Sources", srcs, key="ex_src", placeholder="all sources")
-cl_opts = sorted(int(x) for x in table["cluster"].unique() if x >= 0)
-f_cl = c[2].multiselect("Clusters", cl_opts, format_func=lambda k: names.get(k, k),
-                        key="ex_cl", placeholder="all clusters")
+f_src = c[1].multiselect("Sources", sorted(table["source"].astype(str).unique()),
+                         key="ex_src", placeholder="all sources")
+f_cl = c[2].multiselect("Clusters", sorted(int(x) for x in table["cluster"].unique() if x >= 0),
+                        format_func=lambda k: names.get(k, k), key="ex_cl",
+                        placeholder="all clusters")
 query = c[3].text_input("Text contains", key="ex_q")
-view = table
-if only_sel:
-    view = view[view["selected"]]
-if f_src:
-    view = view[view["source"].astype(str).isin(f_src)]
-if f_cl:
-    view = view[view["cluster"].isin(f_cl)]
-if query.strip():
-    q = query.strip().lower()
-    hit = [q in ui.chat_text(pool.table["messages"].iat[int(r)]).lower() for r in view["row"]]
-    view = view[np.asarray(hit, dtype=bool)]
+messages = pool.table["messages"]
+view = export_view.filter_rows(table, only_selected=only_sel, sources=f_src, clusters=f_cl,
+                               query=query, text_of=lambda r: ui.chat_text(messages.iat[r]))
 prev = ui.preview_frame(pool.table, view["row"].to_numpy())
-shown = view.reset_index(drop=True).copy()
-shown.insert(3, "prompt", prev["prompt"].to_numpy())
-cols = [c_ for c_ in ["rank", "row", "id", "prompt", "source", "cluster", "cluster_label",
-                      "score", "round_drawn", "selected", "pinned", "rejected"] if c_ in shown]
-sel = st.dataframe(shown[cols], hide_index=True, on_select="rerun", selection_mode="multi-row",
-                   key="ex_table", height=360)
+shown = export_view.curate_table(view, prev["prompt"].to_numpy(), run.labels, lg.state())
+sel = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row",
+                   key="ex_table", height=min(360, ui.table_height(len(shown))),
+                   column_config={"status": curation_ui.status_column()})
 st.caption(f"{len(view):,} rows shown. Select rows (left edge) to read them or edit them.")
 chosen = [int(shown["row"].iat[i]) for i in sel.selection.rows]
-b = st.columns(4)
-if b[0].button("Pin", icon=":material/push_pin:", disabled=not chosen, key="ex_pin"):
-    lg.pin(chosen, note="Curate & Export")
-    st.rerun()
-if b[1].button("Reject", icon=":material/block:", disabled=not chosen, key="ex_reject"):
-    lg.reject(chosen, note="Curate & Export")
-    st.rerun()
-if b[2].button("Unpin", disabled=not chosen, key="ex_unpin"):
-    lg.unpin(chosen, note="Curate & Export")
-    st.rerun()
-if b[3].button("Unreject", disabled=not chosen, key="ex_unreject"):
-    lg.unreject(chosen, note="Curate & Export")
-    st.rerun()
+ids = {r: str(pool.table["id"].iat[r]) for r in chosen}
+b = st.columns(5)
+for i, (op, label, icon) in enumerate([("pin", "Pin", ":material/push_pin:"),
+                                       ("reject", "Reject", ":material/block:"),
+                                       ("unpin", "Unpin", None), ("unreject", "Unreject", None)]):
+    if b[i].button(label, icon=icon, disabled=not chosen, key=f"ex_{op}"):
+        curation_ui.edit(lg, op, chosen, "Curate & Export", ids)
+        st.rerun()
+with b[4]:
+    curation_ui.undo_button(lg, "ex_undo")
 if chosen:
     r = chosen[0]
     st.caption(f"row {r} · id `{pool.table['id'].iat[r]}` · score "
@@ -136,8 +126,8 @@ with st.expander(f"Ledger of hand edits ({len(lg.edits())})", expanded=False):
 # ------------------------------------------------------------------------------ export
 st.subheader("Export")
 out_dir = ws.exports(rid)
-st.caption(f"Saved into the workspace at `{out_dir}`; each save replaces the previous one "
-           "whole (never half-written).")
+st.caption(f"Exports the run {ui.plain(run_name)} into the workspace at `{out_dir}`; each "
+           "save replaces the previous one whole (never half-written).")
 with_ds = st.checkbox("Also write a Hugging Face `datasets` folder", value=True, key="ex_ds")
 if st.button("Save export to the workspace", icon=":material/save:", type="primary", key="ex_save"):
     with st.spinner("Writing the export..."):
@@ -152,29 +142,6 @@ if st.button("Save export to the workspace", icon=":material/save:", type="prima
             ui.show_error(exc, "Writing the export", "check free disk space; nothing half-"
                           "written was left behind")
         else:
-            st.success(f"Export written: {len(result.rows):,} rows.")
+            st.success(f"Export written: {len(result.rows):,} rows of run {run_name}.")
 
-if (out_dir / "manifest.json").exists():
-    files = sorted(p for p in out_dir.iterdir() if p.is_file())
-    st.markdown("**Downloads**")
-    kinds = {".jsonl": "application/jsonl", ".json": "application/json", ".csv": "text/csv",
-             ".tsv": "text/tab-separated-values", ".parquet": "application/octet-stream"}
-    cols = st.columns(4)
-    for i, p in enumerate(files):
-        cols[i % 4].download_button(p.name, icon=":material/download:", data=p.read_bytes(), file_name=p.name,
-                                    mime=kinds.get(p.suffix, "application/octet-stream"),
-                                    key=f"ex_dl_{p.name}", on_click="ignore")
-
-    @st.cache_data(show_spinner=False, max_entries=2)
-    def _zip(folder: str, stamp: float) -> bytes:
-        buf = io.BytesIO()
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-            for p in sorted(Path(folder).rglob("*")):
-                if p.is_file():
-                    zf.write(p, p.relative_to(folder))
-        return buf.getvalue()
-
-    stamp = (out_dir / "manifest.json").stat().st_mtime
-    st.download_button("Everything (zip)", icon=":material/folder_zip:", data=_zip(str(out_dir), stamp),
-                       file_name=f"{ws.name}-{rid}.zip", mime="application/zip", key="ex_dl_zip",
-                       on_click="ignore")
+export_ui.downloads(out_dir, f"{ws.name}-{rid}.zip")
