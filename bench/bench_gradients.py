@@ -37,7 +37,6 @@ import json
 import math
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -49,9 +48,16 @@ sys.path.insert(0, str(ROOT))
 from clusterucb_core import features as F  # noqa: E402
 from clusterucb_core import gradients as G  # noqa: E402
 from clusterucb_core import model as M  # noqa: E402
-from clusterucb_core.config import DEMO_MODEL, DEMO_POOL, FeatureSpec, LoraSpec, ModelSpec  # noqa: E402
+from clusterucb_core.config import (  # noqa: E402
+    DEMO_MODEL,
+    DEMO_POOL,
+    FeatureSpec,
+    LoraSpec,
+    ModelSpec,
+)
 from clusterucb_core.formatting import Encoded, collate, encode_chats  # noqa: E402
 from clusterucb_core.projection import make_projector  # noqa: E402
+from clusterucb_core.rowsource import normalize_rows  # noqa: E402
 
 LESS_INTERVAL = 16  # LESS projects every 16 rows
 TRAK_BLOCK = 128  # LESS passes block_size=128 to TRAK's projector
@@ -189,8 +195,8 @@ def path_reference(model, pad_id, encs, state, dim, seed):
             t_ours += time.perf_counter() - t
             buf.clear()
     model.zero_grad(set_to_none=True)
-    feats_trak = G.normalize_rows(torch.cat(out_trak))
-    feats_ours = G.normalize_rows(torch.cat(out_ours))
+    feats_trak = normalize_rows(torch.cat(out_trak))[0]
+    feats_ours = normalize_rows(torch.cat(out_ours))[0]
     return {"grad": t_grad, "trak": t_trak, "ours_regen": t_ours}, feats_trak, feats_ours
 
 

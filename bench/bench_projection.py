@@ -38,7 +38,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clusterucb_core.projection import make_projector, normalize  # noqa: E402
+from clusterucb_core.projection import make_projector  # noqa: E402
+from clusterucb_core.rowsource import normalize_rows  # noqa: E402
 
 CONFIGS = [  # (label, name, options)
     ("rademacher", "rademacher", {}),
@@ -139,7 +140,7 @@ def pair_stats(exact: np.ndarray, approx: np.ndarray) -> dict[str, float]:
 
 
 def cosines(x: torch.Tensor) -> np.ndarray:
-    u = normalize(x.double().numpy().astype(np.float64))
+    u = normalize_rows(x.numpy())[0]
     return u.astype(np.float64) @ u.T.astype(np.float64)
 
 

@@ -3,9 +3,9 @@
 Synthetic clustered features (20 planted directions in 256 dims plus noise, L2-normalised,
 float32), the same array for every method in one run:
 
-* ``ours``: ``clustering.spherical_kmeans`` (k-means++, Lloyd, tol 1e-4, one start), on the
+* ``ours``: ``kmeans.spherical_kmeans`` (k-means++, Lloyd, tol 1e-4, one start), on the
   CPU or the GPU when there is one;
-* ``ours-minibatch``: ``clustering.minibatch_spherical_kmeans`` reading a float16 memmap in
+* ``ours-minibatch``: ``kmeans.minibatch_spherical_kmeans`` reading a float16 memmap in
   chunks of 4096 rows (the 1M-row path; its in-memory start is a 20K-row sample, so below
   20K rows it is the full fit plus streamed passes);
 * ``sklearn``: ``sklearn.cluster.KMeans`` (k-means++, Lloyd, one start, same K, max_iter) on
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
-    from clusterucb_core import clustering as cl
+    from clusterucb_core import kmeans
     from clusterucb_core import embedding2d as e2
 
     sizes = ([int(s) for s in args.sizes.split(",")] if args.sizes
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
     # warm-up: torch kernels, numba compilation (timed separately, not counted below)
     # (UMAP switches to approximate neighbours, another set of numba kernels, from 4096 rows)
     Xw, _ = make_data(300, seed=9)
-    _, t_warm_km, _ = measure(cl.spherical_kmeans, Xw, 5, device=device)
+    _, t_warm_km, _ = measure(kmeans.spherical_kmeans, Xw, 5, device=device)
     KMeans(5, n_init=1, random_state=0).fit(Xw)
     t_warm_umap = float("nan")
     if not args.no_umap:
@@ -171,7 +171,7 @@ def main(argv=None) -> int:
             sk_tol = 1e-4 / float(np.var(X, axis=0).mean())
             t_ours = t_sk = t_skd = math.inf
             for _ in range(max(1, args.repeat)):
-                ours, t, m_ours = measure(cl.spherical_kmeans, X, args.k, seed=0,
+                ours, t, m_ours = measure(kmeans.spherical_kmeans, X, args.k, seed=0,
                                           max_iter=100, tol=1e-4, device=device)
                 t_ours = min(t_ours, t)
                 sk, t, m_sk = measure(
@@ -188,7 +188,7 @@ def main(argv=None) -> int:
             mm.flush()
             del mm
             mm = np.load(mm_path, mmap_mode="r")
-            mb, t_mb, m_mb = measure(cl.minibatch_spherical_kmeans, mm, args.k, seed=0,
+            mb, t_mb, m_mb = measure(kmeans.minibatch_spherical_kmeans, mm, args.k, seed=0,
                                      batch_size=4096, device=device)
             row = {
                 "n": n,

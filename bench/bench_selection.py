@@ -36,7 +36,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clusterucb_core.bandit import POLICIES, SelectionRun, count_of  # noqa: E402
+from clusterucb_core.policies import POLICIES  # noqa: E402
+from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
 from clusterucb_core.config import SelectionSpec  # noqa: E402
 from clusterucb_core.oracle import TableOracle, exhaustive_top, recall  # noqa: E402
 
@@ -61,7 +62,7 @@ def synthetic(n: int, k: int, seed: int, between: float = 0.03, within: float = 
 
 
 def from_workspace(root: str, clusters: str | None) -> tuple[np.ndarray, np.ndarray, str]:
-    from clusterucb_core.clustering import load_clusters
+    from clusterucb_core.clusterset import load_clusters
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(root, create=False)

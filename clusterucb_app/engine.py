@@ -33,10 +33,8 @@ def specs(ws: Workspace) -> dict[str, Any]:
 
 def checkpoints(ws: Workspace) -> list[Path]:
     """Every warm-up checkpoint in the workspace (newest set last)."""
-    try:
-        from clusterucb_core.model import find_checkpoints
-    except ImportError:
-        return []
+    from clusterucb_core.model import find_checkpoints
+
     root = ws.checkpoints()
     if not root.is_dir():
         return []
@@ -68,11 +66,6 @@ def model_available(ws: Workspace) -> bool:
 # ---------------------------------------------------------------------------------------------
 
 def lazy_oracle_available(ws: Workspace) -> bool:
-    try:
-        import clusterucb_core.influence  # noqa: F401
-        import clusterucb_core.pipeline  # noqa: F401
-    except ImportError:
-        return False
     return bool(state.pool_ref(ws) and state.target_ref(ws) and model_available(ws))
 
 

@@ -2,7 +2,7 @@
 edits that undo a change, and the sentence that says what an edit did. Pure functions of a
 `curation.LedgerState` (no streamlit), so every page marks rows the same way.
 
-The selection rule lives here too, in words, next to `bandit.select_top` which applies it: pins
+The selection rule lives here too, in words, next to `selection.select_top` which applies it: pins
 take slots of the `floor(N·p)` selected rows (the export's size is the one top-p says; with
 more pins than slots, every pin is kept and nothing else).
 """

@@ -1,7 +1,7 @@
 """Selection runs as the UCB Rounds page uses them: create, reopen, step, keep in sync.
 
 A run's whole state is its log in `W/runs/<run_id>/log.jsonl` (written by
-`bandit.SelectionRun`). This module only keeps the live object in the browser session and
+`selection.SelectionRun`). This module only keeps the live object in the browser session and
 reopens it from the log when another tab (or the CLI) moved it on, so two tabs never append
 conflicting rounds. The header's `meta` records which clustering and which reward source the
 run uses, so a refresh or a restart reopens it exactly.
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from clusterucb_core import bandit
+from clusterucb_core import policies, runlog, selection
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.workspace import Workspace
 
@@ -33,13 +33,13 @@ _SESSION = "_ucb_runs"
 
 def run_ids(ws: Workspace) -> list[str]:
     """Runs with a log, newest first."""
-    ids = [r for r in ws.list("runs") if (ws.runs(r) / bandit.LOG_NAME).exists()]
-    return sorted(ids, key=lambda r: (ws.runs(r) / bandit.LOG_NAME).stat().st_mtime,
+    ids = [r for r in ws.list("runs") if (ws.runs(r) / runlog.LOG_NAME).exists()]
+    return sorted(ids, key=lambda r: (ws.runs(r) / runlog.LOG_NAME).stat().st_mtime,
                   reverse=True)
 
 
 def header(ws: Workspace, run_id: str) -> dict[str, Any]:
-    with open(ws.runs(run_id) / bandit.LOG_NAME, "rb") as fh:
+    with open(ws.runs(run_id) / runlog.LOG_NAME, "rb") as fh:
         return json.loads(fh.readline())
 
 
@@ -84,14 +84,14 @@ def new_run_id() -> str:
 def create(ws: Workspace, spec: SelectionSpec, clustering: str, source: str) -> str:
     """Start a new run (nothing drawn yet) and make it the workspace's current run. The run
     it replaces is deleted when nothing was drawn in it, so Reset never piles up empty runs."""
-    bandit.validate_spec(spec)
+    selection.validate_spec(spec)
     clusters = state.load_clusters(ws, clustering)
     labels = np.asarray(clusters.labels)
     oracle = make_oracle(ws, source, len(labels))
     previous = current_id(ws)
     run_id = new_run_id()
     lg = state.ledger(ws, clustering)
-    run = bandit.SelectionRun(labels, oracle, spec, ws.runs(run_id), lg,
+    run = selection.SelectionRun(labels, oracle, spec, ws.runs(run_id), lg,
                               meta={"clustering": clustering, "reward": source,
                                     "workspace": ws.name})
     _remember(ws, run_id, run)
@@ -103,7 +103,7 @@ def create(ws: Workspace, spec: SelectionSpec, clustering: str, source: str) -> 
 
 def is_empty(ws: Workspace, run_id: str) -> bool:
     """True when the run's log holds only its header: no round was played."""
-    path = ws.runs(run_id) / bandit.LOG_NAME
+    path = ws.runs(run_id) / runlog.LOG_NAME
     with open(path, "rb") as fh:
         fh.readline()
         return not fh.read(1)
@@ -142,15 +142,15 @@ def current_id(ws: Workspace) -> str | None:
     return ids[0] if ids else None
 
 
-def _log_size(run: bandit.SelectionRun) -> int:
+def _log_size(run: selection.SelectionRun) -> int:
     return run.log_path.stat().st_size if run.log_path and run.log_path.exists() else 0
 
 
-def _remember(ws: Workspace, run_id: str, run: bandit.SelectionRun) -> None:
+def _remember(ws: Workspace, run_id: str, run: selection.SelectionRun) -> None:
     st.session_state.setdefault(_SESSION, {})[(str(ws.root), run_id)] = (run, _log_size(run))
 
 
-def get(ws: Workspace, run_id: str) -> bandit.SelectionRun:
+def get(ws: Workspace, run_id: str) -> selection.SelectionRun:
     """The live run, reopened from its log when it is not in this session or has moved on."""
     cache = st.session_state.setdefault(_SESSION, {})
     key = (str(ws.root), run_id)
@@ -167,7 +167,7 @@ def get(ws: Workspace, run_id: str) -> bandit.SelectionRun:
         oracle = make_oracle(ws, source, len(labels))
     except Exception:  # noqa: BLE001 - read-only: the run shows, but cannot draw
         oracle = None
-    run = bandit.SelectionRun.open(ws.runs(run_id), labels, oracle,
+    run = selection.SelectionRun.open(ws.runs(run_id), labels, oracle,
                                    state.ledger(ws, clustering))
     _remember(ws, run_id, run)
     return run
@@ -183,7 +183,7 @@ def run_inputs(ws: Workspace, run_id: str) -> tuple[str | None, str]:
     return clustering, source
 
 
-def step(ws: Workspace, run_id: str, n: int = 1) -> list[bandit.RoundRecord]:
+def step(ws: Workspace, run_id: str, n: int = 1) -> list[selection.RoundRecord]:
     run = get(ws, run_id)
     out = []
     for _ in range(int(n)):
@@ -194,7 +194,7 @@ def step(ws: Workspace, run_id: str, n: int = 1) -> list[bandit.RoundRecord]:
     return out
 
 
-def preview(run: bandit.SelectionRun) -> dict[str, Any] | None:
+def preview(run: selection.SelectionRun) -> dict[str, Any] | None:
     """What the next round will do and why (the same decision `step()` will take)."""
     if run.done:
         return None
@@ -204,14 +204,14 @@ def preview(run: bandit.SelectionRun) -> dict[str, Any] | None:
                 "sentence": f"Next: the cold start draws {int(counts.sum())} rows: "
                             f"max(floor(|C_k|·{run.spec.cold_start:g}), 1) from each of "
                             f"{int((counts > 0).sum())} clusters."}
-    decision = run.policy.decide(run.stats(), bandit.policy_rng(run.spec.seed, run.next_round))
+    decision = run.policy.decide(run.stats(), policies.policy_rng(run.spec.seed, run.next_round))
     m = int(min(run.spec.draw_batch, run.budget_total - run.budget_used,
                 run.remaining[decision.arm]))
     return {"arm": int(decision.arm), "values": decision.values,
             "sentence": f"Next: {decision.sentence} It will draw {m} rows."}
 
 
-def history(run: bandit.SelectionRun) -> dict[str, Any]:
+def history(run: selection.SelectionRun) -> dict[str, Any]:
     """Per-round arrays for the history charts."""
     recs = run.records
     rounds = [r.round for r in recs]
@@ -222,7 +222,7 @@ def history(run: bandit.SelectionRun) -> dict[str, Any]:
             "budget_used": [r.budget_used for r in recs]}
 
 
-def arm_table(run: bandit.SelectionRun, names: dict[int, str], values: Any,
+def arm_table(run: selection.SelectionRun, names: dict[int, str], values: Any,
               next_arm: int | None, ledger_state: Any) -> pd.DataFrame:
     """One row per arm: its state (next / open / exhausted / banned), pulls, mean, std, the
     policy's value and the curation marks of its rows."""
@@ -240,7 +240,7 @@ def arm_table(run: bandit.SelectionRun, names: dict[int, str], values: Any,
         "curation": marks.cluster_status(k, run.labels, ledger_state)})
 
 
-def drawn_table(run: bandit.SelectionRun, rows: Any, table: Any, ledger_state: Any
+def drawn_table(run: selection.SelectionRun, rows: Any, table: Any, ledger_state: Any
                 ) -> pd.DataFrame:
     """The rows of a round: cluster, score, curation status and, with the pool, their text."""
     from . import ui

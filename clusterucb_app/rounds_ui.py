@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from clusterucb_core import bandit
+from clusterucb_core import policies, selection
 from clusterucb_core import plots_rounds as pr
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.workspace import Workspace
@@ -40,8 +40,8 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
                        "checkpoint and target) so rows can be scored on demand.")
         with st.form("ucb_settings"):
             c = st.columns(4)
-            policy = c[0].selectbox("Policy", bandit.POLICIES, index=bandit.POLICIES.index(
-                d.policy) if d.policy in bandit.POLICIES else 0,
+            policy = c[0].selectbox("Policy", policies.POLICIES, index=policies.POLICIES.index(
+                d.policy) if d.policy in policies.POLICIES else 0,
                 help="ucb_beta: mean + β·std (the paper). ucb1: classic UCB1. thresh_*: share "
                      "of draws above the top-quantile. random: baseline. thompson: Gaussian "
                      "Thompson sampling.")
@@ -61,8 +61,8 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
                                     format_func=lambda s: rounds.REWARD_LABELS.get(s, s),
                                     help="Remembered per workspace.")
             st.caption(f"Pool: {n_rows:,} rows in {clusters.k} clusters ('{clusters_name}'). "
-                       f"Budget {budget:g} → {bandit.count_of(budget, n_rows):,} rows scored; "
-                       f"top-p {top_p:g} → {bandit.count_of(top_p, n_rows):,} rows selected.")
+                       f"Budget {budget:g} → {selection.count_of(budget, n_rows):,} rows scored; "
+                       f"top-p {top_p:g} → {selection.count_of(top_p, n_rows):,} rows selected.")
             submitted = st.form_submit_button("Start a new run", type="primary",
                                               disabled=not sources)
     if submitted:
@@ -102,7 +102,7 @@ def request(n: int | None) -> None:
     st.session_state[TODO] = int(st.session_state.get("ucb_n", 10) if n is None else n)
 
 
-def pending(run: bandit.SelectionRun) -> int:
+def pending(run: selection.SelectionRun) -> int:
     """Rounds to play now: what a button asked for, else one tick of Play."""
     todo = int(st.session_state.pop(TODO, 0) or 0)
     if not todo and st.session_state.get(PLAY) and run.oracle is not None and not run.done:
@@ -110,7 +110,7 @@ def pending(run: bandit.SelectionRun) -> int:
     return todo
 
 
-def controls(run: bandit.SelectionRun) -> bool:
+def controls(run: selection.SelectionRun) -> bool:
     """The step / play / reset buttons (drawn after the rounds they asked for were played, so
     their labels fit the run: 'Cold start' becomes 'Step 1 round'); True when Reset is pressed."""
     can = run.oracle is not None and not run.done
@@ -138,7 +138,7 @@ def controls(run: bandit.SelectionRun) -> bool:
     return reset
 
 
-def status(run: bandit.SelectionRun, nxt: dict[str, Any] | None) -> None:
+def status(run: selection.SelectionRun, nxt: dict[str, Any] | None) -> None:
     done_rounds = len(run.records)
     m = st.columns([1, 1, 1, 3])
     m[0].metric("Round", f"{run.next_round - 1}" if done_rounds else "-",
@@ -159,7 +159,7 @@ def status(run: bandit.SelectionRun, nxt: dict[str, Any] | None) -> None:
         st.caption(ui.plain(f"Last round ({last.round}): {last.explanation.get('sentence', '')}"))
 
 
-def charts(run: bandit.SelectionRun, nxt: dict[str, Any] | None, names: dict[int, str],
+def charts(run: selection.SelectionRun, nxt: dict[str, Any] | None, names: dict[int, str],
            xy: Any, pool: Any) -> Any:
     """The arm chart and the map of drawn rows; returns the policy values shown."""
     stats = run.stats()
@@ -186,7 +186,7 @@ def charts(run: bandit.SelectionRun, nxt: dict[str, Any] | None, names: dict[int
     return values
 
 
-def last_round(ws: Workspace, run: bandit.SelectionRun, pool: Any, clusters_name: str) -> None:
+def last_round(ws: Workspace, run: selection.SelectionRun, pool: Any, clusters_name: str) -> None:
     if not run.records:
         st.caption("Nothing drawn yet.")
         return
@@ -218,7 +218,7 @@ def last_round(ws: Workspace, run: bandit.SelectionRun, pool: Any, clusters_name
                    "reject it.")
 
 
-def against_exhaustive(ws: Workspace, run: bandit.SelectionRun) -> None:
+def against_exhaustive(ws: Workspace, run: selection.SelectionRun) -> None:
     ex = state.exhaustive_scores(ws, run.N)
     if ex is None:
         st.caption("No exhaustive scores for this pool and target: run exhaustive scoring "

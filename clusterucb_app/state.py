@@ -142,11 +142,8 @@ def apply_demo_defaults(ws: Workspace) -> None:
 
 
 def bundled_targets() -> dict[str, Path]:
-    try:
-        from clusterucb_core.targets import bundled_targets as _bt
-    except ImportError:
-        folder = config.DEMO_DIR / "targets"
-        return {p.stem: p for p in sorted(folder.glob("*.jsonl"))} if folder.is_dir() else {}
+    from clusterucb_core.targets import bundled_targets as _bt
+
     return dict(_bt())
 
 
@@ -241,7 +238,7 @@ def current_clusters_name(ws: Workspace) -> str | None:
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _load_clusters(root: str, name: str, mtime: int) -> Any:
-    from clusterucb_core.clustering import load_clusters
+    from clusterucb_core.clusterset import load_clusters
 
     return load_clusters(Workspace.open(root, create=False), name)
 

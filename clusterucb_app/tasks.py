@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 from clusterucb_core.config import (ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
                                     SelectionSpec, WarmupSpec, from_dict)
+from clusterucb_core.progress import Progress
 from clusterucb_core.workspace import Workspace
 
-Progress = Callable[..., None]
 STAGES = ("warmup", "cluster_features", "clusters", "map", "kscan", "exhaustive")
 KSCAN_DIR = "kscan"
 
@@ -103,7 +103,7 @@ def stage(workspace: str, name: str, progress: Progress | None = None) -> dict[s
         return {"clusters": cs.name, "k": int(cs.k)}
     if name == "kscan":
         from clusterucb_core import atomic
-        from clusterucb_core.clustering import k_scan
+        from clusterucb_core.kscan import k_scan
 
         store = pipe.cluster_store
         scan = k_scan(store, seed=pipe.cfg.clusters.seed, progress=progress)

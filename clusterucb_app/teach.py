@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from clusterucb_core import atomic, bandit
+from clusterucb_core import atomic, selection
 from clusterucb_core import playground as pgm
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.race import ORACLE, RACE_POLICIES
@@ -58,10 +58,6 @@ def save_settings(ws: Workspace, settings: dict[str, Any]) -> None:
     atomic.write_json(ws.root / PG_FILE, settings)
 
 
-def spec_of(settings: dict[str, Any]) -> pgm.PlaygroundSpec:
-    return pgm.PlaygroundSpec.from_dict(settings["arms"])
-
-
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _build(spec_json: str) -> pgm.Playground:
     return pgm.build(pgm.PlaygroundSpec.from_dict(json.loads(spec_json)))
@@ -98,7 +94,7 @@ def check_settings(settings: dict[str, Any]) -> None:
         if side["policy"] not in RACE_POLICIES:
             raise ValueError(f"policy {name}: unknown policy {side['policy']!r}")
         spec = selection_spec(side, settings["shared"])
-        bandit.validate_spec(spec)
+        selection.validate_spec(spec)
         pg.new_run(spec)  # checks the cold start fits the budget
 
 
@@ -106,7 +102,7 @@ def check_settings(settings: dict[str, Any]) -> None:
 class Session:
     key: str
     pg: pgm.Playground
-    runs: dict[str, bandit.SelectionRun] = field(default_factory=dict)
+    runs: dict[str, selection.SelectionRun] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     steps: int = 0
 
@@ -175,13 +171,13 @@ def reset(ws: Workspace) -> None:
     st.session_state.get("_pg_sessions", {}).pop(str(ws.root), None)
 
 
-def best_arm_share(run: bandit.SelectionRun, pg: pgm.Playground) -> tuple[int, int]:
+def best_arm_share(run: selection.SelectionRun, pg: pgm.Playground) -> tuple[int, int]:
     """(draws on the best arm, all draws) so far."""
     drawn = run.round_drawn >= 0
     return int((drawn & (pg.labels == pg.best_arm)).sum()), int(drawn.sum())
 
 
-def arm_values(run: bandit.SelectionRun) -> tuple[np.ndarray | None, int | None, str]:
+def arm_values(run: selection.SelectionRun) -> tuple[np.ndarray | None, int | None, str]:
     """The policy values to show, the arm about to be played, and the why-sentence."""
     from . import rounds
 

@@ -26,18 +26,18 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import atomic
-from .clustering import as_source, chunk_rows_for, normalize_rows
+from .progress import Progress
+from .rowsource import as_source, chunk_rows_for, normalize_rows
 from .config import fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
     from .workspace import Workspace
 
-Progress = Callable[..., None]  # progress(done, total, message)
 
 MAP_VERSION = 1
 MIN_UMAP_ROWS = 16

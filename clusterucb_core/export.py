@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from . import atomic
-from .bandit import LedgerView, SelectionResult, SelectionRun, labels_fingerprint
+from .selection import LedgerView, SelectionResult, SelectionRun, labels_fingerprint
 from .config import SelectionSpec, from_dict, to_dict
 from .oracle import mass_share, recall, scores_fingerprint
 

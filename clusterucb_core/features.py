@@ -34,29 +34,20 @@ with the same projector; they are cached in W/targets/<name>/ keyed by the same 
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import atomic
 from .config import FeatureSpec, LoraSpec, ModelSpec, fingerprint, to_dict
+from .progress import Progress, report
+from .rowsource import normalize_rows
 from .warmup import pool_identity
 
-Progress = Callable[..., None]
 CHUNK_BATCHES = 8  # chunk = this many batches (the unit of sorting, writing and sharding)
 KINDS = ("gradient", "hidden")
-
-
-def _report(progress: Progress | None, done: int, total: int, message: str, **extra: Any) -> None:
-    if progress is not None:
-        progress(done, total, message, **extra)
-    else:
-        from . import jobs
-
-        jobs.report(done, total, message, **extra)
 
 
 def dist_info() -> tuple[int, int]:
@@ -241,14 +232,14 @@ class FeatureEngine:
         total = int(sum(len(c) for c in chunks))
         done = 0
         t0 = time.perf_counter()
-        _report(progress, 0, total, f"rows 0/{total}", rate=0.0, eta_s=None)
+        report(progress, 0, total, f"rows 0/{total}", rate=0.0, eta_s=None)
         for chunk in chunks:  # groups of rows (see plan)
             feats, valid = self.featurize(self.encode(chunk))
             store.write(chunk, feats, flagged=~valid)
             done += len(chunk)
             elapsed = max(time.perf_counter() - t0, 1e-9)
             rate = done / elapsed
-            _report(progress, done, total, f"rows {done}/{total}", rate=rate,
+            report(progress, done, total, f"rows {done}/{total}", rate=rate,
                     eta_s=(total - done) / rate if rate > 0 else None,
                     flagged=int((~valid).sum()))
         return store
@@ -310,7 +301,7 @@ def featurize(model, pad_id: int, encs: Sequence[Any], spec: FeatureSpec, dim: i
             return
         x = buf[: len(pending)]
         feats = x if projector is None else projector.project(x)
-        feats = G.normalize_rows(feats.float())
+        feats = normalize_rows(feats)[0]
         ok = torch.tensor(pending_ok, device=feats.device)
         feats[~ok] = 0.0
         out[pending] = feats.cpu().numpy()
@@ -421,7 +412,7 @@ def target_features(target_set: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
     for lo in range(0, len(encs), step):
         f, v = eng.featurize(encs[lo:lo + step])
         feats[lo:lo + step], valid[lo:lo + step] = f, v
-        _report(progress, min(lo + step, len(encs)), len(encs),
+        report(progress, min(lo + step, len(encs)), len(encs),
                 f"target examples {min(lo + step, len(encs))}/{len(encs)}")
     ids = np.array([code[ex.subtask] for ex in examples], dtype=np.int64)
     feats, ids = feats[valid], ids[valid]

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from .formatting import IGNORE_INDEX
+from .rowsource import normalize_rows
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 MODES = ("sgd", "adam")
@@ -231,11 +232,6 @@ def per_sample_gradients(model, batch: dict[str, torch.Tensor], mode: str = "sgd
     return torch.cat(parts, dim=1)  # type: ignore[arg-type]
 
 
-def normalize_rows(x: torch.Tensor) -> torch.Tensor:
-    """L2-normalised rows; zero rows stay zero."""
-    return x / x.norm(dim=1, keepdim=True).clamp(min=1e-30)
-
-
 def per_sample_features(model, batch: dict[str, torch.Tensor], projector: Any,
                         mode: str = "sgd",
                         adam_state: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -261,7 +257,7 @@ def per_sample_features(model, batch: dict[str, torch.Tensor], projector: Any,
         out = projector.project(torch.cat(parts, dim=1))  # type: ignore[arg-type]
     out = out.float()
     if normalize:
-        out = normalize_rows(out)
+        out = normalize_rows(out)[0]
     out[~valid.to(out.device)] = 0.0
     return out, valid
 
@@ -284,7 +280,7 @@ def hidden_features(model, batch: dict[str, torch.Tensor], normalize: bool = Tru
         hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     w = mask.to(torch.float32).unsqueeze(-1)
     pooled = (hidden.float() * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
-    return normalize_rows(pooled) if normalize else pooled
+    return normalize_rows(pooled)[0] if normalize else pooled
 
 
 def hidden_size(model) -> int:

@@ -26,6 +26,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from .rowsource import normalize_rows
+
 ArrayOrList = Any  # np.ndarray[N, d] | Sequence[np.ndarray[N, d]] (one per checkpoint)
 
 
@@ -47,20 +49,10 @@ def checkpoint_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
     return w / w.sum()
 
 
-def _unit_rows(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """float32 unit rows and a mask of rows that have a direction (finite, non-zero)."""
-    x = np.asarray(x, dtype=np.float32)
-    finite = np.isfinite(x).all(axis=1)
-    norm = np.linalg.norm(np.where(finite[:, None], x, 0.0), axis=1)
-    ok = finite & (norm > 0)
-    safe = np.where(ok, norm, 1.0).astype(np.float32)
-    return np.where(ok[:, None], x / safe[:, None], 0.0).astype(np.float32), ok
-
-
 def subtask_means(target: np.ndarray, subtask_ids: np.ndarray, n_subtasks: int
                   ) -> tuple[np.ndarray, np.ndarray]:
     """Mean unit target vector per subtask [S, d] (float32) and which subtasks have one."""
-    unit, ok = _unit_rows(target)
+    unit, ok = normalize_rows(target)
     ids = np.asarray(subtask_ids).reshape(-1)
     if len(ids) != len(unit):
         raise ValueError(f"{len(ids)} subtask ids for {len(unit)} target rows")
@@ -117,7 +109,7 @@ def _subtask_scores(train: ArrayOrList, target: ArrayOrList, subtask_ids: np.nda
         acc = np.zeros((hi - lo, S), dtype=np.float32)
         valid = np.ones(hi - lo, dtype=bool)
         for wc, t, m in zip(w, trains, means):
-            unit, ok = _unit_rows(t[lo:hi])
+            unit, ok = normalize_rows(t[lo:hi])
             valid &= ok
             acc += np.float32(wc) * (unit @ m.T)
         acc[~valid] = np.nan

@@ -566,27 +566,6 @@ def run_in_process(path: Path, attempt: int = 1) -> int:
         _CURRENT = None
 
 
-# ---------------------------------------------------------------------------------------------
-# small built-in task (for tests and for trying the progress widget)
-# ---------------------------------------------------------------------------------------------
-
-def demo_task(total: int = 20, delay_s: float = 0.05, fail_at: int | None = None,
-              out: str | None = None, progress: Callable[..., Any] | None = None) -> dict:
-    """Count to `total`, sleeping `delay_s` per step; resumable through the file `out`."""
-    start_at = 0
-    if out and Path(out).exists():
-        start_at = int(Path(out).read_text() or 0)
-    for i in range(start_at, total):
-        if fail_at is not None and i == fail_at:
-            raise ValueError(f"planned failure at step {i}")
-        time.sleep(delay_s)
-        if out:
-            atomic.write_text(out, str(i + 1))
-        if progress is not None:
-            progress(i + 1, total, f"step {i + 1} of {total}")
-    return {"counted": total, "resumed_from": start_at}
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv:

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .projection import normalize
+from .rowsource import normalize_rows
 from .store import FeatureStore
 
 LESS_FILES = ("all_orig.pt", "all_unormalized.pt")
@@ -115,7 +115,7 @@ def import_features(source: str | Path, store_path: str | Path,
         raw = _rows_float32(mat, int(rows[0]), int(rows[-1]) + 1)[rows - rows[0]]
         finite = np.isfinite(raw).all(axis=1)
         raw = np.where(finite[:, None], raw, 0.0).astype(np.float32)
-        unit = normalize(raw)
+        unit, _ = normalize_rows(raw)
         flagged = ~finite | (np.linalg.norm(raw, axis=1) == 0)
         store.write(rows, unit, flagged=flagged)
     return store

@@ -35,6 +35,8 @@ import numpy as np
 
 
 class Oracle(Protocol):
+    """Anything that scores rows: `.score(rows) -> float array` (NaN = unscorable row)."""
+
     def score(self, rows: np.ndarray) -> np.ndarray: ...
 
 

@@ -287,8 +287,10 @@ class Pipeline:
 
     @cached_property
     def clusters(self):
-        from .clustering import (cluster_features, fits_in_memory, k_scan, load_clusters,
-                                 pick_k, save_clusters, summarize_clusters)
+        from .clusterset import load_clusters, save_clusters
+        from .kmeans import cluster_features, fits_in_memory
+        from .kscan import k_scan, pick_k
+        from .summaries import summarize_clusters
 
         store, spec = self.cluster_store, self.cfg.clusters
         name = self.clusters_name
@@ -422,7 +424,8 @@ class Pipeline:
 
     def selection(self, run_id: str | None = None, spec: SelectionSpec | None = None):
         """A SelectionRun with the lazy oracle: a new one, or the saved one reopened."""
-        from .bandit import LOG_NAME, SelectionRun
+        from .runlog import LOG_NAME
+        from .selection import SelectionRun
 
         run_id = check_name(run_id or self.cfg.run_id, "run id")
         spec = spec or self.cfg.selection

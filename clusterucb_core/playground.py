@@ -34,8 +34,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import bandit
-from .bandit import ArmStats, Policy, SelectionRun
+from . import selection
+from .policies import ArmStats, Policy
+from .selection import SelectionRun
 from .config import SelectionSpec, reject_unknown
 from .oracle import TableOracle, exhaustive_top, regret_table, run_metrics
 
@@ -177,7 +178,7 @@ class Playground:
 
     def top_rows(self, top_p: float) -> np.ndarray:
         """The rows of the true top-p (what scoring every row would select)."""
-        return exhaustive_top(self.rewards, bandit.count_of(top_p, self.N))
+        return exhaustive_top(self.rewards, selection.count_of(top_p, self.N))
 
     def truth(self, top_p: float = 0.05):
         """One row per arm: size, true mean and spread, rank by mean, best, gem, and how many
@@ -212,7 +213,7 @@ class Playground:
     def regret(self, run: SelectionRun, top_p: float | None = None):
         """The engine's per-round regret table (regret, cum_regret, recall_so_far, ...) plus
         `budget_used` and `regret_vs_oracle` (see the module docstring)."""
-        n_top = run.n_top if top_p is None else bandit.count_of(top_p, self.N)
+        n_top = run.n_top if top_p is None else selection.count_of(top_p, self.N)
         return with_oracle_regret(regret_table(run.records, self.rewards, self.labels, n_top),
                                   run.records, self.true_means, self.sizes)
 

@@ -88,23 +88,6 @@ def race_curve_chart(band: pd.DataFrame, metric: str = "recall",
     return fig
 
 
-def draw_heatmap(mat: np.ndarray, col_labels: Sequence[str], *, names: Sequence[str] | None = None,
-                 best: int | None = None, title: str = "Draws per cluster", zmax: float | None = None,
-                 ) -> go.Figure:
-    """Rows drawn per cluster (y) per round (x); the best cluster is starred."""
-    k = mat.shape[0]
-    ylabels = [("★ " if i == best else "") + (names[i] if names is not None else f"cluster {i}")
-               for i in range(k)]
-    fig = go.Figure(go.Heatmap(z=mat, x=list(col_labels), y=ylabels, colorscale="Viridis",
-                               zmin=0, zmax=zmax, colorbar=dict(title="rows"),
-                               hovertemplate="round %{x}<br>%{y}<br>%{z:.2g} rows drawn"
-                                             "<extra></extra>"))
-    fig.update_layout(title=title, xaxis=dict(title="round", type="category"),
-                      yaxis=dict(type="category"), height=max(260, 28 * k + 120),
-                      margin=dict(l=10, r=10, t=50, b=40))
-    return fig
-
-
 def race_heatmaps(draws: pd.DataFrame, contestants: Sequence[str], k: int, n_seeds: int, *,
                   names: Sequence[str] | None = None, best: int | None = None,
                   cols: int = 2, max_cols: int = 120) -> go.Figure:
@@ -154,42 +137,6 @@ def race_summary_chart(summary: pd.DataFrame, title: str = "Final recall of the 
 # playground
 
 
-def truth_chart(true_means: Sequence[float], est_mean: Sequence[float],
-                est_std: Sequence[float], n: Sequence[int], *, sizes: Sequence[int] | None = None,
-                best: int | None = None, gem: int | None = None, beta: float = 1.0,
-                title: str = "The truth: true mean vs what the bandit believes") -> go.Figure:
-    """Per arm: the true mean (gold star) next to the estimate (mean +- beta*std of the
-    draws so far, with the number of draws)."""
-    mu = np.asarray(true_means, dtype=float)
-    est = np.asarray(est_mean, dtype=float)
-    sd = np.nan_to_num(np.asarray(est_std, dtype=float), nan=0.0)
-    n = np.asarray(n, dtype=int)
-    k = len(mu)
-    x = list(range(k))
-    tick = [f"{i}" + (" (gem)" if i == gem else "") for i in x]
-    fig = go.Figure()
-    fig.add_trace(go.Scatter(x=x, y=est, mode="markers", name=f"estimate ± {beta:g}·std",
-                             marker=dict(size=10, color="#3b5bdb"),
-                             error_y=dict(type="data", array=beta * sd, visible=True),
-                             hovertext=[f"arm {i}: estimate {est[i]:.4g} from {n[i]} draws"
-                                        for i in x], hoverinfo="text"))
-    fig.add_trace(go.Scatter(x=x, y=mu, mode="markers", name="true mean",
-                             marker=dict(symbol="star", size=16, color=GOLD,
-                                         line=dict(width=1, color="#333")),
-                             hovertext=[f"arm {i}: true mean {mu[i]:.4g}"
-                                        + (f", {sizes[i]} rows" if sizes is not None else "")
-                                        + (" — the best arm" if i == best else "")
-                                        for i in x], hoverinfo="text"))
-    if best is not None:
-        fig.add_vrect(x0=best - 0.45, x1=best + 0.45, fillcolor=GOLD, opacity=0.15,
-                      line_width=0, annotation_text="best", annotation_position="top left")
-    fig.update_layout(title=title, xaxis=dict(title="arm", tickmode="array", tickvals=x,
-                                              ticktext=tick),
-                      yaxis_title="reward", height=360, margin=dict(l=50, r=10, t=50, b=40),
-                      legend=dict(orientation="h", y=-0.2))
-    return fig
-
-
 def regret_race_chart(tables: dict[str, pd.DataFrame], n_rows: int,
                       metric: str = "regret_vs_oracle",
                       title: str = "Regret so far vs an oracle that knows the means") -> go.Figure:
@@ -212,31 +159,6 @@ def regret_race_chart(tables: dict[str, pd.DataFrame], n_rows: int,
     if metric == "recall_so_far":
         fig.update_yaxes(range=[0, 1.02])
     return fig
-
-
-def arm_sizes_chart(sizes: Sequence[int], means: Sequence[float] | None = None,
-                    spreads: Sequence[float] | None = None,
-                    title: str = "The arms you made") -> go.Figure:
-    """Arm sizes as bars (the truth only when means/spreads are given)."""
-    sizes = np.asarray(sizes)
-    k = len(sizes)
-    fig = go.Figure(go.Bar(x=list(range(k)), y=sizes, marker_color="#a5b4fc", name="rows",
-                           hovertemplate="arm %{x}: %{y} rows<extra></extra>"))
-    if means is not None:
-        fig.add_trace(go.Scatter(x=list(range(k)), y=means, yaxis="y2", mode="markers",
-                                 name="true mean ± spread",
-                                 marker=dict(symbol="star", size=14, color=GOLD),
-                                 error_y=dict(type="data", array=spreads, visible=True)
-                                 if spreads is not None else None))
-        fig.update_layout(yaxis2=dict(title="reward", overlaying="y", side="right"))
-    fig.update_layout(title=title, xaxis=dict(title="arm", tickmode="linear"),
-                      yaxis_title="rows", height=300, margin=dict(l=50, r=50, t=50, b=40),
-                      legend=dict(orientation="h", y=-0.25))
-    return fig
-
-
-# --------------------------------------------------------------------------------------
-# run comparison
 
 
 def overlap_chart(overlap: dict[str, Any], label_a: str = "A", label_b: str = "B") -> go.Figure:

@@ -782,10 +782,4 @@ def _kind(obj: Any) -> str:
             bool: "a boolean", type(None): "null"}.get(type(obj), type(obj).__name__)
 
 
-def iter_messages(pool: Pool) -> Iterator[list[dict]]:
-    """The chats of a pool in row order."""
-    yield from pool.table["messages"]
-
-
-__all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "load_pool",
-           "iter_messages"]
+__all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "load_pool"]

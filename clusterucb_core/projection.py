@@ -418,17 +418,3 @@ def make_projector(name: str, dim_in: int, dim_out: int = 8192, seed: int = 0,
     if name not in classes:
         raise ValueError(f"unknown projection {name!r}; choose one of {', '.join(PROJECTORS)}")
     return classes[name](dim_in, dim_out, seed=seed, device=device, **options)
-
-
-def normalize(x: Any, eps: float = 0.0) -> Any:
-    """L2-normalise the rows of a torch tensor or NumPy array (float32 math).
-
-    Rows of norm 0 stay 0 (the caller flags them: a zero gradient has no direction).
-    """
-    if isinstance(x, torch.Tensor):
-        x = x.to(torch.float32)
-        norm = torch.linalg.vector_norm(x, dim=-1, keepdim=True)
-        return x / torch.where(norm > eps, norm, torch.ones_like(norm))
-    x = np.asarray(x, dtype=np.float32)
-    norm = np.linalg.norm(x, axis=-1, keepdims=True)
-    return x / np.where(norm > eps, norm, 1.0).astype(np.float32)

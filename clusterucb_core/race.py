@@ -31,7 +31,6 @@ distributions, the settings side by side, and a per-row CSV.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,14 +39,14 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from . import atomic, bandit
-from .bandit import SelectionRun
+from . import atomic, policies, runlog, selection
+from .selection import SelectionRun
 from .config import SelectionSpec, reject_unknown
 from .oracle import TableOracle, cluster_means, exhaustive_top, mass_share, regret_table
-from .playground import OraclePolicy, oracle_cum_regret, use_policy, with_oracle_regret
+from .playground import OraclePolicy, use_policy, with_oracle_regret
 
 ORACLE = "oracle"
-RACE_POLICIES: tuple[str, ...] = bandit.POLICIES + (ORACLE,)
+RACE_POLICIES: tuple[str, ...] = policies.POLICIES + (ORACLE,)
 METRICS: tuple[str, ...] = ("recall", "cum_regret", "regret_vs_oracle")
 EXHAUSTIVE_SCORES = Path("scores") / "exhaustive.npy"  # in a workspace (the app's location)
 
@@ -90,12 +89,12 @@ class Contestant:
             raise ValueError(f"unknown policy {self.policy!r}; choose from "
                              f"{', '.join(RACE_POLICIES)}")
         if self.policy != ORACLE:
-            bandit.make_policy(self.policy, self.beta, self.quantile)
+            policies.make_policy(self.policy, self.beta, self.quantile)
 
 
 def default_contestants() -> tuple[Contestant, ...]:
     """Every engine policy with its default parameters."""
-    return tuple(Contestant(p) for p in bandit.POLICIES)
+    return tuple(Contestant(p) for p in policies.POLICIES)
 
 
 @dataclass(frozen=True)
@@ -132,7 +131,7 @@ class RaceSpec:
             raise ValueError(f"two contestants share the name {dup[0]!r}; give one a label")
         for c in self.contestants:
             c.check()
-            bandit.validate_spec(self.selection_spec(c, self.seeds[0]))
+            selection.validate_spec(self.selection_spec(c, self.seeds[0]))
         if int(self.grid_points) < 2:
             raise ValueError("grid_points must be >= 2")
 
@@ -228,7 +227,7 @@ def run_race(labels: np.ndarray, rewards: np.ndarray, spec: RaceSpec = RaceSpec(
         mu = np.concatenate([mu, np.full(k - len(mu), np.nan)])
     sizes = np.bincount(labels[labels >= 0], minlength=k)
     best = int(np.nanargmax(mu)) if np.isfinite(mu).any() else -1
-    n_top = bandit.count_of(spec.top_p, n)
+    n_top = selection.count_of(spec.top_p, n)
     top = exhaustive_top(rewards, n_top)
 
     curve_rows: list[pd.DataFrame] = []
@@ -297,7 +296,7 @@ def run_race(labels: np.ndarray, rewards: np.ndarray, spec: RaceSpec = RaceSpec(
                .reset_index())
     policy_of = {c.name: c.policy for c in spec.contestants}
     summary.insert(1, "policy", summary["contestant"].map(policy_of))
-    budget_total = bandit.count_of(spec.budget, n)
+    budget_total = selection.count_of(spec.budget, n)
     band = average_curves(curves, budget_total, n, spec.grid_points)
     return RaceResult(spec, n, n_top, k, best, mu, sizes, curves, band, draws, summary,
                       list(names) if names is not None else [str(i) for i in range(k)],
@@ -357,7 +356,7 @@ def workspace_source(ws: Any, clusters: str | None = None,
     clusters: a clustering name (default: the workspace's chosen one, else the newest).
     scores: a .npy of one score per pool row (default: W/scores/exhaustive.npy, written by
     exhaustive scoring)."""
-    from .clustering import load_clusters
+    from .clusterset import load_clusters
 
     names = [n for n in ws.list("clusters") if (ws.clusters(n) / "meta.json").exists()]
     if clusters is None:
@@ -522,30 +521,16 @@ class RunView:
         return (self.header.get("meta") or {}).get("clustering")
 
 
-def read_log(path: str | Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A selection log's header and its complete round lines (a torn last line dropped)."""
-    lines = Path(path).read_bytes().split(b"\n")
-    objs = []
-    for line in lines[:-1]:
-        try:
-            objs.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    if not objs or objs[0].get("kind") != "header":
-        raise ValueError(f"{path} is not a selection log")
-    return objs[0], objs[1:]
-
-
 def load_run(ws: Any, run_id: str, labels: np.ndarray | None = None,
              apply_ledger: bool = True) -> RunView:
     """Replay a saved run (no scoring). labels: default the run's clustering (header meta).
     apply_ledger: the selection with the workspace's current pins/rejections/bans (what an
     export gives now); False: the plain top-p of the scored rows."""
-    from .clustering import load_clusters
+    from .clusterset import load_clusters
     from .curation import Ledger
 
     folder = ws.runs(run_id)
-    header, _ = read_log(folder / bandit.LOG_NAME)
+    header, _, _, _ = runlog.read_lines(folder / runlog.LOG_NAME)
     clustering = (header.get("meta") or {}).get("clustering")
     if labels is None:
         if not clustering:

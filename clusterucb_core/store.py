@@ -29,8 +29,6 @@ from __future__ import annotations
 import contextlib
 import json
 import mmap
-import os
-import shutil
 import warnings
 from pathlib import Path
 from typing import Any, Iterator
@@ -392,8 +390,3 @@ class FeatureStore:
     def __repr__(self) -> str:
         return (f"FeatureStore({str(self.path)!r}, rows={self.n_rows}, dim={self.dim}, "
                 f"dtype={self.dtype}, done={self.n_done})")
-
-
-def delete_store(path: str | Path) -> None:
-    """Remove a store folder (e.g. after a StoreMismatch the user chose to recompute)."""
-    shutil.rmtree(Path(path), ignore_errors=True)

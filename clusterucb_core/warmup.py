@@ -16,14 +16,14 @@ import math
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from . import atomic
+from .progress import Progress, report
 from .config import LoraSpec, ModelSpec, WarmupSpec, to_dict
 
-Progress = Callable[..., None]
 
 
 def select_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
@@ -51,15 +51,6 @@ def pool_identity(pool: Any) -> tuple[Any, str]:
             h.update(b"\n")
         fp = h.hexdigest()
     return table, str(fp)
-
-
-def _report(progress: Progress | None, done: int, total: int, message: str, **extra: Any) -> None:
-    if progress is not None:
-        progress(done, total, message, **extra)
-    else:
-        from . import jobs
-
-        jobs.report(done, total, message, **extra)
 
 
 def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSpec,
@@ -163,7 +154,7 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
             loss_value = float(loss.detach())
             losses.append(loss_value)
             rate = step / max(time.perf_counter() - t0, 1e-9)
-            _report(progress, step, total, f"epoch {epoch}/{epochs} step {step}/{total} "
+            report(progress, step, total, f"epoch {epoch}/{epochs} step {step}/{total} "
                     f"loss {loss_value:.4f}", loss=loss_value, epoch=epoch, lr=lr, rate=rate,
                     eta_s=(total - step) / rate)
         if not lrs:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from clusterucb_app import curation_ui, rounds, rounds_ui, state, ui
-from clusterucb_core import bandit
+from clusterucb_core import selection
 from clusterucb_core import plots_rounds as pr
 
 ws = ui.workspace()
@@ -79,7 +79,7 @@ def live() -> None:
         if todo:
             with st.spinner("Scoring the drawn rows..."):
                 rounds.step(ws, cur_id, todo)
-    except bandit.RunFinished:
+    except selection.RunFinished:
         pass
     except Exception as exc:  # noqa: BLE001
         rounds_ui.set_play(False)

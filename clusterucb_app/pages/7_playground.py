@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from clusterucb_app import teach, ui
-from clusterucb_core import bandit
+from clusterucb_core import selection
 from clusterucb_core import playground as pgm
 from clusterucb_core import plots_rounds as pr
 from clusterucb_core import plots_teach as pt
@@ -154,8 +154,8 @@ with st.expander("2 · Policies and budget", expanded=False):
             st.rerun()
 
 st.caption(f"{pg.K} arms, {pg.N:,} rows · budget {settings['shared']['budget']:g} → "
-           f"{bandit.count_of(settings['shared']['budget'], pg.N):,} rows scored · top-p "
-           f"{settings['shared']['top_p']:g} → {bandit.count_of(settings['shared']['top_p'], pg.N):,}"
+           f"{selection.count_of(settings['shared']['budget'], pg.N):,} rows scored · top-p "
+           f"{settings['shared']['top_p']:g} → {selection.count_of(settings['shared']['top_p'], pg.N):,}"
            f" rows selected · " + " vs ".join(sess.labels.values()))
 
 playing = bool(st.session_state.get("pg_play", False)) and not sess.done

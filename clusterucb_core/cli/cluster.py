@@ -79,8 +79,10 @@ def parse_k(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..clustering import (cluster_features, fits_in_memory, k_scan, pick_k, save_clusters,
-                              summarize_clusters)
+    from ..clusterset import save_clusters
+    from ..kmeans import cluster_features, fits_in_memory
+    from ..kscan import k_scan, pick_k
+    from ..summaries import summarize_clusters
     from ..config import ClusterSpec
     from ..workspace import Workspace, check_name
     from .features import ProgressLine

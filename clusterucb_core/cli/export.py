@@ -53,7 +53,7 @@ def pool_ref(ws: Any, meta: dict[str, Any], args: argparse.Namespace) -> dict[st
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .. import bandit
+    from .. import runlog, selection
     from ..curation import Ledger
     from ..export import export_selection
     from ..pool import load_pool
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if not run_id:
         raise ValueError("which run? pass --run (no current run in the workspace)")
     check_name(run_id, "run id")
-    log = ws.runs(run_id) / bandit.LOG_NAME
+    log = ws.runs(run_id) / runlog.LOG_NAME
     if not log.exists():
         raise FileNotFoundError(f"no run {run_id!r} in {ws.root} "
                                 f"(have: {', '.join(ws.list('runs')) or 'none'})")
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"run {run_id} does not record its clustering")
     labels, _, cs = load_labels(ws, clustering)
     ledger = Ledger(ws.ledger_path, clustering=clustering)
-    sel = bandit.SelectionRun.open(ws.runs(run_id), labels, None, ledger)
+    sel = selection.SelectionRun.open(ws.runs(run_id), labels, None, ledger)
     ref = pool_ref(ws, meta, args)
     pool = load_pool(resolve_path(ws, ref["path"]), ref.get("format", "auto"),
                      ref.get("shape", "auto"))

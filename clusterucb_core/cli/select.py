@@ -24,7 +24,7 @@ _SPEC_FLAGS = {"policy": "policy", "beta": "beta", "cold_start": "cold_start",
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..bandit import POLICIES
+    from ..policies import POLICIES
     from ..config import SelectionSpec
 
     d = SelectionSpec()
@@ -78,7 +78,7 @@ def clusters_name(ws: Any, name: str | None) -> str:
 
 def load_labels(ws: Any, name: str) -> tuple[Any, int, Any]:
     """(labels, K, ClusterSet) of a saved clustering."""
-    from ..clustering import load_clusters
+    from ..clusterset import load_clusters
 
     cs = load_clusters(ws, name)
     return cs.labels, int(cs.k), cs
@@ -171,7 +171,7 @@ def _fmt(x: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import bandit
+    from .. import runlog, selection
     from ..curation import Ledger
     from ..oracle import run_metrics
     from ..workspace import Workspace, check_name
@@ -184,14 +184,14 @@ def run(args: argparse.Namespace) -> int:
     run_dir = ws.runs(run_id)
     ledger = Ledger(ws.ledger_path, clustering=name)
 
-    if (run_dir / bandit.LOG_NAME).exists():
-        with open(run_dir / bandit.LOG_NAME, "rb") as fh:
+    if (run_dir / runlog.LOG_NAME).exists():
+        with open(run_dir / runlog.LOG_NAME, "rb") as fh:
             head = json.loads(fh.readline())
         meta = head.get("meta") or {}
         if meta.get("clustering") not in (None, name):
             raise ValueError(f"run {run_id} uses clustering {meta['clustering']!r}, not {name!r}")
         oracle = make_oracle(ws, meta, n_rows)
-        sel = bandit.SelectionRun.open(run_dir, labels, oracle, ledger)
+        sel = selection.SelectionRun.open(run_dir, labels, oracle, ledger)
         wanted, given = spec_from_args(args, sel.spec)
         if wanted != sel.spec:
             raise ValueError(f"run {run_id} exists with other settings ({', '.join(given)}); "
@@ -200,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
               f"({sel.budget_used}/{sel.budget_total} rows scored)")
     else:
         spec, _ = spec_from_args(args)
-        bandit.validate_spec(spec)
+        selection.validate_spec(spec)
         if args.lazy:
             oracle, meta = lazy_oracle(ws, name, n_rows), {"reward": "lazy"}
         else:
@@ -212,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
                 oracle = make_oracle(ws, meta, n_rows)
         meta.update({"clustering": name, "workspace": ws.name,
                      "pool": ws.meta().get("pool")})
-        sel = bandit.SelectionRun(labels, oracle, spec, run_dir, ledger, n_clusters=k,
+        sel = selection.SelectionRun(labels, oracle, spec, run_dir, ledger, n_clusters=k,
                                   meta=meta)
         print(f"run {run_id}: {spec.policy} over {k} clusters of {n_rows} rows; budget "
               f"{sel.budget_total} rows, top {sel.n_top}")

@@ -42,8 +42,10 @@ def _pool_lines() -> list[str]:
 
 
 def build_workspace(root: Path, name: str = "fixture") -> Path:
-    from clusterucb_core.clustering import save_clusters, spherical_kmeans, summarize_clusters
+    from clusterucb_core.clusterset import save_clusters
+    from clusterucb_core.kmeans import spherical_kmeans
     from clusterucb_core.pool import load_pool
+    from clusterucb_core.summaries import summarize_clusters
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(root / name)

@@ -210,10 +210,10 @@ def test_export_writes_original_lines(app_env):
 
 def test_job_panel_shows_finished_and_crashed_jobs(app_env):
     ws = Workspace.open(app_env.root / "fixture")
-    done = jobs.start(ws, "warmup", target="clusterucb_core.jobs:demo_task",
+    done = jobs.start(ws, "warmup", target="tests.job_tasks:demo_task",
                       kwargs={"total": 3, "delay_s": 0.0}, title="Warm-up", unit="steps")
     assert jobs.wait(ws, done, timeout_s=60).status == jobs.DONE
-    crashed = jobs.start(ws, "exhaustive", target="clusterucb_core.jobs:demo_task",
+    crashed = jobs.start(ws, "exhaustive", target="tests.job_tasks:demo_task",
                          kwargs={"total": 3, "delay_s": 0.0}, title="Exhaustive scoring")
     jobs.wait(ws, crashed, timeout_s=60)
     prog = ws.jobs(crashed) / jobs.PROGRESS

@@ -104,8 +104,8 @@ def test_race_page_runs_on_the_playground_and_on_the_workspace(app_env):
 
 
 def _two_runs(root):
-    from clusterucb_core.bandit import SelectionRun
-    from clusterucb_core.clustering import load_clusters
+    from clusterucb_core.selection import SelectionRun
+    from clusterucb_core.clusterset import load_clusters
     from clusterucb_core.config import SelectionSpec
     from clusterucb_core.oracle import TableOracle
     from clusterucb_core.workspace import Workspace

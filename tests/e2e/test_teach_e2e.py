@@ -30,8 +30,8 @@ def _fixture_workspace(root: Path) -> None:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.build_workspace(root)
-    from clusterucb_core.bandit import SelectionRun
-    from clusterucb_core.clustering import load_clusters
+    from clusterucb_core.selection import SelectionRun
+    from clusterucb_core.clusterset import load_clusters
     from clusterucb_core.config import SelectionSpec
     from clusterucb_core.oracle import TableOracle
     from clusterucb_core.workspace import Workspace

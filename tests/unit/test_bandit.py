@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clusterucb_core.bandit import (POLICIES, ArmStats, NoEligibleArm, RunFinished,
-                                    SelectionRun, count_of, make_policy, policy_rng,
-                                    top_quantile)
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.curation import Ledger
 from clusterucb_core.oracle import TableOracle
+from clusterucb_core.policies import (POLICIES, ArmStats, NoEligibleArm, make_policy, policy_rng,
+                                      top_quantile)
+from clusterucb_core.selection import RunFinished, SelectionRun, count_of
 
 
 def spec(**kw) -> SelectionSpec:

@@ -1,4 +1,5 @@
-"""Spherical k-means, the K scan, summaries and the workspace files (clustering.py)."""
+"""Spherical k-means (kmeans.py), the K scan (kscan.py), summaries (summaries.py) and the saved
+clusters (clusterset.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from clusterucb_core import clustering as cl
+from clusterucb_core import clusterset, kmeans, kscan, summaries
 from clusterucb_core.config import ClusterSpec
 from clusterucb_core.workspace import Workspace
 
@@ -43,7 +44,7 @@ class FakeStore:
 
 def test_recovers_planted_clusters():
     X, truth = planted()
-    res = cl.spherical_kmeans(X, 5, seed=0, device="cpu")
+    res = kmeans.spherical_kmeans(X, 5, seed=0, device="cpu")
     assert adjusted_rand_score(truth, res.labels) > 0.95
     assert res.converged
     assert res.labels.dtype == np.int64 and res.labels.min() == 0 and res.labels.max() == 4
@@ -58,13 +59,13 @@ def test_recovers_planted_clusters():
 
 def test_same_seed_same_labels_and_seed_matters_for_random_init():
     X, _ = planted(n_per=40, k=6, noise=0.6, seed=3)
-    a = cl.spherical_kmeans(X, 6, seed=7, device="cpu")
-    b = cl.spherical_kmeans(X, 6, seed=7, device="cpu")
+    a = kmeans.spherical_kmeans(X, 6, seed=7, device="cpu")
+    b = kmeans.spherical_kmeans(X, 6, seed=7, device="cpu")
     np.testing.assert_array_equal(a.labels, b.labels)
     np.testing.assert_array_equal(a.centroids, b.centroids)
     # the reference's random seeding with different seeds gives different starting points
-    c1 = cl.spherical_kmeans(X, 6, seed=1, init="random", max_iter=1, device="cpu")
-    c2 = cl.spherical_kmeans(X, 6, seed=2, init="random", max_iter=1, device="cpu")
+    c1 = kmeans.spherical_kmeans(X, 6, seed=1, init="random", max_iter=1, device="cpu")
+    c2 = kmeans.spherical_kmeans(X, 6, seed=2, init="random", max_iter=1, device="cpu")
     assert not np.array_equal(c1.centroids, c2.centroids)
 
 
@@ -76,9 +77,9 @@ def test_duplicate_rows_never_leave_a_cluster_empty():
     X = np.repeat(base, 10, axis=0)
     for mode in ("full", "minibatch"):
         if mode == "full":
-            res = cl.spherical_kmeans(X, 5, seed=0, device="cpu")
+            res = kmeans.spherical_kmeans(X, 5, seed=0, device="cpu")
         else:
-            res = cl.minibatch_spherical_kmeans(X, 5, seed=0, batch_size=7, device="cpu")
+            res = kmeans.minibatch_spherical_kmeans(X, 5, seed=0, batch_size=7, device="cpu")
         sizes = res.sizes()
         assert len(sizes) == 5 and (sizes >= 1).all(), (mode, sizes)
         assert (res.labels >= 0).all()
@@ -90,20 +91,20 @@ def test_far_initial_centroid_is_reseeded():
     init = np.stack([Xn[truth == 0][0], Xn[truth == 1][0], Xn[truth == 2][0],
                      -Xn.mean(0)])  # the 4th attracts nobody on the first assignment
     assert ((Xn @ init.T).argmax(1) != 3).all()
-    res = cl.spherical_kmeans(X, 4, init=init, device="cpu")
+    res = kmeans.spherical_kmeans(X, 4, init=init, device="cpu")
     assert res.n_reseeded >= 1
     assert (res.sizes() >= 1).all()
 
 
 def test_invalid_rows_get_minus_one_and_do_not_move_the_fit():
     X, truth = planted(n_per=40, k=4, d=16)
-    clean = cl.spherical_kmeans(X, 4, seed=0, device="cpu")
+    clean = kmeans.spherical_kmeans(X, 4, seed=0, device="cpu")
     Y = np.concatenate([X, np.zeros((3, 16), np.float32), np.full((2, 16), np.nan, np.float32)])
     Y[-1, 0] = 1.0  # partly NaN is still NaN
-    res = cl.spherical_kmeans(Y, 4, seed=0, device="cpu")
+    res = kmeans.spherical_kmeans(Y, 4, seed=0, device="cpu")
     assert (res.labels[-5:] == -1).all() and res.n_invalid == 5
     np.testing.assert_array_equal(res.labels[:-5], clean.labels)
-    mb = cl.minibatch_spherical_kmeans(Y, 4, seed=0, batch_size=32, device="cpu")
+    mb = kmeans.minibatch_spherical_kmeans(Y, 4, seed=0, batch_size=32, device="cpu")
     assert (mb.labels[-5:] == -1).all() and mb.n_invalid == 5
     assert (mb.labels[:-5] >= 0).all()
 
@@ -112,7 +113,7 @@ def test_k_larger_than_valid_rows_is_a_clear_error():
     X = np.zeros((5, 4), np.float32)
     X[:2] = 1.0
     with pytest.raises(ValueError, match="larger than the 2 rows"):
-        cl.spherical_kmeans(X, 3, device="cpu")
+        kmeans.spherical_kmeans(X, 3, device="cpu")
 
 
 def test_minibatch_streams_and_agrees_with_full(tmp_path):
@@ -122,9 +123,9 @@ def test_minibatch_streams_and_agrees_with_full(tmp_path):
     mm[:] = X
     mm.flush()
     mm = np.load(tmp_path / "f.npy", mmap_mode="r")
-    full = cl.spherical_kmeans(mm, 6, seed=0, device="cpu")
+    full = kmeans.spherical_kmeans(mm, 6, seed=0, device="cpu")
     store = FakeStore(np.asarray(mm))
-    mb = cl.minibatch_spherical_kmeans(store, 6, seed=0, batch_size=256, init_size=400,
+    mb = kmeans.minibatch_spherical_kmeans(store, 6, seed=0, batch_size=256, init_size=400,
                                        device="cpu")
     assert store.max_read <= 400  # never the whole store at once (1800 rows)
     assert mb.mode == "minibatch"
@@ -132,7 +133,7 @@ def test_minibatch_streams_and_agrees_with_full(tmp_path):
     assert adjusted_rand_score(truth, mb.labels) > 0.9
     assert mb.inertia == pytest.approx(full.inertia, rel=0.02)
     # and the memmap path works directly too
-    mb2 = cl.minibatch_spherical_kmeans(mm, 6, seed=0, batch_size=256, init_size=400,
+    mb2 = kmeans.minibatch_spherical_kmeans(mm, 6, seed=0, batch_size=256, init_size=400,
                                         device="cpu")
     np.testing.assert_array_equal(mb2.labels, mb.labels)
 
@@ -142,12 +143,12 @@ def test_incomplete_store_is_refused():
     store = FakeStore(X)
     store.done[3] = False
     with pytest.raises(ValueError, match="incomplete"):
-        cl.spherical_kmeans(store, 2, device="cpu")
+        kmeans.spherical_kmeans(store, 2, device="cpu")
 
 
 def test_k_scan_finds_planted_k_and_pick_rule():
     X, _ = planted(n_per=50, k=4, d=16, noise=0.1, seed=2)
-    scan = cl.k_scan(X, ks=[2, 3, 4, 6, 8], sample=150, seed=0, device="cpu")
+    scan = kscan.k_scan(X, ks=[2, 3, 4, 6, 8], sample=150, seed=0, device="cpu")
     assert list(scan.columns) == ["k", "inertia", "silhouette", "chosen"]
     assert len(scan) == 5 and scan["chosen"].sum() == 1
     assert int(scan.loc[scan["chosen"], "k"].iloc[0]) == 4
@@ -155,10 +156,10 @@ def test_k_scan_finds_planted_k_and_pick_rule():
     assert (np.diff(scan["inertia"].to_numpy()) <= 1e-6).all()  # more K, less inertia
     # ties (within 0.01) go to the smaller K; no silhouette -> elbow of the inertia curve
     tie = pd.DataFrame({"k": [3, 5, 8], "inertia": [3, 2, 1], "silhouette": [0.405, 0.41, 0.2]})
-    assert cl.pick_k(tie) == 3
+    assert kscan.pick_k(tie) == 3
     elbow = pd.DataFrame({"k": [1, 2, 3, 4], "inertia": [100.0, 20.0, 15.0, 12.0],
                           "silhouette": [np.nan] * 4})
-    assert cl.pick_k(elbow) == 2
+    assert kscan.pick_k(elbow) == 2
 
 
 TOPICS = {
@@ -189,9 +190,9 @@ def test_summaries_name_the_planted_topics():
     rng = np.random.default_rng(1)
     centers = rng.standard_normal((3, 12))
     X = (centers[topic] + 0.1 * rng.standard_normal((90, 12))).astype(np.float32)
-    res = cl.spherical_kmeans(X, 3, seed=0, device="cpu")
+    res = kmeans.spherical_kmeans(X, 3, seed=0, device="cpu")
     assert adjusted_rand_score(topic, res.labels) == 1.0
-    summ = cl.summarize_clusters(table, res.labels, X, res.centroids, n_examples=4)
+    summ = summaries.summarize_clusters(table, res.labels, X, res.centroids, n_examples=4)
     assert list(summ["cluster"]) == [0, 1, 2]
     assert summ["size"].sum() == 90 and summ["share"].sum() == pytest.approx(1.0)
     names = list(TOPICS)
@@ -221,13 +222,13 @@ def test_save_and_load_roundtrip(tmp_path):
     rng = np.random.default_rng(1)
     X = (rng.standard_normal((3, 12))[topic] + 0.1 * rng.standard_normal((90, 12))).astype(np.float32)
     X[5] = 0.0
-    res = cl.spherical_kmeans(X, 3, seed=0, device="cpu")
-    summ = cl.summarize_clusters(table, res.labels, X, res.centroids)
-    scan = cl.k_scan(X, ks=[2, 3], sample=90, device="cpu")
-    path = cl.save_clusters(ws, "main", res, features_fingerprint="abc", spec=ClusterSpec(k=3),
+    res = kmeans.spherical_kmeans(X, 3, seed=0, device="cpu")
+    summ = summaries.summarize_clusters(table, res.labels, X, res.centroids)
+    scan = kscan.k_scan(X, ks=[2, 3], sample=90, device="cpu")
+    path = clusterset.save_clusters(ws, "main", res, features_fingerprint="abc", spec=ClusterSpec(k=3),
                             features_name="hidden", summary=summ, kscan=scan)
     assert path == ws.clusters("main") and ws.list("clusters") == ["main"]
-    got = cl.load_clusters(ws, "main", features_fingerprint="abc")
+    got = clusterset.load_clusters(ws, "main", features_fingerprint="abc")
     np.testing.assert_array_equal(got.labels, res.labels)
     assert got.labels[5] == -1 and got.meta["n_invalid"] == 1
     np.testing.assert_array_equal(got.centroids, res.centroids)
@@ -238,9 +239,9 @@ def test_save_and_load_roundtrip(tmp_path):
     assert got.kscan["k"].tolist() == [2, 3]
     assert got.cluster_names()[0].startswith("0: ")
     with pytest.raises(ValueError, match="fingerprint"):
-        cl.load_clusters(ws, "main", features_fingerprint="other")
+        clusterset.load_clusters(ws, "main", features_fingerprint="other")
     with pytest.raises(FileNotFoundError):
-        cl.load_clusters(ws, "nope")
+        clusterset.load_clusters(ws, "nope")
 
 
 def test_cluster_cli_writes_labels_summaries_and_scan(tmp_path, capsys):
@@ -265,7 +266,7 @@ def test_cluster_cli_writes_labels_summaries_and_scan(tmp_path, capsys):
     assert main(["cluster", "-w", str(ws.root), "--k", "auto", "--ks", "2,3,5"]) == 0
     out = capsys.readouterr()
     assert "clusters: K=3 ->" in out.out and "ARI=" in out.err
-    got = cl.load_clusters(ws, "hid-kauto", features_fingerprint=FeatureStore.open(
+    got = clusterset.load_clusters(ws, "hid-kauto", features_fingerprint=FeatureStore.open(
         ws.features("hid")).fingerprint)
     assert got.k == 3 and got.labels[4] == -1 and (got.labels[np.arange(90) != 4] >= 0).all()
     assert adjusted_rand_score(topic[got.labels >= 0], got.labels[got.labels >= 0]) == 1.0
@@ -274,7 +275,7 @@ def test_cluster_cli_writes_labels_summaries_and_scan(tmp_path, capsys):
 
     assert main(["cluster", "-w", str(ws.root), "--k", "3", "--minibatch", "--batch-size",
                  "16", "--name", "mb"]) == 0
-    mb = cl.load_clusters(ws, "mb")
+    mb = clusterset.load_clusters(ws, "mb")
     assert mb.meta["mode"] == "minibatch" and mb.meta["spec"]["minibatch"] is True
     assert adjusted_rand_score(got.labels, mb.labels) == 1.0
     capsys.readouterr()

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from clusterucb_core.bandit import SelectionRun
+from clusterucb_core.selection import SelectionRun
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.curation import Ledger, fold
 from clusterucb_core.oracle import TableOracle

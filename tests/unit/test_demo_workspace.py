@@ -26,14 +26,14 @@ def demo_pipe(tmp_path_factory):
 
 
 def test_shipped_stages_are_reused_not_recomputed(demo_pipe, monkeypatch):
-    import clusterucb_core.clustering as clustering
+    import clusterucb_core.kmeans as kmeans
     import clusterucb_core.warmup as warmup
 
     def refuse(*_a, **_k):
         raise AssertionError("a shipped stage was recomputed")
 
     monkeypatch.setattr(warmup, "warmup", refuse)
-    monkeypatch.setattr(clustering, "cluster_features", refuse)
+    monkeypatch.setattr(kmeans, "cluster_features", refuse)
     assert demo_pipe.warmup_ready()
     assert len(demo_pipe.checkpoints) == demo_pipe.cfg.warmup.epochs
     store = demo_pipe.cluster_store

@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 
 from clusterucb_core import export as ex
-from clusterucb_core.bandit import SelectionRun
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.curation import Ledger
 from clusterucb_core.oracle import TableOracle
 from clusterucb_core.pool import load_pool
+from clusterucb_core.selection import SelectionRun
 
 N = 40
 
@@ -231,7 +231,7 @@ def test_export_killed_midway_leaves_no_folder_that_looks_whole(tmp_path):
     code = textwrap.dedent(f"""
         import os, numpy as np
         from clusterucb_core import export as ex
-        from clusterucb_core.bandit import SelectionRun
+        from clusterucb_core.selection import SelectionRun
         from clusterucb_core.config import SelectionSpec
         from clusterucb_core.oracle import TableOracle
         from clusterucb_core.pool import load_pool
@@ -272,7 +272,8 @@ def _cli(argv: list[str]) -> int:
 
 
 def _workspace(tmp_path: Path):
-    from clusterucb_core.clustering import KMeansResult, save_clusters
+    from clusterucb_core.clusterset import save_clusters
+    from clusterucb_core.kmeans import KMeansResult
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "ws")

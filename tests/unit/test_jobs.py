@@ -29,7 +29,7 @@ def _wait_for(pred, timeout=30.0):
 
 
 def test_job_runs_to_done_and_writes_progress(ws):
-    job_id = jobs.start(ws, "demo", target="clusterucb_core.jobs:demo_task",
+    job_id = jobs.start(ws, "demo", target="tests.job_tasks:demo_task",
                         kwargs={"total": 8, "delay_s": 0.01}, title="count")
     state = jobs.wait(ws, job_id, timeout_s=60)
     assert state.status == jobs.DONE, state.log_tail()
@@ -49,7 +49,7 @@ def test_job_runs_to_done_and_writes_progress(ws):
 
 
 def test_failure_is_reported_with_message_and_log(ws):
-    job_id = jobs.start(ws, "demo", target="clusterucb_core.jobs:demo_task",
+    job_id = jobs.start(ws, "demo", target="tests.job_tasks:demo_task",
                         kwargs={"total": 5, "delay_s": 0.0, "fail_at": 2})
     state = jobs.wait(ws, job_id, timeout_s=60)
     assert state.status == jobs.ERROR
@@ -69,12 +69,12 @@ def test_bad_target_and_bad_kwargs_are_refused_or_reported(ws):
 
 def test_cancel_stops_the_process_and_resume_continues(ws, tmp_path):
     out = tmp_path / "count.txt"
-    job_id = jobs.start(ws, "demo", target="clusterucb_core.jobs:demo_task",
+    job_id = jobs.start(ws, "demo", target="tests.job_tasks:demo_task",
                         kwargs={"total": 120, "delay_s": 0.02, "out": str(out)})
     _wait_for(lambda: jobs.status(ws, job_id).done >= 3)
     # a second job of the same kind is refused while this one runs
     with pytest.raises(ValueError, match="already running"):
-        jobs.start(ws, "demo", target="clusterucb_core.jobs:demo_task")
+        jobs.start(ws, "demo", target="tests.job_tasks:demo_task")
     pid = jobs.status(ws, job_id).pid
     state = jobs.cancel(ws, job_id, grace_s=5)
     assert state.status == jobs.CANCELLED
@@ -91,7 +91,7 @@ def test_cancel_stops_the_process_and_resume_continues(ws, tmp_path):
 
 def test_killed_job_reads_as_crashed_then_resumes(ws, tmp_path):
     out = tmp_path / "count.txt"
-    job_id = jobs.start(ws, "demo", target="clusterucb_core.jobs:demo_task",
+    job_id = jobs.start(ws, "demo", target="tests.job_tasks:demo_task",
                         kwargs={"total": 100, "delay_s": 0.02, "out": str(out)})
     _wait_for(lambda: jobs.status(ws, job_id).done >= 2)
     pid = jobs.status(ws, job_id).pid

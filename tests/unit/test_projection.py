@@ -8,8 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from clusterucb_core.projection import (GEN_ROWS, PROJECTORS, PROJECTION_VERSION,
-                                        SRHTProjector, make_projector, normalize)
+from clusterucb_core.projection import (
+    GEN_ROWS,
+    PROJECTION_VERSION,
+    PROJECTORS,
+    SRHTProjector,
+    make_projector,
+)
+from clusterucb_core.rowsource import normalize_rows
 
 
 def grads(B: int, n: int, seed: int = 0) -> torch.Tensor:
@@ -115,8 +121,8 @@ def test_jl_cosines_preserved(name):
     basis = torch.randn(4, n, generator=g)
     x = torch.randn(B, 4, generator=g) @ basis + 0.7 * torch.randn(B, n, generator=g)
     x = x * torch.exp(torch.randn(n, generator=g))  # heavy-tailed coordinate scales
-    exact = normalize(x) @ normalize(x).T
-    approx = normalize(make_projector(name, n, d, seed=0).project(x))
+    exact = normalize_rows(x)[0] @ normalize_rows(x)[0].T
+    approx = normalize_rows(make_projector(name, n, d, seed=0).project(x))[0]
     approx = approx @ approx.T
     err = (approx - exact).abs()
     iu = torch.triu_indices(B, B, 1)
@@ -139,10 +145,14 @@ def test_errors_and_normalize():
     assert proj.project(torch.zeros(0, 100)).shape == (0, 8)
 
     x = torch.tensor([[3.0, 4.0], [0.0, 0.0], [1e-6, 0.0]])
-    n = normalize(x)
+    n, ok = normalize_rows(x)
     torch.testing.assert_close(n, torch.tensor([[0.6, 0.8], [0.0, 0.0], [1.0, 0.0]]))
-    np.testing.assert_allclose(normalize(x.numpy()), n.numpy())
-    assert normalize(x.numpy()).dtype == np.float32
+    assert ok.tolist() == [True, False, True]
+    n_np, ok_np = normalize_rows(x.numpy())
+    np.testing.assert_allclose(n_np, n.numpy())
+    assert n_np.dtype == np.float32 and ok_np.tolist() == ok.tolist()
+    bad, ok_bad = normalize_rows(torch.tensor([[float("nan"), 1.0]]))
+    assert not ok_bad.any() and torch.equal(bad, torch.zeros(1, 2))
 
 
 def test_gpu_code_paths_give_the_same_map_on_cpu():

@@ -11,10 +11,10 @@ import pytest
 from clusterucb_core import playground as pgm
 from clusterucb_core import plots_teach as pt
 from clusterucb_core import race as rc
-from clusterucb_core.bandit import SelectionRun
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.oracle import TableOracle
 from clusterucb_core.race import Contestant, RaceSpec
+from clusterucb_core.selection import SelectionRun
 
 
 @pytest.fixture(scope="module")
@@ -134,7 +134,8 @@ def test_figures_have_one_line_per_contestant(result):
 
 
 def _workspace(tmp_path):
-    from clusterucb_core.clustering import KMeansResult, save_clusters
+    from clusterucb_core.clusterset import save_clusters
+    from clusterucb_core.kmeans import KMeansResult
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "ws")

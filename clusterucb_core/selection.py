@@ -1,4 +1,4 @@
-"""ClusterUCB: arm policies over clusters and the selection run (METHOD.md section 4).
+"""The ClusterUCB selection run (METHOD.md section 4); the arm policies live in policies.py.
 
 Two layers:
 
@@ -29,33 +29,20 @@ b = 0.29 and N = 100 is 29 (plain float arithmetic gives 28).
 from __future__ import annotations
 
 import hashlib
-import json
 import math
-import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any
 
 import numpy as np
 
-from . import atomic
+from . import runlog
 from .config import SelectionSpec, from_dict, to_dict
-
-POLICIES: tuple[str, ...] = ("ucb_beta", "ucb1", "thresh_hard", "thresh_normal", "random",
-                             "thompson")
-LOG_NAME = "log.jsonl"
-LOG_VERSION = 1
-
-# streams of SeedSequence([seed, stream, index])
-_STREAM_POLICY = 0
-_STREAM_ORDER = 1
-
-
-# --------------------------------------------------------------------------------------
-# small helpers
+from .oracle import Oracle
+from .policies import (POLICIES, STREAM_ORDER, ArmStats, from_json_values,
+                       jsonable_values, make_policy, policy_for, policy_rng)
 
 
 def count_of(fraction: float, n: int) -> int:
@@ -72,405 +59,16 @@ def labels_fingerprint(labels: np.ndarray) -> str:
     return hashlib.sha256(data.tobytes()).hexdigest()[:16]
 
 
-def _finite_or_none(x: float) -> float | None:
-    x = float(x)
-    return x if math.isfinite(x) else None
-
-
-def _jsonable_values(values: np.ndarray) -> list[float | None]:
-    return [_finite_or_none(v) for v in np.asarray(values, dtype=np.float64)]
-
-
-def _from_json_values(values: Sequence[float | None], fill: float) -> np.ndarray:
-    return np.array([fill if v is None else float(v) for v in values], dtype=np.float64)
-
-
-def policy_rng(seed: int, round_no: int) -> np.random.Generator:
-    """The generator a policy gets in one round: a function of (seed, round) only."""
-    return np.random.default_rng(np.random.SeedSequence([int(seed), _STREAM_POLICY,
-                                                         int(round_no)]))
-
-
 def cluster_order(members: np.ndarray, seed: int, cluster: int) -> np.ndarray:
     """A cluster's members in the random order they will be drawn (a function of seed, k)."""
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), _STREAM_ORDER,
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), STREAM_ORDER,
                                                         int(cluster)]))
     return members[rng.permutation(len(members))]
 
 
-# --------------------------------------------------------------------------------------
-# arm statistics
-
-
-@dataclass(frozen=True)
-class ArmStats:
-    """What the policies see: each arm's reward history and how many members are left.
-
-    `rewards[k]` holds arm k's finite rewards in draw order (NaN rewards are left out; they
-    still count in `drawn`). `n`, `mean`, `std` (population, ddof=0) describe them; mean and
-    std are NaN for an arm without a finite reward.
-    """
-
-    rewards: tuple[np.ndarray, ...]
-    drawn: np.ndarray  # members drawn so far per arm (NaN-scored included)
-    remaining: np.ndarray  # undrawn members per arm
-    banned: np.ndarray  # bool per arm
-    n: np.ndarray
-    mean: np.ndarray
-    std: np.ndarray
-
-    @classmethod
-    def from_rewards(cls, rewards: Sequence[Sequence[float]],
-                     remaining: Sequence[int] | None = None,
-                     banned: Sequence[int] | Sequence[bool] | None = None) -> "ArmStats":
-        """Build statistics from per-arm reward lists (NaN = an unscorable draw).
-
-        `remaining` defaults to 1 per arm (every arm still drawable); `banned` is either a
-        bool per arm or a list of arm indices.
-        """
-        k = len(rewards)
-        raw = [np.asarray(r, dtype=np.float64).reshape(-1) for r in rewards]
-        hist = tuple(r[np.isfinite(r)] for r in raw)
-        drawn = np.array([len(r) for r in raw], dtype=np.int64)
-        rem = np.ones(k, dtype=np.int64) if remaining is None else np.asarray(remaining,
-                                                                             dtype=np.int64)
-        ban = np.zeros(k, dtype=bool)
-        if banned is not None:
-            b = np.asarray(banned)
-            if b.dtype == bool and len(b) == k:
-                ban = b.copy()
-            elif len(b):
-                ban[b.astype(np.int64)] = True
-        n = np.array([len(h) for h in hist], dtype=np.int64)
-        mean = np.array([h.mean() if len(h) else np.nan for h in hist])
-        std = np.array([h.std() if len(h) else np.nan for h in hist])
-        return cls(hist, drawn, rem, ban, n, mean, std)
-
-    @property
-    def k(self) -> int:
-        return len(self.rewards)
-
-    @property
-    def total(self) -> int:
-        """Number of finite rewards over all arms."""
-        return int(self.n.sum())
-
-    @property
-    def exhausted(self) -> np.ndarray:
-        return self.remaining <= 0
-
-    @property
-    def eligible(self) -> np.ndarray:
-        return (self.remaining > 0) & ~self.banned
-
-    @cached_property
-    def all_rewards(self) -> np.ndarray:
-        return (np.concatenate(self.rewards) if self.k else np.zeros(0))
-
-    @cached_property
-    def max_reward(self) -> np.ndarray:
-        return np.array([h.max() if len(h) else -np.inf for h in self.rewards])
-
-
-# --------------------------------------------------------------------------------------
-# policies
-
-
-@dataclass(frozen=True)
-class Decision:
-    """A policy's choice and the values it compared (ineligible arms: -inf)."""
-
-    policy: str
-    arm: int
-    values: np.ndarray
-    eligible: np.ndarray
-    reason: str  # no_history | max_value | fallback_max_draw | random
-    sentence: str
-    detail: dict[str, Any] = field(default_factory=dict)
-
-    def explain(self) -> dict[str, Any]:
-        """JSON-ready form (non-finite values become None)."""
-        return {"policy": self.policy, "chosen": int(self.arm), "reason": self.reason,
-                "values": _jsonable_values(self.values),
-                "eligible": [bool(e) for e in self.eligible],
-                "sentence": self.sentence,
-                "detail": {k: (_finite_or_none(v) if isinstance(v, float) else v)
-                           for k, v in self.detail.items()}}
-
-
-class NoEligibleArm(ValueError):
-    """Every arm is exhausted or banned."""
-
-
-class Policy:
-    """Base class: subclasses define `values` (and `term` for the explanation)."""
-
-    name = ""
-    rule = ""
-    history_first = True
-
-    def values(self, stats: ArmStats, rng: np.random.Generator | None = None) -> np.ndarray:
-        """One value per arm; larger is better. Stochastic policies given no generator return
-        a deterministic summary (for display)."""
-        raise NotImplementedError
-
-    def term(self, stats: ArmStats, k: int, value: float) -> str:
-        """How arm k's value is made, in words, e.g. 'mean 0.12 + 1*std 0.03 = 0.15'."""
-        return f"value {value:.4g}"
-
-    def masked_values(self, stats: ArmStats,
-                      rng: np.random.Generator | None = None) -> np.ndarray:
-        vals = np.asarray(self.values(stats, rng), dtype=np.float64).copy()
-        vals[np.isnan(vals)] = -np.inf
-        vals[~stats.eligible] = -np.inf
-        return vals
-
-    def _pick(self, stats: ArmStats, vals: np.ndarray, rng: np.random.Generator | None,
-              ) -> tuple[int, str, dict[str, Any]]:
-        idx = np.flatnonzero(stats.eligible)
-        return int(idx[np.argmax(vals[idx])]), "max_value", {}
-
-    def decide(self, stats: ArmStats, rng: np.random.Generator | None = None) -> Decision:
-        eligible = stats.eligible
-        if not eligible.any():
-            raise NoEligibleArm("every arm is exhausted or banned")
-        vals = self.masked_values(stats, rng)
-        fresh = np.flatnonzero(eligible & (stats.drawn == 0))
-        if self.history_first and len(fresh):
-            arm, reason, detail = int(fresh[0]), "no_history", {}
-        else:
-            arm, reason, detail = self._pick(stats, vals, rng)
-        return Decision(self.name, arm, vals, eligible.copy(), reason,
-                        self._sentence(stats, vals, arm, reason, detail), detail)
-
-    def choose(self, stats: ArmStats, rng: np.random.Generator | None = None) -> int:
-        return self.decide(stats, rng).arm
-
-    def explain(self, stats: ArmStats, rng: np.random.Generator | None = None
-                ) -> dict[str, Any]:
-        return self.decide(stats, rng).explain()
-
-    def _sentence(self, stats: ArmStats, vals: np.ndarray, arm: int, reason: str,
-                  detail: dict[str, Any]) -> str:
-        n_out = int((~stats.eligible).sum())
-        skipped = (f" ({n_out} arm(s) exhausted or banned, never chosen)" if n_out else "")
-        if reason == "no_history":
-            return (f"{self.name}: arm {arm} has not been drawn yet, and arms without history "
-                    f"are played first{skipped}.")
-        if reason == "random":
-            return (f"{self.name}: arm {arm} drawn uniformly at random among "
-                    f"{int(stats.eligible.sum())} eligible arms{skipped}.")
-        if reason == "fallback_max_draw":
-            return (f"{self.name}: no eligible arm has a draw above tau = "
-                    f"{detail.get('tau', float('nan')):.4g}, so arm {arm} is played for its "
-                    f"largest single draw {stats.max_reward[arm]:.4g}{skipped}.")
-        others = [i for i in np.flatnonzero(stats.eligible) if i != arm]
-        text = f"{self.name}: arm {arm} has the largest {self.rule}: {self.term(stats, arm, vals[arm])}"
-        if others:
-            runner = max(others, key=lambda i: (vals[i], -i))
-            text += f"; next best arm {runner}: {self.term(stats, runner, vals[runner])}"
-        return text + skipped + "."
-
-
-class UcbBeta(Policy):
-    """The paper's rule: mean + beta * std (population std)."""
-
-    name = "ucb_beta"
-
-    def __init__(self, beta: float = 1.0):
-        if not math.isfinite(beta):
-            raise ValueError(f"beta must be finite, got {beta}")
-        self.beta = float(beta)
-        self.rule = f"mean + {self.beta:g}*std"
-
-    def values(self, stats, rng=None):
-        with np.errstate(invalid="ignore"):
-            v = stats.mean + self.beta * stats.std
-        v[stats.n == 0] = -np.inf
-        return v
-
-    def term(self, stats, k, value):
-        return (f"mean {stats.mean[k]:.4g} + {self.beta:g}*std {stats.std[k]:.4g} = "
-                f"{value:.4g} (n={stats.n[k]})")
-
-
-class Ucb1(Policy):
-    """UCB1: mean + sqrt(2 ln(total draws) / n_k)."""
-
-    name = "ucb1"
-    rule = "mean + sqrt(2 ln(total)/n)"
-
-    def values(self, stats, rng=None):
-        total = max(stats.total, 1)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            v = stats.mean + np.sqrt(2.0 * math.log(total) / stats.n)
-        v[stats.n == 0] = -np.inf
-        return v
-
-    def term(self, stats, k, value):
-        bonus = value - stats.mean[k] if math.isfinite(value) else float("nan")
-        return (f"mean {stats.mean[k]:.4g} + bonus {bonus:.4g} = {value:.4g} "
-                f"(n={stats.n[k]}, total={stats.total})")
-
-
-def top_quantile(rewards: np.ndarray, q: float) -> float:
-    """tau: the top-q quantile of the rewards, i.e. the (1-q) quantile (linear interpolation);
-    NaN when there are none."""
-    return float(np.quantile(rewards, 1.0 - q)) if len(rewards) else float("nan")
-
-
-class _Thresh(Policy):
-    def __init__(self, quantile: float = 0.25):
-        if not 0.0 < quantile < 1.0:
-            raise ValueError(f"quantile must lie in (0, 1), got {quantile}")
-        self.quantile = float(quantile)
-
-    def tau(self, stats: ArmStats) -> float:
-        memo = stats.__dict__.setdefault("_tau", {})  # one quantile per stats and q
-        if self.quantile not in memo:
-            memo[self.quantile] = top_quantile(stats.all_rewards, self.quantile)
-        return memo[self.quantile]
-
-    def _pick(self, stats, vals, rng):
-        idx = np.flatnonzero(stats.eligible)
-        tau = self.tau(stats)
-        best = vals[idx].max()
-        if best > 0:
-            return int(idx[np.argmax(vals[idx])]), "max_value", {"tau": tau}
-        # every eligible arm has value 0: the arm with the largest single draw
-        mx = stats.max_reward[idx]
-        return int(idx[np.argmax(mx)]), "fallback_max_draw", {"tau": tau}
-
-
-class ThreshHard(_Thresh):
-    """Fraction of the arm's draws at or above tau (tau = top-q quantile of all draws)."""
-
-    name = "thresh_hard"
-
-    def __init__(self, quantile: float = 0.25):
-        super().__init__(quantile)
-        self.rule = f"share of draws >= tau (top-{self.quantile:g} quantile of all draws)"
-
-    def values(self, stats, rng=None):
-        tau = self.tau(stats)
-        return np.array([np.count_nonzero(h >= tau) / len(h) if len(h) else -np.inf
-                         for h in stats.rewards])
-
-    def term(self, stats, k, value):
-        return f"{value:.4g} of {stats.n[k]} draws >= tau {self.tau(stats):.4g}"
-
-
-class ThreshNormal(_Thresh):
-    """P(X >= tau) under Normal(mean_k, std_k); with std_k = 0 it is 1 if mean_k >= tau
-    else 0 (the reference returns NaN)."""
-
-    name = "thresh_normal"
-
-    def __init__(self, quantile: float = 0.25):
-        super().__init__(quantile)
-        self.rule = f"P(X >= tau) under Normal(mean, std), tau = top-{self.quantile:g} quantile"
-
-    def values(self, stats, rng=None):
-        tau = self.tau(stats)
-        out = np.full(stats.k, -np.inf)
-        for k in range(stats.k):
-            if stats.n[k] == 0 or not math.isfinite(tau):
-                continue
-            m, s = float(stats.mean[k]), float(stats.std[k])
-            if s > 0:
-                out[k] = 0.5 * math.erfc((tau - m) / (s * math.sqrt(2.0)))
-            else:
-                out[k] = 1.0 if m >= tau else 0.0
-        return out
-
-    def term(self, stats, k, value):
-        return (f"P = {value:.4g} (mean {stats.mean[k]:.4g}, std {stats.std[k]:.4g}, "
-                f"tau {self.tau(stats):.4g})")
-
-
-class RandomArm(Policy):
-    """The baseline: a uniformly random eligible arm (no history-first rule)."""
-
-    name = "random"
-    rule = "uniform choice"
-    history_first = False
-
-    def values(self, stats, rng=None):
-        return np.zeros(stats.k)
-
-    def _pick(self, stats, vals, rng):
-        idx = np.flatnonzero(stats.eligible)
-        if rng is None:
-            raise ValueError("the random policy needs a generator")
-        return int(rng.choice(idx)), "random", {}
-
-
-class Thompson(Policy):
-    """Gaussian Thompson sampling (our addition).
-
-    Model: an arm's rewards are Normal(theta_k, sigma^2) with sigma^2 the population
-    variance of all rewards drawn so far (1 while there are fewer than two). Prior:
-    theta_k ~ Normal(mu0, sigma^2) with mu0 the mean of all rewards drawn so far (0 when
-    none), i.e. worth one pseudo-draw at the pooled mean (empirical Bayes, scale-free: it
-    works the same for cosines of 0.01 or 0.5). Posterior: Normal((mu0 + sum R_k)/(n_k+1),
-    sigma^2/(n_k+1)). Each round samples one theta per arm and plays the largest. Without a
-    generator, `values` returns the posterior means.
-    """
-
-    name = "thompson"
-    rule = "posterior sample of the arm's mean"
-
-    def posterior(self, stats: ArmStats) -> tuple[np.ndarray, np.ndarray]:
-        allr = stats.all_rewards
-        mu0 = float(allr.mean()) if len(allr) else 0.0
-        var = float(allr.var()) if len(allr) >= 2 else 1.0
-        var = max(var, 1e-12)
-        sums = np.array([h.sum() for h in stats.rewards])
-        mean = (mu0 + sums) / (stats.n + 1)
-        sd = np.sqrt(var / (stats.n + 1))
-        return mean, sd
-
-    def values(self, stats, rng=None):
-        mean, sd = self.posterior(stats)
-        if rng is None:
-            return mean
-        return rng.normal(mean, sd)
-
-    def term(self, stats, k, value):
-        mean, sd = self.posterior(stats)
-        return (f"sample {value:.4g} from Normal({mean[k]:.4g}, {sd[k]:.3g}) "
-                f"(n={stats.n[k]})")
-
-
-def make_policy(name: str, beta: float = 1.0, quantile: float = 0.25) -> Policy:
-    """A policy by name (see POLICIES)."""
-    if name == "ucb_beta":
-        return UcbBeta(beta)
-    if name == "ucb1":
-        return Ucb1()
-    if name == "thresh_hard":
-        return ThreshHard(quantile)
-    if name == "thresh_normal":
-        return ThreshNormal(quantile)
-    if name == "random":
-        return RandomArm()
-    if name == "thompson":
-        return Thompson()
-    raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICIES)}")
-
-
-def policy_for(spec: SelectionSpec) -> Policy:
-    return make_policy(spec.policy, beta=spec.beta, quantile=spec.quantile)
-
 
 # --------------------------------------------------------------------------------------
 # the selection run
-
-
-class Oracle(Protocol):
-    """Anything that scores rows: `.score(rows) -> float array` (NaN = unscorable row)."""
-
-    def score(self, rows: np.ndarray) -> np.ndarray: ...
 
 
 class RunFinished(RuntimeError):
@@ -530,9 +128,9 @@ class RoundRecord:
     def to_dict(self) -> dict[str, Any]:
         return {"round": self.round, "kind": self.kind, "arm": self.arm,
                 "rows": [int(r) for r in self.rows],
-                "rewards": _jsonable_values(self.rewards),
-                "n": [int(x) for x in self.n], "mean": _jsonable_values(self.mean),
-                "std": _jsonable_values(self.std), "value": _jsonable_values(self.value),
+                "rewards": jsonable_values(self.rewards),
+                "n": [int(x) for x in self.n], "mean": jsonable_values(self.mean),
+                "std": jsonable_values(self.std), "value": jsonable_values(self.value),
                 "exhausted": [bool(x) for x in self.exhausted],
                 "banned": [bool(x) for x in self.banned],
                 "budget_used": self.budget_used, "budget_total": self.budget_total,
@@ -639,17 +237,14 @@ class SelectionRun:
         if not _replaying:
             self.check_cold_start(self._banned_mask())
 
-        self.log_path = None if log_dir is None else Path(log_dir) / LOG_NAME
+        self.log_path = None if log_dir is None else Path(log_dir) / runlog.LOG_NAME
         if self.log_path is not None and not _replaying:
-            if self.log_path.exists() and self.log_path.stat().st_size > 0:
-                raise FileExistsError(f"{self.log_path} already holds a run; reopen it with "
-                                      "SelectionRun.open() to continue it")
-            atomic.write_text(self.log_path, json.dumps(self._header()) + "\n")
+            runlog.write_header(self.log_path, self._header())
 
     # ---------------------------------------------------------------- state views
     def _header(self) -> dict[str, Any]:
         describe = getattr(self.oracle, "describe", None)
-        return {"kind": "header", "version": LOG_VERSION, "spec": to_dict(self.spec),
+        return {"kind": "header", "version": runlog.LOG_VERSION, "spec": to_dict(self.spec),
                 "n_rows": self.N, "k": self.K, "labels_fingerprint": self.labels_fingerprint,
                 "budget_total": self.budget_total, "n_top": self.n_top,
                 "oracle": describe() if callable(describe) else None, "meta": self.meta,
@@ -763,15 +358,8 @@ class SelectionRun:
         return rewards
 
     def _append_log(self, line: dict[str, Any]) -> None:
-        if self.log_path is None:
-            return
-        data = (json.dumps(line, allow_nan=False) + "\n").encode()
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        if self.log_path is not None:
+            runlog.append_line(self.log_path, line)
 
     def _apply(self, round_no: int, kind: str, arm: int | None, rows: np.ndarray,
                rewards: np.ndarray, banned: np.ndarray, expl: dict[str, Any]) -> RoundRecord:
@@ -811,7 +399,7 @@ class SelectionRun:
         kind = "cold_start" if round_no == 0 else "bandit"
         self._append_log({"round": round_no, "kind": kind, "arm": arm,
                           "rows": [int(r) for r in rows],
-                          "rewards": _jsonable_values(rewards),
+                          "rewards": jsonable_values(rewards),
                           "banned": [int(k) for k in np.flatnonzero(banned)],
                           "budget_used": self.budget_used + len(rows),
                           "explanation": expl, "ts": time.time()})
@@ -858,26 +446,8 @@ class SelectionRun:
         """Reopen a run from its log: replay every complete round (no rescoring) and continue
         from there. A half-written last line (a crash mid-round) is dropped, so at most the
         round in flight is lost. Refuses a log made with other labels."""
-        path = Path(log_dir) / LOG_NAME
-        if not path.exists():
-            raise FileNotFoundError(f"no selection log at {path}")
-        raw = path.read_bytes()
-        lines = raw.split(b"\n")
-        complete, good_len = [], 0
-        for i, line in enumerate(lines[:-1]):  # the part after the last newline is partial
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                if i == len(lines) - 2:  # a torn last line that happens to end in newline
-                    break
-                raise ValueError(f"{path}: line {i + 1} is not valid JSON") from None
-            complete.append(obj)
-            good_len += len(line) + 1
-        if not complete or complete[0].get("kind") != "header":
-            raise ValueError(f"{path} has no header line; it is not a selection log")
-        header = complete[0]
-        if header.get("version") != LOG_VERSION:
-            raise ValueError(f"{path}: log version {header.get('version')} is not supported")
+        path = Path(log_dir) / runlog.LOG_NAME
+        header, rounds, good_len, size = runlog.read_lines(path)
         labels = np.asarray(labels)
         fp = labels_fingerprint(labels)
         if len(labels) != header["n_rows"] or fp != header["labels_fingerprint"]:
@@ -888,12 +458,10 @@ class SelectionRun:
         run = cls(labels, oracle, spec, log_dir, ledger, n_clusters=header["k"],
                   meta=header.get("meta"), _replaying=True)
         run.header = header
-        for obj in complete[1:]:
+        for obj in rounds:
             run._replay(obj, path)
-        if good_len != len(raw):  # drop the torn tail so appends stay line-aligned
-            with open(path, "r+b") as fh:
-                fh.truncate(good_len)
-                os.fsync(fh.fileno())
+        if good_len != size:
+            runlog.drop_torn_tail(path, good_len)
         return run
 
     def _replay(self, obj: dict[str, Any], path: Path) -> None:
@@ -917,7 +485,7 @@ class SelectionRun:
         if not np.array_equal(expect, rows):
             raise ValueError(f"{path}: round {round_no} drew rows that this seed and these "
                              "labels do not give; the log belongs to another run")
-        rewards = _from_json_values(obj["rewards"], np.nan)
+        rewards = from_json_values(obj["rewards"], np.nan)
         kind = "cold_start" if round_no == 0 else "bandit"
         self._apply(round_no, kind, None if arm is None else int(arm), rows, rewards, banned,
                     obj.get("explanation", {}))
