@@ -2,7 +2,8 @@
 
 `workspace.json` holds, besides the lead's `name`/`version`:
 
-    "pool":     {"path": str, "format": "auto"|..., "shape": "auto"|...}
+    "pool":     {"path": str, "format": "auto"|..., "shape": "auto"|...,
+                 "id_field": str, "source_field": str}   ("" = the usual columns)
     "target":   {"path": str, "kind": "auto"|..., "trim": bool}
     "settings": {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
                  "features": FeatureSpec (reward features), "cluster_features": FeatureSpec,
@@ -58,8 +59,9 @@ def pool_ref(ws: Workspace) -> dict[str, Any] | None:
 
 
 def set_pool_ref(ws: Workspace, path: str | Path, format: str = "auto",
-                 shape: str = "auto") -> None:
-    ws.update_meta(pool={"path": str(path), "format": format, "shape": shape})
+                 shape: str = "auto", id_field: str = "", source_field: str = "") -> None:
+    ws.update_meta(pool={"path": str(path), "format": format, "shape": shape,
+                         "id_field": id_field, "source_field": source_field})
 
 
 def target_ref(ws: Workspace) -> dict[str, Any] | None:
@@ -163,10 +165,11 @@ def file_key(path: Path) -> tuple[str, int, int]:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the pool...")
-def _load_pool(key: tuple, format: str, shape: str) -> Any:
+def _load_pool(key: tuple, format: str, shape: str, id_field: str, source_field: str) -> Any:
     from clusterucb_core.pool import load_pool
 
-    return load_pool(Path(key[0]), format=format, shape=shape)
+    return load_pool(Path(key[0]), format=format, shape=shape, id_field=id_field or None,
+                     source_field=source_field or None)
 
 
 def load_pool(ws: Workspace) -> Any | None:
@@ -177,7 +180,8 @@ def load_pool(ws: Workspace) -> Any | None:
     path = resolve(ws, ref["path"])
     if not path.exists():
         raise FileNotFoundError(f"the pool file {path} is gone; choose it again on the Pool page")
-    return _load_pool(file_key(path), ref.get("format", "auto"), ref.get("shape", "auto"))
+    return _load_pool(file_key(path), ref.get("format", "auto"), ref.get("shape", "auto"),
+                      ref.get("id_field") or "", ref.get("source_field") or "")
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the target...")

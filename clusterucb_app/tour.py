@@ -48,8 +48,9 @@ STEPS: tuple[Step, ...] = (
          "row's **influence score**: high means one training step on it lowers the target "
          "loss. One backward pass per row: this is the expensive part."),
     Step("Why clusters", "pages/4_clusters.py",
-         "Rows with similar gradients have similar scores. So the pool is clustered once "
-         "(on cheap features), and a few scored rows tell a lot about their whole cluster. "
+         "Rows the model represents alike tend to have similar scores. So the pool is "
+         "clustered once on cheap features (hidden states: one forward pass per row, no "
+         "gradient), and a few scored rows tell a lot about their whole cluster. "
          "Each cluster becomes an **arm** of a slot machine: pulling it = scoring a few of "
          "its rows."),
     Step("mean + β·std", "pages/5_rounds.py",

@@ -268,11 +268,16 @@ def _render_job(ws: Workspace, cur: jobs.JobState, key: str) -> None:
     title = cur.title or cur.kind
     unit = cur.unit or "rows"
     frac = cur.fraction
+    stage = cur.extra.get("stage")
     box = st.container(border=True)
     with box:
         if cur.active:
-            done = f"{cur.done:,.0f}" + (f" / {cur.total:,.0f} {unit}" if cur.total else f" {unit}")
-            st.progress(frac or 0.0, text=f"**{title}** running: {done}")
+            if not cur.total:  # nothing counted yet: say what it is doing
+                text = f"**{title}** · {plain(cur.message or 'starting')}…"
+            else:
+                text = (f"**{title}** · {plain(stage or 'running')}: {cur.done:,.0f} / "
+                        f"{cur.total:,.0f} {unit}")
+            st.progress(frac or 0.0, text=text)
             cols = st.columns(4)
             cols[0].metric(f"{unit}/s", f"{cur.rate:,.1f}" if cur.rate else "-")
             cols[1].metric("ETA", fmt_duration(cur.eta_s))

@@ -11,8 +11,10 @@ whole or not at all; a crash leaves only a hidden `.NAME.*.part` folder):
     selection.csv         cluster, cluster_label, score, round_drawn, selected, rank, pinned,
                           rejected (selected rows first, best first)
     sorted.csv            LESS's score file: header `file name, index, score`, one line per
-                          scored row, best first; index = 0-based line of the record in the
-                          pool file (LESS reads `readlines()[index]`), score rounded to 6
+                          scored row, best first; index = for JSONL the 0-based line LESS's
+                          `readlines()[index]` reads, for other formats the 0-based position
+                          of the record among the file's records (a multi-line CSV record
+                          counts once), score rounded to 6
     top_p{p}.jsonl        LESS's selection file (p as LESS prints it, e.g. top_p0.05.jsonl):
                           the selection best first; JSONL pools: the original lines, other
                           formats: {"dataset", "id", "messages"} records (LESS's layout)
@@ -180,9 +182,12 @@ def write_less_files(folder: Path, pool: Any, result: SelectionResult) -> list[s
     s = result.scores
     scored = np.flatnonzero(np.isfinite(s))
     order = scored[np.lexsort((scored, -s[scored]))]
-    line_idx = t["line_no"].to_numpy().astype(np.int64) - 1
+    # JSONL: the line LESS's readlines()[index] reads; other formats: the record's position
+    # (a CSV record spanning several lines is one record, so line numbers would be wrong)
+    record = (t["line_no"].to_numpy() - 1 if pool.format == "jsonl"
+              else t["record"].to_numpy()).astype(np.int64)
     out = ["file name, index, score\n"]
-    out += [f"{name}, {int(line_idx[r])}, {round(float(s[r]), 6)}\n" for r in order]
+    out += [f"{name}, {int(record[r])}, {round(float(s[r]), 6)}\n" for r in order]
     (folder / "sorted.csv").write_text("".join(out), encoding="utf-8")
 
     top = top_p_name(result.spec.top_p)

@@ -38,6 +38,8 @@ class RunConfig:
     pool: str = str(DEMO_POOL)
     pool_format: str = "auto"  # jsonl | json | csv | tsv | parquet | datasets
     pool_shape: str = "auto"  # messages | alpaca | sharegpt | prompt_completion
+    pool_id_field: str = ""  # the column holding row ids ("" = `id`)
+    pool_source_field: str = ""  # the column holding sources ("" = `dataset` / `source`)
     target: str = str(DEMO_TARGET)
     run_id: str = "ucb"
     model: ModelSpec = ModelSpec()
@@ -174,7 +176,9 @@ class Pipeline:
     def pool(self):
         from .pool import load_pool
 
-        pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape)
+        pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape,
+                         id_field=self.cfg.pool_id_field or None,
+                         source_field=self.cfg.pool_source_field or None)
         rep = pool.report
         self.log(f"pool: {len(pool.table)} rows from {pool.path} ({pool.format}, {pool.shape})"
                  + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))

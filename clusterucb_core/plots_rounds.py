@@ -192,7 +192,7 @@ def regret_chart(rounds: Sequence[int], recall_so_far: Sequence[float],
 PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#bcbd22", "#000075", "#f032e6", "#469990", "#9a6324", "#800000",
            "#4363d8", "#3cb44b", "#ffe119", "#911eb4", "#42d4f4", "#fabed4", "#aaffc3",
-           "#808000", "#ffd8b1", "#dcbeff"]
+           "#808000", "#e6194b", "#0082c8"]
 
 
 def _natural(value: Any) -> tuple:

@@ -10,11 +10,16 @@ records) and can be forced.
 
 The canonical table (`Pool.table`), one row per *valid* record:
     row       int, 0..n-1
-    id        str  (the record's `id`; made as f"{source}_{line_no}" when missing)
-    source    str  (`dataset` or `source` field, else the file stem)
+    id        str  (the record's `id`, or the field named by `id_field`; made as
+              f"{source}_{record}" when missing)
+    source    str  (`dataset` or `source` field, or the one named by `source_field`, else the
+              file stem)
     messages  list of {"role": system|user|assistant, "content": str}
     line_no   int  1-based line of the file where the record starts (Parquet / datasets: the
               1-based record number)
+    record    int  0-based position of the record among the file's records (a CSV record
+              spanning several lines counts once; invalid records count too, blank lines
+              not): the index LESS's `sorted.csv` uses
     raw       str  the record's exact original text without its line terminator
               (JSONL / CSV / TSV: the line(s); JSON: the element's text; Parquet / datasets: a
               JSON dump of the record)
@@ -133,8 +138,12 @@ class Pool:
 
 # --------------------------------------------------------------------------- entry point
 def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
-              strict: bool = False) -> Pool:
-    """Read a pool file (or `datasets` folder) into the canonical table; see module doc."""
+              strict: bool = False, id_field: str | None = None,
+              source_field: str | None = None) -> Pool:
+    """Read a pool file (or `datasets` folder) into the canonical table; see module doc.
+
+    `id_field` / `source_field` name the column holding each record's id / source, for pools
+    that do not use `id` and `dataset`/`source`; a named column no record has is an error."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"pool not found: {path}")
@@ -172,10 +181,15 @@ def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
         else:
             raise PoolError(f"{path} is a file; format 'datasets' needs a save_to_disk folder")
 
-    builder = _Builder(path, shape)
+    builder = _Builder(path, shape, id_field or None, source_field or None)
     for rec in records:
         builder.add(rec)
     report, table, detected = builder.finish()
+    for what, name, seen in (("id", id_field, builder.seen_id), ("source", source_field,
+                                                                  builder.seen_source)):
+        if name and not seen and report.n_valid:
+            raise PoolError(f"{path}: no record has the {what} column {name!r}; the first "
+                            f"record's columns are {builder.first_keys}", report)
 
     if report.n_valid == 0:
         detail = "; ".join(report.lines(limit=5)) or "the file holds no records"
@@ -194,6 +208,7 @@ class _Rec:
     line: int
     raw: str
     obj: Any = None
+    index: int = -1  # position among the file's records (set by _Builder.add)
     problem: str | None = None
     json_cells: bool = False  # CSV/TSV: messages/conversations cells are JSON strings
     file_level: bool = False  # a problem with the file's structure, not one record
@@ -659,14 +674,18 @@ def _check_chat(msgs: list[dict]) -> str | None:
 
 
 class _Builder:
-    def __init__(self, path: Path, shape: str):
+    def __init__(self, path: Path, shape: str, id_field: str | None = None,
+                 source_field: str | None = None):
         self.stem = path.stem if path.is_file() else path.name
         self.shape = shape
+        self.id_field, self.source_field = id_field, source_field
+        self.seen_id = self.seen_source = False
+        self.first_keys: list[str] = []
         self.pending: list[_Rec] = []
         self.problems: list[Problem] = []
         self.n_records = 0
         self.cols: dict[str, list] = {"id": [], "source": [], "messages": [], "line_no": [],
-                                      "raw": [], "subtask": []}
+                                      "record": [], "raw": [], "subtask": []}
         self.has_subtask = False
         self.notes: list[str] = []
 
@@ -674,6 +693,7 @@ class _Builder:
         if rec.file_level:
             self.problems.append(Problem(rec.line, rec.problem or "bad file"))
             return
+        rec.index = self.n_records
         self.n_records += 1
         if self.shape == "auto":
             self.pending.append(rec)
@@ -717,7 +737,15 @@ class _Builder:
         if err is not None:
             self.problems.append(Problem(rec.line, err))
             return
-        source = obj.get("dataset", obj.get("source"))
+        if not self.first_keys:
+            self.first_keys = list(obj)[:20]
+        if self.source_field:
+            source = obj.get(self.source_field)
+            self.seen_source |= self.source_field in obj
+            source = str(source) if isinstance(source, (int, float)) and \
+                not isinstance(source, bool) else source
+        else:
+            source = obj.get("dataset", obj.get("source"))
         if source is None or source == "":
             source = self.stem
         elif not isinstance(source, str):
@@ -725,13 +753,14 @@ class _Builder:
                                          f"{type(source).__name__}; using the file name",
                                          "warning"))
             source = self.stem
-        rid = obj.get("id")
+        rid = obj.get(self.id_field or "id")
+        self.seen_id |= bool(self.id_field) and self.id_field in obj
         if isinstance(rid, bool) or (rid is not None and not isinstance(rid, (str, int))):
             self.problems.append(Problem(rec.line, f"'id' must be a string or integer, got "
                                          f"{type(rid).__name__}; a new id is made", "warning"))
             rid = None
         if rid is None or rid == "":
-            rid = f"{source}_{rec.line}"
+            rid = f"{source}_{rec.index}"
         sub = obj.get("subtask")
         if sub is not None:
             self.has_subtask = True
@@ -740,6 +769,7 @@ class _Builder:
         c["source"].append(source)
         c["messages"].append(msgs)
         c["line_no"].append(rec.line)
+        c["record"].append(rec.index)
         c["raw"].append(rec.raw)
         c["subtask"].append(None if sub is None else str(sub))
 
@@ -768,7 +798,8 @@ class _Builder:
                 "source": pd.Series(c["source"], dtype=object),
                 "messages": pd.Series(c["messages"], dtype=object),
                 "line_no": pd.Series(c["line_no"], dtype="int64"),
-                "raw": pd.Series(c["raw"], dtype=object)}
+                "raw": pd.Series(c["raw"], dtype=object),
+                "record": pd.Series(c["record"], dtype="int64")}
         if self.has_subtask:
             data["subtask"] = pd.Series(c["subtask"], dtype=object)
         table = pd.DataFrame(data)

@@ -15,8 +15,10 @@ ui.header(
     """
 **Spherical k-means** on the normalised features: each row joins the centroid with the
 largest cosine; a centroid is the normalised mean of its members (k-means++ seeding, a seed, a
-tolerance; empty clusters are re-seeded). Rows of one cluster have similar gradients, so
-similar influence scores: a few draws from a cluster say a lot about all of it.
+tolerance; empty clusters are re-seeded). The features are the *cluster features* of the
+Model & Features page (by default forward-only hidden states, not gradients): rows that the
+model represents alike tend to have similar influence scores, so a few draws from a cluster
+say a lot about all of it.
 
 **Choosing K**: *auto* clusters a sample for several K and reports the cosine silhouette
 (higher = better separated), then keeps the smallest K within 0.01 of the best — and warns
