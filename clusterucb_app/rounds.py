@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from clusterucb_core import policies, runlog, selection
+from clusterucb_core import policies, runs, selection
+from clusterucb_core.runlog import RunMeta
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.workspace import Workspace
 
@@ -33,14 +34,11 @@ _SESSION = "_ucb_runs"
 
 def run_ids(ws: Workspace) -> list[str]:
     """Runs with a log, newest first."""
-    ids = [r for r in ws.list("runs") if (ws.runs(r) / runlog.LOG_NAME).exists()]
-    return sorted(ids, key=lambda r: (ws.runs(r) / runlog.LOG_NAME).stat().st_mtime,
-                  reverse=True)
+    return runs.run_ids(ws)
 
 
 def header(ws: Workspace, run_id: str) -> dict[str, Any]:
-    with open(ws.runs(run_id) / runlog.LOG_NAME, "rb") as fh:
-        return json.loads(fh.readline())
+    return runs.run_log(ws, run_id).header()
 
 
 def reward_sources(ws: Workspace, n_rows: int) -> list[str]:
@@ -90,10 +88,8 @@ def create(ws: Workspace, spec: SelectionSpec, clustering: str, source: str) -> 
     oracle = make_oracle(ws, source, len(labels))
     previous = current_id(ws)
     run_id = new_run_id()
-    lg = state.ledger(ws, clustering)
-    run = selection.SelectionRun(labels, oracle, spec, ws.runs(run_id), lg,
-                              meta={"clustering": clustering, "reward": source,
-                                    "workspace": ws.name})
+    run = runs.new_run(ws, run_id, spec, RunMeta(clustering=clustering, reward=source,
+                                                 workspace=ws.name), oracle)
     _remember(ws, run_id, run)
     ws.update_meta(current_run=run_id, ucb_reward=source)
     if previous is not None and previous != run_id and is_empty(ws, previous):
@@ -103,10 +99,8 @@ def create(ws: Workspace, spec: SelectionSpec, clustering: str, source: str) -> 
 
 def is_empty(ws: Workspace, run_id: str) -> bool:
     """True when the run's log holds only its header: no round was played."""
-    path = ws.runs(run_id) / runlog.LOG_NAME
-    with open(path, "rb") as fh:
-        fh.readline()
-        return not fh.read(1)
+    _, rounds_, _ = runs.run_log(ws, run_id).read()
+    return not rounds_
 
 
 def describe(ws: Workspace, run_id: str) -> str:
@@ -167,20 +161,15 @@ def get(ws: Workspace, run_id: str) -> selection.SelectionRun:
         oracle = make_oracle(ws, source, len(labels))
     except Exception:  # noqa: BLE001 - read-only: the run shows, but cannot draw
         oracle = None
-    run = selection.SelectionRun.open(ws.runs(run_id), labels, oracle,
-                                   state.ledger(ws, clustering))
+    run = runs.open_run(ws, run_id, oracle, labels=labels)
     _remember(ws, run_id, run)
     return run
 
 
 def run_inputs(ws: Workspace, run_id: str) -> tuple[str | None, str]:
-    """(clustering name, reward source) a run was made with. Runs made by the CLI pipeline
-    record `clusters` and score lazily; runs made here record `clustering` and `reward`."""
-    meta = header(ws, run_id).get("meta") or {}
-    clustering = meta.get("clustering") or meta.get("clusters") or \
-        state.current_clusters_name(ws)
-    source = meta.get("reward") or REWARD_LAZY
-    return clustering, source
+    """(clustering name, reward source) a run was made with."""
+    meta = runs.read_meta(ws, run_id)
+    return meta.clustering or state.current_clusters_name(ws), meta.reward
 
 
 def step(ws: Workspace, run_id: str, n: int = 1) -> list[selection.RoundRecord]:

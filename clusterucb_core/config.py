@@ -70,6 +70,7 @@ class FeatureSpec:
     seed: int = 0
     batch_size: int = 16
     store_dtype: str = "float16"  # float16 | float32
+    engine: str = "local"  # local (one process or torchrun ranks) | ray (actors, ray_engine.py)
 
 
 @dataclass(frozen=True)

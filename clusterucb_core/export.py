@@ -12,9 +12,9 @@ whole or not at all; a crash leaves only a hidden `.NAME.*.part` folder):
                           rejected (selected rows first, best first)
     sorted.csv            LESS's score file: header `file name, index, score`, one line per
                           scored row, best first; index = for JSONL the 0-based line LESS's
-                          `readlines()[index]` reads, for other formats the 0-based position
-                          of the record among the file's records (a multi-line CSV record
-                          counts once), score rounded to 6
+                          `readlines()[index]` reads, for other formats the row's 0-based
+                          position among the pool's records (a multi-line CSV record counts
+                          once), score rounded to 6
     top_p{p}.jsonl        LESS's selection file (p as LESS prints it, e.g. top_p0.05.jsonl):
                           the selection best first; JSONL pools: the original lines, other
                           formats: {"dataset", "id", "messages"} records (LESS's layout)
@@ -107,26 +107,25 @@ def _dataset_split(path: Path):
 def write_original(folder: Path, pool: Any, rows: np.ndarray) -> str:
     """Write the selected records in the pool's own format; returns the file name."""
     rows = np.sort(np.asarray(rows, dtype=np.int64))
-    table = pool.table
-    raws = table["raw"].to_numpy()[rows] if len(rows) else []
+    raws = pool.records(rows)  # re-read from the file by offset
     nl = _enc(pool.newline)
     fmt = pool.format
     if fmt == "jsonl":
         name = "selected.jsonl"
-        (folder / name).write_bytes(b"".join(_enc(r) + nl for r in raws))
+        (folder / name).write_bytes(b"".join(r + nl for r in raws))
     elif fmt in ("csv", "tsv"):
         name = f"selected.{fmt}"
         head = delimited_header(pool.path, "," if fmt == "csv" else "\t")
-        (folder / name).write_bytes(head + b"".join(_enc(r) + nl for r in raws))
+        (folder / name).write_bytes(head + b"".join(r + nl for r in raws))
     elif fmt == "json":
         name = "selected.json"
-        body = (b"," + nl).join(_enc(r) for r in raws)
+        body = (b"," + nl).join(raws)
         (folder / name).write_bytes(b"[" + nl + body + (nl if len(raws) else b"") + b"]" + nl)
     elif fmt in ("parquet", "datasets"):
         import pyarrow.parquet as pq
 
         name = "selected.parquet"
-        index = (table["line_no"].to_numpy()[rows] - 1).astype(np.int64)
+        index = (pool.column("line_no", rows) - 1).astype(np.int64)
         if fmt == "parquet":
             pq.write_table(pq.read_table(pool.path).take(index), folder / name)
         else:
@@ -149,14 +148,13 @@ def selection_table(pool: Any, result: SelectionResult,
     rank = np.full(n, -1, dtype=np.int64)
     rank[result.rows] = np.arange(1, len(result.rows) + 1)
     rows = np.flatnonzero(keep)
-    t = pool.table
     labels = result.labels[rows]
     names = cluster_names or {}
     df = pd.DataFrame({
         "row": rows,
-        "id": t["id"].to_numpy()[rows].astype(str),
-        "source": t["source"].to_numpy()[rows].astype(str),
-        "line_no": t["line_no"].to_numpy()[rows].astype(np.int64),
+        "id": pool.column("id", rows).astype(str),
+        "source": pool.column("source", rows).astype(str),
+        "line_no": pool.column("line_no", rows).astype(np.int64),
         "cluster": labels,
         "cluster_label": [names.get(int(c), f"cluster {int(c)}") if c >= 0 else ""
                           for c in labels],
@@ -177,29 +175,29 @@ def selection_table(pool: Any, result: SelectionResult,
 
 def write_less_files(folder: Path, pool: Any, result: SelectionResult) -> list[str]:
     """`sorted.csv` and `top_p{p}.jsonl` the way LESS's write_selected_data.py writes them."""
-    t = pool.table
     name = Path(pool.path).stem if Path(pool.path).suffix else Path(pool.path).name
     s = result.scores
     scored = np.flatnonzero(np.isfinite(s))
     order = scored[np.lexsort((scored, -s[scored]))]
-    # JSONL: the line LESS's readlines()[index] reads; other formats: the record's position
-    # (a CSV record spanning several lines is one record, so line numbers would be wrong)
-    record = (t["line_no"].to_numpy() - 1 if pool.format == "jsonl"
-              else t["record"].to_numpy()).astype(np.int64)
+    # JSONL: the line LESS's readlines()[index] reads; other formats: the row's position among
+    # the pool's records (a CSV record spanning several lines is one record, so its line
+    # number would be wrong)
+    index = (pool.column("line_no").astype(np.int64) - 1 if pool.format == "jsonl"
+             else np.arange(len(pool), dtype=np.int64))
     out = ["file name, index, score\n"]
-    out += [f"{name}, {int(record[r])}, {round(float(s[r]), 6)}\n" for r in order]
+    out += [f"{name}, {int(index[r])}, {round(float(s[r]), 6)}\n" for r in order]
     (folder / "sorted.csv").write_text("".join(out), encoding="utf-8")
 
     top = top_p_name(result.spec.top_p)
     if pool.format == "jsonl":
         nl = _enc(pool.newline)
-        raws = t["raw"].to_numpy()
-        data = b"".join(_enc(raws[r]) + nl for r in result.rows)
+        data = b"".join(r + nl for r in pool.records(result.rows))
     else:
-        ids, srcs, msgs = t["id"].to_numpy(), t["source"].to_numpy(), t["messages"].to_numpy()
-        data = b"".join(_enc(json.dumps({"dataset": str(srcs[r]), "id": str(ids[r]),
-                                         "messages": list(msgs[r])}, ensure_ascii=False))
-                        + b"\n" for r in result.rows)
+        rows = np.asarray(result.rows, dtype=np.int64)
+        ids, srcs = pool.column("id", rows), pool.column("source", rows)
+        data = b"".join(_enc(json.dumps({"dataset": str(s), "id": str(i), "messages": m},
+                                        ensure_ascii=False)) + b"\n"
+                        for s, i, m in zip(srcs, ids, pool.messages(rows)))
     (folder / top).write_bytes(data)
     return ["sorted.csv", top]
 
@@ -209,17 +207,17 @@ def write_dataset(folder: Path, pool: Any, result: SelectionResult,
     """The selection as a `datasets` save_to_disk folder (pool order)."""
     import datasets
 
-    t = pool.table
     rows = np.sort(result.rows)
     names = cluster_names or {}
     pinned = set(result.pinned)
+    ids, srcs, msgs = pool.column("id", rows), pool.column("source", rows), pool.messages(rows)
     recs = []
-    for r in rows.tolist():
+    for j, r in enumerate(rows.tolist()):
         c = int(result.labels[r])
         sc = float(result.scores[r])
-        recs.append({"row": r, "id": str(t["id"].iat[r]), "source": str(t["source"].iat[r]),
+        recs.append({"row": r, "id": str(ids[j]), "source": str(srcs[j]),
                      "messages": [{"role": str(m["role"]), "content": str(m["content"])}
-                                  for m in t["messages"].iat[r]],
+                                  for m in msgs[j]],
                      "score": sc if np.isfinite(sc) else None, "cluster": c,
                      "cluster_label": names.get(c, f"cluster {c}") if c >= 0 else "",
                      "round_drawn": int(result.round_drawn[r]) if result.round_drawn[r] >= 0
@@ -266,11 +264,10 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
                      extra: dict[str, Any] | None = None) -> Path:
     """Write the export folder (see the module docstring); returns its path."""
     out_dir = Path(out_dir)
-    n = len(pool.table)
+    n = len(pool)
     if len(result.scores) != n:
         raise ValueError(f"the run covers {len(result.scores)} rows but the pool has {n}: "
                          "export with the pool the run was made on")
-    t = pool.table
     rows = np.asarray(result.rows, dtype=np.int64)
     metrics = None
     if exhaustive is not None and len(exhaustive) == n:
@@ -296,7 +293,8 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
             files["dataset"] = write_dataset(tmp, pool, result, cluster_names)
         if log_path is not None and Path(log_path).exists():
             (tmp / "run").mkdir()
-            (tmp / "run" / "log.jsonl").write_bytes(Path(log_path).read_bytes())
+            raw = Path(log_path).read_bytes()  # complete lines only: a writer may be mid-line
+            (tmp / "run" / "log.jsonl").write_bytes(raw[:raw.rfind(b"\n") + 1])
         manifest = {
             "kind": MANIFEST_KIND, "version": MANIFEST_VERSION,
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -317,8 +315,8 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
             "ledger": ledger,
             "metrics": metrics,
             "selected": {"rows": [int(r) for r in rows],
-                         "ids": [str(x) for x in t["id"].to_numpy()[rows]],
-                         "line_no": [int(x) for x in t["line_no"].to_numpy()[rows]]},
+                         "ids": [str(x) for x in pool.column("id", rows)],
+                         "line_no": [int(x) for x in pool.column("line_no", rows)]},
             "files": _files(tmp),
             "layout": files,
             "versions": package_versions(),

@@ -180,8 +180,13 @@ class FeatureEngine:
         on what other ranks have already written). A full chunk is a group of its own, so a
         full run, its resumption and its torchrun split batch every row identically. Partial
         chunks (a lazy caller's scattered rows) are packed together up to chunk_rows rows, so
-        a few drawn rows are still computed in one batch, not one batch each."""
+        a few drawn rows are still computed in one batch, not one batch each. Rows finished in
+        a shard store (shards.py) count as done."""
+        from .shards import done_anywhere, shard_names
+
         todo = self.store().missing(rows)
+        if len(todo) and shard_names(self.store_path):
+            todo = todo[~done_anywhere(self.store())[todo]]
         if len(todo) == 0:
             return []
         todo = np.unique(todo)
@@ -209,8 +214,9 @@ class FeatureEngine:
 
     def encode(self, rows: np.ndarray):
         from .formatting import encode_chats
+        from .pool import chats
 
-        msgs = [list(self.table["messages"].iat[int(r)]) for r in rows]
+        msgs = chats(self.table, rows)
         encs, _ = encode_chats(msgs, self.tok, self.model_spec.max_length,
                                self.model_spec.chat_template)
         return encs
@@ -221,14 +227,17 @@ class FeatureEngine:
                          projector=self.projector, adam_state=self.adam_state)
 
     def compute(self, rows: np.ndarray | None = None, progress: Progress | None = None,
-                rank: int | None = None, world: int | None = None):
+                rank: int | None = None, world: int | None = None, shard: str | None = None):
         """Compute the missing rows among `rows` (default: all) into the store; returns it.
 
         Under torch.distributed (or with rank/world given) this process computes its share of
-        the chunks; the others write theirs into the same store concurrently."""
+        the chunks; the others write theirs into the same store concurrently. With `shard`
+        the rows go to that shard store instead (merged later by `shards.merge_shards`)."""
+        from .shards import open_shard
+
         if rank is None or world is None:
             rank, world = dist_info()
-        store = self.store()
+        out = self.store() if shard is None else open_shard(self.store(), shard)
         chunks = self.plan(rows, rank, world)
         total = int(sum(len(c) for c in chunks))
         done = 0
@@ -236,14 +245,16 @@ class FeatureEngine:
         report(progress, 0, total, f"rows 0/{total}", rate=0.0, eta_s=None)
         for chunk in chunks:  # groups of rows (see plan)
             feats, valid = self.featurize(self.encode(chunk))
-            store.write(chunk, feats, flagged=~valid)
+            out.write(chunk, feats, flagged=~valid)
             done += len(chunk)
             elapsed = max(time.perf_counter() - t0, 1e-9)
             rate = done / elapsed
             report(progress, done, total, f"rows {done}/{total}", rate=rate,
                     eta_s=(total - done) / rate if rate > 0 else None,
                     flagged=int((~valid).sum()))
-        return store
+        if out is not self._store:
+            out.close()
+        return self._store
 
     def as_sgd(self) -> "FeatureEngine":
         """This engine (same model, projector) computing plain SGD gradients (for targets)."""

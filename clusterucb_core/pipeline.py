@@ -177,14 +177,15 @@ class Pipeline:
         from .pool import load_pool
 
         pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape,
+                         cache_dir=self.ws.pool_cache(),
                          id_field=self.cfg.pool_id_field or None,
                          source_field=self.cfg.pool_source_field or None)
         rep = pool.report
-        self.log(f"pool: {len(pool.table)} rows from {pool.path} ({pool.format}, {pool.shape})"
+        self.log(f"pool: {len(pool)} rows from {pool.path} ({pool.format}, {pool.shape})"
                  + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))
         self.ws.update_meta(pool={"path": str(pool.path), "fingerprint": pool.fingerprint,
                                   "format": pool.format, "shape": pool.shape,
-                                  "n_rows": len(pool.table)})
+                                  "n_rows": len(pool)})
         return pool
 
     @cached_property
@@ -272,15 +273,21 @@ class Pipeline:
     # ------------------------------------------------------------------ clustering
     @cached_property
     def cluster_store(self):
-        from .features import compute_features, store_name
+        from .features import FeatureEngine, store_name
 
         spec = self.cfg.cluster_features
         # Hidden states come from the base model; gradients use the warm-up checkpoint.
         ckpt = self.checkpoints[0] if spec.kind == "gradient" and self.checkpoints else None
         path = self.ws.features(store_name(spec, ckpt))
         self.log(f"cluster features: {spec.kind} -> {path.name}")
-        store = compute_features(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path,
-                                 progress=self.progress("cluster features"))
+        engine = FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path)
+        if spec.engine == "ray":
+            from .ray_engine import compute_with_ray
+
+            compute_with_ray(engine, progress=self.progress("cluster features"))
+            store = engine.store()
+        else:
+            store = engine.compute(progress=self.progress("cluster features"))
         self.work["cluster_feature_rows"] = store.n_rows
         return store
 
@@ -318,7 +325,7 @@ class Pipeline:
         result = cluster_features(store, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
                                   minibatch=minibatch, batch_size=spec.batch_size,
                                   progress=self.progress("k-means"))
-        summary = summarize_clusters(self.pool.table, result.labels, store, result.centroids)
+        summary = summarize_clusters(self.pool.frame(), result.labels, store, result.centroids)
         save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint, spec=spec,
                       features_name=store.path.name, summary=summary, kscan=scan)
         self.log(f"clusters: K={k} saved as {name}")
@@ -412,7 +419,7 @@ class Pipeline:
         if known is not None:
             return known
         self.log("exhaustive scoring: a gradient for every row")
-        scores = self.oracle.score(np.arange(len(self.pool.table)))
+        scores = self.oracle.score(np.arange(len(self.pool)))
         with atomic.atomic_path(self.scores_path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, scores)
@@ -424,27 +431,24 @@ class Pipeline:
     def ledger(self):
         from .curation import Ledger
 
-        return Ledger(self.ws.ledger_path)
+        return Ledger(self.ws.ledger_path, clustering=self.clusters.name)
 
     def selection(self, run_id: str | None = None, spec: SelectionSpec | None = None):
-        """A SelectionRun with the lazy oracle: a new one, or the saved one reopened."""
-        from .runlog import LOG_NAME
-        from .selection import SelectionRun
+        """A SelectionRun with the lazy oracle: the saved one reopened (refused when `spec` is
+        given and differs), or a new one with `spec` (default: the config's)."""
+        from .runlog import RunLog, RunMeta
+        from .runs import new_run, open_run
 
         run_id = check_name(run_id or self.cfg.run_id, "run id")
-        spec = spec or self.cfg.selection
-        log_dir = self.ws.runs(run_id)
-        labels = self.clusters.labels
-        if (log_dir / LOG_NAME).exists():
-            run = SelectionRun.open(log_dir, labels, self.oracle, ledger=self.ledger())
-            if run.spec != spec:
+        if RunLog(self.ws.runs(run_id)).exists():
+            run = open_run(self.ws, run_id, self.oracle)
+            if spec is not None and run.spec != spec:
                 raise ValueError(f"run {run_id!r} exists with other settings "
                                  f"({to_dict(run.spec)}); choose another run id")
             return run
-        return SelectionRun(labels, self.oracle, spec, log_dir, ledger=self.ledger(),
-                            n_clusters=self.clusters.k,
-                            meta={"clusters": self.clusters.name,
-                                  "config": config_to_dict(self.cfg)})
+        meta = RunMeta(clustering=self.clusters.name, reward="lazy", workspace=self.ws.name,
+                       config=config_to_dict(self.cfg))
+        return new_run(self.ws, run_id, spec or self.cfg.selection, meta, self.oracle)
 
     def run_all(self) -> dict[str, Any]:
         """Every stage in order; returns a summary (also written to the run folder)."""
@@ -462,7 +466,7 @@ class Pipeline:
     def run_selection(self, run_id: str, export_dir: str | Path | None = None) -> dict[str, Any]:
         """Run (or continue) one selection to its end and export it."""
         exhaustive = self.exhaustive_scores() if self.cfg.exhaustive else self.known_exhaustive()
-        run = self.selection(run_id)
+        run = self.selection(run_id, self.cfg.selection)
         while not run.done:
             rec = run.step()
             self.log(f"  round {rec.round}: arm {rec.arm}, {len(rec.rows)} rows, "
@@ -505,7 +509,7 @@ class Pipeline:
                               progress=self.progress("dynamic epoch"), rows=rows,
                               init_checkpoint=pipe.reward_checkpoints[0])[-1]
                 pipe = self.at_checkpoint(ckpt)
-        n = len(self.pool.table)
+        n = len(self.pool)
         spent = sum(s["work"]["reward_gradient_rows"] for s in steps)
         summary = {"run_id": self.cfg.run_id, "dynamic_rounds": steps,
                    "work": {"reward_gradient_rows": spent,

@@ -8,26 +8,28 @@ and `prompt_completion` (`prompt`, `completion`: strings, or message lists). For
 are auto-detected (extension, then content sniffing; shape by the majority of the first
 records) and can be forced.
 
-The canonical table (`Pool.table`), one row per *valid* record:
-    row       int, 0..n-1
+The columnar table (`Pool.data`, a pyarrow Table), one row per *valid* record:
+    row       int64, 0..n-1
     id        str  (the record's `id`, or the field named by `id_field`; made as
-              f"{source}_{record}" when missing)
-    source    str  (`dataset` or `source` field, or the one named by `source_field`, else the
-              file stem)
-    messages  list of {"role": system|user|assistant, "content": str}
-    line_no   int  1-based line of the file where the record starts (Parquet / datasets: the
+               f"{source}_{row}" when missing: record-based, not line-based)
+    source    str  (`dataset` or `source` field, or the one named by `source_field`, else
+               the file stem)
+    messages  str  the canonical chat as JSON: [{"role": system|user|assistant, "content"}]
+    line_no   int64  1-based line of the file where the record starts (Parquet / datasets: the
               1-based record number)
-    record    int  0-based position of the record among the file's records (a CSV record
-              spanning several lines counts once; invalid records count too, blank lines
-              not): the index LESS's `sorted.csv` uses
-    raw       str  the record's exact original text without its line terminator
-              (JSONL / CSV / TSV: the line(s); JSON: the element's text; Parquet / datasets: a
-              JSON dump of the record)
-    subtask   str  only when the pool has a `subtask` field
+    offset    int64  byte offset of the record's text in the file (Parquet / datasets: the
+              0-based record index, re-read on export)
+    length    int64  its length in bytes, without the line terminator (-1 for record formats)
+    subtask   str  null unless the pool has a `subtask` field
+
+No row keeps its original text: `Pool.records(rows)` re-reads it from the file by offset, so
+an export gives back the user's bytes. `pool_cache.py` writes this table to the workspace once
+and memory-maps it afterwards. `Pool.table` is the same rows as a pandas DataFrame with the
+chats decoded and a `raw` text column (for small pools and previews; it reads every row).
 
 We read bytes and split lines ourselves so line numbers are right, a CRLF file is recorded as
 such (`Pool.newline`) and `raw` is byte-exact: `raw.encode("utf-8") + newline` gives back the
-user's line.
+user's line. JSONL is read as a stream (the file is never held whole).
 
 Every malformed or unusable record becomes a `Problem(line, reason, severity)`. Errors exclude
 the record: bad JSON, not an object, non-UTF-8 bytes, missing or wrongly typed fields, unknown
@@ -43,14 +45,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import mmap
+import os
 import re
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "datasets")
 SHAPES = ("messages", "alpaca", "sharegpt", "prompt_completion")
@@ -64,6 +70,11 @@ ROLE_ALIASES = {
 _CANON_ROLES = frozenset(ROLES)
 _DETECT_FIRST = 200  # records used to detect the shape
 _SURROGATE = re.compile("[\udc80-\udcff]")
+RECORD_FORMATS = ("parquet", "datasets")  # no byte offsets: records are found by index
+BATCH_ROWS = 65536  # rows per Arrow record batch while parsing
+SCHEMA = pa.schema([("row", pa.int64()), ("id", pa.string()), ("source", pa.string()),
+                    ("messages", pa.large_string()), ("line_no", pa.int64()),
+                    ("offset", pa.int64()), ("length", pa.int64()), ("subtask", pa.string())])
 _EXT_FORMAT = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv",
                ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -112,9 +123,18 @@ class PoolError(ValueError):
         self.report = report
 
 
+def file_signature(path: Path) -> list:
+    """Size and modification time of a pool file (or of every file of a folder): a cheap
+    check that the file is still the one that was read."""
+    path = Path(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    return [[str(p.relative_to(path)) if path.is_dir() else p.name, p.stat().st_size,
+             p.stat().st_mtime_ns] for p in files]
+
+
 @dataclass
 class Pool:
-    table: pd.DataFrame
+    data: pa.Table  # the columnar table (module doc); memory-mapped when it comes from a cache
     path: Path
     format: str
     shape: str
@@ -122,28 +142,147 @@ class Pool:
     fingerprint: str
     newline: str = "\n"
     notes: list[str] = field(default_factory=list)
+    signature: list | None = None  # file_signature(path) when read; checked before re-reading
+    cache_entry: Path | None = None  # the pool cache folder `data` is mapped from, if any
+    _table: pd.DataFrame | None = field(default=None, repr=False, compare=False)
 
     def __len__(self) -> int:
-        return len(self.table)
+        return self.data.num_rows
+
+    @property
+    def has_subtask(self) -> bool:
+        return self.data.column("subtask").null_count < self.data.num_rows
 
     def sources(self) -> dict[str, int]:
         """Valid rows per source, largest first."""
-        return {str(k): int(v) for k, v in self.table["source"].value_counts().items()}
+        import pyarrow.compute as pc
+
+        counts = pc.value_counts(self.data.column("source")).to_pylist()
+        counts.sort(key=lambda d: (-d["counts"], d["values"]))
+        return {str(d["values"]): int(d["counts"]) for d in counts}
+
+    def _take(self, name: str, rows: Any) -> pa.ChunkedArray | pa.Array:
+        col = self.data.column(name)
+        if rows is None:
+            return col
+        return col.take(pa.array(np.asarray(rows, dtype=np.int64).reshape(-1)))
+
+    def column(self, name: str, rows: Any = None) -> np.ndarray:
+        """One column as numpy (int64, or object for strings), all rows or `rows` in order."""
+        return self._take(name, rows).to_numpy(zero_copy_only=False)
+
+    def messages(self, rows: Any = None) -> list[list[dict]]:
+        """The chats of `rows` (default all), decoded from the table's JSON."""
+        loads = json.loads
+        return [loads(t) for t in self._take("messages", rows).to_pylist()]
+
+    def records(self, rows: Any) -> list[bytes]:
+        """The records of `rows` as the user wrote them, without line terminators: re-read from
+        the file by byte offset (Parquet / datasets: the record, re-read by index, as JSON)."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if not len(rows):
+            return []
+        self.check_unchanged()
+        offsets = self.column("offset", rows)
+        if self.format in RECORD_FORMATS:
+            return _reread_records(self.path, self.format, offsets)
+        lengths = self.column("length", rows)
+        with open(self.path, "rb") as fh, \
+                mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            return [mm[o:o + n] for o, n in zip(offsets.tolist(), lengths.tolist())]
+
+    def check_unchanged(self) -> None:
+        """Refuse to re-read records from a file that changed since it was parsed."""
+        if self.signature is not None and file_signature(self.path) != self.signature:
+            raise PoolError(f"{self.path} changed since it was read (size or modification "
+                            "time differ); load the pool again")
 
     def original_line(self, row: int) -> bytes:
         """The record as the user wrote it, with its line terminator (JSONL/CSV/TSV)."""
-        return self.table["raw"].iat[row].encode("utf-8", "surrogateescape") + \
-            self.newline.encode()
+        return self.records([row])[0] + self.newline.encode()
+
+    def frame(self, rows: Any = None, raw: bool = False) -> pd.DataFrame:
+        """Rows (default all) as a pandas DataFrame: row, id, source, messages (decoded),
+        line_no[, raw][, subtask]. Reads only those rows: what a page shows of a big pool."""
+        idx = None if rows is None else np.asarray(rows, dtype=np.int64).reshape(-1)
+        data = {"row": pd.Series(self.column("row", idx), dtype="int64"),
+                "id": pd.Series(self.column("id", idx), dtype=object),
+                "source": pd.Series(self.column("source", idx), dtype=object),
+                "messages": pd.Series(self.messages(idx), dtype=object),
+                "line_no": pd.Series(self.column("line_no", idx), dtype="int64")}
+        if raw:
+            recs = self.records(np.arange(len(self)) if idx is None else idx)
+            data["raw"] = pd.Series([r.decode("utf-8", "surrogateescape") for r in recs],
+                                    dtype=object)
+        if self.has_subtask:
+            data["subtask"] = pd.Series(self.column("subtask", idx), dtype=object)
+        return pd.DataFrame(data)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """Every row as `frame(raw=True)`, built once and kept: for small pools and tests; a
+        big pool's readers use `frame(rows)`, `column`, `messages` and `records`."""
+        if self._table is None:
+            self._table = self.frame(raw=True)
+        return self._table
 
 
 # --------------------------------------------------------------------------- entry point
 def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
-              strict: bool = False, id_field: str | None = None,
-              source_field: str | None = None) -> Pool:
-    """Read a pool file (or `datasets` folder) into the canonical table; see module doc.
+              strict: bool = False, cache_dir: str | Path | None = None,
+              id_field: str | None = None, source_field: str | None = None) -> Pool:
+    """Read a pool file (or `datasets` folder) into the columnar table; see module doc.
 
+    With `cache_dir` (a workspace's pool cache) the table is parsed once, written there and
+    memory-mapped by every later call while the file is unchanged (`pool_cache.py`).
     `id_field` / `source_field` name the column holding each record's id / source, for pools
     that do not use `id` and `dataset`/`source`; a named column no record has is an error."""
+    if cache_dir is not None:
+        from .pool_cache import cached_pool
+
+        return cached_pool(path, cache_dir, format=format, shape=shape, strict=strict,
+                           id_field=id_field, source_field=source_field)
+    parsed = parse_pool(path, format, shape, id_field=id_field, source_field=source_field)
+    pool = Pool(data=pa.Table.from_batches(parsed.batches, SCHEMA), **parsed.meta())
+    check_pool(pool, strict)
+    return pool
+
+
+def check_pool(pool: Pool, strict: bool) -> None:
+    """The errors every load raises: no usable row, or any problem in strict mode."""
+    report, path = pool.report, pool.path
+    if report.n_valid == 0:
+        detail = "; ".join(report.lines(limit=5)) or "the file holds no records"
+        raise PoolError(f"{path}: no usable rows ({report.n_records} records). {detail}", report)
+    if strict and report.problems:
+        raise PoolError(f"{path}: {len(report.problems)} problems (strict mode): "
+                        + "; ".join(report.lines(limit=10)), report)
+
+
+@dataclass
+class Parsed:
+    """What parsing a pool gives besides its record batches (which may have gone to a sink)."""
+    path: Path
+    format: str
+    shape: str
+    report: ValidationReport
+    fingerprint: str
+    newline: str
+    notes: list[str]
+    signature: list
+    batches: list[pa.RecordBatch]
+
+    def meta(self) -> dict[str, Any]:
+        return {"path": self.path, "format": self.format, "shape": self.shape,
+                "report": self.report, "fingerprint": self.fingerprint,
+                "newline": self.newline, "notes": self.notes, "signature": self.signature}
+
+
+def parse_pool(path: str | Path, format: str = "auto", shape: str = "auto",
+               sink: Callable[[pa.RecordBatch], None] | None = None,
+               id_field: str | None = None, source_field: str | None = None) -> Parsed:
+    """Parse a pool into record batches of `SCHEMA`, given to `sink` as they fill (else
+    kept in `Parsed.batches`). JSONL streams: memory holds one batch, not the file."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"pool not found: {path}")
@@ -152,8 +291,11 @@ def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
     if shape not in ("auto",) + SHAPES:
         raise PoolError(f"unknown shape {shape!r}; choose one of: auto, {', '.join(SHAPES)}")
 
+    signature = file_signature(path)
     notes: list[str] = []
     newline = "\n"
+    hasher = None
+    stream: _JsonlStream | None = None
     if path.is_dir():
         if format not in ("auto", "datasets"):
             raise PoolError(f"{path} is a folder; only format 'datasets' reads folders")
@@ -161,44 +303,48 @@ def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
         fingerprint = _fingerprint_dir(path)
         records: Iterator[_Rec] = _read_datasets(path, notes)
     else:
-        data = path.read_bytes()
-        fingerprint = hashlib.sha256(data).hexdigest()
-        fmt = format if format != "auto" else _sniff_format(path, data)
-        if fmt == "json" and format == "auto" and _looks_like_jsonl(data):
+        with open(path, "rb") as fh:
+            head = fh.read(1 << 20)
+        fmt = format if format != "auto" else _sniff_format(path, head)
+        if fmt == "json" and format == "auto" and _looks_like_jsonl(head):
             fmt = "jsonl"
             notes.append("the .json file holds one JSON object per line: read as JSONL")
         if fmt == "jsonl":
-            text_lines, newline, clean = _split_lines(data)
-            del data  # keep one copy of a big file in memory, not three
-            records = _read_jsonl(text_lines, clean)
-        elif fmt == "json":
-            records = _read_json(data)
-        elif fmt in ("csv", "tsv"):
-            newline = _newline_of(data)
-            records = _read_delimited(data, "," if fmt == "csv" else "\t")
-        elif fmt == "parquet":
-            records = _read_parquet(path)
+            hasher = hashlib.sha256()
+            stream = _JsonlStream(path, hasher)
+            records = stream.records()
+            fingerprint = ""
         else:
-            raise PoolError(f"{path} is a file; format 'datasets' needs a save_to_disk folder")
+            data = path.read_bytes()
+            fingerprint = hashlib.sha256(data).hexdigest()
+            if fmt == "json":
+                records = _read_json(data)
+            elif fmt in ("csv", "tsv"):
+                newline = _newline_of(data)
+                records = _read_delimited(data, "," if fmt == "csv" else "\t")
+            elif fmt == "parquet":
+                records = _read_parquet(path)
+            else:
+                raise PoolError(f"{path} is a file; format 'datasets' needs a save_to_disk "
+                                "folder")
 
-    builder = _Builder(path, shape, id_field or None, source_field or None)
+    kept: list[pa.RecordBatch] = []
+    builder = _Builder(path, shape, sink or kept.append, record_index=fmt in RECORD_FORMATS,
+                       id_field=id_field or None, source_field=source_field or None)
     for rec in records:
         builder.add(rec)
-    report, table, detected = builder.finish()
-    for what, name, seen in (("id", id_field, builder.seen_id), ("source", source_field,
-                                                                  builder.seen_source)):
+    report, detected = builder.finish()
+    for what, name, seen in (("id", id_field, builder.seen_id),
+                             ("source", source_field, builder.seen_source)):
         if name and not seen and report.n_valid:
             raise PoolError(f"{path}: no record has the {what} column {name!r}; the first "
                             f"record's columns are {builder.first_keys}", report)
-
-    if report.n_valid == 0:
-        detail = "; ".join(report.lines(limit=5)) or "the file holds no records"
-        raise PoolError(f"{path}: no usable rows ({report.n_records} records). {detail}", report)
-    if strict and report.problems:
-        raise PoolError(f"{path}: {len(report.problems)} problems (strict mode): "
-                        + "; ".join(report.lines(limit=10)), report)
-    return Pool(table=table, path=path, format=fmt, shape=detected, report=report,
-                fingerprint=fingerprint, newline=newline, notes=notes + builder.notes)
+    if stream is not None:
+        newline = stream.newline
+        fingerprint = hasher.hexdigest()
+    return Parsed(path=path, format=fmt, shape=detected, report=report, fingerprint=fingerprint,
+                  newline=newline, notes=notes + builder.notes, signature=signature,
+                  batches=kept)
 
 
 # --------------------------------------------------------------------------- readers
@@ -208,10 +354,11 @@ class _Rec:
     line: int
     raw: str
     obj: Any = None
-    index: int = -1  # position among the file's records (set by _Builder.add)
     problem: str | None = None
     json_cells: bool = False  # CSV/TSV: messages/conversations cells are JSON strings
     file_level: bool = False  # a problem with the file's structure, not one record
+    offset: int = -1  # byte offset of `raw` in the file (record formats: the record index)
+    length: int = -1  # bytes of `raw` (-1: count them from `raw`; record formats: stays -1)
 
 
 def _sniff_format(path: Path, data: bytes) -> str:
@@ -257,25 +404,6 @@ def _newline_of(data: bytes) -> str:
     return "\r\n" if n and data.count(b"\r\n") * 2 > n else "\n"
 
 
-def _split_lines(data: bytes) -> tuple[list[str], str, bool]:
-    """Lines (without terminators) decoded as UTF-8; invalid bytes kept as surrogate escapes
-    (flagged later). Returns the lines, the file's newline ("\\n" or "\\r\\n") and whether
-    the whole file was valid UTF-8."""
-    newline = _newline_of(data)
-    try:
-        text = data.decode("utf-8")
-        clean = True
-    except UnicodeDecodeError:
-        text = data.decode("utf-8", "surrogateescape")
-        clean = False
-    if text.startswith("\ufeff"):
-        text = text[1:]
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines, newline, clean
-
-
 def _bad_utf8(raw: str) -> str | None:
     m = _SURROGATE.search(raw)
     if m is None:
@@ -283,25 +411,85 @@ def _bad_utf8(raw: str) -> str | None:
     return f"non-UTF-8 bytes (first at character {m.start() + 1} of the record)"
 
 
-def _read_jsonl(lines: list[str], clean: bool = False) -> Iterator[_Rec]:
-    loads = json.loads
-    for i, line in enumerate(lines, start=1):
-        raw = line[:-1] if line.endswith("\r") else line
-        if not raw.strip():
-            continue  # blank lines are skipped silently
-        bad = None if clean else _bad_utf8(raw)
-        if bad:
-            yield _Rec(i, raw, problem=bad)
-            continue
-        try:
-            obj = loads(raw)
-        except json.JSONDecodeError as exc:
-            yield _Rec(i, raw, problem=f"bad JSON: {exc.msg} (column {exc.colno})")
-            continue
-        except RecursionError:
-            yield _Rec(i, raw, problem="bad JSON: nested too deeply")
-            continue
-        yield _Rec(i, raw, obj=obj)
+class _JsonlStream:
+    """JSONL records read block by block: byte offsets, 1-based line numbers, the newline
+    style and the file's sha256, without holding the file. Lines end at b"\\n" only (a UTF-8
+    multi-byte character never holds that byte), so decoding line by line equals decoding
+    the whole file."""
+
+    BLOCK = 8 << 20
+
+    def __init__(self, path: Path, hasher: Any):
+        self.path, self.hasher = path, hasher
+        self.n_lf = self.n_crlf = 0
+
+    @property
+    def newline(self) -> str:
+        return "\r\n" if self.n_lf and self.n_crlf * 2 > self.n_lf else "\n"
+
+    def _lines(self) -> Iterator[tuple[int, bytes, bool]]:
+        """(offset, line without b"\\n", whether a b"\\n" ended it)."""
+        offset = 0
+        carry = b""
+        with open(self.path, "rb") as fh:
+            while True:
+                block = fh.read(self.BLOCK)
+                if not block:
+                    break
+                self.hasher.update(block)
+                parts = (carry + block).split(b"\n")
+                carry = parts.pop()
+                for part in parts:
+                    yield offset, part, True
+                    offset += len(part) + 1
+        if carry:
+            yield offset, carry, False
+
+    def records(self) -> Iterator[_Rec]:
+        loads = json.loads
+        for i, (offset, line, ended) in enumerate(self._lines(), start=1):
+            if ended:
+                self.n_lf += 1
+            if line.endswith(b"\r"):
+                self.n_crlf += ended
+                line = line[:-1]
+            if i == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line, offset = line[3:], offset + 3
+            try:
+                raw = line.decode("utf-8")
+                bad = None
+            except UnicodeDecodeError:
+                raw = line.decode("utf-8", "surrogateescape")
+                bad = _bad_utf8(raw)
+            if not raw.strip():
+                continue  # blank lines are skipped silently
+            if bad:
+                yield _Rec(i, raw, problem=bad, offset=offset, length=len(line))
+                continue
+            try:
+                obj = loads(raw)
+            except json.JSONDecodeError as exc:
+                yield _Rec(i, raw, problem=f"bad JSON: {exc.msg} (column {exc.colno})")
+                continue
+            except RecursionError:
+                yield _Rec(i, raw, problem="bad JSON: nested too deeply")
+                continue
+            yield _Rec(i, raw, obj=obj, offset=offset, length=len(line))
+
+
+class _ByteOffsets:
+    """Byte offset in the file of increasing character offsets into its decoded text."""
+
+    def __init__(self, text: str, skip: int):
+        self.text, self.ascii = text, text.isascii()
+        self.char, self.byte = 0, skip
+
+    def __call__(self, pos: int) -> int:
+        if self.ascii:
+            return pos + self.byte
+        self.byte += len(self.text[self.char:pos].encode("utf-8", "surrogateescape"))
+        self.char = pos
+        return self.byte
 
 
 _WS = re.compile(r"[ \t\r\n]*")
@@ -312,10 +500,12 @@ def _read_json(data: bytes) -> Iterator[_Rec]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("utf-8", "surrogateescape")
-    if text.startswith("\ufeff"):
+    bom = text.startswith("\ufeff")
+    if bom:
         text = text[1:]
     dec = json.JSONDecoder()
     counter = _LineCounter(text)
+    counter.byte = _ByteOffsets(text, 3 if bom else 0)
     pos = _WS.match(text, 0).end()
     if pos >= len(text):
         return
@@ -338,6 +528,7 @@ class _LineCounter:
         self.text = text
         self.pos = 0
         self.n = 1
+        self.byte: _ByteOffsets | None = None
 
     def line(self, offset: int) -> int:
         if offset < self.pos:
@@ -373,7 +564,7 @@ def _find_list_in_object(text: str, pos: int, dec: json.JSONDecoder,
     if key is None:
         if any(k in obj for k in ("messages", "conversations", "instruction", "prompt")):
             # a single record
-            yield _Rec(counter.line(pos), text[pos:end], obj=obj)
+            yield _Rec(counter.line(pos), text[pos:end], obj=obj, offset=counter.byte(pos))
             return None
         yield _Rec(1, "", problem="the JSON object has no 'data' list of records (keys: "
                                   + ", ".join(map(repr, list(obj)[:10])) + ")", file_level=True)
@@ -418,7 +609,8 @@ def _scan_array(text: str, pos: int, dec: json.JSONDecoder,
             return
         raw = text[p:end]
         bad = _bad_utf8(raw)
-        yield _Rec(counter.line(p), raw, obj=None if bad else obj, problem=bad)
+        yield _Rec(counter.line(p), raw, obj=None if bad else obj, problem=bad,
+                   offset=counter.byte(p))
         p = _WS.match(text, end).end()
         if p < n and text[p] == ",":
             p += 1
@@ -434,9 +626,15 @@ def _read_delimited(data: bytes, delimiter: str) -> Iterator[_Rec]:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("utf-8", "surrogateescape")
-    if text.startswith("\ufeff"):
+    bom = text.startswith("\ufeff")
+    if bom:
         text = text[1:]
     lines = [m for m in re.split(r"(?<=\n)", text) if m]  # only \n (or \r\n) ends a line
+    starts = [3 if bom else 0]  # byte offset of each line
+    ascii_only = text.isascii()
+    for ln in lines:
+        starts.append(starts[-1] + (len(ln) if ascii_only else
+                                    len(ln.encode("utf-8", "surrogateescape"))))
     csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
     state = {"consumed": 0}
 
@@ -475,7 +673,8 @@ def _read_delimited(data: bytes, delimiter: str) -> Iterator[_Rec]:
             yield _Rec(line, raw, problem=f"expected {len(header)} fields (the header's), got "
                                           f"{len(row)}")
             continue
-        yield _Rec(line, raw, obj=dict(zip(header, row)), json_cells=True)
+        yield _Rec(line, raw, obj=dict(zip(header, row)), json_cells=True,
+                   offset=starts[line - 1])
 
 
 def _jsonable(obj: Any) -> Any:
@@ -497,7 +696,7 @@ def _records_from_columns(batches: Iterable[list[dict]]) -> Iterator[_Rec]:
             i += 1
             obj = _jsonable(obj)
             raw = json.dumps(obj, ensure_ascii=False, default=str)
-            yield _Rec(i, raw, obj=obj)
+            yield _Rec(i, raw, obj=obj, offset=i - 1)
 
 
 def _read_parquet(path: Path) -> Iterator[_Rec]:
@@ -510,7 +709,8 @@ def _read_parquet(path: Path) -> Iterator[_Rec]:
     yield from _records_from_columns(b.to_pylist() for b in pf.iter_batches(batch_size=8192))
 
 
-def _read_datasets(path: Path, notes: list[str]) -> Iterator[_Rec]:
+def _open_dataset(path: Path, notes: list[str]) -> Any:
+    """The split of a `datasets` folder a pool reads: 'train', or the only one."""
     try:
         import datasets
     except ImportError as exc:  # pragma: no cover
@@ -530,14 +730,32 @@ def _read_datasets(path: Path, notes: list[str]) -> Iterator[_Rec]:
                             "the split you want on its own")
         notes.append(f"read split {split!r} of {splits}")
         ds = ds[split]
+    return ds
 
-    def batches() -> Iterator[list[dict]]:
-        for cols in ds.iter(batch_size=8192):
-            keys = list(cols)
-            n = len(cols[keys[0]]) if keys else 0
-            yield [{k: cols[k][j] for k in keys} for j in range(n)]
 
-    yield from _records_from_columns(batches())
+def _column_batches(ds: Any) -> Iterator[list[dict]]:
+    for cols in ds.iter(batch_size=8192):
+        keys = list(cols)
+        n = len(cols[keys[0]]) if keys else 0
+        yield [{k: cols[k][j] for k in keys} for j in range(n)]
+
+
+def _read_datasets(path: Path, notes: list[str]) -> Iterator[_Rec]:
+    yield from _records_from_columns(_column_batches(_open_dataset(path, notes)))
+
+
+def _reread_records(path: Path, fmt: str, index: np.ndarray) -> list[bytes]:
+    """Records of a Parquet file or `datasets` folder by 0-based index, as the JSON text that
+    parsing made of them."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        objs = pq.read_table(path).take(pa.array(index)).to_pylist()
+    else:
+        objs = [o for batch in _column_batches(_open_dataset(path, []).select(index.tolist()))
+                for o in batch]
+    return [json.dumps(_jsonable(o), ensure_ascii=False, default=str)
+            .encode("utf-8", "surrogateescape") for o in objs]
 
 
 def _fingerprint_dir(path: Path) -> str:
@@ -674,26 +892,34 @@ def _check_chat(msgs: list[dict]) -> str | None:
 
 
 class _Builder:
-    def __init__(self, path: Path, shape: str, id_field: str | None = None,
+    """Valid records -> record batches of `SCHEMA` for `sink`; problems -> the report.
+
+    Duplicate ids and conversations are found as rows arrive (a warning on each later
+    occurrence), keeping one short digest per conversation, not the conversation."""
+
+    def __init__(self, path: Path, shape: str, sink: Callable[[pa.RecordBatch], None],
+                 record_index: bool = False, id_field: str | None = None,
                  source_field: str | None = None):
         self.stem = path.stem if path.is_file() else path.name
-        self.shape = shape
         self.id_field, self.source_field = id_field, source_field
         self.seen_id = self.seen_source = False
         self.first_keys: list[str] = []
+        self.record_index = record_index  # Parquet / datasets: offsets are record indices
+        self.shape = shape
+        self.sink = sink
         self.pending: list[_Rec] = []
         self.problems: list[Problem] = []
         self.n_records = 0
-        self.cols: dict[str, list] = {"id": [], "source": [], "messages": [], "line_no": [],
-                                      "record": [], "raw": [], "subtask": []}
-        self.has_subtask = False
+        self.n_rows = 0
+        self.cols: dict[str, list] = {k: [] for k in SCHEMA.names if k != "row"}
+        self.first_id: dict[str, int] = {}
+        self.first_chat: dict[bytes, int] = {}
         self.notes: list[str] = []
 
     def add(self, rec: _Rec) -> None:
         if rec.file_level:
             self.problems.append(Problem(rec.line, rec.problem or "bad file"))
             return
-        rec.index = self.n_records
         self.n_records += 1
         if self.shape == "auto":
             self.pending.append(rec)
@@ -742,8 +968,8 @@ class _Builder:
         if self.source_field:
             source = obj.get(self.source_field)
             self.seen_source |= self.source_field in obj
-            source = str(source) if isinstance(source, (int, float)) and \
-                not isinstance(source, bool) else source
+            if isinstance(source, (int, float)) and not isinstance(source, bool):
+                source = str(source)
         else:
             source = obj.get("dataset", obj.get("source"))
         if source is None or source == "":
@@ -760,52 +986,64 @@ class _Builder:
                                          f"{type(rid).__name__}; a new id is made", "warning"))
             rid = None
         if rid is None or rid == "":
-            rid = f"{source}_{rec.index}"
+            rid = f"{source}_{self.n_rows + len(self.cols['id'])}"  # this row's index
         sub = obj.get("subtask")
-        if sub is not None:
-            self.has_subtask = True
+        rid = str(rid)
+        first = self.first_id.setdefault(rid, rec.line)
+        if first != rec.line:
+            self.problems.append(Problem(rec.line, f"duplicate id {rid!r} (first at line "
+                                                   f"{first})", "warning"))
+        turns = [{"role": m["role"], "content": m["content"]} for m in msgs]
+        chat = json.dumps(turns, ensure_ascii=False)
+        try:
+            enc = chat.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from a JSON escape: keep it escaped
+            chat = json.dumps(turns)
+            enc = chat.encode("utf-8")
+        first = self.first_chat.setdefault(hashlib.blake2b(enc, digest_size=16).digest(),
+                                           rec.line)
+        if first != rec.line:
+            self.problems.append(Problem(rec.line, f"same conversation as line {first}",
+                                         "warning"))
         c = self.cols
-        c["id"].append(str(rid))
+        c["id"].append(rid)
         c["source"].append(source)
-        c["messages"].append(msgs)
+        c["messages"].append(chat)
         c["line_no"].append(rec.line)
-        c["record"].append(rec.index)
-        c["raw"].append(rec.raw)
+        c["offset"].append(rec.offset)
+        c["length"].append(rec.length if rec.length >= 0 or self.record_index else
+                           len(rec.raw.encode("utf-8", "surrogateescape")))
         c["subtask"].append(None if sub is None else str(sub))
+        if len(c["id"]) >= BATCH_ROWS:
+            self._flush()
 
-    def finish(self) -> tuple[ValidationReport, pd.DataFrame, str]:
+    def _flush(self) -> None:
+        c = self.cols
+        n = len(c["id"])
+        if not n:
+            return
+        arrays = [pa.array(np.arange(self.n_rows, self.n_rows + n, dtype=np.int64))]
+        arrays += [_arrow_array(c[k], SCHEMA.field(k).type) for k in SCHEMA.names[1:]]
+        self.sink(pa.RecordBatch.from_arrays(arrays, schema=SCHEMA))
+        self.n_rows += n
+        for v in c.values():
+            v.clear()
+
+    def finish(self) -> tuple[ValidationReport, str]:
         if self.pending or self.shape == "auto":
             self._detect()
-        c = self.cols
-        # duplicate ids and duplicated conversations: a warning on each later occurrence
-        first: dict[str, int] = {}
-        seen: dict[tuple, int] = {}
-        for rid, line, msgs in zip(c["id"], c["line_no"], c["messages"]):
-            if rid in first:
-                self.problems.append(Problem(line, f"duplicate id {rid!r} (first at line "
-                                                   f"{first[rid]})", "warning"))
-            else:
-                first[rid] = line
-            key = tuple((m["role"], m["content"]) for m in msgs)
-            if key in seen:
-                self.problems.append(Problem(line, f"same conversation as line {seen[key]}",
-                                             "warning"))
-            else:
-                seen[key] = line
-        n = len(c["id"])
-        data = {"row": pd.Series(range(n), dtype="int64"),
-                "id": pd.Series(c["id"], dtype=object),
-                "source": pd.Series(c["source"], dtype=object),
-                "messages": pd.Series(c["messages"], dtype=object),
-                "line_no": pd.Series(c["line_no"], dtype="int64"),
-                "raw": pd.Series(c["raw"], dtype=object),
-                "record": pd.Series(c["record"], dtype="int64")}
-        if self.has_subtask:
-            data["subtask"] = pd.Series(c["subtask"], dtype=object)
-        table = pd.DataFrame(data)
+        self._flush()
         self.problems.sort(key=lambda p: p.line)
-        report = ValidationReport(self.problems, self.n_records, n)
-        return report, table, self.shape
+        return ValidationReport(self.problems, self.n_records, self.n_rows), self.shape
+
+
+def _arrow_array(values: list, type: pa.DataType) -> pa.Array:
+    try:
+        return pa.array(values, type=type)
+    except UnicodeEncodeError:  # an id or source holding a lone surrogate (a JSON escape)
+        return pa.array([v if not isinstance(v, str) else
+                         v.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+                         for v in values], type=type)
 
 
 def _kind(obj: Any) -> str:
@@ -813,4 +1051,13 @@ def _kind(obj: Any) -> str:
             bool: "a boolean", type(None): "null"}.get(type(obj), type(obj).__name__)
 
 
-__all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "load_pool"]
+def chats(pool: Any, rows: Any) -> list[list[dict]]:
+    """The chats of `rows` of a Pool, or of a bare table with a `messages` column."""
+    if isinstance(pool, Pool):
+        return pool.messages(rows)
+    col = pool["messages"]
+    return [list(col.iat[int(r)]) for r in rows]
+
+
+__all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "load_pool",
+           "parse_pool", "chats"]

@@ -517,8 +517,12 @@ class RunView:
     budget_used: int
 
     @property
+    def meta(self) -> runlog.RunMeta:
+        return runlog.RunMeta.from_dict(self.header.get("meta"))
+
+    @property
     def clustering(self) -> str | None:
-        return (self.header.get("meta") or {}).get("clustering")
+        return self.meta.clustering
 
 
 def load_run(ws: Any, run_id: str, labels: np.ndarray | None = None,
@@ -526,19 +530,10 @@ def load_run(ws: Any, run_id: str, labels: np.ndarray | None = None,
     """Replay a saved run (no scoring). labels: default the run's clustering (header meta).
     apply_ledger: the selection with the workspace's current pins/rejections/bans (what an
     export gives now); False: the plain top-p of the scored rows."""
-    from .clusterset import load_clusters
-    from .curation import Ledger
+    from .runs import open_run
 
-    folder = ws.runs(run_id)
-    header, _, _, _ = runlog.read_lines(folder / runlog.LOG_NAME)
-    clustering = (header.get("meta") or {}).get("clustering")
-    if labels is None:
-        if not clustering:
-            raise ValueError(f"run {run_id} does not say which clustering it used; pass labels")
-        labels = load_clusters(ws, clustering).labels
-    ledger = Ledger(ws.ledger_path, clustering=clustering) if apply_ledger else None
-    run = SelectionRun.open(folder, np.asarray(labels), None, ledger)
-    return RunView(run_id, run.spec, header, run.labels, run.scores.copy(),
+    run = open_run(ws, run_id, labels=labels, ledger=apply_ledger)
+    return RunView(run_id, run.spec, run.header, run.labels, run.scores.copy(),
                    run.round_drawn.copy(), run.selected(), len(run.records), run.budget_used)
 
 
@@ -584,11 +579,9 @@ def compare_runs(ws: Any, run_a: str, run_b: str, sources: Sequence[str] | None 
     keys = ["policy", "beta", "cold_start", "budget", "top_p", "draw_batch", "seed", "quantile"]
     da, db = dataclasses.asdict(a.spec), dataclasses.asdict(b.spec)
     settings = pd.DataFrame({"setting": keys + ["clustering", "reward", "rounds", "rows scored"],
-                             "a": [da[k] for k in keys] + [a.clustering, (a.header.get("meta")
-                                                           or {}).get("reward"), a.n_rounds,
+                             "a": [da[k] for k in keys] + [a.clustering, a.meta.reward, a.n_rounds,
                                                            a.budget_used],
-                             "b": [db[k] for k in keys] + [b.clustering, (b.header.get("meta")
-                                                           or {}).get("reward"), b.n_rounds,
+                             "b": [db[k] for k in keys] + [b.clustering, b.meta.reward, b.n_rounds,
                                                            b.budget_used]})
     settings["changed"] = [str(x) != str(y) for x, y in zip(settings["a"], settings["b"])]
     settings["a"] = settings["a"].astype(str)

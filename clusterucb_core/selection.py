@@ -196,7 +196,7 @@ class SelectionRun:
     def __init__(self, labels: np.ndarray, oracle: Oracle | None,
                  spec: SelectionSpec = SelectionSpec(), log_dir: str | Path | None = None,
                  ledger: Any = None, *, n_clusters: int | None = None,
-                 meta: dict[str, Any] | None = None, _replaying: bool = False):
+                 meta: runlog.RunMeta | dict[str, Any] | None = None, _replaying: bool = False):
         labels = np.asarray(labels)
         if labels.ndim != 1 or len(labels) == 0:
             raise ValueError("labels must be a non-empty 1-D array of cluster indices")
@@ -209,7 +209,8 @@ class SelectionRun:
         self.policy = policy_for(spec)
         self.oracle = oracle
         self.ledger = ledger
-        self.meta = dict(meta or {})
+        self.meta = meta if isinstance(meta, runlog.RunMeta) else runlog.RunMeta.from_dict(meta)
+        self.lock_timeout = runlog.LOCK_WAIT_S
         self.N = len(self.labels)
         self.K = int(self.labels.max()) + 1 if (self.labels >= 0).any() else 0
         if n_clusters is not None:
@@ -237,9 +238,15 @@ class SelectionRun:
         if not _replaying:
             self.check_cold_start(self._banned_mask())
 
-        self.log_path = None if log_dir is None else Path(log_dir) / runlog.LOG_NAME
-        if self.log_path is not None and not _replaying:
-            runlog.write_header(self.log_path, self._header())
+        self.log = None if log_dir is None else runlog.RunLog(log_dir)
+        self.log_path = None if self.log is None else self.log.path
+        self._log_offset = 0  # bytes of the log this object has replayed or written
+        self.header: dict[str, Any] = {}
+        if self.log is not None and not _replaying:
+            self.header = self._header()
+            with self.log.writer(self.lock_timeout):
+                self.log.create(self.header)
+                self._log_offset = self.log.size()
 
     # ---------------------------------------------------------------- state views
     def _header(self) -> dict[str, Any]:
@@ -247,7 +254,8 @@ class SelectionRun:
         return {"kind": "header", "version": runlog.LOG_VERSION, "spec": to_dict(self.spec),
                 "n_rows": self.N, "k": self.K, "labels_fingerprint": self.labels_fingerprint,
                 "budget_total": self.budget_total, "n_top": self.n_top,
-                "oracle": describe() if callable(describe) else None, "meta": self.meta,
+                "oracle": describe() if callable(describe) else None,
+                "meta": self.meta.to_dict(),
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
     def ledger_view(self) -> LedgerView:
@@ -339,6 +347,7 @@ class SelectionRun:
 
         The same decision step() takes: the policy's generator depends only on (seed, round),
         and the ledger is read now (a ban made before the step changes both)."""
+        self.refresh()
         if self.done:
             return None
         banned = self._banned_mask()
@@ -357,9 +366,21 @@ class SelectionRun:
             raise ValueError(f"the oracle returned {len(rewards)} scores for {len(rows)} rows")
         return rewards
 
+    def refresh(self) -> int:
+        """Replay the rounds another process (a second tab, the CLI) appended to the log since
+        this object last read it; returns how many. Reading needs no lock: a round is one
+        whole line, and a line still being written is left for the next refresh."""
+        if self.log is None:
+            return 0
+        objs, offset = self.log.read_from(self._log_offset)
+        for obj in objs:
+            self._replay(obj, self.log.path)
+        self._log_offset = offset
+        return len(objs)
+
     def _append_log(self, line: dict[str, Any]) -> None:
-        if self.log_path is not None:
-            runlog.append_line(self.log_path, line)
+        if self.log is not None:
+            self._log_offset = self.log.append(line)
 
     def _apply(self, round_no: int, kind: str, arm: int | None, rows: np.ndarray,
                rewards: np.ndarray, banned: np.ndarray, expl: dict[str, Any]) -> RoundRecord:
@@ -386,7 +407,18 @@ class SelectionRun:
         return rec
 
     def step(self) -> RoundRecord:
-        """Play one round (the cold start first, when there is one) and log it."""
+        """Play one round (the cold start first, when there is one) and log it.
+
+        With a log, the round is played under the run's writer lock, after catching up with
+        any rounds another writer appended, so two writers never draw the same rows."""
+        if self.log is None:
+            return self._step()
+        with self.log.writer(self.lock_timeout):
+            self.refresh()
+            self.log.cut(self._log_offset)  # a crashed writer's torn line
+            return self._step()
+
+    def _step(self) -> RoundRecord:
         if self.done:
             raise RunFinished(f"the run is finished: {self.budget_used}/{self.budget_total} "
                               "draws used, or no arm left to draw")
@@ -442,26 +474,26 @@ class SelectionRun:
     # ---------------------------------------------------------------- resume
     @classmethod
     def open(cls, log_dir: str | Path, labels: np.ndarray, oracle: Oracle | None = None,
-             ledger: Any = None) -> "SelectionRun":
+             ledger: Any = None) -> SelectionRun:
         """Reopen a run from its log: replay every complete round (no rescoring) and continue
-        from there. A half-written last line (a crash mid-round) is dropped, so at most the
-        round in flight is lost. Refuses a log made with other labels."""
-        path = Path(log_dir) / runlog.LOG_NAME
-        header, rounds, good_len, size = runlog.read_lines(path)
+        from there. A half-written last line (a crash mid-round) is ignored, so at most the
+        round in flight is lost. Refuses a log made with other labels. (Callers outside the
+        engine use `runs.open_run`, which finds the labels and the ledger from the log.)"""
+        log = runlog.RunLog(log_dir)
+        header, rounds, good_len = log.read()
         labels = np.asarray(labels)
         fp = labels_fingerprint(labels)
         if len(labels) != header["n_rows"] or fp != header["labels_fingerprint"]:
             raise ValueError(
-                f"{path} was made with other cluster labels (n_rows {header['n_rows']}, "
+                f"{log.path} was made with other cluster labels (n_rows {header['n_rows']}, "
                 f"fingerprint {header['labels_fingerprint']}; given {len(labels)}, {fp})")
         spec = from_dict(SelectionSpec, header["spec"])
         run = cls(labels, oracle, spec, log_dir, ledger, n_clusters=header["k"],
                   meta=header.get("meta"), _replaying=True)
         run.header = header
         for obj in rounds:
-            run._replay(obj, path)
-        if good_len != size:
-            runlog.drop_torn_tail(path, good_len)
+            run._replay(obj, log.path)
+        run._log_offset = good_len
         return run
 
     def _replay(self, obj: dict[str, Any], path: Path) -> None:

@@ -344,6 +344,23 @@ class FeatureStore:
         self._done.array[rows] = np.where(bad, DONE_FLAGGED, DONE_OK).astype(np.uint8)
         self._done.flush_rows(int(rows[0]), int(rows[-1]) + 1)
 
+    def copy_rows(self, other: "FeatureStore", rows: np.ndarray) -> None:
+        """Copy done rows of another store of the same shape byte for byte (a shard merge):
+        values first, flushed, then the done bytes, as `write` does."""
+        if not self.writable:
+            raise PermissionError(f"feature store at {self.path} was opened read-only")
+        rows = np.sort(self._rows(rows))
+        if not len(rows):
+            return
+        status = other._done.array[rows]
+        if np.any(status == NOT_DONE):
+            raise StoreIncomplete(f"rows not done in {other.path}: "
+                                  f"{rows[status == NOT_DONE][:5].tolist()}")
+        self._data.array[rows] = other._data.array[rows]
+        self._data.flush_rows(int(rows[0]), int(rows[-1]) + 1)
+        self._done.array[rows] = status
+        self._done.flush_rows(int(rows[0]), int(rows[-1]) + 1)
+
     # ---- reading -------------------------------------------------------------------------
     def read(self, rows: np.ndarray | None = None) -> np.ndarray:
         """Rows as float32 (flagged rows are NaN). Raises `StoreIncomplete` on rows not done."""

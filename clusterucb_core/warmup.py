@@ -38,10 +38,16 @@ def select_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
 
 
 def pool_identity(pool: Any) -> tuple[Any, str]:
-    """(table, fingerprint) of a `pool.Pool` or a bare table with a `messages` column."""
+    """(table, fingerprint) of a bare table with a `messages` column, or (the Pool itself,
+    its fingerprint): a Pool is read through its accessors (`pool.chats`), never as a whole
+    DataFrame."""
     import hashlib
     import json
 
+    from .pool import Pool
+
+    if isinstance(pool, Pool):
+        return pool, pool.fingerprint
     table = getattr(pool, "table", pool)
     fp = getattr(pool, "fingerprint", None)
     if fp is None:
@@ -71,6 +77,7 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
     from . import model as M
     from .formatting import collate, encode_chats
     from .gradients import row_losses
+    from .pool import chats
 
     if spec.epochs < 1 and spec.max_steps <= 0:
         raise ValueError("warm-up needs epochs >= 1 or max_steps > 0")
@@ -90,7 +97,7 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
         model, tok, device, dtype = M.load_model(model_spec)
     else:
         model, tok, device, dtype = M.prepare_model(model_spec, lora_spec, init_checkpoint)
-    msgs = [list(table["messages"].iat[int(r)]) for r in rows]
+    msgs = chats(table, rows)
     encs, rep = encode_chats(msgs, tok, model_spec.max_length, model_spec.chat_template)
     keep = [i for i, e in enumerate(encs) if e.n_labels > 0]
     if not keep:

@@ -13,6 +13,7 @@ distributed `torchrun` job meet at the same files and a browser refresh loses no
     W/ledger.jsonl             curation edits
     W/exports/<run_id>/        exported selections
     W/jobs/<job_id>/           background job progress and logs
+    W/pool_cache/              the pool parsed once, memory-mapped by every reader (pool_cache.py)
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ class Workspace:
 
     def jobs(self, job_id: str | None = None) -> Path:
         return self._sub("jobs", job_id)
+
+    def pool_cache(self) -> Path:
+        return self._sub("pool_cache")
 
     @property
     def ledger_path(self) -> Path:

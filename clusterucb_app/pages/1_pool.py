@@ -66,7 +66,7 @@ with tab_prev:
     row = st.number_input("Row", min_value=0, max_value=len(pool.table) - 1, value=0,
                           key="pool_row")
     rec = pool.table.iloc[int(row)]
-    st.caption(f"id `{rec['id']}` · source `{rec['source']}` · record {rec['record']} · "
+    st.caption(f"id `{rec['id']}` · source `{rec['source']}` · record {int(row)} · "
                f"line {rec['line_no']} of the file")
     ui.show_text(ui.chat_text(rec["messages"]), height=300)
 with tab_src:

@@ -124,13 +124,13 @@ def run(args: argparse.Namespace) -> int:
 
     summary, extra = None, {}
     pool = _pool(args, ws)
-    if pool is not None and len(pool.table) != store.n_rows:
-        print(f"warning: the pool has {len(pool.table)} rows but the features {store.n_rows}; "
+    if pool is not None and len(pool) != store.n_rows:
+        print(f"warning: the pool has {len(pool)} rows but the features {store.n_rows}; "
               "no summaries", file=sys.stderr)
         pool = None
     if pool is not None:
-        summary = summarize_clusters(pool.table, result.labels, source, result.centroids)
-        sources = pool.table["source"].astype(str).to_numpy()
+        summary = summarize_clusters(pool.frame(), result.labels, source, result.centroids)
+        sources = pool.column("source").astype(str)
         ok = result.labels >= 0
         if len(np.unique(sources[ok])) > 1:
             from sklearn.metrics import adjusted_rand_score

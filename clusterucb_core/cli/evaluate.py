@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     pipe = Pipeline.from_workspace(args.workspace)
     run_id = args.run or pipe.cfg.run_id
     selected = pipe.selection(run_id).selected()
-    n = len(pipe.pool.table)
+    n = len(pipe.pool)
     rng = np.random.default_rng(args.seed)
     subsets = {f"ClusterUCB ({run_id})": np.sort(selected),
                "random": np.sort(rng.choice(n, size=len(selected), replace=False))}

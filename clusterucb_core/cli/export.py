@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +34,9 @@ def resolve_path(ws: Any, path: str | Path) -> Path:
     return p
 
 
-def pool_ref(ws: Any, meta: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    ref = meta.get("pool") or ws.meta().get("pool")
+def pool_ref(ws: Any, recorded: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """The pool to export from: --pool, else the one the run recorded, else the workspace's."""
+    ref = recorded or ws.meta().get("pool")
     if isinstance(ref, str):
         ref = {"path": ref}
     ref = dict(ref or {})
@@ -53,32 +53,22 @@ def pool_ref(ws: Any, meta: dict[str, Any], args: argparse.Namespace) -> dict[st
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .. import runlog, selection
-    from ..curation import Ledger
+    from ..clusterset import load_clusters
     from ..export import export_selection
     from ..pool import load_pool
-    from ..workspace import Workspace, check_name
-    from .select import SCORES_DIR, load_labels
+    from ..runs import open_run
+    from ..workspace import Workspace
+    from .select import SCORES_DIR
 
     ws = Workspace.open(args.workspace, create=False)
     run_id = args.run or ws.meta().get("current_run")
     if not run_id:
         raise ValueError("which run? pass --run (no current run in the workspace)")
-    check_name(run_id, "run id")
-    log = ws.runs(run_id) / runlog.LOG_NAME
-    if not log.exists():
-        raise FileNotFoundError(f"no run {run_id!r} in {ws.root} "
-                                f"(have: {', '.join(ws.list('runs')) or 'none'})")
-    with open(log, "rb") as fh:
-        head = json.loads(fh.readline())
-    meta = head.get("meta") or {}
-    clustering = meta.get("clustering")
-    if not clustering:
-        raise ValueError(f"run {run_id} does not record its clustering")
-    labels, _, cs = load_labels(ws, clustering)
-    ledger = Ledger(ws.ledger_path, clustering=clustering)
-    sel = selection.SelectionRun.open(ws.runs(run_id), labels, None, ledger)
-    ref = pool_ref(ws, meta, args)
+    sel = open_run(ws, run_id)
+    meta, clustering = sel.meta, sel.meta.clustering
+    labels, cs = sel.labels, load_clusters(ws, clustering)
+    ledger = sel.ledger
+    ref = pool_ref(ws, meta.pool, args)
     pool = load_pool(resolve_path(ws, ref["path"]), ref.get("format", "auto"),
                      ref.get("shape", "auto"))
     exhaustive = None
@@ -89,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out).expanduser() if args.out else ws.exports(run_id)
     res = sel.result()
     export_selection(out, pool, res, run_id=run_id, clustering=clustering,
-                     cluster_names=cs.cluster_names(), oracle_info=head.get("oracle"),
+                     cluster_names=cs.cluster_names(), oracle_info=sel.header.get("oracle"),
                      ledger_state=ledger.state(), log_path=sel.log_path,
                      exhaustive=exhaustive, with_dataset=not args.no_dataset,
-                     extra={"workspace": str(ws.root), "reward": meta.get("reward"),
+                     extra={"workspace": str(ws.root), "reward": meta.reward,
                             "clusters_meta": {"k": cs.k, "features": cs.meta.get("features"),
                                               "features_fingerprint":
                                                   cs.meta.get("features_fingerprint")}})

@@ -1,8 +1,10 @@
 """`clusterucb features`: gradient (or hidden-state) features of every pool row into a feature
 store in W/features/<name>/, resumable; optionally the target set's SGD features too.
 
-Also runs under `torchrun --nproc_per_node N -m clusterucb_core.cli features ...`: each rank
-computes its share of the rows into the same store (gloo on CPU, NCCL on GPU)."""
+Also runs under `torchrun --nproc_per_node N -m clusterucb_core.cli features ...` (gloo on CPU,
+NCCL on GPU) and on a Ray cluster (`--engine ray`): each rank or worker computes its share of
+the rows into its own shard store, and the shards are merged into the store at the end
+(`--merge` finishes an interrupted merge; shards.py)."""
 
 from __future__ import annotations
 
@@ -59,17 +61,18 @@ def lora_spec_from(args: argparse.Namespace):
 
 
 def open_pool(args: argparse.Namespace, ws: Any):
-    """--pool, else the pool recorded in the workspace."""
+    """--pool, else the pool recorded in the workspace; through the workspace's pool cache."""
     from ..pool import load_pool
 
+    cache = ws.pool_cache()
     if args.pool:
-        return load_pool(args.pool)
+        return load_pool(args.pool, cache_dir=cache)
     ref = ws.meta().get("pool")
     if isinstance(ref, dict) and ref.get("path"):
         return load_pool(ref["path"], format=ref.get("format", "auto"),
-                         shape=ref.get("shape", "auto"))
+                         shape=ref.get("shape", "auto"), cache_dir=cache)
     if isinstance(ref, str) and ref:
-        return load_pool(ref)
+        return load_pool(ref, cache_dir=cache)
     raise FileNotFoundError("no pool: give --pool FILE or choose one for the workspace")
 
 
@@ -141,6 +144,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", default=None,
                         help="also compute the SGD features of this target set (file or LESS "
                              "folder) into W/targets/")
+    parser.add_argument("--engine", default=f.engine, choices=("local", "ray"),
+                        help="local (this process, or torchrun ranks) or ray (actors on a Ray "
+                             "cluster: RAY_ADDRESS, else a local one)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="--engine ray: number of actors (default: one per GPU, else 2)")
+    parser.add_argument("--merge", action="store_true",
+                        help="only merge the store's shards (after an interrupted run) and exit")
     add_model_arguments(parser)
 
 
@@ -202,6 +212,23 @@ def _init_distributed() -> tuple[int, int, bool]:
     return dist.get_rank(), dist.get_world_size(), True
 
 
+def _merge_only(args: argparse.Namespace) -> int:
+    """`--merge`: check and merge the shards of W/features/NAME, computing nothing."""
+    from ..shards import merge_shards, shard_names
+    from ..store import FeatureStore
+    from ..workspace import Workspace
+
+    if not args.name:
+        raise ValueError("--merge needs --name: the store whose shards to merge")
+    ws = Workspace.open(args.workspace, create=False)
+    with FeatureStore.open(ws.features(args.name), writable=True) as store:
+        n_shards = len(shard_names(store.path))
+        copied = merge_shards(store, parse_rows(args.rows, store.n_rows))
+        print(f"store {store.path}: merged {copied} rows from {n_shards} shards; "
+              f"{store.n_done}/{store.n_rows} rows done", flush=True)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
@@ -209,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
     from ..features import FeatureEngine, store_name, target_features, target_name
     from ..workspace import Workspace
 
+    if args.merge:
+        return _merge_only(args)
     rank, world, distributed = _init_distributed()
     try:
         if distributed:  # rank 0 creates the workspace folder, the others open it after
@@ -230,20 +259,32 @@ def run(args: argparse.Namespace) -> int:
         engine = FeatureEngine(pool, model_spec_from(args), lora_spec_from(args), ckpt, spec,
                                ws.features(name))
         if rank == 0:
-            print(f"features: {len(pool.table)} rows, kind {spec.kind}"
+            print(f"features: {len(pool)} rows, kind {spec.kind}"
                   + (f", mode {spec.mode}, {spec.projection} d={engine.dim} of "
                      f"{engine.dim_in} LoRA gradient coordinates" if spec.kind == "gradient"
                      else f", d={engine.dim}")
                   + f", checkpoint {ckpt or 'none (fresh LoRA)'}, device {engine.device}, "
                   f"store {ws.features(name)}", flush=True)
-        rows = parse_rows(args.rows, len(pool.table))
-        store = engine.compute(rows, progress=ProgressLine("rows", prefix=prefix),
-                               rank=rank, world=world)
+        rows = parse_rows(args.rows, len(pool))
+        if args.engine == "ray":
+            from ..ray_engine import compute_with_ray
+
+            compute_with_ray(engine, rows, workers=args.workers, progress=ProgressLine("rows"))
+        else:
+            engine.compute(rows, progress=ProgressLine("rows", prefix=prefix), rank=rank,
+                           world=world, shard=f"rank-{rank}" if distributed else None)
+        store = engine.store()
         if distributed:
             import torch.distributed as dist
 
             dist.barrier()
         if rank == 0:
+            from ..shards import merge_shards, shard_names
+
+            if shard_names(store.path):
+                n_shards = len(shard_names(store.path))
+                print(f"merged {merge_shards(store, rows)} rows from {n_shards} shards",
+                      flush=True)
             flagged = int(store.flagged.sum())
             print(f"store {store.path}: {store.n_done}/{store.n_rows} rows done, "
                   f"{flagged} flagged (no trained token within max_length: no feature, "

@@ -9,7 +9,6 @@ The run's log lives in W/runs/RUN/; running the same `--run-id` again continues 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -125,20 +124,20 @@ def lazy_oracle(ws: Any, clustering: str, n_rows: int) -> Any:
     except ValueError as exc:
         raise ValueError(f"lazy rewards compute gradients with the workspace's model and "
                          f"target, and {exc}; or pass --scores FILE.npy") from None
-    if len(pipe.pool.table) != n_rows:
-        raise ValueError(f"the workspace's pool has {len(pipe.pool.table)} rows but clustering "
+    if len(pipe.pool) != n_rows:
+        raise ValueError(f"the workspace's pool has {len(pipe.pool)} rows but clustering "
                          f"{clustering!r} has {n_rows}")
     return pipe.oracle
 
 
-def make_oracle(ws: Any, meta: dict[str, Any], n_rows: int) -> Any:
-    """The oracle a run's header meta names (used to continue a run)."""
+def make_oracle(ws: Any, meta: Any, n_rows: int) -> Any:
+    """The oracle a run's `RunMeta` names."""
     from ..oracle import TableOracle
 
-    kind = meta.get("reward")
+    kind = meta.reward
     if kind == "lazy":
-        return lazy_oracle(ws, meta.get("clustering"), n_rows)
-    path = Path(meta["scores_path"]) if meta.get("scores_path") else \
+        return lazy_oracle(ws, meta.clustering, n_rows)
+    path = Path(meta.scores_path) if meta.scores_path else \
         ws.root / SCORES_DIR / "exhaustive.npy"
     if not path.exists():
         raise FileNotFoundError(f"this run's reward table {path} is gone")
@@ -171,27 +170,23 @@ def _fmt(x: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import runlog, selection
-    from ..curation import Ledger
+    from .. import selection
     from ..oracle import run_metrics
+    from ..runlog import RunLog, RunMeta
+    from ..runs import new_run, open_run
     from ..workspace import Workspace, check_name
 
     ws = Workspace.open(args.workspace, create=False)
-    name = clusters_name(ws, args.clusters)
-    labels, k, _ = load_labels(ws, name)
-    n_rows = len(labels)
     run_id = check_name(args.run_id, "run id") if args.run_id else new_run_id()
-    run_dir = ws.runs(run_id)
-    ledger = Ledger(ws.ledger_path, clustering=name)
 
-    if (run_dir / runlog.LOG_NAME).exists():
-        with open(run_dir / runlog.LOG_NAME, "rb") as fh:
-            head = json.loads(fh.readline())
-        meta = head.get("meta") or {}
-        if meta.get("clustering") not in (None, name):
-            raise ValueError(f"run {run_id} uses clustering {meta['clustering']!r}, not {name!r}")
-        oracle = make_oracle(ws, meta, n_rows)
-        sel = selection.SelectionRun.open(run_dir, labels, oracle, ledger)
+    def oracle_for(meta: RunMeta, n_rows: int) -> Any:
+        return make_oracle(ws, meta, n_rows)
+
+    if RunLog(ws.runs(run_id)).exists():
+        sel = open_run(ws, run_id, oracle_for)
+        if args.clusters and sel.meta.clustering not in (None, args.clusters):
+            raise ValueError(f"run {run_id} uses clustering {sel.meta.clustering!r}, "
+                             f"not {args.clusters!r}")
         wanted, given = spec_from_args(args, sel.spec)
         if wanted != sel.spec:
             raise ValueError(f"run {run_id} exists with other settings ({', '.join(given)}); "
@@ -199,28 +194,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"continuing run {run_id} at round {sel.next_round} "
               f"({sel.budget_used}/{sel.budget_total} rows scored)")
     else:
+        name = clusters_name(ws, args.clusters)
         spec, _ = spec_from_args(args)
         selection.validate_spec(spec)
-        if args.lazy:
-            oracle, meta = lazy_oracle(ws, name, n_rows), {"reward": "lazy"}
-        else:
-            path, kind = resolve_scores(ws, args.scores)
-            if path is None:
-                oracle, meta = lazy_oracle(ws, name, n_rows), {"reward": "lazy"}
-            else:
-                meta = {"reward": kind, "scores_path": str(path)}
-                oracle = make_oracle(ws, meta, n_rows)
-        meta.update({"clustering": name, "workspace": ws.name,
-                     "pool": ws.meta().get("pool")})
-        sel = selection.SelectionRun(labels, oracle, spec, run_dir, ledger, n_clusters=k,
-                                  meta=meta)
-        print(f"run {run_id}: {spec.policy} over {k} clusters of {n_rows} rows; budget "
+        path, kind = (None, "lazy") if args.lazy else resolve_scores(ws, args.scores)
+        meta = RunMeta(clustering=name, reward=kind,
+                       scores_path=None if path is None else str(path),
+                       workspace=ws.name, pool=ws.meta().get("pool"))
+        sel = new_run(ws, run_id, spec, meta, oracle_for)
+        print(f"run {run_id}: {spec.policy} over {sel.K} clusters of {sel.N} rows; budget "
               f"{sel.budget_total} rows, top {sel.n_top}")
     ws.update_meta(current_run=run_id)
 
     done = 0
-    while not sel.done and (args.rounds is None or done < args.rounds):
-        rec = sel.step()
+    while args.rounds is None or done < args.rounds:
+        sel.refresh()  # another writer (a browser tab, a second terminal) may have stepped
+        if sel.done:
+            break
+        try:
+            rec = sel.step()
+        except selection.RunFinished:
+            break
         done += 1
         if args.verbose:
             print(f"round {rec.round:4d} [{rec.budget_used}/{rec.budget_total}] "

@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     model_spec = model_spec_from(args)
     lora = lora_spec_from(args)
     out = ws.checkpoints(args.name)
-    print(f"warm-up: {len(pool.table)} pool rows, fraction {spec.fraction}, "
+    print(f"warm-up: {len(pool)} pool rows, fraction {spec.fraction}, "
           f"model {model_spec.name_or_path}, LoRA r={lora.rank} alpha={lora.alpha}", flush=True)
     saved = warmup(pool, model_spec, lora, spec, out, progress=ProgressLine("steps"))
     for p in saved:

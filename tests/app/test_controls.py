@@ -233,3 +233,33 @@ def test_cluster_features_label_is_what_the_job_builds(app_env, kind):
     _ok(at)
     words = {"hidden": "Hidden-state embeddings", "gradient": "Gradient features"}[kind]
     assert any(c.value.startswith(words) for c in at.caption), [c.value for c in at.caption]
+
+
+def test_pool_page_names_id_and_source_columns(app_env, tmp_path):
+    """Item 13: no way to choose the id or source column; every source was the format name."""
+    path = tmp_path / "mine.jsonl"
+    path.write_text("".join(json.dumps({"uid": f"u{i}", "origin": "ab"[i % 2], "messages": [
+        {"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]})
+        + "\n" for i in range(6)))
+    at = app_env("pages/1_pool.py")
+    at.run()
+    at.radio(key="pool_source").set_value("Local path").run()
+    at.text_input(key="pool_path").set_value(str(path))
+    at.text_input(key="pool_id_field").set_value("uid")
+    at.text_input(key="pool_source_field").set_value("origin")
+    at.button(key="pool_use_path").click().run()
+    _ok(at)
+    counts = _frame(at, "rows")
+    assert dict(zip(counts["source"], counts["rows"])) == {"a": 3, "b": 3}
+    assert _frame(at, "prompt")["id"].tolist()[:2] == ["u0", "u1"]
+    assert any("`uid`" in c.value for c in at.caption)  # the columns are listed
+
+
+def test_empty_pool_hint_points_at_the_chosen_source(app_env):
+    """Item 16: with Local path chosen the hint said 'pick the demo pool above'."""
+    Workspace.open(app_env.root / "fresh")
+    at = app_env("pages/1_pool.py", ws="fresh")
+    at.run()
+    at.radio(key="pool_source").set_value("Local path").run()
+    _ok(at)
+    assert any("type the path of your file above" in i.value for i in at.info)

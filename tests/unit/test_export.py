@@ -356,7 +356,6 @@ def test_sorted_csv_indexes_records_of_a_multiline_csv(tmp_path):
             w.writerow([f"Task {i}\nwith a second line", "" if i % 2 else f"in\n{i}",
                         f"Answer {i}\nline two\nline three"])
     pool = load_pool(src)
-    assert list(pool.table["record"]) == list(range(N))
     assert list(pool.table["id"]) == [f"alpaca_{i}" for i in range(N)]
     run, labels, scores = make_run(N)
     run.run_to_end()
@@ -368,6 +367,5 @@ def test_sorted_csv_indexes_records_of_a_multiline_csv(tmp_path):
     for _, idx, score in rows:
         i = int(idx)
         assert 0 <= i < N
-        assert records[i]["instruction"] == pool.table["messages"].iat[i][0]["content"].split(
-            "\n\n")[0] or records[i]["instruction"] in pool.table["messages"].iat[i][0]["content"]
+        assert records[i]["instruction"] in pool.table["messages"].iat[i][0]["content"]
         assert float(score) == round(float(scores[i]), 6)

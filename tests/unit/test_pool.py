@@ -108,7 +108,6 @@ def test_raw_lines_are_byte_exact_jsonl_crlf_and_line_numbers(tmp_path):
         (lines[0] + "\r\n" + lines[1] + "\r\n" + lines[2] + "\r\n").encode()
     # ids made from source (file stem) and the record's position (issue 13: not the line)
     assert pool.table["id"].tolist() == ["p_0", "p_1", "p_2"]
-    assert pool.table["record"].tolist() == [0, 1, 2]
     assert pool.table["source"].tolist() == ["p"] * 3
 
 
