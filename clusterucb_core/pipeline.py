@@ -185,6 +185,8 @@ class Pipeline:
                  + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))
         self.ws.update_meta(pool={"path": str(pool.path), "fingerprint": pool.fingerprint,
                                   "format": pool.format, "shape": pool.shape,
+                                  "id_field": self.cfg.pool_id_field,
+                                  "source_field": self.cfg.pool_source_field,
                                   "n_rows": len(pool)})
         return pool
 

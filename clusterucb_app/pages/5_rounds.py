@@ -88,8 +88,8 @@ def live() -> None:
     run = rounds.get(ws, cur_id)
     if run.done and st.session_state.get(rounds_ui.PLAY):
         rounds_ui.set_play(False)
-    if playing and not st.session_state.get(rounds_ui.PLAY):
-        st.rerun(scope="app")  # paused or finished: stop the fragment's timer
+    if playing != bool(st.session_state.get(rounds_ui.PLAY)):
+        st.rerun(scope="app")  # Play / Pause / the end: start or stop the fragment's timer
     if rounds_ui.controls(run):
         with ui.guard("Resetting the run", "start a new run from the settings"):
             used_clusters, reward = rounds.run_inputs(ws, cur_id)
