@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from clusterucb_core import policies, selection
 from clusterucb_core import plots_rounds as pr
+from clusterucb_core import policies, selection
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.workspace import Workspace
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from clusterucb_app import clusters_ui, clusters_view, curation_ui, engine, rounds, state, ui
+from clusterucb_app import (
+    clusters_ui,
+    clusters_view,
+    curation_ui,
+    engine,
+    rounds,
+    state,
+    ui,
+)
 from clusterucb_core import plots_rounds as pr
 
 ws = ui.workspace()
@@ -90,8 +98,8 @@ if (ex := state.exhaustive_scores(ws, n_rows)) is not None:
 if (rid := rounds.current_id(ws)) is not None:
     try:
         scores[f"score in run {rounds.describe(ws, rid)}"] = rounds.get(ws, rid).scores
-    except Exception:  # noqa: BLE001 - the map works without the run
-        pass
+    except Exception as exc:  # noqa: BLE001 - the map works without the run
+        ui.log.warning("run %s not shown on the map: %s", rid, exc)
 
 st.subheader("Map")
 clusters_ui.map_section(ws, cs, pool, lg, scores)

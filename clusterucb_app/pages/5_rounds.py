@@ -5,8 +5,8 @@ from __future__ import annotations
 import streamlit as st
 
 from clusterucb_app import curation_ui, rounds, rounds_ui, state, ui
-from clusterucb_core import selection
 from clusterucb_core import plots_rounds as pr
+from clusterucb_core import selection
 
 ws = ui.workspace()
 ui.header(

@@ -44,7 +44,7 @@ if len(pool.table) != run.N:
              "pool the run was made on (Pool page).")
     st.stop()
 
-from clusterucb_core.export import export_selection, selection_table  # noqa: E402
+from clusterucb_core.export import export_selection, selection_table
 
 lg = state.ledger(ws, clustering)
 result = run.result(lg)

@@ -130,7 +130,7 @@ def test_reward_source_is_remembered(app_env, monkeypatch):
     Workspace.open(app_env.root / "fixture").update_meta(ucb_reward="lazy")
     at = app_env("pages/5_rounds.py")
     at.run()
-    box = [s for s in at.selectbox if s.label == "Reward source"][0]
+    box = next(s for s in at.selectbox if s.label == "Reward source")
     assert box.value == "lazy"
 
 
@@ -144,7 +144,7 @@ def test_stale_exhaustive_table_is_not_used(app_env):
     at = app_env("pages/5_rounds.py")
     at.run()
     _ok(at)
-    reward = [s for s in at.selectbox if s.label == "Reward source"][0]
+    reward = next(s for s in at.selectbox if s.label == "Reward source")
     assert "exhaustive" not in reward.options
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -29,10 +29,11 @@ def wait_until(page, condition: Callable[[], object], what: str, timeout: float 
     deadline = time.time() + timeout
     while True:
         try:
-            if condition():
-                return
+            held = condition()
         except Exception:  # noqa: BLE001 - an element mid-rerender: look again
-            pass
+            held = False
+        if held:
+            return
         if time.time() > deadline:
             ARTIFACTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "failed_wait.png"), full_page=True)
