@@ -14,13 +14,14 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH_SPEC)"
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[app,test]"
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/streamlit run clusterucb_app/streamlit_app.py --server.address 127.0.0.1 --server.port $(PORT)
+	$(VENV)/bin/clusterucb app --address 127.0.0.1 --port $(PORT)
 
 test: $(STAMP)
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q
 
 e2e: $(STAMP)

@@ -16,9 +16,10 @@ On the same rows and the same model (LoRA with a warm-up-like state: B != 0, Ada
 
 Agreement: the reference gradients are also projected with *our* Rademacher matrix (regenerated
 at every call, `cache_bytes=0`, timed separately as a'), so (a') and the engine with the
-Rademacher projection (bR) must agree row by row (cosine >= 0.999). FLOP rate: (b)'s floating-point operations (counted with
-torch.utils.flop_counter in a separate pass) per second of (b), as a fraction of the float32
-matmul rate measured in the same run (square GEMMs, best of several).
+Rademacher projection (bR) must agree row by row (cosine >= 0.999). FLOP rate: (b)'s
+floating-point operations (counted with torch.utils.flop_counter in a separate pass) per second
+of (b), as a fraction of the float32 matmul rate measured in the same run (square GEMMs, best
+of several).
 
 Models: the bundled demo model on demo-pool chats (skipped when sample_data/demo_model is
 missing), and a randomly initialised Llama (~58M parameters: hidden 512, 8 layers, vocabulary

@@ -132,27 +132,39 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=100)
     ap.add_argument("--k", type=int, default=20)
     ap.add_argument("--dir", default=None, help="work folder (default: a temporary one)")
+    ap.add_argument("--pool", default=None,
+                    help="a pool this script made before (its row count is read from it), "
+                         "instead of making one")
+    ap.add_argument("--no-map", action="store_true", help="skip the map (the slowest stage)")
     args = ap.parse_args()
     n = 200_000 if args.quick else args.rows
 
-    from clusterucb_core.clustering import cluster_features
     from clusterucb_core.config import SelectionSpec
     from clusterucb_core.embedding2d import compute_map
     from clusterucb_core.export import export_selection
+    from clusterucb_core.kmeans import cluster_features
     from clusterucb_core.oracle import TableOracle
-    from clusterucb_core.bandit import SelectionRun
     from clusterucb_core.pool import load_pool
+    from clusterucb_core.selection import SelectionRun
     from clusterucb_core.workspace import Workspace
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_pool_1m.") if args.dir is None else None
     root = Path(args.dir or tmp.name)
     root.mkdir(parents=True, exist_ok=True)
     ws = Workspace.open(root / "ws")
-    pool_path = root / "pool.jsonl"
     t0 = time.perf_counter()
-    size = make_pool(pool_path, n)
+    if args.pool:
+        pool_path = Path(args.pool)
+        with open(pool_path, "rb") as fh:
+            n = sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 24), b""))
+        size = pool_path.stat().st_size
+        made = "given"
+    else:
+        pool_path = root / "pool.jsonl"
+        size = make_pool(pool_path, n)
+        made = f"made in {time.perf_counter() - t0:.1f} s"
     print(f"synthetic pool: {n:,} rows, {size / 1e9:.2f} GB ({size / n:.0f} B/row), "
-          f"{N_SOURCES} sources, made in {time.perf_counter() - t0:.1f} s", flush=True)
+          f"{N_SOURCES} sources, {made}", flush=True)
 
     stages: dict[str, tuple[float, int]] = {}
 
@@ -180,7 +192,8 @@ def main() -> None:
     store, truth = stage("store", lambda: synthetic_store(ws.features("synthetic"), n))
     km = stage("kmeans", lambda: cluster_features(store, args.k, seed=0, minibatch=True,
                                                   n_init=1))
-    stage("map", lambda: compute_map(store, ws=ws))
+    if not args.no_map:
+        stage("map", lambda: compute_map(store, ws=ws))
 
     rng = np.random.default_rng(1)
     means = rng.normal(0, 0.05, K_TRUE)
@@ -196,6 +209,8 @@ def main() -> None:
         print(f"cold start: {len(run.records[0].rows):,} rows in "
               f"{time.perf_counter() - t:.2f} s", flush=True)
         for _ in range(args.rounds):
+            if run.done:  # a small pool's budget can end first
+                break
             t = time.perf_counter()
             run.step()
             run.peek()

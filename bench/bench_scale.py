@@ -18,9 +18,10 @@ float32), the same array for every method in one run:
   the rest placed with ``transform``.
 
 k-means times are the best of ``--repeat`` runs (3; ours and sklearn alternate, so a busy
-neighbour on a shared machine slows both alike). Peak memory is the largest resident-set growth over the process's RSS just before the call,
-sampled every 5 ms from a thread (it counts torch, numba and BLAS buffers, which tracemalloc
-would miss). numba/torch compilation is excluded by a warm-up on a tiny input, and reported.
+neighbour on a shared machine slows both alike). Peak memory is the largest resident-set growth
+over the process's RSS just before the call, sampled every 5 ms from a thread (it counts torch,
+numba and BLAS buffers, which tracemalloc would miss). numba/torch compilation is excluded by a
+warm-up on a tiny input, and reported.
 
 Time growth: the slope of log(time) against log(N) over the sizes run (1 = linear).
 
@@ -134,8 +135,8 @@ def main(argv=None) -> int:
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
-    from clusterucb_core import kmeans
     from clusterucb_core import embedding2d as e2
+    from clusterucb_core import kmeans
 
     sizes = ([int(s) for s in args.sizes.split(",")] if args.sizes
              else [1_000, 2_000, 4_000] if args.quick else [10_000, 50_000, 100_000])
@@ -175,12 +176,13 @@ def main(argv=None) -> int:
                                           max_iter=100, tol=1e-4, device=device)
                 t_ours = min(t_ours, t)
                 sk, t, m_sk = measure(
-                    lambda: KMeans(args.k, init="k-means++", n_init=1, max_iter=100,
-                                   tol=sk_tol, random_state=0).fit(X))
+                    lambda X=X, sk_tol=sk_tol: KMeans(args.k, init="k-means++", n_init=1,
+                                                      max_iter=100, tol=sk_tol,
+                                                      random_state=0).fit(X))
                 t_sk = min(t_sk, t)
                 skd, t, _ = measure(
-                    lambda: KMeans(args.k, init="k-means++", n_init=1, max_iter=100, tol=1e-4,
-                                   random_state=0).fit(X))
+                    lambda X=X: KMeans(args.k, init="k-means++", n_init=1, max_iter=100,
+                                       tol=1e-4, random_state=0).fit(X))
                 t_skd = min(t_skd, t)
             mm_path = tmp / f"x{n}.npy"
             mm = np.lib.format.open_memmap(mm_path, mode="w+", dtype=np.float16, shape=X.shape)

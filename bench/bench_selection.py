@@ -36,10 +36,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from clusterucb_core.policies import POLICIES  # noqa: E402
-from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
 from clusterucb_core.config import SelectionSpec  # noqa: E402
 from clusterucb_core.oracle import TableOracle, exhaustive_top, recall  # noqa: E402
+from clusterucb_core.policies import POLICIES  # noqa: E402
+from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
 
 BUDGETS = (0.1, 0.2, 0.3, 0.5)
 COLDS = (0.0, 0.05)
@@ -85,7 +85,8 @@ def end_to_end(pool: str | None, target: str | None, limit: int | None, workdir:
     from dataclasses import replace
 
     from clusterucb_core.cli.demo import DEMO_CONFIG
-    from clusterucb_core.pipeline import Pipeline, load_config
+    from clusterucb_core.config import load_config
+    from clusterucb_core.pipeline import Pipeline
 
     cfg = load_config(DEMO_CONFIG)
     cfg = replace(cfg, pool=pool or cfg.pool, target=target or cfg.target, make_map=False,
@@ -140,6 +141,9 @@ def end_to_end(pool: str | None, target: str | None, limit: int | None, workdir:
           f"{min(t_exh):.1f} s ({n} gradients; all runs {', '.join(f'{t:.1f}' for t in t_exh)}); "
           f"recall of the exhaustive top-p {r:.3f}; speed-up {speedup:.2f}x, gradients "
           f"{n / max(ucb.work['reward_gradient_rows'], 1):.2f}x fewer")
+    meta = ucb.clusters.meta
+    print(f"e2e defaults: cluster features: {(meta.get('feature_cost') or {}).get('what')}; "
+          f"conditioning {meta.get('condition', 'none')}; {meta.get('k_reason')}")
     desc = f"e2e workspace {ucb.ws.root}: N={n}, K={ucb.clusters.k} ({ucb.clusters.name})"
     return ucb.clusters.labels, scores.astype(np.float64), desc, speedup
 

@@ -13,14 +13,15 @@ LOW_SILHOUETTE = 0.1  # below this the clusters barely separate (cosine silhouet
 
 
 def cluster_table(cs: Any, ledger_state: Any, scores: Any = None) -> pd.DataFrame:
-    """One row per cluster: label, size, sources, keywords, its curation marks and, when
-    scores are known, the mean score of its scored rows."""
+    """One row per cluster: label (the user's name when given), size, sources, keywords, its
+    curation marks and, when scores are known, the mean score of its scored rows."""
     labels = np.asarray(cs.labels)
     if cs.summary is not None:
         summ = cs.summary
         table = pd.DataFrame({
             "cluster": summ["cluster"].astype(int).to_numpy(),
-            "label": summ["label"].to_numpy(),
+            "label": [ledger_state.names.get(int(c), lab)
+                      for c, lab in zip(summ["cluster"], summ["label"])],
             "size": summ["size"].astype(int).to_numpy(),
             "share": summ["share"].to_numpy(),
             "top source": summ["top_source"].to_numpy(),

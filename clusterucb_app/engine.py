@@ -14,6 +14,7 @@ from typing import Any
 
 import streamlit as st
 
+from clusterucb_core import config
 from clusterucb_core.workspace import Workspace
 
 from . import state, tasks
@@ -27,8 +28,9 @@ def start_stage(ws: Workspace, name: str, title: str, unit: str = "rows") -> str
 
 
 def specs(ws: Workspace) -> dict[str, Any]:
-    cfg = tasks.run_config(ws.root)
-    return {name: getattr(cfg, attr) for name, attr in state.SPEC_FIELDS.items()}
+    """Every settings section, by its name and by the older alias the pages use."""
+    names = [*config.SECTIONS, *config.SECTION_ALIASES]
+    return {name: state.settings(ws, name) for name in names}
 
 
 def checkpoints(ws: Workspace) -> list[Path]:
@@ -52,7 +54,8 @@ def checkpoint(ws: Workspace) -> Path | None:
 
 
 def use_warmup(ws: Workspace) -> bool:
-    return bool(ws.meta().get("use_warmup", True))
+    """`[warmup] enabled` of the workspace's config (a page's `use_warmup=` write folds in)."""
+    return bool(((ws.meta().get("config") or {}).get("warmup") or {}).get("enabled", True))
 
 
 def model_available(ws: Workspace) -> bool:
@@ -84,8 +87,8 @@ def lazy_oracle(ws: Workspace) -> Any:
     """
     import dataclasses
 
-    from clusterucb_core.config import fingerprint
-    from clusterucb_core.pipeline import Pipeline, config_to_dict
+    from clusterucb_core.config import config_to_dict, fingerprint
+    from clusterucb_core.pipeline import Pipeline
 
     cfg = tasks.run_config(ws.root)
     if cfg.use_warmup:

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from . import marks
 
 COLUMNS = ["rank", "row", "id", "status", "prompt", "source", "cluster", "cluster_label",
-           "score", "round_drawn", "selected", "pinned", "rejected"]
+           "score", "round_drawn", "selected", "pinned", "rejected", "tags"]
 
 
 def filter_rows(table: pd.DataFrame, *, only_selected: bool, sources: Sequence[str],
-                clusters: Sequence[int], query: str, text_of: Callable[[int], str]
+                clusters: Sequence[int], tag_rows: Collection[int] | None = None
                 ) -> pd.DataFrame:
+    """The rows the filters keep; `tag_rows` (the rows carrying any chosen tag) when given."""
     view = table
     if only_selected:
         view = view[view["selected"]]
@@ -24,9 +24,8 @@ def filter_rows(table: pd.DataFrame, *, only_selected: bool, sources: Sequence[s
         view = view[view["source"].astype(str).isin(list(sources))]
     if clusters:
         view = view[view["cluster"].isin(list(clusters))]
-    if query.strip():
-        q = query.strip().lower()
-        view = view[np.asarray([q in text_of(int(r)).lower() for r in view["row"]], dtype=bool)]
+    if tag_rows is not None:
+        view = view[view["row"].isin(list(tag_rows))]
     return view
 
 

@@ -45,23 +45,26 @@ def settings_form(ws: Workspace, s: dict[str, Any]) -> None:
             c = st.columns(4)
             rank = c[0].number_input("Rank r", 1, 1024, int(lora.rank))
             alpha = c[1].number_input("Alpha", 1, 4096, int(lora.alpha))
-            dropout = c[2].number_input("Dropout (warm-up only)", 0.0, 0.9, float(lora.dropout), 0.05)
+            dropout = c[2].number_input("Dropout (warm-up only)", 0.0, 0.9, float(lora.dropout),
+                                        0.05)
             targets = c[3].text_input("Target modules", ",".join(lora.target_modules))
             st.markdown("**Warm-up**")
             c = st.columns(4)
             w_frac = c[0].number_input("Fraction of the pool", 0.001, 1.0, float(warm.fraction),
                                        0.01, format="%.3f")
             w_epochs = c[1].number_input("Epochs (one checkpoint each)", 1, 20, int(warm.epochs))
-            w_steps = c[2].number_input("Max steps (0 = all epochs)", 0, 100000, int(warm.max_steps))
+            w_steps = c[2].number_input("Max steps (0 = all epochs)", 0, 100000,
+                                        int(warm.max_steps))
             w_lr = c[3].number_input("Learning rate", 1e-7, 1.0, float(warm.learning_rate),
                                      format="%.2e")
             st.markdown("**Features**")
             c = st.columns(5)
             mode = c[0].selectbox("Reward gradient mode", ["adam", "sgd"],
                                   index=["adam", "sgd"].index(feat.mode),
-                                  help="adam: the checkpoint's Adam update direction (LESS; needs a "
-                                       "warm-up). sgd: the plain gradient.")
-            proj = c[1].selectbox("Projection", PROJECTORS, index=PROJECTORS.index(feat.projection)
+                                  help="adam: the checkpoint's Adam update direction (LESS; "
+                                       "needs a warm-up). sgd: the plain gradient.")
+            proj = c[1].selectbox("Projection", PROJECTORS,
+                                  index=PROJECTORS.index(feat.projection)
                                   if feat.projection in PROJECTORS else 0)
             dim = c[2].number_input("Projection dim d", 8, 65536, int(feat.dim),
                                     help="LESS uses 8192 for 7B models; the demo model needs less.")

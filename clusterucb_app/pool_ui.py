@@ -26,9 +26,9 @@ SOURCES = ["Bundled demo pool", "Upload a file", "Local path"]
 
 def columns_of(pool: Any) -> list[str]:
     """The columns (fields) of the pool's first record, read from its original text."""
-    if pool is None or not len(pool.table):
+    if pool is None or not len(pool):
         return []
-    raw = str(pool.table["raw"].iat[0])
+    raw = pool.records([0])[0].decode("utf-8", "replace")
     if pool.format in ("csv", "tsv"):
         from clusterucb_core.export import delimited_header
 
@@ -47,8 +47,8 @@ def _try_use(ws: Workspace, path: Path, fmt: str, shape: str, id_f: str, src_f: 
     """Load the pool; only a pool that loads becomes the workspace's pool."""
     had = state.pool_ref(ws) is not None
     try:
-        pool_mod.load_pool(path, format=fmt, shape=shape, id_field=id_f or None,
-                           source_field=src_f or None)
+        pool_mod.load_pool(path, format=fmt, shape=shape, cache_dir=ws.pool_cache(),
+                           id_field=id_f or None, source_field=src_f or None)
     except (pool_mod.PoolError, FileNotFoundError, NotADirectoryError, OSError) as exc:
         ui.show_error(exc, f"Reading {path.name}",
                       "check the file, or force the format / chat shape / columns above if "
@@ -114,7 +114,8 @@ def chooser(ws: Workspace, current: Any) -> None:
                 if _try_use(ws, dest, *args):
                     st.rerun()
     else:
-        path_text = st.text_input("Path to a pool file or a `datasets` folder",
+        path_text = st.text_input("Path to a pool file (may be .gz), a `datasets` or Parquet-"
+                                  "shards folder, or a Hub dataset `hf://ORG/NAME?split=train`",
                                   value=ref.get("path", ""), key="pool_path")
         if st.button("Use this path", type="primary", key="pool_use_path"):
             if not path_text.strip():
@@ -139,8 +140,7 @@ def _lengths(ws_root: str, fingerprint: str, model_path: str, template: str,
     from clusterucb_core.formatting import token_lengths
     from clusterucb_core.model import load_tokenizer
 
-    table = state.load_pool(Workspace.open(ws_root, create=False)).table
-    rows = table if len(table) <= sample else table.sample(sample, random_state=0)
+    rows = _sample(state.load_pool(Workspace.open(ws_root, create=False)), sample)
     if model_path.startswith(("/", ".", "~")) and not Path(model_path).expanduser().exists():
         return None
     try:
@@ -150,10 +150,16 @@ def _lengths(ws_root: str, fingerprint: str, model_path: str, template: str,
     return token_lengths(list(rows["messages"]), tok, template=template)
 
 
+def _sample(pool: Any, sample: int) -> pd.DataFrame:
+    """`sample` random rows of the pool (all when fewer): the rows DataFrame.sample would take,
+    read alone, so a big pool is never turned into one frame."""
+    pick = pd.RangeIndex(len(pool)).to_series()
+    return pool.frame(pick if len(pool) <= sample else pick.sample(sample, random_state=0))
+
+
 def lengths_tab(ws: Workspace, pool: Any) -> None:
     model = state.settings(ws, "model")
     sample = 5000
-    table = pool.table
     with ui.guard("Counting tokens", "check the model on the Model & Features page"):
         lengths = _lengths(str(ws.root), pool.fingerprint, model.name_or_path,
                            model.chat_template, sample)
@@ -161,7 +167,7 @@ def lengths_tab(ws: Workspace, pool: Any) -> None:
         if lengths is None:
             st.info(f"The model `{model.name_or_path}` is not available, so these are "
                     "whitespace **word** counts, not tokens.")
-            rows = table if len(table) <= sample else table.sample(sample, random_state=0)
+            rows = _sample(pool, sample)
             lengths, unit = [len(ui.chat_text(m).split()) for m in rows["messages"]], "words"
         lens = pd.Series(lengths, name=unit)
         over = int((lens > model.max_length).sum())
@@ -171,7 +177,7 @@ def lengths_tab(ws: Workspace, pool: Any) -> None:
                       annotation_text=f"max length {model.max_length}")
         fig.update_layout(showlegend=False)
         st.plotly_chart(fig, key="pool_len_fig")
-        note = (f"Counted on a random sample of {sample:,} rows." if len(table) > sample
+        note = (f"Counted on a random sample of {sample:,} rows." if len(pool) > sample
                 else "Counted on every row.")
         st.caption(f"{note} Tokenizer: `{model.name_or_path}`. {over:,} chats "
                    f"({over / max(len(lens), 1):.1%}) are longer than the max length "

@@ -9,7 +9,6 @@ run uses, so a refresh or a restart reopens it exactly.
 
 from __future__ import annotations
 
-import json
 import shutil
 from datetime import datetime
 from typing import Any
@@ -19,8 +18,8 @@ import pandas as pd
 import streamlit as st
 
 from clusterucb_core import policies, runs, selection
-from clusterucb_core.runlog import RunMeta
 from clusterucb_core.config import SelectionSpec
+from clusterucb_core.runlog import RunMeta
 from clusterucb_core.workspace import Workspace
 
 from . import marks, state
@@ -82,7 +81,6 @@ def new_run_id() -> str:
 def create(ws: Workspace, spec: SelectionSpec, clustering: str, source: str) -> str:
     """Start a new run (nothing drawn yet) and make it the workspace's current run. The run
     it replaces is deleted when nothing was drawn in it, so Reset never piles up empty runs."""
-    selection.validate_spec(spec)
     clusters = state.load_clusters(ws, clustering)
     labels = np.asarray(clusters.labels)
     oracle = make_oracle(ws, source, len(labels))
@@ -229,7 +227,7 @@ def arm_table(run: selection.SelectionRun, names: dict[int, str], values: Any,
         "curation": marks.cluster_status(k, run.labels, ledger_state)})
 
 
-def drawn_table(run: selection.SelectionRun, rows: Any, table: Any, ledger_state: Any
+def drawn_table(run: selection.SelectionRun, rows: Any, pool: Any, ledger_state: Any
                 ) -> pd.DataFrame:
     """The rows of a round: cluster, score, curation status and, with the pool, their text."""
     from . import ui
@@ -237,6 +235,6 @@ def drawn_table(run: selection.SelectionRun, rows: Any, table: Any, ledger_state
     rows = [int(r) for r in rows]
     extra = {"cluster": run.labels[rows], "score": run.scores[rows],
              "status": marks.row_status(rows, run.labels, ledger_state)}
-    if table is not None:
-        return ui.preview_frame(table, rows, extra)
+    if pool is not None:
+        return ui.preview_frame(pool.frame(rows), None, extra)
     return pd.DataFrame({"row": rows, **extra})

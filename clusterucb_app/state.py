@@ -5,9 +5,8 @@
     "pool":     {"path": str, "format": "auto"|..., "shape": "auto"|...,
                  "id_field": str, "source_field": str}   ("" = the usual columns)
     "target":   {"path": str, "kind": "auto"|..., "trim": bool}
-    "settings": {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
-                 "features": FeatureSpec (reward features), "cluster_features": FeatureSpec,
-                 "cluster": ClusterSpec, "selection": SelectionSpec}   (as dicts)
+    "config":   the workspace's one RunConfig (clusterucb_core.config), as
+                `config_to_dict` writes it; pages read and save its sections
 
 Paths are stored as given; relative ones resolve against the workspace, then the repository.
 Loaders here are cached by file identity (path, size, mtime) so reruns are instant.
@@ -25,25 +24,20 @@ from clusterucb_core.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# settings name -> the RunConfig field holding it (the pipeline's one configuration)
-SPEC_FIELDS: dict[str, str] = {
-    "model": "model",
-    "lora": "lora",
-    "warmup": "warmup",
-    "features": "reward_features",
-    "cluster_features": "cluster_features",
-    "cluster": "clusters",
-    "selection": "selection",
-}
-
 
 def resolve(ws: Workspace, path: str | Path) -> Path:
+    """A path typed by the user: absolute, relative to the workspace, the project or the
+    working folder, or a Hub dataset (hf://ORG/NAME...), saved once as a local folder."""
+    from clusterucb_core import sources
+
     p = Path(path).expanduser()
     if p.is_absolute():
         return p
     for base in (ws.root, ROOT, Path.cwd()):
         if (base / p).exists():
             return (base / p).resolve()
+    if sources.parse_hub(path) is not None:
+        return sources.resolve(path)
     return (ROOT / p).resolve()
 
 
@@ -77,19 +71,23 @@ def set_target_ref(ws: Workspace, path: str | Path, kind: str = "auto",
 
 
 def settings(ws: Workspace, name: str) -> Any:
-    """The spec the next job uses for `name`: the pipeline's own configuration of this
-    workspace (tasks.run_config), so a form never shows a default the job does not use."""
-    from . import tasks
-
-    return getattr(tasks.run_config(ws.root), SPEC_FIELDS[name])
+    """The spec of section `name` (or its older alias) in the workspace's config; the
+    defaults when none was saved, or when what was saved no longer passes the rules."""
+    section = config.section_name(name)
+    saved = (ws.meta().get("config") or {}).get(section) or {}
+    try:
+        cfg = config.config_from_dict({section: saved}, lenient=True)
+    except ValueError:
+        cfg = config.RunConfig()
+    return getattr(cfg, section)
 
 
 def save_settings(ws: Workspace, **specs: Any) -> None:
-    meta = ws.meta()
-    all_settings = dict(meta.get("settings") or {})
+    """Store specs (by section name or alias) in the workspace's one config."""
+    cfg = dict(ws.meta().get("config") or {})
     for name, spec in specs.items():
-        all_settings[name] = config.to_dict(spec)
-    ws.update_meta(settings=all_settings)
+        cfg[config.section_name(name)] = config.to_dict(spec)
+    ws.update_meta(config=cfg)
 
 
 DEMO_CONFIG = config.DEMO_DIR / "demo_run.toml"
@@ -99,9 +97,8 @@ def _demo_config() -> dict[str, Any]:
     """Settings, pool and target of the bundled demo (sample_data/demo_run.toml), in the
     app's workspace.json form; empty when the file or the pipeline is missing."""
     try:
-        from clusterucb_core.pipeline import load_config
-        cfg = load_config(DEMO_CONFIG)
-    except (ImportError, OSError, ValueError):
+        cfg = config.load_config(DEMO_CONFIG)
+    except (OSError, ValueError):
         return {}
     model = config.to_dict(cfg.model)
     name = str(model.get("name_or_path", ""))
@@ -110,13 +107,7 @@ def _demo_config() -> dict[str, Any]:
     return {
         "pool": {"path": cfg.pool, "format": "auto", "shape": "auto"},
         "target": {"path": cfg.target, "kind": "auto", "trim": False},
-        "use_warmup": cfg.use_warmup,
-        "settings": {"model": model, "lora": config.to_dict(cfg.lora),
-                     "warmup": config.to_dict(cfg.warmup),
-                     "cluster_features": config.to_dict(cfg.cluster_features),
-                     "features": config.to_dict(cfg.reward_features),
-                     "cluster": config.to_dict(cfg.clusters),
-                     "selection": config.to_dict(cfg.selection)},
+        "config": {**config.config_to_dict(cfg), "model": model},
     }
 
 
@@ -128,7 +119,7 @@ def apply_demo_defaults(ws: Workspace) -> None:
     if "demo_defaults" not in meta:
         changes["demo_defaults"] = True
         demo = _demo_config()
-        for key in ("pool", "target", "use_warmup", "settings"):
+        for key in ("pool", "target", "config"):
             if key in demo and not meta.get(key):
                 changes[key] = demo[key]
         meta = {**meta, **changes}
@@ -165,11 +156,15 @@ def file_key(path: Path) -> tuple[str, int, int]:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the pool...")
-def _load_pool(key: tuple, format: str, shape: str, id_field: str, source_field: str) -> Any:
+def _load_pool(key: tuple, format: str, shape: str, cache_dir: str, id_field: str,
+               source_field: str) -> Any:
+    """One Pool per file version, named columns and process: memory-mapped from the
+    workspace's pool cache (parsed there once, shared with the CLI), so a rerun never copies
+    the pool."""
     from clusterucb_core.pool import load_pool
 
-    return load_pool(Path(key[0]), format=format, shape=shape, id_field=id_field or None,
-                     source_field=source_field or None)
+    return load_pool(Path(key[0]), format=format, shape=shape, cache_dir=cache_dir,
+                     id_field=id_field or None, source_field=source_field or None)
 
 
 def load_pool(ws: Workspace) -> Any | None:
@@ -181,7 +176,8 @@ def load_pool(ws: Workspace) -> Any | None:
     if not path.exists():
         raise FileNotFoundError(f"the pool file {path} is gone; choose it again on the Pool page")
     return _load_pool(file_key(path), ref.get("format", "auto"), ref.get("shape", "auto"),
-                      ref.get("id_field") or "", ref.get("source_field") or "")
+                      str(ws.pool_cache()), ref.get("id_field") or "",
+                      ref.get("source_field") or "")
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the target...")
@@ -357,7 +353,7 @@ def exhaustive_scores(ws: Workspace, n_rows: int | None = None) -> Any | None:
         if fp not in stores or stores[fp].get("pool") != pool.fingerprint:
             return None
     arr = np.load(path, mmap_mode="r")
-    if arr.ndim != 1 or len(arr) != len(pool.table) or (n_rows is not None and len(arr) != n_rows):
+    if arr.ndim != 1 or len(arr) != len(pool) or (n_rows is not None and len(arr) != n_rows):
         return None
     return np.asarray(arr, dtype=np.float64)
 

@@ -9,11 +9,11 @@ job process imports this module).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from clusterucb_core.config import (ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
-                                    SelectionSpec, WarmupSpec, from_dict)
+from clusterucb_core.config import config_from_dict
 from clusterucb_core.progress import Progress
 from clusterucb_core.workspace import Workspace
 
@@ -29,19 +29,6 @@ FIRST_STEP = {"warmup": "reading the pool and loading the model",
               "kscan": "reading a sample of the cluster features",
               "exhaustive": "reading the pool and the target, loading the model"}
 
-_SPECS = {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
-          "cluster_features": FeatureSpec, "features": FeatureSpec, "cluster": ClusterSpec,
-          "selection": SelectionSpec}
-
-
-def _spec(saved: dict[str, Any], name: str, **defaults: Any) -> Any:
-    cls = _SPECS[name]
-    known = {f.name for f in dataclasses.fields(cls)}
-    data = dict(defaults)
-    data.update({k: v for k, v in (saved.get(name) or {}).items() if k in known})
-    return from_dict(cls, data)
-
-
 def _resolve(ws: Workspace, p: str) -> str:
     path = Path(p).expanduser()
     if path.is_absolute():
@@ -53,17 +40,15 @@ def _resolve(ws: Workspace, p: str) -> str:
 
 
 def run_config(workspace: str | Path) -> Any:
-    """The pipeline configuration a workspace's saved settings describe."""
-    from clusterucb_core.pipeline import RunConfig
-
+    """The pipeline configuration a workspace's saved settings describe (its `config`, with
+    the pool and target the app's pages chose)."""
     ws = Workspace.open(workspace)
     meta = ws.meta()
-    saved = meta.get("settings") or {}
     pool = meta.get("pool") or {}
     target = meta.get("target") or {}
     pool = {"path": pool} if isinstance(pool, str) else pool
     target = {"path": target} if isinstance(target, str) else target
-    defaults = RunConfig()
+    cfg = config_from_dict(meta.get("config") or {}, lenient=True)
     kw: dict[str, Any] = {"workspace": str(ws.root)}
     if pool.get("path"):
         kw["pool"] = _resolve(ws, pool["path"])
@@ -73,17 +58,7 @@ def run_config(workspace: str | Path) -> Any:
         kw["pool_source_field"] = pool.get("source_field") or ""
     if target.get("path"):
         kw["target"] = _resolve(ws, target["path"])
-    kw["model"] = _spec(saved, "model")
-    kw["lora"] = _spec(saved, "lora")
-    kw["warmup"] = _spec(saved, "warmup")
-    kw["cluster_features"] = _spec(saved, "cluster_features",
-                                   **dataclasses.asdict(defaults.cluster_features))
-    kw["reward_features"] = _spec(saved, "features",
-                                  **dataclasses.asdict(defaults.reward_features))
-    kw["clusters"] = _spec(saved, "cluster")
-    kw["selection"] = _spec(saved, "selection")
-    kw["use_warmup"] = bool(meta.get("use_warmup", True))
-    return dataclasses.replace(defaults, **kw)
+    return dataclasses.replace(cfg, **kw)
 
 
 def stage(workspace: str, name: str, progress: Progress | None = None) -> dict[str, Any]:

@@ -93,8 +93,7 @@ def check_settings(settings: dict[str, Any]) -> None:
         side = settings[name]
         if side["policy"] not in RACE_POLICIES:
             raise ValueError(f"policy {name}: unknown policy {side['policy']!r}")
-        spec = selection_spec(side, settings["shared"])
-        selection.validate_spec(spec)
+        spec = selection_spec(side, settings["shared"])  # checks every setting
         pg.new_run(spec)  # checks the cold start fits the budget
 
 

@@ -12,26 +12,30 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 
-from clusterucb_core import jobs
+from clusterucb_core import config, jobs
 from clusterucb_core.workspace import Workspace, check_name
 
 log = logging.getLogger("clusterucb_app")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_NAME = "demo"
-DEMO_SOURCE = ROOT / "sample_data" / "demo_workspace"
+DEMO_SOURCE = config.DEMO_DIR / "demo_workspace"  # the checkout's, or the installed demo
 WS_KEY = "ws_name"
 
 
 def workspaces_root() -> Path:
-    """Folder holding one sub-folder per workspace (env CLUSTERUCB_WORKSPACES overrides)."""
-    root = Path(os.environ.get("CLUSTERUCB_WORKSPACES", ROOT / "workspaces")).expanduser()
+    """Folder holding one sub-folder per workspace (env CLUSTERUCB_WORKSPACES overrides):
+    the checkout's workspaces/, or ./workspaces for an installed package."""
+    default = ROOT / "workspaces" if (ROOT / "pyproject.toml").is_file() else \
+        Path.cwd() / "workspaces"
+    root = Path(os.environ.get("CLUSTERUCB_WORKSPACES", default)).expanduser()
     root.mkdir(parents=True, exist_ok=True)
     return root
 
@@ -75,12 +79,15 @@ def _choose_name() -> str:
     try:
         check_name(name, "workspace name")
     except ValueError:
-        st.session_state["_ws_warning"] = f"'{name}' is not a valid workspace name; opened the demo."
+        st.session_state["_ws_warning"] = (
+            f"'{name}' is not a valid workspace name; opened the demo."
+        )
         return DEMO_NAME
     if name != DEMO_NAME and name not in list_workspaces():
         st.session_state["_ws_warning"] = (
             f"There is no workspace named '{name}' in `{workspaces_root()}`; opened the demo. "
-            "Make it with **New workspace** below if you meant a new one.")
+            "Make it with **New workspace** below if you meant a new one."
+        )
         return DEMO_NAME
     return name
 
@@ -114,7 +121,9 @@ def sidebar() -> Workspace:
     try:
         ws = open_workspace(name)
     except (OSError, ValueError) as exc:
-        st.session_state["_ws_warning"] = f"Could not open workspace '{name}': {exc}. Opened the demo."
+        st.session_state["_ws_warning"] = (
+            f"Could not open workspace '{name}': {exc}. Opened the demo."
+        )
         name = DEMO_NAME
         ws = open_workspace(name)
     st.session_state[WS_KEY] = name
@@ -186,8 +195,11 @@ def need(ok: bool, message: str, page: str | None = None) -> bool:
     if not ok:
         st.info(message)
         if page:
-            st.page_link(page, label=f"Go to {Path(page).stem.split('_', 1)[-1].replace('_', ' ').title()}",
-                         icon=":material/arrow_forward:")
+            st.page_link(
+                page,
+                label=f"Go to {Path(page).stem.split('_', 1)[-1].replace('_', ' ').title()}",
+                icon=":material/arrow_forward:",
+            )
     return ok
 
 
@@ -359,11 +371,12 @@ def table_height(n_rows: int, max_rows: int = 12) -> int:
 
 class RowHover:
     """Map hover text per row, made only for the points shown: row, cluster, source, score
-    and the prompt's beginning. Plotly renders hover text as HTML: user text is escaped."""
+    and the prompt's beginning, the pool's rows read one at a time. Plotly renders hover text
+    as HTML: user text is escaped."""
 
-    def __init__(self, table: Any = None, *, scores: Any = None, labels: Any = None,
+    def __init__(self, pool: Any = None, *, scores: Any = None, labels: Any = None,
                  names: dict[int, str] | None = None, status: Any = None):
-        self.table, self.scores, self.labels = table, scores, labels
+        self.pool, self.scores, self.labels = pool, scores, labels
         self.names, self.status = names or {}, status
 
     def __getitem__(self, i: int) -> str:
@@ -380,8 +393,8 @@ class RowHover:
             parts.append(f"score {s:.4g}" if s == s else "score: not scored")
         if self.status is not None and self.status[i]:
             parts.append(f"<b>{escape(self.status[i])}</b>")
-        if self.table is not None:
-            rec = self.table.iloc[i]
+        if self.pool is not None:
+            rec = self.pool.row(i)
             parts.append(f"id {escape(rec['id'])} · {escape(rec['source'])}")
             parts.append(escape(first_turn(rec["messages"], n=90)))
         return "<br>".join(parts)

@@ -35,8 +35,8 @@ class ClusterSet:
     labels: np.ndarray
     centroids: np.ndarray
     meta: dict[str, Any]
-    summary: "pd.DataFrame | None" = None
-    kscan: "pd.DataFrame | None" = None
+    summary: pd.DataFrame | None = None
+    kscan: pd.DataFrame | None = None
 
     @property
     def k(self) -> int:
@@ -50,10 +50,10 @@ class ClusterSet:
         return {c: f"cluster {c}" for c in range(self.k)}
 
 
-def save_clusters(ws: "Workspace", name: str, result: KMeansResult, *,
+def save_clusters(ws: Workspace, name: str, result: KMeansResult, *,
                   features_fingerprint: str | None, spec: Any = None,
-                  features_name: str | None = None, summary: "pd.DataFrame | None" = None,
-                  kscan: "pd.DataFrame | None" = None, extra: dict[str, Any] | None = None) -> Path:
+                  features_name: str | None = None, summary: pd.DataFrame | None = None,
+                  kscan: pd.DataFrame | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write ws.clusters(name)/ {labels.npy, centroids.npy, meta.json, summary.json, kscan.csv}
     as one atomic folder swap: a reader sees the old set or the new one, never a mix."""
     import dataclasses
@@ -94,7 +94,7 @@ def save_clusters(ws: "Workspace", name: str, result: KMeansResult, *,
     return target
 
 
-def load_clusters(ws: "Workspace", name: str, features_fingerprint: str | None = None) -> ClusterSet:
+def load_clusters(ws: Workspace, name: str, features_fingerprint: str | None = None) -> ClusterSet:
     """Read a saved clustering. With ``features_fingerprint``, refuse one made from other
     features (labels from a different pool or checkpoint would silently mismatch)."""
     import pandas as pd
@@ -104,7 +104,10 @@ def load_clusters(ws: "Workspace", name: str, features_fingerprint: str | None =
         raise FileNotFoundError(f"no clusters named {name!r} in {ws.root} "
                                 f"(have: {', '.join(ws.list('clusters')) or 'none'})")
     meta = json.loads((path / META).read_text())
-    if features_fingerprint is not None and meta.get("features_fingerprint") != features_fingerprint:
+    if (
+        features_fingerprint is not None
+        and meta.get("features_fingerprint") != features_fingerprint
+    ):
         raise ValueError(f"clusters {name!r} were made from features with fingerprint "
                          f"{meta.get('features_fingerprint')}, not {features_fingerprint}; "
                          "re-run `clusterucb cluster`")

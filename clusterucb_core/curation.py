@@ -10,6 +10,10 @@ state is the fold of every edit in order (`Ledger.state()`):
                              that was drawn still counts against the budget (its gradient was
                              computed)
     note                     free text, optionally about a cluster or rows
+    tag / untag rows         free-form labels on rows ("needs review", "math"); a row holds
+                             any number of tags; they ride along in every export
+    name cluster             a human name for a cluster (scoped like a ban); an empty name
+                             goes back to the generated label
 
 Pin and reject exclude each other: the later edit wins (pinning a rejected row un-rejects
 it, and the other way round). Rows are pool row indices (`Pool.table.row`); clusters are
@@ -26,12 +30,15 @@ import datetime as _dt
 import hashlib
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-OPS = ("ban", "unban", "pin", "unpin", "reject", "unreject", "note")
-_CLUSTER_OPS = ("ban", "unban")
+OPS = ("ban", "unban", "pin", "unpin", "reject", "unreject", "note", "tag", "untag", "name")
+_CLUSTER_OPS = ("ban", "unban", "name")
+_TAG_OPS = ("tag", "untag")
+MAX_TAG = 64
 _ROW_OPS = ("pin", "unpin", "reject", "unreject")
 
 
@@ -43,6 +50,22 @@ class LedgerState:
     notes: tuple[dict[str, Any], ...] = ()
     n_edits: int = 0
     problems: tuple[str, ...] = field(default=())
+    tags: dict[int, tuple[str, ...]] = field(default_factory=dict)  # row -> sorted tags
+    names: dict[int, str] = field(default_factory=dict)  # cluster -> the user's name
+
+    def row_tags(self, row: int) -> tuple[str, ...]:
+        return self.tags.get(int(row), ())
+
+    def tag_counts(self) -> dict[str, int]:
+        """Rows per tag, most used first."""
+        counts: dict[str, int] = {}
+        for ts in self.tags.values():
+            for t in ts:
+                counts[t] = counts.get(t, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def rows_tagged(self, tag: str) -> list[int]:
+        return sorted(r for r, ts in self.tags.items() if tag in ts)
 
     @property
     def fingerprint(self) -> str:
@@ -52,11 +75,13 @@ class LedgerState:
     def to_dict(self) -> dict[str, Any]:
         return {"banned": sorted(self.banned), "pinned": sorted(self.pinned),
                 "rejected": sorted(self.rejected), "notes": list(self.notes),
-                "n_edits": self.n_edits, "fingerprint": self.fingerprint}
+                "n_edits": self.n_edits, "fingerprint": self.fingerprint,
+                "tags": {str(r): list(t) for r, t in sorted(self.tags.items())},
+                "names": {str(k): v for k, v in sorted(self.names.items())}}
 
 
 def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="microseconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="microseconds")
 
 
 def _as_rows(rows: int | Iterable[int]) -> list[int]:
@@ -78,6 +103,16 @@ def _as_cluster(cluster: int) -> int:
     return int(cluster)
 
 
+def as_tag(tag: str) -> str:
+    """A tag as stored: trimmed, one line, at most MAX_TAG characters, not empty."""
+    t = " ".join(str(tag).split())
+    if not t:
+        raise ValueError("a tag needs some text")
+    if len(t) > MAX_TAG:
+        raise ValueError(f"a tag is at most {MAX_TAG} characters, got {len(t)}: {t[:20]!r}...")
+    return t
+
+
 def fold(edits: Iterable[dict[str, Any]], clustering: str | None = None) -> LedgerState:
     """The state after applying `edits` in order (bans of other clusterings skipped)."""
     banned: set[int] = set()
@@ -85,6 +120,8 @@ def fold(edits: Iterable[dict[str, Any]], clustering: str | None = None) -> Ledg
     rejected: set[int] = set()
     notes: list[dict[str, Any]] = []
     problems: list[str] = []
+    tags: dict[int, set[str]] = {}
+    names: dict[int, str] = {}
     n = 0
     for i, e in enumerate(edits):
         op = e.get("op")
@@ -98,7 +135,23 @@ def fold(edits: Iterable[dict[str, Any]], clustering: str | None = None) -> Ledg
                     n += 1
                     continue
                 k = _as_cluster(e["cluster"])
-                (banned.add if op == "ban" else banned.discard)(k)
+                if op == "name":
+                    name = " ".join(str(e["name"]).split())
+                    if name:
+                        names[k] = name
+                    else:
+                        names.pop(k, None)
+                else:
+                    (banned.add if op == "ban" else banned.discard)(k)
+            elif op in _TAG_OPS:
+                tag = as_tag(e["tag"])
+                for r in _as_rows(e["rows"]):
+                    if op == "tag":
+                        tags.setdefault(r, set()).add(tag)
+                    elif r in tags:
+                        tags[r].discard(tag)
+                        if not tags[r]:
+                            del tags[r]
             elif op in _ROW_OPS:
                 rows = _as_rows(e["rows"])
                 if op == "pin":
@@ -118,7 +171,8 @@ def fold(edits: Iterable[dict[str, Any]], clustering: str | None = None) -> Ledg
             continue
         n += 1
     return LedgerState(frozenset(banned), frozenset(pinned), frozenset(rejected),
-                       tuple(notes), n, tuple(problems))
+                       tuple(notes), n, tuple(problems),
+                       {r: tuple(sorted(ts)) for r, ts in sorted(tags.items())}, names)
 
 
 class Ledger:
@@ -178,6 +232,22 @@ class Ledger:
     def unreject(self, rows: int | Iterable[int], note: str | None = None) -> dict[str, Any]:
         return self._row_edit("unreject", rows, note)
 
+    def tag(self, rows: int | Iterable[int], tag: str) -> dict[str, Any]:
+        return self._append({"op": "tag", "rows": _as_rows(rows), "tag": as_tag(tag)})
+
+    def untag(self, rows: int | Iterable[int], tag: str) -> dict[str, Any]:
+        return self._append({"op": "untag", "rows": _as_rows(rows), "tag": as_tag(tag)})
+
+    def name_cluster(self, cluster: int, name: str) -> dict[str, Any]:
+        """Name a cluster (an empty name restores the generated label)."""
+        edit: dict[str, Any] = {"op": "name", "cluster": _as_cluster(cluster),
+                                "name": " ".join(str(name).split())}
+        if len(edit["name"]) > 120:
+            raise ValueError(f"a cluster name is at most 120 characters, got {len(edit['name'])}")
+        if self.clustering is not None:
+            edit["clustering"] = self.clustering
+        return self._append(edit)
+
     def note(self, text: str, cluster: int | None = None,
              rows: Iterable[int] | None = None) -> dict[str, Any]:
         if not str(text).strip():
@@ -217,6 +287,5 @@ class Ledger:
         edits, problems = self._read()
         st = fold(edits, self.clustering)
         if problems:
-            st = LedgerState(st.banned, st.pinned, st.rejected, st.notes, st.n_edits,
-                             tuple(problems) + st.problems)
+            st = replace(st, problems=tuple(problems) + st.problems)
         return st

@@ -31,9 +31,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import atomic
+from .config import fingerprint
 from .progress import Progress
 from .rowsource import as_source, chunk_rows_for, normalize_rows
-from .config import fingerprint
 
 if TYPE_CHECKING:  # pragma: no cover
     from .workspace import Workspace
@@ -124,7 +124,7 @@ def _load(path: Path) -> MapResult:
                      info=meta.get("info") or {})
 
 
-def cached_maps(ws: "Workspace", features_fingerprint: str | None = None) -> list[MapResult]:
+def cached_maps(ws: Workspace, features_fingerprint: str | None = None) -> list[MapResult]:
     """Every map cached in the workspace (optionally only those of one feature set), newest
     first -- for a page that wants to show a map without knowing the parameters used."""
     base = ws.maps()
@@ -143,7 +143,7 @@ def cached_maps(ws: "Workspace", features_fingerprint: str | None = None) -> lis
     return out
 
 
-def compute_map(X: Any, ws: "Workspace | None" = None, features_fingerprint: str | None = None,
+def compute_map(X: Any, ws: Workspace | None = None, features_fingerprint: str | None = None,
                 n_neighbors: int = 15, min_dist: float = 0.1, pca_dims: int | None = 50,
                 max_fit: int = 20_000, seed: int = 0, chunk_size: int = 10_000,
                 force: bool = False, progress: Progress | None = None) -> MapResult:

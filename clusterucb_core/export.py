@@ -9,7 +9,10 @@ whole or not at all; a crash leaves only a hidden `.NAME.*.part` folder):
                           element texts; Parquet / datasets: Parquet of the original rows
     selection.parquet     every drawn, pinned or rejected row: row, id, source, line_no,
     selection.csv         cluster, cluster_label, score, round_drawn, selected, rank, pinned,
-                          rejected (selected rows first, best first)
+                          rejected, tags (selected rows first, best first; tags joined by
+                          ", ")
+    tags.jsonl            the ledger's tags of every tagged row ({"row", "id", "tags"}), for
+                          the byte-exact files above, which cannot carry them
     sorted.csv            LESS's score file: header `file name, index, score`, one line per
                           scored row, best first; index = for JSONL the 0-based line LESS's
                           `readlines()[index]` reads, for other formats the row's 0-based
@@ -20,10 +23,11 @@ whole or not at all; a crash leaves only a hidden `.NAME.*.part` folder):
                           formats: {"dataset", "id", "messages"} records (LESS's layout)
     dataset/              a Hugging Face `datasets` save_to_disk folder of the selection
                           (row, id, source, messages, score, cluster, cluster_label,
-                          round_drawn, pinned), ready for load_from_disk or push_to_hub
+                          round_drawn, pinned, tags), ready for load_from_disk or push_to_hub
     run/log.jsonl         the run's round log, when given (replayable provenance)
     manifest.json         every setting, the seed, fingerprints (pool, labels, scores,
-                          ledger), package versions, the selected rows and ids, and the
+                          ledger), package versions, the selected rows and ids, the tags and
+                          cluster names of the ledger, and the
                           size and sha256 of every file above; written last
 
 `reproduce_selection(manifest, labels, oracle)` reruns the selection from a manifest.
@@ -37,15 +41,17 @@ import hashlib
 import json
 import platform
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from . import atomic
-from .selection import LedgerView, SelectionResult, SelectionRun, labels_fingerprint
 from .config import SelectionSpec, from_dict, to_dict
 from .oracle import mass_share, recall, scores_fingerprint
+from .selection import LedgerView, SelectionResult, SelectionRun, labels_fingerprint
+from .sources import source_facts
 
 MANIFEST = "manifest.json"
 MANIFEST_KIND = "clusterucb-selection"
@@ -127,7 +133,9 @@ def write_original(folder: Path, pool: Any, rows: np.ndarray) -> str:
         name = "selected.parquet"
         index = (pool.column("line_no", rows) - 1).astype(np.int64)
         if fmt == "parquet":
-            pq.write_table(pq.read_table(pool.path).take(index), folder / name)
+            from .sources import parquet_table  # a file, or a folder of shards
+
+            pq.write_table(parquet_table(pool.path).take(index), folder / name)
         else:
             _dataset_split(pool.path).select(index.tolist()).to_parquet(str(folder / name))
     else:
@@ -135,14 +143,20 @@ def write_original(folder: Path, pool: Any, rows: np.ndarray) -> str:
     return name
 
 
+def _tag_text(tags: Mapping[int, Any] | None, r: int) -> str:
+    return ", ".join((tags or {}).get(int(r), ()))
+
+
 def selection_table(pool: Any, result: SelectionResult,
-                    cluster_names: Mapping[int, str] | None = None):
-    """Every drawn, pinned or rejected row with its provenance (pandas DataFrame)."""
+                    cluster_names: Mapping[int, str] | None = None,
+                    tags: Mapping[int, Any] | None = None):
+    """Every drawn, pinned or rejected row with its provenance (pandas DataFrame); tagged
+    rows are listed too."""
     import pandas as pd
 
     n = len(result.scores)
     keep = result.round_drawn >= 0
-    for r in list(result.pinned) + list(result.rejected):
+    for r in list(result.pinned) + list(result.rejected) + list(tags or {}):
         if 0 <= r < n:
             keep[r] = True
     rank = np.full(n, -1, dtype=np.int64)
@@ -165,7 +179,10 @@ def selection_table(pool: Any, result: SelectionResult,
         "rank": pd.array(rank[rows], dtype="Int64"),
         "pinned": np.isin(rows, np.array(sorted(result.pinned), dtype=np.int64)),
         "rejected": np.isin(rows, np.array(sorted(result.rejected), dtype=np.int64)),
+        "tags": [_tag_text(tags, r) for r in rows],
     })
+    if result.best_subtask is not None:
+        df["best_subtask"] = [result.best_subtask.get(int(r), "") for r in rows]
     df.loc[result.round_drawn[rows] < 0, "round_drawn"] = pd.NA
     df.loc[rank[rows] <= 0, "rank"] = pd.NA
     order = np.lexsort((rows, -np.nan_to_num(result.scores[rows], nan=-np.inf),
@@ -173,7 +190,8 @@ def selection_table(pool: Any, result: SelectionResult,
     return df.iloc[order].reset_index(drop=True)
 
 
-def write_less_files(folder: Path, pool: Any, result: SelectionResult) -> list[str]:
+def write_less_files(folder: Path, pool: Any, result: SelectionResult,
+                     tags: Mapping[int, Any] | None = None) -> list[str]:
     """`sorted.csv` and `top_p{p}.jsonl` the way LESS's write_selected_data.py writes them."""
     name = Path(pool.path).stem if Path(pool.path).suffix else Path(pool.path).name
     s = result.scores
@@ -195,15 +213,34 @@ def write_less_files(folder: Path, pool: Any, result: SelectionResult) -> list[s
     else:
         rows = np.asarray(result.rows, dtype=np.int64)
         ids, srcs = pool.column("id", rows), pool.column("source", rows)
-        data = b"".join(_enc(json.dumps({"dataset": str(s), "id": str(i), "messages": m},
-                                        ensure_ascii=False)) + b"\n"
-                        for s, i, m in zip(srcs, ids, pool.messages(rows)))
+        def rec(r: int, s: Any, i: Any, m: Any) -> dict[str, Any]:
+            out = {"dataset": str(s), "id": str(i), "messages": m}
+            if (tags or {}).get(r):
+                out["tags"] = list(tags[r])  # type: ignore[index]
+            return out
+
+        data = b"".join(_enc(json.dumps(rec(int(r), s, i, m), ensure_ascii=False)) + b"\n"
+                        for r, s, i, m in zip(rows, srcs, ids, pool.messages(rows)))
     (folder / top).write_bytes(data)
     return ["sorted.csv", top]
 
 
+def write_tags(folder: Path, pool: Any, tags: Mapping[int, Any] | None) -> str | None:
+    """`tags.jsonl`: one {"row", "id", "tags"} per tagged row (row order); None if no tags."""
+    rows = np.array(sorted(int(r) for r, t in (tags or {}).items()
+                           if t and 0 <= int(r) < len(pool)), dtype=np.int64)
+    if not len(rows):
+        return None
+    ids = pool.column("id", rows)
+    lines = [json.dumps({"row": int(r), "id": str(i), "tags": list(tags[int(r)])},
+                        ensure_ascii=False) for r, i in zip(rows, ids)]
+    (folder / "tags.jsonl").write_text("".join(ln + "\n" for ln in lines), encoding="utf-8")
+    return "tags.jsonl"
+
+
 def write_dataset(folder: Path, pool: Any, result: SelectionResult,
-                  cluster_names: Mapping[int, str] | None = None) -> str:
+                  cluster_names: Mapping[int, str] | None = None,
+                  tags: Mapping[int, Any] | None = None) -> str:
     """The selection as a `datasets` save_to_disk folder (pool order)."""
     import datasets
 
@@ -222,14 +259,14 @@ def write_dataset(folder: Path, pool: Any, result: SelectionResult,
                      "cluster_label": names.get(c, f"cluster {c}") if c >= 0 else "",
                      "round_drawn": int(result.round_drawn[r]) if result.round_drawn[r] >= 0
                      else None,
-                     "pinned": r in pinned})
+                     "pinned": r in pinned, "tags": list((tags or {}).get(r, ()))})
     features = datasets.Features({
         "row": datasets.Value("int64"), "id": datasets.Value("string"),
         "source": datasets.Value("string"),
         "messages": [{"role": datasets.Value("string"), "content": datasets.Value("string")}],
         "score": datasets.Value("float64"), "cluster": datasets.Value("int64"),
         "cluster_label": datasets.Value("string"), "round_drawn": datasets.Value("int64"),
-        "pinned": datasets.Value("bool")})
+        "pinned": datasets.Value("bool"), "tags": [datasets.Value("string")]})
     ds = datasets.Dataset.from_list(recs, features=features)
     quiet = datasets.is_progress_bar_enabled()
     if quiet:
@@ -283,21 +320,26 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
     if ledger_state is not None and hasattr(ledger_state, "notes"):
         ledger["notes"] = list(ledger_state.notes)
         ledger["n_edits"] = int(getattr(ledger_state, "n_edits", 0))
+    tags = dict(getattr(ledger_state, "tags", None) or {})
+    names = {**(cluster_names or {}), **(getattr(ledger_state, "names", None) or {})}
     with atomic.atomic_dir(out_dir) as tmp:
         files = {"original": write_original(tmp, pool, rows)}
-        table = selection_table(pool, result, cluster_names)
+        table = selection_table(pool, result, names, tags)
         table.to_parquet(tmp / "selection.parquet", index=False)
         table.to_csv(tmp / "selection.csv", index=False)
-        files["less"] = write_less_files(tmp, pool, result)
+        files["less"] = write_less_files(tmp, pool, result, tags)
+        tag_file = write_tags(tmp, pool, tags)
+        if tag_file:
+            files["tags"] = tag_file
         if with_dataset:
-            files["dataset"] = write_dataset(tmp, pool, result, cluster_names)
+            files["dataset"] = write_dataset(tmp, pool, result, names, tags)
         if log_path is not None and Path(log_path).exists():
             (tmp / "run").mkdir()
             raw = Path(log_path).read_bytes()  # complete lines only: a writer may be mid-line
             (tmp / "run" / "log.jsonl").write_bytes(raw[:raw.rfind(b"\n") + 1])
         manifest = {
             "kind": MANIFEST_KIND, "version": MANIFEST_VERSION,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "run_id": run_id,
             "spec": to_dict(result.spec), "seed": int(result.spec.seed),
             "counts": {"n_rows": n, "k": int(result.k or (int(result.labels.max()) + 1)),
@@ -308,7 +350,7 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
             "pool": {"path": str(pool.path), "resolved_path": str(Path(pool.path).resolve()),
                      "format": pool.format,
                      "shape": getattr(pool, "shape", None), "fingerprint": pool.fingerprint,
-                     "newline": pool.newline, "n_rows": n},
+                     "newline": pool.newline, "n_rows": n, **source_facts(Path(pool.path))},
             "clusters": {"name": clustering, "labels_fingerprint": result.labels_fingerprint},
             "oracle": oracle_info,
             "scores_fingerprint": scores_fingerprint(result.scores),
@@ -316,7 +358,11 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
             "metrics": metrics,
             "selected": {"rows": [int(r) for r in rows],
                          "ids": [str(x) for x in pool.column("id", rows)],
-                         "line_no": [int(x) for x in pool.column("line_no", rows)]},
+                         "line_no": [int(x) for x in pool.column("line_no", rows)],
+                         "tags": [list(tags.get(int(r), ())) for r in rows]},
+            "tags": {"rows": {str(r): list(v) for r, v in sorted(tags.items())},
+                     "counts": ledger_state.tag_counts() if tags else {}},
+            "cluster_names": {str(k): v for k, v in sorted(names.items())},
             "files": _files(tmp),
             "layout": files,
             "versions": package_versions(),

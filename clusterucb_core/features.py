@@ -36,13 +36,22 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import atomic
-from .config import FeatureSpec, LoraSpec, ModelSpec, fingerprint, to_dict
+from .config import (
+    FeatureSpec,
+    LoraSpec,
+    ModelSpec,
+    feature_options,
+    fingerprint,
+    format_identity,
+    to_dict,
+)
 from .progress import Progress, report
 from .rowsource import normalize_rows
 from .warmup import pool_identity
@@ -67,8 +76,12 @@ def _lora_identity(model, lora_spec: LoraSpec, checkpoint_dir: str | Path | None
     if checkpoint_dir is not None:
         cfg = json.loads((Path(checkpoint_dir) / "adapter_config.json").read_text())
         targets = cfg.get("target_modules") or []
-        return {"rank": cfg.get("r"), "alpha": cfg.get("lora_alpha"),
-                "target_modules": sorted(targets) if isinstance(targets, list) else targets}
+        out = {"rank": cfg.get("r"), "alpha": cfg.get("lora_alpha"),
+               "target_modules": sorted(targets) if isinstance(targets, list) else targets}
+        layers = cfg.get("layers_to_transform")
+        if layers:  # per-layer LoRA (left out otherwise, as to_dict leaves out its default)
+            out["layers_to_transform"] = [layers] if isinstance(layers, int) else list(layers)
+        return out
     d = to_dict(lora_spec)
     d.pop("dropout", None)  # off when taking gradients
     d["target_modules"] = sorted(d["target_modules"])
@@ -92,7 +105,7 @@ class FeatureEngine:
 
     def __init__(self, pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
                  checkpoint_dir: str | Path | None, feature_spec: FeatureSpec,
-                 store_path: str | Path):
+                 store_path: str | Path, base: Any = None):
         from . import gradients as G
         from . import model as M
         from .projection import make_projector
@@ -110,9 +123,17 @@ class FeatureEngine:
         if gradient and feature_spec.mode not in G.MODES:
             raise ValueError(f"unknown gradient mode {feature_spec.mode!r}; choose one of "
                              f"{G.MODES}")
-        if self.checkpoint_dir is not None or gradient:
+        self._shared, self._adapter = None, None
+        if base is not None and self.checkpoint_dir is not None and gradient:
+            self._shared, self._adapter = base, base.adapter(self.checkpoint_dir)
+            base.activate(self._adapter)
+            self.model, self.tok, self.device, self.dtype = (base.model, base.tok, base.device,
+                                                             base.dtype)
+        elif self.checkpoint_dir is not None or gradient:
             self.model, self.tok, self.device, self.dtype = M.prepare_model(
                 model_spec, lora_spec, self.checkpoint_dir, seed=feature_spec.seed)
+            if gradient and feature_spec.top_blocks:
+                G.freeze_below_top(self.model, feature_spec.top_blocks)
         else:
             self.model, self.tok, self.device, self.dtype = M.load_model(model_spec)
         self.adam_state = None
@@ -122,15 +143,30 @@ class FeatureEngine:
                 self.adam_state = M.load_adam_state(self.model, self.checkpoint_dir)
             self.blocks = G.lora_blocks(self.model)
             self.dim_in = sum(b.numel for b in self.blocks)
-            self.projector = make_projector(feature_spec.projection, self.dim_in,
-                                            feature_spec.dim, seed=feature_spec.seed,
-                                            device=self.device)
+            key = (feature_spec.projection, self.dim_in, int(feature_spec.dim),
+                   int(feature_spec.seed), str(self.device))
+            shared = self._shared.projectors if self._shared is not None else {}
+            if key not in shared:
+                shared[key] = make_projector(feature_spec.projection, self.dim_in,
+                                             feature_spec.dim, seed=feature_spec.seed,
+                                             device=self.device)
+            self.projector = shared[key]
             self.dim = int(feature_spec.dim)
         else:
             self.dim = G.hidden_size(self.model)
         self.model_fp = M.weights_fingerprint(model_spec.name_or_path)
         self.identity = self._identity()
         self._store = None
+        budgets = self._shared.budgets if self._shared is not None else {}
+        if feature_spec.kind not in budgets:
+            budgets[feature_spec.kind] = initial_budget(self.model, feature_spec,
+                                                        model_spec.max_length, self.projector)
+        self.budget = budgets[feature_spec.kind]
+
+    def activate(self) -> None:
+        """Make this engine's adapter the active one of a shared base model."""
+        if self._shared is not None:
+            self._shared.activate(self._adapter)
 
     # ---- identity ---------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
@@ -146,7 +182,9 @@ class FeatureEngine:
             "max_length": int(self.model_spec.max_length),
             "template": self.model_spec.chat_template,
             "compute_dtype": str(self.dtype).replace("torch.", ""),
+            **format_identity(self.model_spec),
         }
+        feature.update(feature_options(s))
         if s.kind == "gradient":
             feature.update(mode=s.mode, dim=int(s.dim), seed=int(s.seed),
                            projection=self.projector.spec)
@@ -217,14 +255,19 @@ class FeatureEngine:
         from .pool import chats
 
         msgs = chats(self.table, rows)
-        encs, _ = encode_chats(msgs, self.tok, self.model_spec.max_length,
-                               self.model_spec.chat_template)
+        max_length = self.model_spec.max_length
+        if self.spec.max_length:
+            max_length = min(max_length, self.spec.max_length)
+        encs, _ = encode_chats(msgs, self.tok, max_length,
+                               self.model_spec.chat_template, self.model_spec.truncation)
         return encs
 
     def featurize(self, encs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Features [n, dim] float32 and valid mask [n] of encoded rows, in their order."""
+        self.activate()
         return featurize(self.model, self.tok.pad_token_id, encs, self.spec, self.dim,
-                         projector=self.projector, adam_state=self.adam_state)
+                         projector=self.projector, adam_state=self.adam_state,
+                         budget=self.budget)
 
     def compute(self, rows: np.ndarray | None = None, progress: Progress | None = None,
                 rank: int | None = None, world: int | None = None, shard: str | None = None):
@@ -256,7 +299,7 @@ class FeatureEngine:
             out.close()
         return self._store
 
-    def as_sgd(self) -> "FeatureEngine":
+    def as_sgd(self) -> FeatureEngine:
         """This engine (same model, projector) computing plain SGD gradients (for targets)."""
         import copy
         from dataclasses import replace
@@ -273,65 +316,158 @@ class FeatureEngine:
             self._store.close()
             self._store = None
 
+    def release(self) -> None:
+        """Close the store and drop the model, projector and Adam state (before loading
+        another model in this process, e.g. a warm-up)."""
+        self.close()
+        self.model = self.adam_state = self.projector = self._shared = None
+        self.blocks = []
+
 
 GRAD_BUFFER_BYTES = 512 * 1024 * 1024  # per-sample gradients held before one projection call
 
 
+class TokenBudget:
+    """How many rows go into one batch: at most `max_rows`, and (when `limit_bytes` is set) at
+    most what the memory plan allows -- n rows padded to L tokens cost n * row_bytes +
+    n * L * token_bytes (memplan.Plan). An out-of-memory error halves the limit from the
+    failed batch's cost; the engine keeps one budget for all its chunks, so a limit learnt
+    once is not forgotten at the next chunk."""
+
+    def __init__(self, max_rows: int, limit_bytes: int | None = None, token_bytes: int = 1,
+                 row_bytes: int = 0):
+        self.max_rows = max(1, int(max_rows))
+        self.limit_bytes = limit_bytes
+        self.token_bytes, self.row_bytes = int(token_bytes), int(row_bytes)
+        self.ooms = 0
+
+    def cost(self, rows: int, tokens: int) -> int:
+        return rows * self.row_bytes + rows * tokens * self.token_bytes
+
+    def rows(self, lengths: Sequence[int], pos: int) -> int:
+        """Rows from `pos` (lengths ascending) in the next batch; at least one."""
+        n = min(self.max_rows, len(lengths) - pos)
+        if self.limit_bytes is None:
+            return n
+        k = 1
+        while k < n and self.cost(k + 1, lengths[pos + k]) <= self.limit_bytes:
+            k += 1
+        return k
+
+    def shrink(self, rows: int, tokens: int) -> None:
+        """A batch of `rows` x `tokens` ran out of memory: allow at most half its cost."""
+        self.ooms += 1
+        self.limit_bytes = max(1, self.cost(rows, tokens) // 2)
+
+
+def initial_budget(model, spec: FeatureSpec, max_length: int, projector: Any = None
+                   ) -> TokenBudget:
+    """Rows only on the CPU; on CUDA also the memory plan of the free device memory."""
+    import torch
+
+    from . import memplan
+
+    device = next(model.parameters()).device
+    budget = TokenBudget(spec.batch_size)
+    if device.type != "cuda":
+        return budget
+    free, total = torch.cuda.mem_get_info(device)
+    proj = projector.memory_plan()["state_bytes"] if projector is not None else 0
+    if projector is not None and getattr(projector, "_index", None) is not None:
+        proj = 0  # already allocated: inside `free`
+    plan = memplan.plan(memplan.shape_of(model), total, max_length, free_bytes=free - proj,
+                        kind=spec.kind)
+    budget.limit_bytes = plan.usable_bytes
+    budget.token_bytes, budget.row_bytes = plan.token_bytes, plan.row_fixed_bytes
+    return budget
+
+
 def featurize(model, pad_id: int, encs: Sequence[Any], spec: FeatureSpec, dim: int,
               projector: Any = None, adam_state: dict | None = None,
-              buffer_bytes: int = GRAD_BUFFER_BYTES) -> tuple[np.ndarray, np.ndarray]:
+              buffer_bytes: int = GRAD_BUFFER_BYTES, budget: TokenBudget | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
     """Features [n, dim] float32 and valid mask [n] of encoded rows, in their order.
 
-    Rows are sorted by length and batched (less padding). Kind 'gradient': each batch's
-    per-sample LoRA gradients (spec.mode) are written block by block into a row buffer of up
-    to `buffer_bytes` (at least one batch), which is projected in one call when full -- a
-    projector's per-call cost (making or unpacking its random matrix) is paid per buffer, not
-    per batch -- then normalised. Kind 'hidden': mean-pooled hidden states. A CUDA
-    out-of-memory error halves the batch and retries."""
+    Rows are sorted by length and batched by the token `budget` (less padding; the default
+    budget is `spec.batch_size` rows). Kind 'gradient': each batch's per-sample LoRA
+    gradients (spec.mode) are written block by block into a row buffer holding the current
+    batch, or more rows while they fit `buffer_bytes`, which is projected in one call when
+    full -- a projector's per-call cost is paid per buffer, not per batch -- then normalised.
+    Kind 'hidden': mean-pooled hidden states.
+
+    A CUDA out-of-memory error anywhere (the batch, the buffer, the projection) is handled
+    after the `except` block is left, so the traceback's frames no longer hold the failed
+    batch's tensors when the cache is emptied: a batch halves the budget and is retried; a
+    projection retries with half the rows; one row that does not fit is a clear error."""
     import torch
 
     from . import gradients as G
     from .formatting import collate
+    from .model import free_memory
 
     n = len(encs)
     order = sorted(range(n), key=lambda i: (len(encs[i].input_ids), i))
+    lengths = [len(encs[i].input_ids) for i in order]
     out = np.zeros((n, dim), dtype=np.float32)
     valid = np.zeros(n, dtype=bool)
-    bs = max(1, int(spec.batch_size))
+    budget = budget if budget is not None else TokenBudget(spec.batch_size)
     gradient = spec.kind == "gradient"
+    buf: torch.Tensor | None = None
     if gradient:
         blocks = G.lora_blocks(model)
         P = sum(b.numel for b in blocks)
         device = next(model.parameters()).device
-        cap = min(n, max(bs, int(buffer_bytes) // (4 * P)))
-        buf = torch.empty(cap, P, dtype=torch.float32, device=device)
+        spare_rows = min(n, int(buffer_bytes) // (4 * P))  # rows the buffer may hold beyond
     pending: list[int] = []  # rows (positions in encs) in the buffer, in buffer order
     pending_ok: list[bool] = []
+    flush_rows = [n]  # rows per projection call; halves on an out-of-memory error
 
     def flush() -> None:
-        if not pending:
-            return
-        x = buf[: len(pending)]
-        feats = x if projector is None else projector.project(x)
-        feats = normalize_rows(feats)[0]
-        ok = torch.tensor(pending_ok, device=feats.device)
-        feats[~ok] = 0.0
-        out[pending] = feats.cpu().numpy()
-        valid[pending] = pending_ok
+        done = 0
+        while done < len(pending):
+            k = min(flush_rows[0], len(pending) - done)
+            failed = False
+            try:
+                x = buf[done:done + k]
+                feats = x if projector is None else projector.project(x)
+                feats = normalize_rows(feats)[0]
+                ok = torch.tensor(pending_ok[done:done + k], device=feats.device)
+                feats[~ok] = 0.0
+                rows = pending[done:done + k]
+                out[rows] = feats.cpu().numpy()
+                valid[rows] = pending_ok[done:done + k]
+                del x, feats, ok
+            except torch.cuda.OutOfMemoryError:
+                failed = True
+            if failed:
+                free_memory()
+                if k == 1:
+                    raise ValueError("out of GPU memory projecting one row's gradient; use "
+                                     "projection 'countsketch' or a smaller --dim") from None
+                flush_rows[0] = max(1, k // 2)
+                continue
+            done += k
         pending.clear()
         pending_ok.clear()
 
     pos = 0
     while pos < n:
-        idx = order[pos:pos + bs]
-        batch = collate([encs[i] for i in idx], pad_id)
+        take = budget.rows(lengths, pos)
+        idx = order[pos:pos + take]
+        failed = False
         try:
+            batch = collate([encs[i] for i in idx], pad_id)
             if gradient:
-                if len(pending) + len(idx) > cap:
+                if buf is not None and len(pending) + len(idx) > buf.shape[0]:
                     flush()
+                if buf is None or buf.shape[0] < len(idx) or (
+                        buf.shape[0] > max(len(idx), spare_rows) and not pending):
+                    buf = None  # sized to this batch (or the spare rows), never the old one
+                    buf = torch.empty(max(len(idx), spare_rows), P, dtype=torch.float32,
+                                      device=device)
                 lo = len(pending)
 
-                def sink(k: int, g: Any, lo: int = lo) -> None:
+                def sink(k: int, g: Any, lo: int = lo, buf: torch.Tensor = buf) -> None:
                     b = blocks[k]
                     buf[lo:lo + g.shape[0], b.offset:b.offset + b.numel] = g
 
@@ -340,16 +476,22 @@ def featurize(model, pad_id: int, encs: Sequence[Any], spec: FeatureSpec, dim: i
                 pending.extend(idx)
                 pending_ok.extend(bool(v) for v in ok.cpu())
             else:
-                feats = G.hidden_features(model, batch)
+                feats = G.hidden_features(model, batch, pooling=spec.pooling,
+                                          layers=spec.layers)
                 out[idx] = feats.float().cpu().numpy()
                 valid[idx] = (batch["attention_mask"].sum(dim=1) > 0).numpy()
         except torch.cuda.OutOfMemoryError:
-            torch.cuda.empty_cache()
-            if bs == 1:
+            failed = True
+        if failed:  # outside `except`: the failed batch's tensors are unreachable now
+            batch = sink = feats = None
+            if buf is not None and not pending:
+                buf = None
+            free_memory()
+            if len(idx) == 1:
                 raise ValueError(
-                    f"out of GPU memory on one row of {len(encs[idx[0]].input_ids)} tokens; "
-                    "lower --max-length (rows already computed are kept)") from None
-            bs = max(1, bs // 2)
+                    f"out of GPU memory on one row of {lengths[pos]} tokens; lower "
+                    "--max-length (rows already computed are kept)") from None
+            budget.shrink(len(idx), lengths[pos + len(idx) - 1])
             continue
         pos += len(idx)
     if gradient:
@@ -371,9 +513,10 @@ def store_name(feature_spec: FeatureSpec, checkpoint_dir: str | Path | None) -> 
     """A readable default store name, e.g. 'gradient-adam-ckpt-4-rademacher-d8192'."""
     s = feature_spec
     ck = Path(checkpoint_dir).name if checkpoint_dir is not None else "base"
+    opts = "".join(f"-{k.replace('_', '')}{v}" for k, v in feature_options(s).items())
     if s.kind == "hidden":
-        return f"hidden-{ck}"
-    return f"gradient-{s.mode}-{ck}-{s.projection}-d{s.dim}"
+        return f"hidden-{ck}{opts}"
+    return f"gradient-{s.mode}-{ck}-{s.projection}-d{s.dim}{opts}"
 
 
 # --------------------------------------------------------------------------------- targets
@@ -445,6 +588,9 @@ def target_features(target_set: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
                f"target examples {min(lo + step, len(encs))}/{len(encs)}")
     ids = np.array([code[ex.subtask] for ex in examples], dtype=np.int64)
     feats, ids = feats[valid], ids[valid]
+    from .scorable import target_report
+
+    cut = target_report(examples, eng.tok, model_spec.max_length)
     if out is not None:
         with atomic.atomic_dir(out) as tmp:
             np.save(tmp / TARGET_FEATURES, feats)
@@ -453,6 +599,8 @@ def target_features(target_set: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
                 "identity": ident, "fingerprint": fingerprint(ident), "n_examples": len(examples),
                 "n_without_labels": int((~valid).sum()),
                 "n_truncated": int(sum(e.truncated for e in encs)),
+                "tokens_lost": cut.tokens_lost,
+                "mean_tokens_lost": round(cut.mean_tokens_lost, 2),
                 "counts": {s: int((ids == i).sum()) for i, s in enumerate(subtasks)},
                 "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
             }, indent=2, sort_keys=True, default=str) + "\n")

@@ -17,9 +17,13 @@ character of it. A token that straddles the header/content boundary (rare; only 
 merge across a newline) belongs to the header and is masked. Slow tokenizers (no offsets) fall
 back to tokenising growing prefixes, as open-instruct does.
 
-Truncation keeps the first `max_length` tokens (as LESS does for training rows) and sets
-`truncated`. A row whose labels are all masked (e.g. its answer lies beyond `max_length`) has
-`n_labels == 0`: callers must flag it and never score it.
+Truncation of a row longer than `max_length` (`truncation`, METHOD.md section 1):
+"keep_answer" (default) drops the oldest prompt tokens (the tokenizer's leading special tokens,
+e.g. BOS, stay) so the answer survives, exactly as for target examples; an answer longer than
+`max_length` on its own keeps its start and loses its end. "right" keeps the first
+`max_length` tokens (LESS's behaviour), so a long prompt can cost a row its whole answer.
+Either way `truncated` is set and the report counts the tokens lost. A row whose labels are
+still all masked has `n_labels == 0`: callers must flag it and never score it.
 
 `encode_prompt_completion` is for target examples: the prompt is already rendered text, the
 completion is appended to it (no EOS, exactly as LESS's validation encoding), and when the pair
@@ -28,11 +32,13 @@ is too long the prompt's *oldest* tokens are dropped so the completion survives.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 IGNORE_INDEX = -100
 TEMPLATES = ("tulu", "model")
+TRUNCATIONS = ("keep_answer", "right")
 _HEADERS = {"system": "<|system|>\n", "user": "<|user|>\n", "assistant": "<|assistant|>\n"}
 
 
@@ -61,10 +67,16 @@ class EncodeReport:
     straddled: list[int] = field(default_factory=list)
     no_labels: list[int] = field(default_factory=list)  # positions with n_labels == 0
     lengths: list[int] = field(default_factory=list)  # token count before truncation
+    tokens_lost: int = 0  # summed over truncated rows
 
     @property
     def n_no_labels(self) -> int:
         return len(self.no_labels)
+
+    @property
+    def mean_tokens_lost(self) -> float:
+        """Mean tokens cut from a truncated row (0 when none was cut)."""
+        return self.tokens_lost / self.n_truncated if self.n_truncated else 0.0
 
 
 # --------------------------------------------------------------------------- rendering
@@ -197,12 +209,58 @@ def _render(messages: Sequence[dict], tokenizer, template: str):
     raise ValueError(f"unknown template {template!r}; choose one of {TEMPLATES}")
 
 
+def check_truncation(truncation: str) -> None:
+    if truncation not in TRUNCATIONS:
+        raise ValueError(f"truncation must be one of {', '.join(TRUNCATIONS)}, got "
+                         f"{truncation!r}")
+
+
+def _lead_specials(tokenizer, ids: list[int], text: str, add_special_tokens: bool) -> int:
+    """How many leading tokens the tokenizer itself added (e.g. BOS): they are kept when a
+    sequence loses its oldest tokens."""
+    if not add_special_tokens:
+        return 0
+    if _is_fast(tokenizer):
+        mask = tokenizer(text, add_special_tokens=True, return_special_tokens_mask=True,
+                         verbose=False)["special_tokens_mask"]
+    else:
+        specials = set(getattr(tokenizer, "all_special_ids", []) or [])
+        plain = tokenizer(text, add_special_tokens=False)["input_ids"]
+        n_added = max(len(ids) - len(plain), 0)
+        mask = [1 if (i < n_added and x in specials) else 0 for i, x in enumerate(ids)]
+    lead = 0
+    while lead < len(mask) and mask[lead]:
+        lead += 1
+    return lead
+
+
+def keep_answer(ids: list[int], labels: list[int], lead: int, max_length: int
+                ) -> tuple[list[int], list[int]]:
+    """Cut `ids`/`labels` to `max_length` by dropping the oldest tokens after the first `lead`
+    ones, so the labelled tail survives; a labelled tail longer than the room left keeps its
+    start and loses its end (then no label is lost that could have been kept)."""
+    if len(ids) <= max_length:
+        return ids, labels
+    room = max_length - lead
+    if room <= 0:
+        return ids[:max_length], labels[:max_length]
+    first_label = next((i for i, x in enumerate(labels) if x != IGNORE_INDEX), len(ids))
+    keep_tail = len(ids) - first_label
+    if keep_tail >= room:
+        return (ids[:lead] + ids[first_label:first_label + room],
+                [IGNORE_INDEX] * lead + labels[first_label:first_label + room])
+    start = len(ids) - room
+    return ids[:lead] + ids[start:], labels[:lead] + labels[start:]
+
+
 def encode_chats(batch: Sequence[Sequence[dict]], tokenizer, max_length: int,
-                 template: str = "tulu") -> tuple[list[Encoded], EncodeReport]:
-    """Encode many chats at once (one batched tokenizer call) and report truncation and rows
-    left without labels. Positions in the report index `batch`."""
+                 template: str = "tulu", truncation: str = "keep_answer"
+                 ) -> tuple[list[Encoded], EncodeReport]:
+    """Encode many chats at once (one batched tokenizer call) and report truncation, tokens
+    lost and rows left without labels. Positions in the report index `batch`."""
     if max_length < 1:
         raise ValueError(f"max_length must be >= 1, got {max_length}")
+    check_truncation(truncation)
     rendered = [_render(m, tokenizer, template) for m in batch]
     report = EncodeReport(n_rows=len(batch))
     pairs = _tokenize_with_spans([r[0] for r in rendered], [r[1] for r in rendered], tokenizer,
@@ -213,8 +271,14 @@ def encode_chats(batch: Sequence[Sequence[dict]], tokenizer, max_length: int,
         report.lengths.append(len(ids))
         truncated = len(ids) > max_length
         if truncated:
-            ids, labels = ids[:max_length], labels[:max_length]
             report.n_truncated += 1
+            report.tokens_lost += len(ids) - max_length
+            if truncation == "right":
+                ids, labels = ids[:max_length], labels[:max_length]
+            else:
+                lead = _lead_specials(tokenizer, ids, rendered[k][0],
+                                      add_special_tokens=(template == "tulu"))
+                ids, labels = keep_answer(ids, labels, lead, max_length)
         e = Encoded(ids, labels, truncated)
         if e.n_labels == 0:
             report.no_labels.append(k)
@@ -223,9 +287,9 @@ def encode_chats(batch: Sequence[Sequence[dict]], tokenizer, max_length: int,
 
 
 def encode_chat(messages: Sequence[dict], tokenizer, max_length: int,
-                template: str = "tulu") -> Encoded:
+                template: str = "tulu", truncation: str = "keep_answer") -> Encoded:
     """One chat -> token ids with labels on assistant content + EOS only (see module doc)."""
-    encs, _ = encode_chats([messages], tokenizer, max_length, template)
+    encs, _ = encode_chats([messages], tokenizer, max_length, template, truncation)
     return encs[0]
 
 
@@ -244,32 +308,8 @@ def encode_prompt_completion(prompt: str, completion: str, tokenizer,
                                           else [[]], tokenizer, add_special_tokens=True)
     if len(ids) <= max_length:
         return Encoded(ids, labels, False)
-    # leading special tokens (BOS) added by the tokenizer
-    lead = 0
-    if _is_fast(tokenizer):
-        mask = tokenizer(text, add_special_tokens=True, return_special_tokens_mask=True,
-                         verbose=False)["special_tokens_mask"]
-    else:
-        specials = set(getattr(tokenizer, "all_special_ids", []) or [])
-        plain = tokenizer(text, add_special_tokens=False)["input_ids"]
-        n_added = max(len(ids) - len(plain), 0)
-        mask = [1 if (i < n_added and x in specials) else 0 for i, x in enumerate(ids)]
-    while lead < len(mask) and mask[lead]:
-        lead += 1
-    first_label = next((i for i, x in enumerate(labels) if x != IGNORE_INDEX), len(ids))
-    # tokens from first_label on: the completion (plus any trailing special tokens)
-    keep_tail = len(ids) - first_label
-    room = max_length - lead
-    if room <= 0:
-        return Encoded(ids[:max_length], labels[:max_length], True)
-    if keep_tail >= room:
-        tail_ids = ids[first_label:first_label + room]
-        tail_lab = labels[first_label:first_label + room]
-        return Encoded(ids[:lead] + tail_ids, [IGNORE_INDEX] * lead + tail_lab, True)
-    n_prompt = room - keep_tail
-    start = first_label - n_prompt
-    new_ids = ids[:lead] + ids[start:]
-    new_labels = labels[:lead] + labels[start:]
+    lead = _lead_specials(tokenizer, ids, text, add_special_tokens=True)
+    new_ids, new_labels = keep_answer(ids, labels, lead, max_length)
     return Encoded(new_ids, new_labels, True)
 
 

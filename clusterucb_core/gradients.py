@@ -33,8 +33,9 @@ LESS concatenates), so projections agree with a LESS-style full gradient.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -263,24 +264,107 @@ def per_sample_features(model, batch: dict[str, torch.Tensor], projector: Any,
 
 
 # ------------------------------------------------------------------------------ hidden states
+POOLINGS = ("mean", "answer", "last")
+
+
+def decoder_layers(model) -> nn.ModuleList:
+    """The model's stack of decoder blocks (Llama/Mistral/Qwen `layers`, GPT-2 `h`, ...)."""
+    lm = _unwrap(model)
+    for root in (getattr(lm, "model", None), getattr(lm, "transformer", None), lm):
+        if root is None:
+            continue
+        for name in ("layers", "h", "blocks", "block"):
+            layers = getattr(root, name, None)
+            if isinstance(layers, nn.ModuleList) and len(layers):
+                return layers
+    raise ValueError("cannot find the model's decoder blocks (no layers/h/blocks list); "
+                     "use layers = 0 (the whole model)")
+
+
+class _EarlyExit(Exception):
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = hidden
+
+
+def pool_states(hidden: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor | None,
+                pooling: str) -> torch.Tensor:
+    """[B, T, H] states -> [B, H] float32: mean over real tokens, over answer tokens (rows
+    without one fall back to all tokens), or the last real token."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    hidden = hidden.float()
+    if pooling == "last":
+        last = (mask.sum(dim=1) - 1).clamp(min=0)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    w = mask.to(torch.float32)
+    if pooling == "answer" and labels is not None:
+        ans = (labels != IGNORE_INDEX).to(torch.float32) * w
+        has = ans.sum(dim=1, keepdim=True) > 0
+        w = torch.where(has, ans, w)
+    w = w.unsqueeze(-1)
+    return (hidden * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
+
+
 @torch.no_grad()
-def hidden_features(model, batch: dict[str, torch.Tensor], normalize: bool = True
-                    ) -> torch.Tensor:
-    """Forward-only embeddings: the last hidden state mean-pooled over the attention mask
-    (float32 [B, H], L2-normalised by default). The cheap features for clustering."""
+def hidden_states(model, batch: dict[str, torch.Tensor], layers: int = 0) -> torch.Tensor:
+    """[B, T, H] states: the last hidden state (final norm applied) when `layers` is 0, else
+    the output of decoder block `layers` (1-based) -- the blocks above it never run."""
     lm = _unwrap(model)
     decoder = getattr(lm, "base_model", lm)
     device = next(model.parameters()).device
     ids = batch["input_ids"].to(device)
     mask = batch["attention_mask"].to(device)
+    if layers:
+        stack = decoder_layers(model)
+        if not 1 <= layers <= len(stack):
+            raise ValueError(f"layers must be 0 (all) or 1..{len(stack)}, got {layers}")
+
+        def stop(module, args, output):
+            raise _EarlyExit(output[0] if isinstance(output, tuple) else output)
+
+        handle = stack[layers - 1].register_forward_hook(stop)
+        try:
+            lm(input_ids=ids, attention_mask=mask, use_cache=False)
+        except _EarlyExit as done:
+            return done.hidden
+        finally:
+            handle.remove()
+        raise RuntimeError(f"decoder block {layers} never ran")  # pragma: no cover
     if decoder is lm:
         out = lm(input_ids=ids, attention_mask=mask, output_hidden_states=True, use_cache=False)
-        hidden = out.hidden_states[-1]
-    else:
-        hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
-    w = mask.to(torch.float32).unsqueeze(-1)
-    pooled = (hidden.float() * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
+        return out.hidden_states[-1]
+    return decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+
+
+@torch.no_grad()
+def hidden_features(model, batch: dict[str, torch.Tensor], normalize: bool = True,
+                    pooling: str = "mean", layers: int = 0) -> torch.Tensor:
+    """Forward-only embeddings (float32 [B, H], L2-normalised by default): the hidden states
+    of `hidden_states(model, batch, layers)` pooled by `pool_states`. The cheap features for
+    clustering; `layers` > 0 is an early exit whose cost falls with the blocks skipped."""
+    hidden = hidden_states(model, batch, layers)
+    device = hidden.device
+    labels = batch.get("labels")
+    pooled = pool_states(hidden, batch["attention_mask"].to(device),
+                         None if labels is None else labels.to(device), pooling)
     return normalize_rows(pooled)[0] if normalize else pooled
+
+
+def freeze_below_top(model, top_blocks: int) -> None:
+    """Keep only the LoRA matrices of the top `top_blocks` decoder blocks trainable, so a
+    per-sample backward stops there (a cheap gradient sketch)."""
+    import re
+
+    n = len(decoder_layers(model))
+    if not 1 <= top_blocks <= n:
+        raise ValueError(f"top_blocks must be 0 (all) or 1..{n}, got {top_blocks}")
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        m = re.search(r"\.(?:layers|h|blocks|block)\.(\d+)\.", name)
+        if m is None or int(m.group(1)) < n - top_blocks:
+            p.requires_grad_(False)
 
 
 def hidden_size(model) -> int:

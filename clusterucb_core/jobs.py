@@ -34,10 +34,11 @@ import subprocess
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from . import atomic
 from .workspace import Workspace, check_name
@@ -67,7 +68,7 @@ def _now() -> float:
 def _iso(t: float | None) -> str | None:
     if t is None:
         return None
-    return datetime.fromtimestamp(t, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(t, tz=UTC).isoformat(timespec="seconds")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -489,7 +490,7 @@ class _ProgressTee(io.TextIOBase):
     that only prints progress still drives the progress file. Explicit `report()` calls win.
     """
 
-    def __init__(self, inner: Any, progress: "Progress"):
+    def __init__(self, inner: Any, progress: Progress):
         self.inner = inner
         self.progress = progress
         self._buf = ""

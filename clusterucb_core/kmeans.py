@@ -38,20 +38,28 @@ labels on any device up to floating-point ties.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .progress import Progress
-from .rowsource import (_EPS_NORM, RowSource, as_source, chunk_rows_for, load_normalized,
-                        normalize_rows, take_chunked)
+from .rowsource import (
+    _EPS_NORM,
+    RowSource,
+    as_source,
+    chunk_rows_for,
+    load_normalized,
+    normalize_rows,
+    take_chunked,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
-def _resolve_device(device: str) -> "torch.device":
+def _resolve_device(device: str) -> torch.device:
     import torch
 
     if device in ("auto", None):
@@ -98,7 +106,7 @@ class KMeansResult:
 # core (torch)
 # ---------------------------------------------------------------------------------------------
 
-def _assign(V: "torch.Tensor", C: "torch.Tensor", chunk: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+def _assign(V: torch.Tensor, C: torch.Tensor, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(labels, cosine to the assigned centroid) for every row of V."""
     import torch
 
@@ -113,7 +121,7 @@ def _assign(V: "torch.Tensor", C: "torch.Tensor", chunk: int) -> tuple["torch.Te
     return labels, best
 
 
-def _normalize_centroids(sums: "torch.Tensor", old: "torch.Tensor") -> "torch.Tensor":
+def _normalize_centroids(sums: torch.Tensor, old: torch.Tensor) -> torch.Tensor:
     norms = sums.norm(dim=1, keepdim=True)
     ok = norms.squeeze(1) > _EPS_NORM
     out = old.clone()
@@ -121,8 +129,8 @@ def _normalize_centroids(sums: "torch.Tensor", old: "torch.Tensor") -> "torch.Te
     return out
 
 
-def _kmeanspp(V: "torch.Tensor", k: int, rng: np.random.Generator, chunk: int,
-              n_trials: int | None = None) -> "torch.Tensor":
+def _kmeanspp(V: torch.Tensor, k: int, rng: np.random.Generator, chunk: int,
+              n_trials: int | None = None) -> torch.Tensor:
     """Greedy k-means++ with distance 1 - cos; returns indices of K distinct rows of V.
     Each step scores all its candidates with one [N, trials] product (one read of V)."""
     import torch
@@ -161,9 +169,9 @@ def _kmeanspp(V: "torch.Tensor", k: int, rng: np.random.Generator, chunk: int,
     return torch.as_tensor(chosen, dtype=torch.int64, device=V.device)
 
 
-def _relocate_empty(labels: "torch.Tensor", best: "torch.Tensor", counts: "torch.Tensor",
-                    sums: "torch.Tensor | None", V: "torch.Tensor | None",
-                    rows_vectors: Callable[[np.ndarray], "torch.Tensor"] | None = None,
+def _relocate_empty(labels: torch.Tensor, best: torch.Tensor, counts: torch.Tensor,
+                    sums: torch.Tensor | None, V: torch.Tensor | None,
+                    rows_vectors: Callable[[np.ndarray], torch.Tensor] | None = None,
                     ) -> tuple[list[int], list[int], list[int]]:
     """Give every empty cluster the farthest row (lowest cosine to its own centroid) of a
     cluster that keeps at least one member. Updates labels, best, counts (and sums when given)
@@ -203,8 +211,15 @@ def _relocate_empty(labels: "torch.Tensor", best: "torch.Tensor", counts: "torch
     return empty, moved, donors
 
 
-def _lloyd(V: "torch.Tensor", C: "torch.Tensor", max_iter: int, tol: float, chunk: int,
-           progress: Progress | None, label: str) -> tuple["torch.Tensor", "torch.Tensor", int, bool, int]:
+def _lloyd(
+    V: torch.Tensor,
+    C: torch.Tensor,
+    max_iter: int,
+    tol: float,
+    chunk: int,
+    progress: Progress | None,
+    label: str,
+) -> tuple[torch.Tensor, torch.Tensor, int, bool, int]:
     import torch
 
     k, d = C.shape
@@ -230,8 +245,11 @@ def _lloyd(V: "torch.Tensor", C: "torch.Tensor", max_iter: int, tol: float, chun
     return C, prev, n_iter, converged, n_reseeded
 
 
-def _finalize(V: "torch.Tensor", C: "torch.Tensor", chunk: int) -> tuple[np.ndarray, np.ndarray, float, int]:
-    """Final assignment with the final centroids, guaranteed non-empty; (labels, C, inertia, reseeded)."""
+def _finalize(
+    V: torch.Tensor, C: torch.Tensor, chunk: int
+) -> tuple[np.ndarray, np.ndarray, float, int]:
+    """Final assignment with the final centroids, guaranteed non-empty;
+    (labels, C, inertia, reseeded)."""
     import torch
 
     k, d = C.shape
@@ -293,15 +311,26 @@ def spherical_kmeans(X: Any, k: int, seed: int = 0, max_iter: int = 100, tol: fl
     lab, C, inertia, n_iter, converged, n_res = best_run  # type: ignore[misc]
     labels = np.full(src.n_rows, -1, dtype=np.int64)
     labels[valid] = lab
-    return KMeansResult(labels=labels, centroids=C.float().cpu().numpy(), inertia=inertia,
-                        n_iter=n_iter, converged=converged, n_invalid=n_invalid,
-                        n_reseeded=n_res, mode="full",
-                        info={"device": str(dev), "init": init if isinstance(init, str) else "array",
-                              "n_init": int(n_init), "seed": int(seed)})
+    return KMeansResult(
+        labels=labels,
+        centroids=C.float().cpu().numpy(),
+        inertia=inertia,
+        n_iter=n_iter,
+        converged=converged,
+        n_invalid=n_invalid,
+        n_reseeded=n_res,
+        mode="full",
+        info={
+            "device": str(dev),
+            "init": init if isinstance(init, str) else "array",
+            "n_init": int(n_init),
+            "seed": int(seed),
+        },
+    )
 
 
-def _initial_centroids(V: "torch.Tensor", k: int, init: Any, rng: np.random.Generator,
-                       chunk: int) -> "torch.Tensor":
+def _initial_centroids(V: torch.Tensor, k: int, init: Any, rng: np.random.Generator,
+                       chunk: int) -> torch.Tensor:
     import torch
 
     if isinstance(init, str):
@@ -372,7 +401,7 @@ def minibatch_spherical_kmeans(X: Any, k: int, seed: int = 0, max_iter: int = 10
     best = np.full(n, np.inf, dtype=np.float32)  # +inf: invalid rows sort last in relocation
     valid = np.zeros(n, dtype=bool)
 
-    def one_pass(C: "torch.Tensor", accumulate: bool) -> tuple["torch.Tensor", "torch.Tensor"]:
+    def one_pass(C: torch.Tensor, accumulate: bool) -> tuple[torch.Tensor, torch.Tensor]:
         sums = torch.zeros(k, d, dtype=torch.float32, device=dev)
         for start, raw in src.chunks(batch_size):
             xs, ok = normalize_rows(raw)
@@ -396,7 +425,7 @@ def minibatch_spherical_kmeans(X: Any, k: int, seed: int = 0, max_iter: int = 10
         counts = torch.as_tensor(np.bincount(labels[labels >= 0], minlength=k), device=dev)
         return sums, counts
 
-    def rows_vectors(rows: np.ndarray) -> "torch.Tensor":
+    def rows_vectors(rows: np.ndarray) -> torch.Tensor:
         order = np.argsort(rows)
         vec = np.empty((len(rows), d), dtype=np.float32)
         vec[order] = normalize_rows(src.take(rows[order]))[0]
@@ -459,7 +488,7 @@ def minibatch_spherical_kmeans(X: Any, k: int, seed: int = 0, max_iter: int = 10
 
 
 def _stream_sums(src: RowSource, labels: np.ndarray, k: int, d: int, dev: Any,
-                 size: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+                 size: int) -> tuple[torch.Tensor, torch.Tensor]:
     import torch
 
     sums = torch.zeros(k, d, dtype=torch.float32, device=dev)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,7 +29,7 @@ def default_ks(n_valid: int) -> list[int]:
 
 def k_scan(X: Any, ks: Sequence[int] | None = None, sample: int = 10_000, seed: int = 0,
            silhouette_sample: int = 4_000, max_iter: int = 50, tol: float = 1e-4,
-           device: str = "auto", progress: Progress | None = None) -> "pd.DataFrame":
+           device: str = "auto", progress: Progress | None = None) -> pd.DataFrame:
     """Cluster a random sample of rows for each K and score it.
 
     Returns a DataFrame with columns ``k``, ``inertia`` (sum of 1 - cos on the sample),
@@ -69,7 +70,7 @@ def k_scan(X: Any, ks: Sequence[int] | None = None, sample: int = 10_000, seed: 
     return df
 
 
-def pick_k(scan: "pd.DataFrame", tie: float = SILHOUETTE_TIE) -> int:
+def pick_k(scan: pd.DataFrame, tie: float = SILHOUETTE_TIE) -> int:
     """The default rule: the best cosine silhouette, where scores within ``tie`` of the best
     count as tied and the smaller K wins (fewer, larger arms are cheaper for the bandit's cold
     start). Without any finite silhouette, the K at the inertia curve's elbow (largest

@@ -3,8 +3,10 @@
 Model sources: the bundled demo (`sample_data/demo_model`, also reachable as "demo"), any local
 folder in Hugging Face layout, or a hub id (downloaded by `transformers`; only real users go
 online, the tests use local folders). Device `auto` = CUDA (the rank's `LOCAL_RANK` GPU under
-`torchrun`), else MPS, else CPU; dtype `auto` = bfloat16 on CUDA, float32 elsewhere (bf16
-matmuls are extremely slow on CPUs without native support). `trust_remote_code` is passed
+`torchrun`), else MPS, else CPU; dtype `auto` = bfloat16 on a CUDA GPU that supports it,
+float32 elsewhere (bf16 matmuls are extremely slow on CPUs without native support); float16
+is refused (no loss scaler). LoRA matrices stay float32 whatever the base dtype (peft's
+adapter autocast). `trust_remote_code` is passed
 through only when the spec asks for it.
 
 Padding. LESS adds a `<pad>` special token and resizes the embeddings when the tokenizer has no
@@ -36,8 +38,9 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -52,21 +55,37 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
 # --------------------------------------------------------------------------------- device
+def local_cuda_index() -> int:
+    """This process's GPU: LOCAL_RANK % the visible GPUs, refusing more processes than GPUs.
+
+    Two processes on one GPU would each hold the whole model (and NCCL refuses them), so a
+    machine running more local processes than it shows GPUs is an error, unless a launcher
+    pinned each process to its own single GPU with CUDA_VISIBLE_DEVICES."""
+    n = torch.cuda.device_count()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    pinned = n == 1 and len(os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",")) == 1 \
+        and os.environ.get("CUDA_VISIBLE_DEVICES", "") != ""
+    if local_world > n and not pinned:
+        raise ValueError(f"{local_world} processes on this machine but {n} GPU(s) visible: "
+                         f"start one process per GPU (torchrun --nproc_per_node {n})")
+    return local_rank % max(n, 1)
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """`auto` -> CUDA (LOCAL_RANK's GPU under torchrun), else MPS, else CPU."""
     name = (name or "auto").lower()
     if name == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))
-                                % max(torch.cuda.device_count(), 1))
+            return torch.device("cuda", local_cuda_index())
         mps = getattr(torch.backends, "mps", None)
         if mps is not None and mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for but CUDA is not available here")
-    if name == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    if name == "cuda":
+        return torch.device("cuda", local_cuda_index())
     return torch.device(name)
 
 
@@ -74,14 +93,28 @@ _DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bf
            "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
 
 
+def _bf16_ok(device: torch.device) -> bool:
+    return device.type != "cuda" or bool(torch.cuda.is_bf16_supported())
+
+
 def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """`auto` -> bfloat16 on CUDA, float32 on CPU and MPS."""
+    """`auto` -> bfloat16 on a CUDA GPU that supports it, float32 elsewhere.
+
+    float16 is refused: per-row LoRA gradients and the warm-up's steps overflow it without a
+    loss scaler, and the features would silently hold inf/NaN."""
     name = (name or "auto").lower()
     if name == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
+        return torch.bfloat16 if device.type == "cuda" and _bf16_ok(device) else torch.float32
     if name not in _DTYPES:
         raise ValueError(f"unknown dtype {name!r}; choose auto, float32, bfloat16 or float16")
-    return _DTYPES[name]
+    dtype = _DTYPES[name]
+    if dtype == torch.float16:
+        raise ValueError("dtype float16 is refused: LoRA gradients overflow it without loss "
+                         "scaling; use bfloat16 (on GPUs that support it) or float32")
+    if dtype == torch.bfloat16 and not _bf16_ok(device):
+        raise ValueError(f"dtype bfloat16 asked for, but {device} does not support it "
+                         "(torch.cuda.is_bf16_supported() is False); use float32")
+    return dtype
 
 
 # --------------------------------------------------------------------------------- loading
@@ -139,7 +172,9 @@ def load_model(spec: ModelSpec) -> tuple[Any, Any, torch.device, torch.dtype]:
             source, dtype=dtype, trust_remote_code=bool(spec.trust_remote_code))
     except OSError as exc:
         where = "folder" if local else "hub id"
-        raise FileNotFoundError(f"could not load a causal LM from {where} {source!r}: {exc}") from exc
+        raise FileNotFoundError(
+            f"could not load a causal LM from {where} {source!r}: {exc}"
+        ) from exc
     model.to(device)
     model.eval()
     for p in model.parameters():
@@ -207,18 +242,48 @@ def _linear_leaf_names(model) -> dict[str, list[str]]:
 
 
 def resolve_target_modules(model, lora: LoraSpec) -> list[str]:
-    """The spec's target modules present in this model; when none is (a non-Llama naming),
-    the linear layers inside its attention blocks (e.g. GPT-2's c_attn/c_proj)."""
+    """The LoRA target modules for this model, as peft matches them (a leaf name such as
+    `q_proj`, or a dotted name or suffix such as `layers.3.self_attn.q_proj`).
+
+    Only the default names may be replaced: with none of them in this model (a non-Llama
+    naming) the linear layers inside its attention blocks are used (e.g. GPT-2's c_attn,
+    c_proj). Names the user chose must all exist; otherwise the call is refused, naming the
+    modules that do (a silent fallback would compute gradients of other layers)."""
     leaves = _linear_leaf_names(model)
-    wanted = [m for m in lora.target_modules if m in leaves]
+    quals = [q for qs in leaves.values() for q in qs]
+
+    def present(name: str) -> bool:
+        return any(q == name or q.endswith("." + name) for q in quals)
+
+    wanted = [m for m in lora.target_modules if present(m)]
+    default = lora.target_modules == LoraSpec().target_modules
+    if not default:
+        missing = [m for m in lora.target_modules if not present(m)]
+        if missing:
+            raise ValueError(f"LoRA target module(s) {', '.join(missing)} not in this model; its "
+                             f"linear layers are {', '.join(sorted(leaves))} (e.g. {quals[0]})"
+                             if quals else "this model has no linear layers for LoRA")
+        return wanted
     if wanted:
         return wanted
-    attn = sorted({leaf for leaf, quals in leaves.items()
-                   if any(("attn" in q.lower() or "attention" in q.lower()) for q in quals)})
+    attn = sorted({leaf for leaf, qs in leaves.items()
+                   if any(("attn" in q.lower() or "attention" in q.lower()) for q in qs)})
     if attn:
         return attn
     raise ValueError(f"none of the LoRA target modules {list(lora.target_modules)} exists in "
                      f"this model; its linear layers are {sorted(leaves)}")
+
+
+def _layers(model, lora: LoraSpec) -> list[int] | None:
+    """peft's `layers_to_transform`, checked against the model's number of layers."""
+    if not lora.layers_to_transform:
+        return None
+    n = getattr(getattr(model, "config", None), "num_hidden_layers", None)
+    bad = [i for i in lora.layers_to_transform if n is not None and i >= n]
+    if bad:
+        raise ValueError(f"[lora] layers_to_transform = {list(lora.layers_to_transform)}: this "
+                         f"model has layers 0..{n - 1}")
+    return list(lora.layers_to_transform)
 
 
 def add_lora(model, lora: LoraSpec, seed: int = 0):
@@ -228,7 +293,8 @@ def add_lora(model, lora: LoraSpec, seed: int = 0):
 
     config = LoraConfig(r=int(lora.rank), lora_alpha=int(lora.alpha),
                         lora_dropout=float(lora.dropout),
-                        target_modules=resolve_target_modules(model, lora), bias="none",
+                        target_modules=resolve_target_modules(model, lora),
+                        layers_to_transform=_layers(model, lora), bias="none",
                         task_type="CAUSAL_LM")
     with torch.random.fork_rng(devices=[]), _quiet():
         torch.manual_seed(seed)
@@ -263,6 +329,67 @@ def load_adapter(model, checkpoint_dir: str | Path):
         peft_model = PeftModel.from_pretrained(model, str(ckpt), is_trainable=True)
     peft_model.eval()
     return peft_model
+
+
+class SharedBase:
+    """One base model per process, with each checkpoint loaded as a named peft adapter.
+
+    Engines at several checkpoints (a reward per warm-up epoch) share the base weights (13.5 GB
+    for a 7B model in bf16) instead of loading a copy each; an engine activates its adapter
+    with `activate(name)` (peft's set_adapter: only that adapter's LoRA matrices require grad,
+    so `lora_blocks` sees exactly its parameters)."""
+
+    def __init__(self, spec: ModelSpec):
+        self.spec = spec
+        self.model = None
+        self.tok = self.device = self.dtype = None
+        self._names: dict[str, str] = {}
+        # what engines on this model share besides the weights: one projector per map (a
+        # 0.67 GB hash at 7B) and one learnt batch budget per feature kind
+        self.projectors: dict[tuple, Any] = {}
+        self.budgets: dict[str, Any] = {}
+
+    def adapter(self, checkpoint_dir: str | Path) -> str:
+        """The adapter name of a checkpoint, loading it on first use."""
+        from peft import PeftModel
+
+        key = str(Path(checkpoint_dir).resolve())
+        if key in self._names:
+            return self._names[key]
+        if not (Path(key) / "adapter_config.json").exists():
+            raise FileNotFoundError(f"no LoRA adapter in {key} (adapter_config.json missing)")
+        name = f"ckpt{len(self._names)}"
+        with _quiet():
+            if self.model is None:
+                base, self.tok, self.device, self.dtype = load_model(self.spec)
+                self.model = PeftModel.from_pretrained(base, key, adapter_name=name,
+                                                       is_trainable=True)
+            else:
+                self.model.load_adapter(key, adapter_name=name, is_trainable=True)
+        self.model.to(self.device)
+        self.model.eval()
+        self._names[key] = name
+        return name
+
+    def activate(self, name: str) -> None:
+        if self.model.active_adapter != name:
+            self.model.set_adapter(name)
+
+    def close(self) -> None:
+        self.model = None
+        self._names.clear()
+        self.projectors.clear()
+        self.budgets.clear()
+        free_memory()
+
+
+def free_memory() -> None:
+    """Return freed tensors' memory to the device (after dropping the last references)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def prepare_model(spec: ModelSpec, lora: LoraSpec, checkpoint_dir: str | Path | None = None,
@@ -338,7 +465,9 @@ def checkpoint_fingerprint(checkpoint_dir: str | Path | None) -> str | None:
     return None if checkpoint_dir is None else str(checkpoint_meta(checkpoint_dir)["fingerprint"])
 
 
-def load_adam_state(model, checkpoint_dir: str | Path) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+def load_adam_state(
+    model, checkpoint_dir: str | Path
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """{param name: (m, v)} for every LoRA parameter of `model`, float32 on its device.
 
     Raises FileNotFoundError when the checkpoint has no Adam state (use mode 'sgd')."""

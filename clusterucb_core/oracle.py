@@ -29,7 +29,8 @@ Metrics, when the exhaustive scores are known (`exhaustive`: a float per pool ro
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -134,7 +135,7 @@ class LazyOracle:
                    target: np.ndarray | Sequence[np.ndarray], subtask_ids: np.ndarray,
                    weights: Sequence[float] | None = None,
                    flagged: np.ndarray | None = None, stores: Sequence[Any] | None = None,
-                   score_fn: Callable[..., np.ndarray] | None = None) -> "LazyOracle":
+                   score_fn: Callable[..., np.ndarray] | None = None) -> LazyOracle:
         """The usual wiring: features in a FeatureStore (`.missing(rows)`, `.read(rows)`),
         `compute_rows(rows)` writes them, scores = influence_scores against the target.
 

@@ -11,122 +11,55 @@ uses the same `Pipeline` so the browser and the CLI meet at the same files.
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from . import atomic
-from .config import (DEMO_DIR, DEMO_POOL, ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
-                     SelectionSpec, WarmupSpec, fingerprint, from_dict, load_toml, to_dict)
+from .config import (
+    FeatureSpec,
+    RunConfig,
+    SelectionSpec,
+    WarmupSpec,
+    config_from_dict,
+    config_to_dict,
+    fingerprint,
+    to_dict,
+)
 from .workspace import Workspace, check_name
 
 Log = Callable[[str], None]
-DEMO_TARGET = DEMO_DIR / "targets" / "arithmetic.jsonl"
 SCORES_DIR = "scores"
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything one end-to-end run needs; `clusterucb run --config run.toml` reads it."""
-
-    workspace: str = "workspaces/demo"
-    pool: str = str(DEMO_POOL)
-    pool_format: str = "auto"  # jsonl | json | csv | tsv | parquet | datasets
-    pool_shape: str = "auto"  # messages | alpaca | sharegpt | prompt_completion
-    pool_id_field: str = ""  # the column holding row ids ("" = `id`)
-    pool_source_field: str = ""  # the column holding sources ("" = `dataset` / `source`)
-    target: str = str(DEMO_TARGET)
-    run_id: str = "ucb"
-    model: ModelSpec = ModelSpec()
-    lora: LoraSpec = LoraSpec()
-    use_warmup: bool = True
-    warmup: WarmupSpec = WarmupSpec()
-    # The clustering features need not be the reward features (METHOD.md s.3): forward-only
-    # hidden states cost one forward pass per row, so clustering the whole pool stays cheap.
-    cluster_features: FeatureSpec = FeatureSpec(kind="hidden")
-    reward_features: FeatureSpec = FeatureSpec(kind="gradient", mode="adam")
-    reward_checkpoints: str = "last"  # last | all (LESS: lr-weighted sum over checkpoints)
-    clusters: ClusterSpec = ClusterSpec()
-    selection: SelectionSpec = SelectionSpec()
-    make_map: bool = True
-    exhaustive: bool = False  # also score every row (teaching, recall figures)
-    # Dynamic ClusterUCB (METHOD.md s.5): > 1 trains one epoch on each selection and selects
-    # again at the new checkpoint with the same clusters and a fresh bandit.
-    dynamic_rounds: int = 1
-    export_dir: str = ""  # default: <workspace>/exports/<run_id>
+def warmup_key(spec: WarmupSpec) -> dict[str, Any]:
+    """The warm-up settings that change its checkpoints: not how rows are split into
+    micro-batches or whether activations are recomputed (the same objective), and no clipping
+    (0) keys as warm-ups made before clipping existed."""
+    d = to_dict(spec)
+    d.pop("micro_batch_size")
+    d.pop("gradient_checkpointing")
+    if not d["max_grad_norm"]:
+        d.pop("max_grad_norm")
+    return d
 
 
-_SECTIONS: dict[str, type] = {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
-                              "cluster_features": FeatureSpec, "reward_features": FeatureSpec,
-                              "clusters": ClusterSpec, "selection": SelectionSpec}
-
-
-def config_from_dict(data: dict[str, Any], base_dir: Path | None = None) -> RunConfig:
-    """A RunConfig from TOML-shaped data; relative paths are taken from `base_dir`."""
-    data = dict(data)
-    kwargs: dict[str, Any] = {}
-    defaults = RunConfig()
-    for name, cls in _SECTIONS.items():
-        section = dict(data.pop(name, {}))
-        if name == "warmup" and "enabled" in section:
-            kwargs["use_warmup"] = bool(section.pop("enabled"))
-        base = dataclasses.asdict(getattr(defaults, name))
-        base.update(section)
-        kwargs[name] = from_dict(cls, base)
-    export = dict(data.pop("export", {}))
-    if export:
-        kwargs["export_dir"] = str(export.pop("out", ""))
-        if export:
-            raise ValueError(f"[export]: unknown setting(s) {', '.join(sorted(export))}")
-    known = {f.name for f in dataclasses.fields(RunConfig)} - set(_SECTIONS) - {"use_warmup"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown setting(s) {', '.join(unknown)}; top-level keys are "
-                         f"{', '.join(sorted(known))} and sections "
-                         f"{', '.join('[' + s + ']' for s in [*_SECTIONS, 'export'])}")
-    kwargs.update(data)
-    cfg = RunConfig(**kwargs)
-    if base_dir is not None:
-        cfg = replace(cfg, workspace=_under(base_dir, cfg.workspace),
-                      export_dir=_under(base_dir, cfg.export_dir) if cfg.export_dir else "",
-                      pool=_existing_under(base_dir, cfg.pool),
-                      target=_existing_under(base_dir, cfg.target),
-                      model=replace(cfg.model,
-                                    name_or_path=_existing_under(base_dir, cfg.model.name_or_path)))
-    return cfg
-
-
-def _under(base: Path, p: str) -> str:
-    return p if Path(p).is_absolute() else str((base / p).resolve())
-
-
-def _existing_under(base: Path, p: str) -> str:
-    """A relative path that exists next to the config file; anything else (a hub id such as
-    `org/model`, or an absolute path) is kept as written."""
-    return _under(base, p) if (base / p).exists() else p
-
-
-def load_config(path: str | Path) -> RunConfig:
-    path = Path(path)
-    return config_from_dict(load_toml(path), base_dir=path.resolve().parent)
-
-
-def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(RunConfig):
-        value = getattr(cfg, f.name)
-        if f.name in _SECTIONS:
-            out[f.name] = to_dict(value)
-        elif f.name not in ("use_warmup", "export_dir"):
-            out[f.name] = value
-    out["warmup"]["enabled"] = cfg.use_warmup
-    out["export"] = {"out": cfg.export_dir}
-    return out
+def describe_features(spec: FeatureSpec, model_max_length: int) -> str:
+    """One sentence naming the cluster features and why they cost what they do."""
+    ml = min(spec.max_length or model_max_length, model_max_length)
+    if spec.kind == "hidden":
+        depth = (f"the first {spec.layers} decoder block(s) only (early exit)" if spec.layers
+                 else "the whole model")
+        return (f"forward-only hidden states ({spec.pooling}-pooled) from {depth}, rows cut to "
+                f"{ml} tokens: one partial forward pass per row, no gradient")
+    top = f"the top {spec.top_blocks} block(s)" if spec.top_blocks else "every LoRA layer"
+    return (f"{spec.mode} LoRA gradients of {top}, projected to {spec.dim} dimensions, rows cut "
+            f"to {ml} tokens: a forward and a backward pass per row")
 
 
 class Pipeline:
@@ -142,7 +75,7 @@ class Pipeline:
                      "target_gradient_rows": 0}
 
     @classmethod
-    def from_workspace(cls, root: str | Path, log: Log | None = print) -> "Pipeline":
+    def from_workspace(cls, root: str | Path, log: Log | None = print) -> Pipeline:
         """The pipeline last configured in a workspace (the app and `clusterucb select`
         continue where `run`/`demo` or the browser left off)."""
         ws = Workspace.open(root, create=False)
@@ -201,6 +134,24 @@ class Pipeline:
                                     "fingerprint": target.fingerprint})
         return target
 
+    @cached_property
+    def format_report(self):
+        """How truncation treats the pool's rows and which rows cannot be scored (tokenizer
+        only; computed once per pool and formatting setting, kept in the workspace)."""
+        from .model import load_tokenizer
+        from .scorable import format_report, load_report, report_key, save_report
+
+        key = report_key(self.pool.fingerprint, self.cfg.model)
+        rep = load_report(self.ws.root, key)
+        if rep is None:
+            rep = format_report(list(self.pool.table["messages"]),
+                                load_tokenizer(self.cfg.model), self.cfg.model)
+            save_report(self.ws.root, key, rep)
+        summary = {k: v for k, v in rep.to_dict().items() if k != "unscorable"}
+        self.ws.update_meta(formatting={**summary, "key": key, "sentence": rep.sentence()})
+        self.log(f"formatting: {rep.sentence()}")
+        return rep
+
     # ------------------------------------------------------------------ warm-up
     @property
     def warmup_dir(self) -> Path:
@@ -210,7 +161,7 @@ class Pipeline:
         c = self.cfg
         # The model by content, not path: a moved repository or workspace keeps its warm-up.
         key = fingerprint(self.pool.fingerprint, weights_fingerprint(c.model.name_or_path),
-                          replace(c.model, name_or_path=""), c.lora, c.warmup)
+                          replace(c.model, name_or_path=""), c.lora, warmup_key(c.warmup))
         return self.ws.checkpoints(f"warmup-{key[:8]}")
 
     def warmup_ready(self) -> bool:
@@ -241,7 +192,7 @@ class Pipeline:
         return warmup(self.pool, self.cfg.model, self.cfg.lora, self.cfg.warmup, out,
                       progress=self.progress("warm-up"))
 
-    def at_checkpoint(self, checkpoint: str | Path) -> "Pipeline":
+    def at_checkpoint(self, checkpoint: str | Path) -> Pipeline:
         """The same pool, target and clusters, with rewards taken at another checkpoint."""
         other = Pipeline.__new__(Pipeline)
         other.cfg, other.ws, other._log = self.cfg, self.ws, self._log
@@ -283,6 +234,8 @@ class Pipeline:
         path = self.ws.features(store_name(spec, ckpt))
         self.log(f"cluster features: {spec.kind} -> {path.name}")
         engine = FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path)
+        todo = len(engine.store().missing())
+        t0 = time.perf_counter()
         if spec.engine == "ray":
             from .ray_engine import compute_with_ray
 
@@ -291,12 +244,17 @@ class Pipeline:
         else:
             store = engine.compute(progress=self.progress("cluster features"))
         self.work["cluster_feature_rows"] = store.n_rows
+        if todo:  # what one row cost, kept in the store for the Clusters page
+            store.annotate("compute_ms_per_row",
+                           round((time.perf_counter() - t0) * 1e3 / todo, 3))
         return store
 
     @property
     def clusters_name(self) -> str:
-        k = self.cfg.clusters.k
-        return check_name(f"{self.cluster_store.path.name}-k{k if k else 'auto'}")
+        spec = self.cfg.clusters
+        cond = f"-{spec.condition}" if spec.condition != "none" else ""
+        k = ("auto" if spec.k_rule == "silhouette" else spec.k_rule) if spec.auto_k else spec.k
+        return check_name(f"{self.cluster_store.path.name}{cond}-k{k}")
 
     @cached_property
     def clusters(self):
@@ -314,24 +272,59 @@ class Pipeline:
                 return cs
         except (FileNotFoundError, ValueError):
             pass
-        scan = None
-        k = spec.k
-        if k <= 0:
-            scan = k_scan(store, seed=spec.seed)
-            k = pick_k(scan)
-            self.log(f"clusters: K scan picked K={k}")
+        from . import conditioning
+        from .krule import choose_k
+
         # The store is read in chunks; one float32 copy is made only when it fits.
         minibatch = spec.minibatch or not fits_in_memory(store.n_rows, store.dim)
         if minibatch and not spec.minibatch:
             self.log("clusters: the features would not fit in memory; streaming mini-batches")
-        result = cluster_features(store, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
+        X: Any = store
+        cond = conditioning.Conditioner()
+        if spec.condition != "none":
+            if minibatch:
+                raise ValueError(f"condition = {spec.condition!r} needs the cluster features in "
+                                 "memory; use condition = \"none\" for a pool this large")
+            raw = store.read()
+            cond = conditioning.fit(raw, spec.condition, seed=spec.seed)
+            X = cond.transform(raw)
+        unscorable = self.format_report.mask()
+        scan, k, why = None, spec.k, f"K={spec.k} was set by hand"
+        if spec.auto_k:
+            if spec.k_rule == "silhouette":
+                scan = k_scan(X, seed=spec.seed)
+                k = pick_k(scan)
+                why = f"K={k} had the best silhouette of the K scan ({scan.attrs.get('rule')})"
+            else:
+                k, why = choose_k(spec.k_rule, n_rows=int((~unscorable).sum()),
+                                  cold_start=self.cfg.selection.cold_start, seed=spec.seed)
+        self.log(f"clusters: {why}")
+        result = cluster_features(X, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
                                   minibatch=minibatch, batch_size=spec.batch_size,
-                                  progress=self.progress("k-means"))
+                                  n_init=spec.n_init, progress=self.progress("k-means"))
+        # rows that cannot be scored are in no arm: the bandit never spends budget on them
+        result.labels[unscorable] = -1
         summary = summarize_clusters(self.pool.frame(), result.labels, store, result.centroids)
-        save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint, spec=spec,
-                      features_name=store.path.name, summary=summary, kscan=scan)
+        cost = self.cluster_feature_cost()
+        path = save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint,
+                             spec=spec, features_name=store.path.name, summary=summary,
+                             kscan=scan, extra={"k_reason": why, "condition": cond.kind,
+                                                "n_unscorable": int(unscorable.sum()),
+                                                "feature_cost": cost})
+        cond.save(path)
         self.log(f"clusters: K={k} saved as {name}")
         return load_clusters(self.ws, name)
+
+    def cluster_feature_cost(self) -> dict[str, Any]:
+        """What the cluster features are and what they cost, in the words the Clusters page
+        uses: kind, options and the rows computed."""
+        from .config import feature_options
+
+        spec = self.cfg.cluster_features
+        return {"kind": spec.kind, "options": feature_options(spec),
+                "rows": int(self.cluster_store.n_rows),
+                "ms_per_row": self.cluster_store.manifest.get("compute_ms_per_row"),
+                "what": describe_features(spec, self.cfg.model.max_length)}
 
     @cached_property
     def map(self):
@@ -346,16 +339,33 @@ class Pipeline:
     # ------------------------------------------------------------------ rewards
     @cached_property
     def reward_engines(self):
-        """One loaded model per reward checkpoint, kept alive so lazy rounds reuse it."""
+        """One engine per reward checkpoint, kept alive so lazy rounds reuse it; they share
+        one base model, each checkpoint a named adapter on it."""
         from .features import FeatureEngine, store_name
+        from .model import SharedBase
 
         spec = self.cfg.reward_features
         if spec.mode == "adam" and not self.checkpoints:
             self.log("reward features: no warm-up checkpoint, so plain SGD gradients")
             spec = replace(spec, mode="sgd")
-        return [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec,
-                              self.ws.features(store_name(spec, ck)))
-                for ck in self.reward_checkpoints]
+        base = SharedBase(self.cfg.model)
+        engines = [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec,
+                                 self.ws.features(store_name(spec, ck)), base=base)
+                   for ck in self.reward_checkpoints]
+        rep = self.format_report
+        note = {k: v for k, v in rep.to_dict().items() if k != "unscorable"}
+        for eng in engines:
+            if eng.store().manifest.get("formatting") != {**note, "sentence": rep.sentence()}:
+                eng.store().annotate("formatting", {**note, "sentence": rep.sentence()})
+        return engines
+
+    def release_engines(self) -> None:
+        """Free the reward engines' model (before a warm-up loads another in this process)."""
+        from .model import free_memory
+
+        for eng in self.__dict__.pop("reward_engines", []):
+            eng.release()
+        free_memory()
 
     @cached_property
     def target_features(self) -> tuple[list[np.ndarray], np.ndarray]:
@@ -368,8 +378,22 @@ class Pipeline:
                                      eng.checkpoint_dir, eng.spec, out_dir=out, engine=eng,
                                      progress=self.progress("target gradients"))
             feats.append(f)
+        self.log(f"target: {self.target_sentence()}")
         self.work["target_gradient_rows"] = int(len(ids)) * len(feats)
         return feats, ids
+
+    def target_sentence(self) -> str:
+        """How truncation treated the target examples (from the target features' manifest)."""
+        from .features import TARGET_MANIFEST, target_name
+        from .scorable import target_manifest_sentence
+
+        eng = self.reward_engines[-1]
+        path = self.ws.targets(target_name(self.target, eng.checkpoint_dir)) / TARGET_MANIFEST
+        import json
+
+        m = json.loads(path.read_text()) if path.exists() else {}
+        return target_manifest_sentence(m, self.cfg.model.max_length) or \
+            "target truncation not recorded (target features made by an older version)"
 
     def compute_reward_rows(self, rows: np.ndarray) -> None:
         for eng in self.reward_engines:
@@ -473,13 +497,32 @@ class Pipeline:
             rec = run.step()
             self.log(f"  round {rec.round}: arm {rec.arm}, {len(rec.rows)} rows, "
                      f"budget {rec.budget_used}/{run.budget_total}")
+        rep = self.format_report
         summary = {"run_id": run_id, "selected": int(len(run.selected())),
                    "budget_used": int(run.budget_used), "budget_total": int(run.budget_total),
-                   "rounds": len(run.records), "work": dict(self.work)}
+                   "rounds": len(run.records), "work": dict(self.work),
+                   "unscorable_rows": rep.n_unscorable, "truncated_rows": rep.n_truncated,
+                   "formatting": rep.sentence(), "target_truncation": self.target_sentence()}
         if exhaustive is not None:
             from .oracle import run_metrics
 
-            summary["metrics"] = run_metrics(run, exhaustive)
+            metrics = run_metrics(run, exhaustive)
+            table = metrics.pop("rounds")  # per round: a file beside the summary, not JSON
+            table.to_csv(self.ws.runs(run_id) / "rounds.csv", index=False)
+            summary["metrics"] = {**metrics, "rounds_csv": str(self.ws.runs(run_id) /
+                                                                 "rounds.csv")}
+        from .subtasks import coverage
+
+        meta = self.clusters.meta
+        summary["clusters"] = {"name": self.clusters.name, "k": int(self.clusters.k),
+                               "k_reason": meta.get("k_reason"),
+                               "condition": meta.get("condition", "none"),
+                               "features": (meta.get("feature_cost") or {}).get("what")}
+        result = self.result(run)
+        names = list(self.target.subtasks)
+        code = {s: i for i, s in enumerate(names)}
+        best = np.array([code.get(result.best_subtask.get(int(r), ""), -1) for r in result.rows])
+        summary["subtask_coverage"] = dict(zip(names, coverage(best, names)["rows"].tolist()))
         summary["export"] = str(self.export(run, run_id, export_dir))
         atomic.write_json(self.ws.runs(run_id) / "summary.json", summary)
         return summary
@@ -506,6 +549,8 @@ class Pipeline:
             steps.append(step)
             if r + 1 < rounds:
                 rows = pipe.selection(run_id).selected()
+                pipe.release_engines()
+                self.release_engines()
                 ck_dir = self.ws.checkpoints(f"{self.cfg.run_id}-dyn{r + 1}")
                 ckpt = warmup(self.pool, self.cfg.model, self.cfg.lora, epoch, ck_dir,
                               progress=self.progress("dynamic epoch"), rows=rows,
@@ -521,15 +566,60 @@ class Pipeline:
         atomic.write_json(self.ws.root / "dynamic" / f"{self.cfg.run_id}.json", summary)
         return summary
 
+    def subtask_scores(self, rows: np.ndarray) -> np.ndarray:
+        """[len(rows), S]: each scored row's mean cosine to every target subtask (the columns
+        whose max is its score). The rows' reward features must exist."""
+        from .influence import subtask_scores
+
+        rows = np.asarray(rows, dtype=np.int64)
+        feats, ids = self.target_features
+        train = [eng.store().read(rows) for eng in self.reward_engines]
+        multi = len(train) > 1
+        return subtask_scores(train if multi else train[0], feats if multi else feats[0], ids,
+                              weights=self.checkpoint_weights(),
+                              n_subtasks=len(self.target.subtasks))
+
+    def best_subtasks(self, rows: np.ndarray) -> dict[int, str]:
+        """Scored row -> the target subtask it serves best (rows without a score left out)."""
+        from .subtasks import best_subtask
+
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) == 0:
+            return {}
+        best = best_subtask(self.subtask_scores(rows))
+        names = list(self.target.subtasks)
+        return {int(r): names[b] for r, b in zip(rows, best) if b >= 0}
+
+    def result(self, run):
+        """The run's final selection with each scored row's best subtask; under
+        `balance = "subtasks"` the top-p is refilled round-robin over subtasks (pins kept,
+        rejected rows and banned clusters left out, as for the max rule)."""
+        from dataclasses import replace as _replace
+
+        from .subtasks import balanced_top
+
+        res = run.result()
+        scored = np.flatnonzero(np.isfinite(res.scores))
+        best = self.best_subtasks(scored)
+        res = _replace(res, best_subtask=best)
+        if run.spec.balance != "subtasks":
+            return res
+        banned = np.isin(res.labels, np.array(sorted(res.banned), dtype=np.int64))
+        free = scored[~banned[scored] & ~np.isin(scored, list(res.rejected | res.pinned))]
+        pins = [r for r in res.rows.tolist() if r in res.pinned]
+        fill = balanced_top(free, self.subtask_scores(free), max(res.n_top - len(pins), 0))
+        return _replace(res, rows=np.array(pins + fill.tolist(), dtype=np.int64))
+
     def export(self, run, run_id: str, out_dir: str | Path | None = None) -> Path:
         """The selection as files ready for training (see export.py), written atomically."""
         from .export import export_selection
 
         out = Path(out_dir or self.cfg.export_dir or self.ws.exports(run_id))
+        result = self.result(run)
         path = export_selection(
-            out, self.pool, run.result(), run_id=run_id, clustering=self.clusters.name,
+            out, self.pool, result, run_id=run_id, clustering=self.clusters.name,
             cluster_names=self.clusters.cluster_names(), oracle_info=self.oracle.describe(),
             ledger_state=self.ledger().state(), log_path=run.log_path,
             exhaustive=self.known_exhaustive(), extra={"config": config_to_dict(self.cfg)})
-        self.log(f"export: {len(run.result().rows)} rows -> {path}")
+        self.log(f"export: {len(result.rows)} rows -> {path}")
         return path

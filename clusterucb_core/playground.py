@@ -29,16 +29,17 @@ Regret, two views (both in expected reward, i.e. arm means, not the noisy draws)
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from . import selection
-from .policies import ArmStats, Policy
-from .selection import SelectionRun
 from .config import SelectionSpec, reject_unknown
 from .oracle import TableOracle, exhaustive_top, regret_table, run_metrics
+from .policies import ArmStats, Policy
+from .selection import SelectionRun
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class PlaygroundSpec:
     arms: tuple[Arm, ...] = ()
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "PlaygroundSpec":
+    def from_dict(cls, data: dict[str, Any]) -> PlaygroundSpec:
         """From plain data (TOML/JSON); `arms` is a list of {size, mean, spread} tables."""
         reject_unknown(cls, data, "playground")
         kw = dict(data)

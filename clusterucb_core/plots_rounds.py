@@ -12,7 +12,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
@@ -103,8 +104,16 @@ def value_history(rounds: Sequence[int], values: np.ndarray,
         k = values.shape[1]
         names = [str(i) for i in range(k)] if names is None else list(names)
         for a in range(k):
-            fig.add_trace(go.Scatter(x=list(rounds), y=values[:, a], mode="lines+markers",
-                                     name=f"arm {a}", hovertext=escape(names[a]), marker=dict(size=4)))
+            fig.add_trace(
+                go.Scatter(
+                    x=list(rounds),
+                    y=values[:, a],
+                    mode="lines+markers",
+                    name=f"arm {a}",
+                    hovertext=escape(names[a]),
+                    marker=dict(size=4),
+                )
+            )
     fig.update_layout(title=title, xaxis_title="round", yaxis_title="value", height=320,
                       margin=dict(l=40, r=10, t=50, b=40))
     return fig

@@ -18,17 +18,19 @@ A policy that needs randomness in round `r` (`random`, `thompson`) gets a genera
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
+
+from .config import POLICY
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import SelectionSpec
 
-POLICIES: tuple[str, ...] = ("ucb_beta", "ucb1", "thresh_hard", "thresh_normal", "random",
-                             "thompson")
+POLICIES: tuple[str, ...] = get_args(POLICY)
 
 # streams of SeedSequence([seed, stream, index])
 STREAM_POLICY = 0
@@ -82,7 +84,7 @@ class ArmStats:
     @classmethod
     def from_rewards(cls, rewards: Sequence[Sequence[float]],
                      remaining: Sequence[int] | None = None,
-                     banned: Sequence[int] | Sequence[bool] | None = None) -> "ArmStats":
+                     banned: Sequence[int] | Sequence[bool] | None = None) -> ArmStats:
         """Build statistics from per-arm reward lists (NaN = an unscorable draw).
 
         `remaining` defaults to 1 per arm (every arm still drawable); `banned` is either a
@@ -225,32 +227,53 @@ class Policy:
                     f"{detail.get('tau', float('nan')):.4g}, so arm {arm} is played for its "
                     f"largest single draw {stats.max_reward[arm]:.4g}{skipped}.")
         others = [i for i in np.flatnonzero(stats.eligible) if i != arm]
-        text = f"{self.name}: arm {arm} has the largest {self.rule}: {self.term(stats, arm, vals[arm])}"
+        text = (f"{self.name}: arm {arm} has the largest {self.rule}: "
+                f"{self.term(stats, arm, vals[arm])}")
         if others:
             runner = max(others, key=lambda i: (vals[i], -i))
             text += f"; next best arm {runner}: {self.term(stats, runner, vals[runner])}"
         return text + skipped + "."
 
 
+def pooled_std(stats: ArmStats, prior: float) -> np.ndarray:
+    """Each arm's std shrunk toward the std of every reward drawn so far, as if the pool's
+    spread had been seen `prior` more times in the arm: sqrt((n var + prior var_all) /
+    (n + prior)). An arm with one or two draws no longer looks certain (std 0) or wild."""
+    if prior <= 0:
+        return stats.std
+    every = np.concatenate([r for r in stats.rewards if len(r)]) if stats.total else \
+        np.zeros(0)
+    var_all = float(every.var()) if len(every) > 1 else 0.0
+    n = stats.n.astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        var = np.where(n > 0, np.nan_to_num(stats.std) ** 2, 0.0)
+        return np.sqrt((n * var + prior * var_all) / (n + prior))
+
+
 class UcbBeta(Policy):
-    """The paper's rule: mean + beta * std (population std)."""
+    """The paper's rule: mean + beta * std (population std); with `pooled` > 0 the std is
+    `pooled_std` (an option beyond the paper, off by default)."""
 
     name = "ucb_beta"
 
-    def __init__(self, beta: float = 1.0):
+    def __init__(self, beta: float = 1.0, pooled: float = 0.0):
         if not math.isfinite(beta):
             raise ValueError(f"beta must be finite, got {beta}")
+        if not (math.isfinite(pooled) and pooled >= 0):
+            raise ValueError(f"pooled_variance must be a number of draws >= 0, got {pooled}")
         self.beta = float(beta)
-        self.rule = f"mean + {self.beta:g}*std"
+        self.pooled = float(pooled)
+        self.rule = f"mean + {self.beta:g}*std" + (" (pooled std)" if self.pooled else "")
 
     def values(self, stats, rng=None):
         with np.errstate(invalid="ignore"):
-            v = stats.mean + self.beta * stats.std
+            v = stats.mean + self.beta * pooled_std(stats, self.pooled)
         v[stats.n == 0] = -np.inf
         return v
 
     def term(self, stats, k, value):
-        return (f"mean {stats.mean[k]:.4g} + {self.beta:g}*std {stats.std[k]:.4g} = "
+        std = pooled_std(stats, self.pooled)[k]
+        return (f"mean {stats.mean[k]:.4g} + {self.beta:g}*std {std:.4g} = "
                 f"{value:.4g} (n={stats.n[k]})")
 
 
@@ -402,10 +425,11 @@ class Thompson(Policy):
                 f"(n={stats.n[k]})")
 
 
-def make_policy(name: str, beta: float = 1.0, quantile: float = 0.25) -> Policy:
+def make_policy(name: str, beta: float = 1.0, quantile: float = 0.25,
+                pooled: float = 0.0) -> Policy:
     """A policy by name (see POLICIES)."""
     if name == "ucb_beta":
-        return UcbBeta(beta)
+        return UcbBeta(beta, pooled)
     if name == "ucb1":
         return Ucb1()
     if name == "thresh_hard":
@@ -420,4 +444,5 @@ def make_policy(name: str, beta: float = 1.0, quantile: float = 0.25) -> Policy:
 
 
 def policy_for(spec: SelectionSpec) -> Policy:
-    return make_policy(spec.policy, beta=spec.beta, quantile=spec.quantile)
+    return make_policy(spec.policy, beta=spec.beta, quantile=spec.quantile,
+                       pooled=spec.pooled_variance)

@@ -1,7 +1,9 @@
 """Reading instruction-tuning pools into one canonical table, with a validation report.
 
 Formats: JSONL, JSON (a list, or an object holding the list under "data" or as its only list
-value), CSV, TSV, Parquet, and a Hugging Face `datasets` `save_to_disk` folder.
+value), CSV, TSV, Parquet (a file, or a folder of shards read in path order), a Hugging Face
+`datasets` `save_to_disk` folder, and a Hub dataset (`hf://ORG/NAME?config=C&split=S`). Files
+may be gzip-compressed (`pool.jsonl.gz`, `.json.gz`, `.csv.gz`); see sources.py.
 Chat shapes: `messages` (open-instruct / OpenAI: [{"role", "content"}]), `alpaca`
 (`instruction`, optional `input`, `output`), `sharegpt` (`conversations`: [{"from", "value"}]),
 and `prompt_completion` (`prompt`, `completion`: strings, or message lists). Format and shape
@@ -46,17 +48,19 @@ import csv
 import hashlib
 import json
 import mmap
-import os
 import re
 import sys
 from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from . import sources
 
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "datasets")
 SHAPES = ("messages", "alpaca", "sharegpt", "prompt_completion")
@@ -176,6 +180,16 @@ class Pool:
         loads = json.loads
         return [loads(t) for t in self._take("messages", rows).to_pylist()]
 
+    def row(self, i: int) -> dict[str, Any]:
+        """One row as a dict (id, source, line_no, messages): a hover text or a sample viewer
+        asks for rows one at a time."""
+        i = int(i)
+        d = self.data
+        return {"row": i, "id": d.column("id")[i].as_py(),
+                "source": d.column("source")[i].as_py(),
+                "line_no": d.column("line_no")[i].as_py(),
+                "messages": json.loads(d.column("messages")[i].as_py())}
+
     def records(self, rows: Any) -> list[bytes]:
         """The records of `rows` as the user wrote them, without line terminators: re-read from
         the file by byte offset (Parquet / datasets: the record, re-read by index, as JSON)."""
@@ -237,6 +251,7 @@ def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
     memory-mapped by every later call while the file is unchanged (`pool_cache.py`).
     `id_field` / `source_field` name the column holding each record's id / source, for pools
     that do not use `id` and `dataset`/`source`; a named column no record has is an error."""
+    path = sources.resolve(path)  # a Hub dataset or a .gz file: its local, plain copy
     if cache_dir is not None:
         from .pool_cache import cached_pool
 
@@ -283,7 +298,7 @@ def parse_pool(path: str | Path, format: str = "auto", shape: str = "auto",
                id_field: str | None = None, source_field: str | None = None) -> Parsed:
     """Parse a pool into record batches of `SCHEMA`, given to `sink` as they fill (else
     kept in `Parsed.batches`). JSONL streams: memory holds one batch, not the file."""
-    path = Path(path)
+    path = sources.resolve(path)
     if not path.exists():
         raise FileNotFoundError(f"pool not found: {path}")
     if format not in ("auto",) + FORMATS:
@@ -292,16 +307,21 @@ def parse_pool(path: str | Path, format: str = "auto", shape: str = "auto",
         raise PoolError(f"unknown shape {shape!r}; choose one of: auto, {', '.join(SHAPES)}")
 
     signature = file_signature(path)
-    notes: list[str] = []
+    notes: list[str] = [n for n in [sources.note(path)] if n]
     newline = "\n"
     hasher = None
     stream: _JsonlStream | None = None
-    if path.is_dir():
+    shards = sources.parquet_shards(path) if path.is_dir() else []
+    if shards and format in ("auto", "parquet"):
+        fmt = "parquet"
+        fingerprint = _fingerprint_dir(path)
+        records: Iterator[_Rec] = _read_parquet_shards(path, shards, notes)
+    elif path.is_dir():
         if format not in ("auto", "datasets"):
             raise PoolError(f"{path} is a folder; only format 'datasets' reads folders")
         fmt = "datasets"
         fingerprint = _fingerprint_dir(path)
-        records: Iterator[_Rec] = _read_datasets(path, notes)
+        records = _read_datasets(path, notes)
     else:
         with open(path, "rb") as fh:
             head = fh.read(1 << 20)
@@ -388,13 +408,15 @@ def _looks_like_jsonl(data: bytes) -> bool:
         return False
     try:
         _, end = json.JSONDecoder().raw_decode(text)
+    except RecursionError:  # one value nested too deeply: the JSON reader reports it
+        return False
     except json.JSONDecodeError:
         # first line alone parses -> JSONL with a long or broken tail
         first = text.split("\n", 1)[0]
         try:
             json.loads(first)
             return "\n" in text.strip()
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return False
     return bool(text[end:].strip())
 
@@ -709,6 +731,24 @@ def _read_parquet(path: Path) -> Iterator[_Rec]:
     yield from _records_from_columns(b.to_pylist() for b in pf.iter_batches(batch_size=8192))
 
 
+def _read_parquet_shards(folder: Path, shards: list[Path], notes: list[str]) -> Iterator[_Rec]:
+    """Records of every shard in path order, numbered 1.. across the shards."""
+    import pyarrow.parquet as pq
+
+    spans, start = [], 1
+    for p in shards:
+        try:
+            n = pq.ParquetFile(p).metadata.num_rows
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises many kinds
+            raise PoolError(f"{p}: not a readable Parquet file ({exc})") from exc
+        spans.append(f"{p.relative_to(folder)}: rows {start}-{start + n - 1}")
+        start += n
+    notes.append(f"{len(shards)} Parquet shards, rows numbered across them in path order ("
+                 + "; ".join(spans[:5]) + ("; ..." if len(spans) > 5 else "") + ")")
+    yield from _records_from_columns(b.to_pylist() for p in shards
+                                     for b in pq.ParquetFile(p).iter_batches(batch_size=8192))
+
+
 def _open_dataset(path: Path, notes: list[str]) -> Any:
     """The split of a `datasets` folder a pool reads: 'train', or the only one."""
     try:
@@ -747,10 +787,8 @@ def _read_datasets(path: Path, notes: list[str]) -> Iterator[_Rec]:
 def _reread_records(path: Path, fmt: str, index: np.ndarray) -> list[bytes]:
     """Records of a Parquet file or `datasets` folder by 0-based index, as the JSON text that
     parsing made of them."""
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        objs = pq.read_table(path).take(pa.array(index)).to_pylist()
+    if fmt == "parquet":  # a file, or a folder of shards in path order
+        objs = sources.parquet_table(path).take(pa.array(index)).to_pylist()
     else:
         objs = [o for batch in _column_batches(_open_dataset(path, []).select(index.tolist()))
                 for o in batch]
@@ -762,7 +800,8 @@ def _fingerprint_dir(path: Path) -> str:
     h = hashlib.sha256()
     files = sorted(p for p in path.rglob("*") if p.is_file()
                    and p.suffix in (".arrow", ".parquet", ".jsonl", ".json", ".csv", ".tsv")
-                   and p.name not in ("state.json", "dataset_info.json", "dataset_dict.json"))
+                   and p.name not in ("state.json", "dataset_info.json", "dataset_dict.json",
+                                      sources.ORIGIN_FILE))
     for p in files:
         h.update(str(p.relative_to(path)).encode() + b"\0")
         with open(p, "rb") as fh:
@@ -1059,5 +1098,5 @@ def chats(pool: Any, rows: Any) -> list[list[dict]]:
     return [list(col.iat[int(r)]) for r in rows]
 
 
-__all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "load_pool",
-           "parse_pool", "chats"]
+__all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "chats",
+           "load_pool", "parse_pool"]

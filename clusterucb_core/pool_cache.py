@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,8 +29,16 @@ from typing import Any
 import pyarrow as pa
 
 from . import atomic
-from .pool import (SCHEMA, Pool, PoolError, Problem, ValidationReport, check_pool,
-                   file_signature, parse_pool)
+from .pool import (
+    SCHEMA,
+    Pool,
+    PoolError,
+    Problem,
+    ValidationReport,
+    check_pool,
+    file_signature,
+    parse_pool,
+)
 
 DATA = "pool.arrow"
 META = "meta.json"
@@ -108,6 +117,7 @@ def _build(path: Path, root: Path, format: str, shape: str,
                            "problems": [[p.line, p.reason, p.severity]
                                         for p in rep.problems]}}
         atomic.write_json(tmp / META, meta)
+        os.chmod(tmp, atomic._DIR_MODE)  # mkdtemp made it private; entries are shared
         shutil.rmtree(entry, ignore_errors=True)
         tmp.rename(entry)
         return entry, parsed.signature

@@ -6,7 +6,8 @@ current background job (``jobs.report``), so the same code runs under the CLI, a
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 Progress = Callable[..., None]  # progress(done, total, message, **extra)
 

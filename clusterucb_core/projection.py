@@ -62,7 +62,8 @@ cache as float32 (dim_in * d * 4 bytes <= cache_bytes) or on a GPU, where it is 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -95,7 +96,7 @@ class Accumulator:
     Lets a caller project a model's gradient module by module and free each block at once.
     """
 
-    def __init__(self, proj: "Projector", batch_size: int):
+    def __init__(self, proj: Projector, batch_size: int):
         self.proj = proj
         self.B = int(batch_size)
         self.pos = 0
@@ -152,7 +153,13 @@ class Projector:
         """[B, dim_in] (any float dtype, any device) -> [B, dim_out] float32 on self.device."""
         if grads.dim() != 2 or grads.shape[1] != self.dim_in:
             raise ValueError(f"expected [B, {self.dim_in}] gradients, got {tuple(grads.shape)}")
-        return self.project_blocks([grads])
+        y = self._new_output(grads.shape[0])
+        step = self._span(grads.shape[0])
+        for lo in range(0, self.dim_in, step):  # column views of the input: no copy of it
+            hi = min(lo + step, self.dim_in)
+            x = grads[:, lo:hi].to(device=self.device, dtype=torch.float32)
+            self._apply(lo // self.chunk_rows, lo, hi, x, y)
+        return self._finish(y)
 
     def project_blocks(self, blocks: Sequence[torch.Tensor]) -> torch.Tensor:
         """Same as project(torch.cat(blocks, 1)), without making the concatenation."""
@@ -178,9 +185,19 @@ class Projector:
         eye[torch.arange(hi - lo), torch.arange(lo, hi)] = 1.0
         return self.project(eye).cpu()
 
+    def memory_plan(self) -> dict[str, Any]:
+        """Bytes this map keeps on its device, bytes it regenerates at every call, and the
+        working memory per projected row (what a caller budgets for)."""
+        return {"state_bytes": 0, "regenerated_bytes_per_call": 0,
+                "work_bytes_per_row": 4 * self.chunk_rows}
+
     # -- for subclasses ---------------------------------------------------------------------
     def _options(self) -> dict[str, Any]:
         return {}
+
+    def _span(self, batch_size: int) -> int:
+        """Input coordinates per `_apply` call in `project` (a multiple of chunk_rows)."""
+        return self.chunk_rows
 
     def _new_output(self, B: int) -> torch.Tensor:
         return torch.zeros(B, self.dim_out, dtype=torch.float32, device=self.device)
@@ -225,6 +242,12 @@ class RademacherProjector(Projector):
                 self._cached_chunks += 1
         else:
             self._cached_chunks = n_chunks
+        if self.device.type != "cpu" and self.cache_mode == "bits":
+            raise ValueError(
+                f"rademacher at dim_in={self.dim_in:,} x d={self.dim_out} is a "
+                f"{entries / 1e9:.1f} GB matrix even as int8, over cache_bytes="
+                f"{self.cache_bytes:,}: on {self.device.type} it would be regenerated at every "
+                "call; use projection 'countsketch' (same cosine accuracy, bench_projection.py)")
         self._cache: dict[int, torch.Tensor] = {}
         self._work: torch.Tensor | None = None
         self._numpy_unpack = self.device.type == "cpu"
@@ -285,18 +308,37 @@ class RademacherProjector(Projector):
     def _finish(self, y: torch.Tensor) -> torch.Tensor:
         return y.mul_(self.scale)
 
+    def memory_plan(self) -> dict[str, Any]:
+        per_entry = {"float32": 4, "int8": 1, "bits": 0.125}[self.cache_mode]
+        regen = (self.dim_in - min(self.dim_in, self._cached_chunks * self.chunk_rows)) \
+            * self.row_bytes
+        return {"state_bytes": int(min(self.dim_in * self.dim_out * per_entry,
+                                       self.cache_bytes)),
+                "regenerated_bytes_per_call": int(regen),
+                "work_bytes_per_row": 4 * self.chunk_rows}
+
     @property
     def cached_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self._cache.values())
 
 
 class CountSketchProjector(Projector):
-    """Sparse JL: each input coordinate goes, with a random sign, to `nnz` balanced buckets."""
+    """Sparse JL: each input coordinate goes, with a random sign, to `nnz` balanced buckets.
+
+    The hash is built once, for as many leading blocks as `cache_bytes` holds (5 bytes per
+    coordinate and sketch: an int32 index and an int8 sign, ~0.67 GB at 2^27 coordinates), and
+    kept on the projector's device; only blocks beyond that budget are regenerated per call.
+    method "index_add" (CPU default): the index is each coordinate's bucket and the sign is the
+    coordinate's. "fold" (GPU default, where `index_add_` uses atomics and is not deterministic):
+    the index lists the coordinates bucket by bucket (a block's permutation) and the signs follow
+    that order, so a span of many blocks is applied with one gather, one multiply and one sum.
+    Same map either way."""
 
     name = "countsketch"
 
     def __init__(self, dim_in: int, dim_out: int = 8192, seed: int = 0, device: Any = "cpu",
-                 nnz: int = 1, cache_bytes: int = 1 << 30, method: str = "auto"):
+                 nnz: int = 1, cache_bytes: int = 1 << 30, method: str = "auto",
+                 work_bytes: int = 1 << 28):
         group = -(-CS_BLOCK_MIN // dim_out) * dim_out
         super().__init__(dim_in, dim_out, seed, device, group)
         if method == "auto":
@@ -308,55 +350,97 @@ class CountSketchProjector(Projector):
         if self.nnz < 1:
             raise ValueError("countsketch needs nnz >= 1")
         self.cache_bytes = int(cache_bytes)
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._cache_used = 0
+        self.work_bytes = int(work_bytes)
+        self.n_chunks = -(-self.dim_in // self.chunk_rows)
+        self._index_dtype = torch.int32 if self.n_chunks * group < 2 ** 31 else torch.int64
+        per_chunk = self.nnz * group * (self._index_dtype.itemsize + 1)
+        self.resident_chunks = min(self.n_chunks, self.cache_bytes // per_chunk)
+        self.hash_bytes = self.resident_chunks * per_chunk
+        self._index: torch.Tensor | None = None  # [nnz, resident_chunks * G]
+        self._sign: torch.Tensor | None = None  # int8, same shape
 
     def _options(self) -> dict[str, Any]:
         return {"nnz": self.nnz} if self.nnz != 1 else {}
 
-    def _hash(self, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """For each of the nnz sketches of this chunk: (index [nnz, G] int64, sign [nnz, G]).
+    def memory_plan(self) -> dict[str, Any]:
+        """What the hash costs: bytes kept on the device, and bytes regenerated at every call."""
+        per_chunk = self.nnz * self.chunk_rows * (self._index_dtype.itemsize + 1)
+        return {"state_bytes": self.hash_bytes,
+                "regenerated_bytes_per_call": (self.n_chunks - self.resident_chunks) * per_chunk,
+                "work_bytes_per_row": 2 * 4 * self.chunk_rows}
 
-        method "index_add" (CPU default): the index is each coordinate's bucket; "fold" (GPU
-        default, where `index_add_` uses atomics and is not deterministic): the permutation
-        listing the coordinates bucket by bucket, for a gather and a sum. Same map either way.
-        """
-        hit = self._cache.get(chunk)
-        if hit is not None:
-            return hit
+    def _chunk_hash(self, chunk: int) -> tuple[np.ndarray, np.ndarray]:
+        """(index [nnz, G], sign [nnz, G] int8) of one block, in this projector's method."""
         rng = _rng(self.seed, chunk)
-        G, d = self.chunk_rows, self.dim_out
-        index, signs = [], []
-        for _ in range(self.nnz):
+        G, d, base = self.chunk_rows, self.dim_out, chunk * self.chunk_rows
+        index = np.empty((self.nnz, G), dtype=np.int64)
+        sign = np.empty((self.nnz, G), dtype=np.int8)
+        for k in range(self.nnz):
             perm = rng.permutation(G)
-            # coordinate perm[k] goes to bucket k % d: exactly G/d coordinates per bucket
+            s = rng.integers(0, 2, size=G, dtype=np.int8) * 2 - 1
+            # coordinate perm[j] goes to bucket j % d: exactly G/d coordinates per bucket
             if self.method == "index_add":
-                bucket = np.empty(G, dtype=np.int64)
-                bucket[perm] = np.arange(G, dtype=np.int64) % d
-                index.append(bucket)
+                index[k, perm] = np.arange(G, dtype=np.int64) % d
+                sign[k] = s
             else:
-                index.append(perm.astype(np.int64))
-            signs.append(rng.integers(0, 2, size=G, dtype=np.int8) * 2 - 1)
-        scale = 1.0 / math.sqrt(self.nnz)
-        h = torch.from_numpy(np.stack(index)).to(self.device)
-        s = (torch.from_numpy(np.stack(signs)).to(torch.float32) * scale).to(self.device)
-        size = h.numel() * 8 + s.numel() * 4
-        if self._cache_used + size <= self.cache_bytes:
-            self._cache[chunk] = (h, s)
-            self._cache_used += size
-        return h, s
+                coord = base + perm
+                s = s[perm]
+                s[coord >= self.dim_in] = 0  # the last block's padding adds nothing
+                index[k] = np.minimum(coord, self.dim_in - 1)
+                sign[k] = s
+        return index, sign
+
+    def _build(self) -> None:
+        """The resident part of the hash, made once on the CPU and moved to the device."""
+        G, n = self.chunk_rows, self.resident_chunks
+        self._index = torch.empty(self.nnz, n * G, dtype=self._index_dtype, device=self.device)
+        self._sign = torch.empty(self.nnz, n * G, dtype=torch.int8, device=self.device)
+        step = max(1, (64 << 20) // (self.nnz * G * 9))  # ~64 MB of host memory per copy
+        for c0 in range(0, n, step):
+            parts = [self._chunk_hash(c) for c in range(c0, min(c0 + step, n))]
+            idx = np.concatenate([p[0] for p in parts], axis=1)
+            sgn = np.concatenate([p[1] for p in parts], axis=1)
+            sl = slice(c0 * G, c0 * G + idx.shape[1])
+            self._index[:, sl].copy_(torch.from_numpy(idx).to(self._index_dtype))
+            self._sign[:, sl].copy_(torch.from_numpy(sgn))
+
+    def _hash(self, lo: int, hi_chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Index and sign of blocks lo // G .. hi_chunk - 1 (resident, else regenerated)."""
+        G = self.chunk_rows
+        c0 = lo // G
+        if hi_chunk <= self.resident_chunks:
+            if self._index is None:
+                self._build()
+            return self._index[:, c0 * G:hi_chunk * G], self._sign[:, c0 * G:hi_chunk * G]
+        parts = [self._chunk_hash(c) for c in range(c0, hi_chunk)]
+        idx = torch.from_numpy(np.concatenate([p[0] for p in parts], axis=1)).to(self.device)
+        sgn = torch.from_numpy(np.concatenate([p[1] for p in parts], axis=1)).to(self.device)
+        return idx, sgn
+
+    def _span(self, batch_size: int) -> int:
+        """Coordinates per application step: whole blocks, as many as `work_bytes` allows."""
+        G = self.chunk_rows
+        if self.method == "index_add":
+            return G
+        blocks = max(1, self.work_bytes // max(1, 2 * 4 * G * batch_size))
+        if self.resident_chunks < self.n_chunks:
+            blocks = 1
+        return G * blocks
 
     def _apply(self, chunk: int, lo: int, hi: int, x: torch.Tensor, y: torch.Tensor) -> None:
-        h, s = self._hash(chunk)
-        rows, G = hi - lo, self.chunk_rows
+        G = self.chunk_rows
+        hi_chunk = -(-hi // G)
+        index, sign = self._hash(lo, hi_chunk)
+        rows = hi - lo
         for k in range(self.nnz):
             if self.method == "index_add":
-                y.index_add_(1, h[k, :rows], x * s[k, :rows])
+                y.index_add_(1, index[k, :rows], x * sign[k, :rows])
             else:
-                xs = x * s[k, :rows]
-                if rows < G:
-                    xs = torch.nn.functional.pad(xs, (0, G - rows))
-                y += xs[:, h[k]].view(x.shape[0], G // self.dim_out, self.dim_out).sum(1)
+                take = index[k] - lo
+                y += (x.index_select(1, take) * sign[k]).view(x.shape[0], -1, self.dim_out).sum(1)
+
+    def _finish(self, y: torch.Tensor) -> torch.Tensor:
+        return y if self.nnz == 1 else y.mul_(1.0 / math.sqrt(self.nnz))
 
 
 class SRHTProjector(Projector):

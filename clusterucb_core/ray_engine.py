@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from .features import FeatureEngine, Progress, _report
+from .features import FeatureEngine
+from .progress import Progress, report
 
 
 class _FeatureActor:
@@ -86,7 +87,7 @@ def compute_with_ray(engine: FeatureEngine, rows: np.ndarray | None = None,
     store = engine.store()
     groups = engine.plan(rows)
     total = int(sum(len(g) for g in groups))
-    _report(progress, 0, total, f"rows 0/{total}")
+    report(progress, 0, total, f"rows 0/{total}")
     if groups:
         if not ray.is_initialized():
             ray.init(address=os.environ.get("RAY_ADDRESS") or None,
@@ -110,7 +111,7 @@ def compute_with_ray(engine: FeatureEngine, rows: np.ndarray | None = None,
         done = 0
         for batch in out.iter_batches(batch_size=None, batch_format="numpy"):
             done += int(batch["n"].sum())
-            _report(progress, min(done, total), total, f"rows {min(done, total)}/{total}")
+            report(progress, min(done, total), total, f"rows {min(done, total)}/{total}")
     merge_shards(store, rows)
     return total
 

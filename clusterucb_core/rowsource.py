@@ -7,7 +7,8 @@ project's one L2 normaliser.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

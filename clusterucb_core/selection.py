@@ -1,20 +1,9 @@
 """The ClusterUCB selection run (METHOD.md section 4); the arm policies live in policies.py.
 
-Two layers:
-
-* **Policies** (`make_policy(name, ...)`): each turns the arms' reward statistics
-  (`ArmStats`) into one value per arm and picks an arm, and can say why (`Decision`: the
-  values it compared and a sentence). Rules shared by every policy:
-  - an arm that is exhausted (no undrawn member) or banned is never chosen; its value is
-    reported as -inf (the reference code used 0, which wins when cosines are negative);
-  - an eligible arm that has never been drawn is played first (lowest index), except under
-    `random`, the baseline;
-  - otherwise the eligible arm with the largest value is played, ties to the lowest index.
-  - an arm whose draws were all unscorable (NaN rewards, e.g. rows with no trained token)
-    has no statistics; its value is -inf, so it is played only when nothing else is left.
-* **`SelectionRun`**: cold start, budget, rounds (`step()` returns a `RoundRecord`), final
-  top-p with the curation ledger applied. Its state is an append-only JSONL log; a run
-  reopens from its log (`SelectionRun.open`) and continues exactly as if never interrupted.
+`SelectionRun`: cold start, budget, rounds (`step()` returns a `RoundRecord`), final top-p
+with the curation ledger applied. Its state is an append-only log (runlog.py); a run reopens
+from its log (`runs.open_run`, `SelectionRun.open`) and continues exactly as if never
+interrupted.
 
 Randomness, all derived from `spec.seed` so that a resumed run equals an uninterrupted one:
 every cluster's members are put in a random order once, from `(seed, cluster)`; drawing
@@ -41,8 +30,14 @@ import numpy as np
 from . import runlog
 from .config import SelectionSpec, from_dict, to_dict
 from .oracle import Oracle
-from .policies import (POLICIES, STREAM_ORDER, ArmStats, from_json_values,
-                       jsonable_values, make_policy, policy_for, policy_rng)
+from .policies import (
+    STREAM_ORDER,
+    ArmStats,
+    from_json_values,
+    jsonable_values,
+    policy_for,
+    policy_rng,
+)
 
 
 def count_of(fraction: float, n: int) -> int:
@@ -157,28 +152,8 @@ class SelectionResult:
     # (round, banned clusters) each time the banned set seen by the bandit changed
     ban_changes: tuple[tuple[int, tuple[int, ...]], ...] = ()
     k: int = 0  # number of arms (clusters)
-
-
-def validate_spec(spec: SelectionSpec) -> None:
-    """Refuse settings that cannot make a selection, naming the setting."""
-    if spec.policy not in POLICIES:
-        raise ValueError(f"unknown policy {spec.policy!r}; choose one of {', '.join(POLICIES)}")
-    for name in ("cold_start", "budget", "top_p"):
-        v = getattr(spec, name)
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 1):
-            raise ValueError(f"{name} must be a fraction in [0, 1], got {v!r}")
-    if spec.budget <= 0:
-        raise ValueError("budget must be > 0")
-    if spec.top_p <= 0:
-        raise ValueError("top_p must be > 0")
-    if spec.top_p > spec.budget:
-        raise ValueError(f"top_p ({spec.top_p}) cannot exceed the budget ({spec.budget}): "
-                         "the selection is taken from the scored rows")
-    if int(spec.draw_batch) != spec.draw_batch or spec.draw_batch < 1:
-        raise ValueError(f"draw_batch must be an integer >= 1, got {spec.draw_batch!r}")
-    if int(spec.seed) != spec.seed or spec.seed < 0:
-        raise ValueError(f"seed must be an integer >= 0, got {spec.seed!r}")
-    make_policy(spec.policy, spec.beta, spec.quantile)  # checks beta / quantile
+    # pool row -> the target subtask it serves best (scored rows; subtasks.py), when known
+    best_subtask: dict[int, str] | None = None
 
 
 class SelectionRun:
@@ -191,12 +166,16 @@ class SelectionRun:
     n_clusters: K when the last clusters may be empty (default: max label + 1).
     ledger: a curation.Ledger (re-read every round, so bans made between rounds apply), a
       ledger state, or None.
+    features: [N, d] rows (e.g. the conditioned cluster features) for
+      `spec.similarity_order`: a bandit round then draws the chosen arm's undrawn members most
+      similar to the best rows scored so far, instead of the next ones of its random order.
     """
 
     def __init__(self, labels: np.ndarray, oracle: Oracle | None,
                  spec: SelectionSpec = SelectionSpec(), log_dir: str | Path | None = None,
                  ledger: Any = None, *, n_clusters: int | None = None,
-                 meta: runlog.RunMeta | dict[str, Any] | None = None, _replaying: bool = False):
+                 meta: runlog.RunMeta | dict[str, Any] | None = None,
+                 features: np.ndarray | None = None, _replaying: bool = False):
         labels = np.asarray(labels)
         if labels.ndim != 1 or len(labels) == 0:
             raise ValueError("labels must be a non-empty 1-D array of cluster indices")
@@ -204,7 +183,6 @@ class SelectionRun:
             if not np.all(np.equal(np.mod(labels, 1), 0)):
                 raise ValueError("labels must be integers")
         self.labels = labels.astype(np.int64)
-        validate_spec(spec)
         self.spec = spec
         self.policy = policy_for(spec)
         self.oracle = oracle
@@ -220,6 +198,13 @@ class SelectionRun:
         self.budget_total = count_of(spec.budget, self.N)
         self.n_top = count_of(spec.top_p, self.N)
         self.labels_fingerprint = labels_fingerprint(self.labels)
+        self.features = None
+        if spec.similarity_order:
+            if features is None or len(features) != self.N:
+                raise ValueError("similarity_order needs one feature row per pool row "
+                                 "(pass features=)")
+            f = np.nan_to_num(np.asarray(features, dtype=np.float32))
+            self.features = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-30)
 
         members = [np.flatnonzero(self.labels == k) for k in range(self.K)]
         self.sizes = np.array([len(m) for m in members], dtype=np.int64)
@@ -338,9 +323,25 @@ class SelectionRun:
         m = int(min(self.spec.draw_batch, self.budget_total - self.budget_used,
                     self.remaining[arm]))
         rows = self._order[arm][self._ptr[arm]:self._ptr[arm] + m]
+        if self.features is not None:
+            rows = self._most_similar(arm, m)
         expl = decision.explain()
         expl["sentence"] += f" Drew {m} of its {int(self.remaining[arm])} undrawn members."
         return arm, rows, expl
+
+    def _most_similar(self, arm: int, m: int) -> np.ndarray:
+        """The arm's `m` undrawn members closest (cosine) to the mean feature of the best
+        scored rows so far (the top quarter of them, at most top-p many); its random order
+        breaks ties and serves while nothing is scored."""
+        undrawn = self._order[arm][self._ptr[arm]:]
+        scored = np.flatnonzero(np.isfinite(self.scores))
+        if len(scored) == 0:
+            return undrawn[:m]
+        n_best = max(1, min(self.n_top, math.ceil(len(scored) / 4)))
+        best = scored[np.argsort(-self.scores[scored], kind="stable")[:n_best]]
+        query = self.features[best].mean(axis=0)
+        sims = self.features[undrawn] @ query
+        return undrawn[np.argsort(-sims, kind="stable")[:m]]
 
     def peek(self) -> dict[str, Any] | None:
         """What the next `step()` will draw and why, without drawing (None when done).
@@ -388,6 +389,11 @@ class SelectionRun:
         touched = sorted(set(int(k) for k in self.labels[rows])) if len(rows) else []
         for k in touched:
             sel = self.labels[rows] == k
+            # the drawn rows move to the front of the arm's undrawn part (they need not be
+            # the next ones of its order under similarity_order); the rest keep their order
+            rest = self._order[k][self._ptr[k]:]
+            took = np.isin(rest, rows[sel])
+            self._order[k][self._ptr[k]:] = np.concatenate([rest[took], rest[~took]])
             self._ptr[k] += int(sel.sum())
             fin = rewards[sel][np.isfinite(rewards[sel])]
             if len(fin):
@@ -474,7 +480,7 @@ class SelectionRun:
     # ---------------------------------------------------------------- resume
     @classmethod
     def open(cls, log_dir: str | Path, labels: np.ndarray, oracle: Oracle | None = None,
-             ledger: Any = None) -> SelectionRun:
+             ledger: Any = None, features: np.ndarray | None = None) -> SelectionRun:
         """Reopen a run from its log: replay every complete round (no rescoring) and continue
         from there. A half-written last line (a crash mid-round) is ignored, so at most the
         round in flight is lost. Refuses a log made with other labels. (Callers outside the
@@ -489,7 +495,7 @@ class SelectionRun:
                 f"fingerprint {header['labels_fingerprint']}; given {len(labels)}, {fp})")
         spec = from_dict(SelectionSpec, header["spec"])
         run = cls(labels, oracle, spec, log_dir, ledger, n_clusters=header["k"],
-                  meta=header.get("meta"), _replaying=True)
+                  meta=header.get("meta"), features=features, _replaying=True)
         run.header = header
         for obj in rounds:
             run._replay(obj, log.path)
@@ -513,7 +519,8 @@ class SelectionRun:
             expect = np.concatenate(expect) if expect else np.zeros(0, dtype=np.int64)
         else:
             a = int(arm)
-            expect = self._order[a][self._ptr[a]:self._ptr[a] + len(rows)]
+            expect = (self._most_similar(a, len(rows)) if self.features is not None
+                      else self._order[a][self._ptr[a]:self._ptr[a] + len(rows)])
         if not np.array_equal(expect, rows):
             raise ValueError(f"{path}: round {round_no} drew rows that this seed and these "
                              "labels do not give; the log belongs to another run")

@@ -117,11 +117,11 @@ def merge_shards(main: FeatureStore, rows: np.ndarray | None = None) -> int:
     `main` and remove it; returns the rows copied."""
     pending = check_shards(main, rows)
     copied = 0
-    for name, rows in pending.items():
+    for name, held in pending.items():
         with FeatureStore.open(shard_path(main.path, name)) as shard:
-            for lo in range(0, len(rows), COPY_ROWS):
-                main.copy_rows(shard, rows[lo:lo + COPY_ROWS])
-            copied += len(rows)
+            for lo in range(0, len(held), COPY_ROWS):
+                main.copy_rows(shard, held[lo:lo + COPY_ROWS])
+            copied += len(held)
         shutil.rmtree(shard_path(main.path, name))
     base = main.path / SHARDS
     if base.is_dir() and not any(base.iterdir()):
@@ -129,5 +129,5 @@ def merge_shards(main: FeatureStore, rows: np.ndarray | None = None) -> int:
     return copied
 
 
-__all__ = ["MergeError", "SHARDS", "check_shards", "done_anywhere", "merge_shards",
+__all__ = ["SHARDS", "MergeError", "check_shards", "done_anywhere", "merge_shards",
            "open_shard", "shard_names", "shard_path"]

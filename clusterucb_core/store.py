@@ -30,8 +30,9 @@ import contextlib
 import json
 import mmap
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -185,7 +186,7 @@ class FeatureStore:
     # ---- opening -------------------------------------------------------------------------
     @classmethod
     def create_or_open(cls, path: str | Path, n_rows: int, dim: int, manifest: dict[str, Any],
-                       dtype: str = "float16") -> "FeatureStore":
+                       dtype: str = "float16") -> FeatureStore:
         """Open the store at `path` for writing, creating it when absent.
 
         `manifest` holds the caller's identity keys (fingerprints of pool, model, checkpoint,
@@ -222,7 +223,7 @@ class FeatureStore:
             return cls(path, json.loads((path / MANIFEST).read_text()), writable=True)
 
     @classmethod
-    def open(cls, path: str | Path, writable: bool = False) -> "FeatureStore":
+    def open(cls, path: str | Path, writable: bool = False) -> FeatureStore:
         """Open an existing store (read-only unless `writable`)."""
         path = Path(path)
         if not (path / MANIFEST).exists():
@@ -313,6 +314,18 @@ class FeatureStore:
             raise IndexError(f"row index out of range 0..{self.n_rows - 1}")
         return rows
 
+    def annotate(self, key: str, value: Any) -> None:
+        """Record a note in the manifest (not part of the identity), e.g. the formatting report
+        saying how many rows cannot be scored."""
+        if key in ("identity", "fingerprint", "n_rows", "dim", "dtype", "format",
+                   "format_version"):
+            raise ValueError(f"{key!r} is a store identity field, not a note")
+        with _locked(self.path):
+            manifest = json.loads((self.path / MANIFEST).read_text())
+            manifest[key] = _plain(value)
+            atomic.write_json(self.path / MANIFEST, manifest)
+        self.manifest = manifest
+
     # ---- writing -------------------------------------------------------------------------
     def write(self, rows: np.ndarray, feats: np.ndarray, flagged: np.ndarray | None = None
               ) -> None:
@@ -344,7 +357,7 @@ class FeatureStore:
         self._done.array[rows] = np.where(bad, DONE_FLAGGED, DONE_OK).astype(np.uint8)
         self._done.flush_rows(int(rows[0]), int(rows[-1]) + 1)
 
-    def copy_rows(self, other: "FeatureStore", rows: np.ndarray) -> None:
+    def copy_rows(self, other: FeatureStore, rows: np.ndarray) -> None:
         """Copy done rows of another store of the same shape byte for byte (a shard merge):
         values first, flushed, then the done bytes, as `write` does."""
         if not self.writable:
@@ -398,7 +411,7 @@ class FeatureStore:
             if mapped is not None:
                 mapped.close()
 
-    def __enter__(self) -> "FeatureStore":
+    def __enter__(self) -> FeatureStore:
         return self
 
     def __exit__(self, *exc: Any) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,7 +30,7 @@ def row_text(messages: Any) -> str:
     return "\n".join(parts)
 
 
-def table_texts(table: "pd.DataFrame") -> list[str]:
+def table_texts(table: pd.DataFrame) -> list[str]:
     if "text" in table.columns:
         return [str(t) for t in table["text"]]
     if "messages" in table.columns:
@@ -80,10 +81,10 @@ def make_label(keywords: Sequence[str], n: int = 3) -> str:
     return ", ".join(keywords[:n]) if keywords else "(no keywords)"
 
 
-def summarize_clusters(table: "pd.DataFrame", labels: np.ndarray, X: Any,
+def summarize_clusters(table: pd.DataFrame, labels: np.ndarray, X: Any,
                        centroids: np.ndarray, n_keywords: int = 8, n_examples: int = 5,
                        max_docs_per_cluster: int = 2_000, token_counts: np.ndarray | None = None,
-                       seed: int = 0, batch_size: int | None = None) -> "pd.DataFrame":
+                       seed: int = 0, batch_size: int | None = None) -> pd.DataFrame:
     """One row per cluster (0..K-1; rows labelled -1 are left out and counted in
     ``df.attrs["n_unclustered"]``).
 

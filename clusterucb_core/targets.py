@@ -18,12 +18,14 @@ Kinds:
   nothing). All rows of a file are used (the real files have 5 each, LESS's k).
 - ``bbh``: ``bbh-three-shot.json`` (task -> text): the text's last three blank-line-separated
   blocks are examples, the rest the task description; each example is asked with the other two
-  as in-context examples: ``<|user|>\\n{description}\\n\\n{ex}\\n\\n{ex}\\n\\n{question}\\n<|assistant|>\\nA:``,
+  as in-context examples:
+  ``<|user|>\\n{description}\\n\\n{ex}\\n\\n{ex}\\n\\n{question}\\n<|assistant|>\\nA:``,
   completion = the answer text after "\\nA:" (LESS splits each block at "\\nA:"; a block with
   several is split at the first).
 - ``tydiqa``: ``tydiqa-one-shot.json`` (language -> [example]); LESS's per-language
   instruction and labels (from LESS ``get_validation_dataset.py``, itself from open-instruct):
-  ``<|user|>\\n{instruction}{Passage:} {context}\\n{Question:} {question}\\n<|assistant|>\\n{Answer:}``
+  ``<|user|>\\n{instruction}{Passage:} {context}\\n{Question:} {question}``
+  ``\\n<|assistant|>\\n{Answer:}``
   (LESS puts no separator between the instruction and "Passage:"; kept), completion
   ``" " + first answer text``. ``tydiqa-one-shot-zh.json`` uses the Chinese labels, as LESS.
 - ``pool``: any pool file `pool.load_pool` reads, with a ``subtask`` field on every record:
@@ -117,7 +119,9 @@ class TargetSet:
 # --------------------------------------------------------------------------- entry points
 def load_target(path: str | Path, kind: str = "auto", trim: bool = False) -> TargetSet:
     """Read a target set (LESS layouts or a pool file with `subtask`); see module doc."""
-    path = Path(path)
+    from .sources import resolve
+
+    path = resolve(path)  # a hub dataset (hf://ORG/NAME?split=S) becomes a local folder
     if not path.exists():
         raise FileNotFoundError(f"target not found: {path}")
     if kind not in ("auto",) + KINDS:
@@ -189,8 +193,10 @@ def _detect(path: Path) -> tuple[str, Path]:
             raise TargetError(f"{path} holds several targets ("
                               + ", ".join(f"{k}: {p}" for k, p in found)
                               + "); pass one of them, or kind=")
+        from .sources import parquet_shards
+
         if (path / "dataset_info.json").exists() or (path / "state.json").exists() or \
-                (path / "dataset_dict.json").exists():
+                (path / "dataset_dict.json").exists() or parquet_shards(path):
             return "pool", path
         raise TargetError(f"{path}: not a target folder (expected MMLU *_dev.csv files, "
                           "bbh-three-shot.json, tydiqa-one-shot.json or a datasets folder)")
@@ -338,8 +344,10 @@ def _pool_target(path: Path) -> list[TargetExample]:
     missing = [int(n) for n, s in zip(pool.table["line_no"], pool.table["subtask"])
                if s is None or s == ""]
     if missing:
-        raise TargetError(f"{path}: {len(missing)} records have no 'subtask' (lines "
-                          f"{', '.join(map(str, missing[:10]))}{'...' if len(missing) > 10 else ''})")
+        raise TargetError(
+            f"{path}: {len(missing)} records have no 'subtask' (lines "
+            f"{', '.join(map(str, missing[:10]))}{'...' if len(missing) > 10 else ''})"
+        )
     out: list[TargetExample] = []
     for subtask, msgs in zip(pool.table["subtask"], pool.table["messages"]):
         last = max(i for i, m in enumerate(msgs) if m["role"] == "assistant")

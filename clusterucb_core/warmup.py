@@ -6,7 +6,10 @@ of the pool (rows with no trainable label are left out), AdamW, a linear schedul
 warm-up ratio, and after every epoch (and at `max_steps`) a checkpoint `ckpt-<epoch>` with the
 adapter, the Adam state (m, v) and the epoch's average learning rate (LESS weights checkpoints
 by it). The loss of a batch is the mean of its rows' mean token losses (what LESS's
-batch-size-1 + gradient-accumulation training optimises). Dropout is on while training (LESS:
+batch-size-1 + gradient-accumulation training optimises), accumulated over micro-batches that
+fit the device (halved on an out-of-memory error), optionally with gradient checkpointing; the
+step's gradient norm is clipped at `max_grad_norm` (LESS: 1.0). Under torchrun only rank 0
+trains. Dropout is on while training (LESS:
 LoRA dropout 0.1) and off when gradients are taken later.
 """
 
@@ -21,9 +24,8 @@ from typing import Any
 import numpy as np
 
 from . import atomic
-from .progress import Progress, report
 from .config import LoraSpec, ModelSpec, WarmupSpec, to_dict
-
+from .progress import Progress, report
 
 
 def select_rows(n_rows: int, fraction: float, seed: int) -> np.ndarray:
@@ -75,14 +77,16 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
     from transformers import get_linear_schedule_with_warmup
 
     from . import model as M
-    from .formatting import collate, encode_chats
-    from .gradients import row_losses
+    from .formatting import encode_chats
     from .pool import chats
 
+    _refuse_other_ranks()
     if spec.epochs < 1 and spec.max_steps <= 0:
         raise ValueError("warm-up needs epochs >= 1 or max_steps > 0")
     if spec.batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    if spec.micro_batch_size < 0 or spec.max_grad_norm < 0:
+        raise ValueError("micro_batch_size and max_grad_norm must be >= 0")
     out_dir = Path(out_dir)
     table, pool_fp = pool_identity(pool)
     if rows is None:
@@ -98,7 +102,8 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
     else:
         model, tok, device, dtype = M.prepare_model(model_spec, lora_spec, init_checkpoint)
     msgs = chats(table, rows)
-    encs, rep = encode_chats(msgs, tok, model_spec.max_length, model_spec.chat_template)
+    encs, rep = encode_chats(msgs, tok, model_spec.max_length, model_spec.chat_template,
+                             model_spec.truncation)
     keep = [i for i, e in enumerate(encs) if e.n_labels > 0]
     if not keep:
         raise ValueError(f"none of the {len(rows)} warm-up rows has a trainable token within "
@@ -130,10 +135,14 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
         "pool_fingerprint": pool_fp, "model": model_spec.name_or_path,
         "model_fingerprint": M.weights_fingerprint(model_spec.name_or_path),
         "lora": to_dict(lora_spec), "warmup": to_dict(spec), "max_length": model_spec.max_length,
-        "template": model_spec.chat_template, "steps_per_epoch": steps_per_epoch,
+        "template": model_spec.chat_template, "truncation": model_spec.truncation,
+        "steps_per_epoch": steps_per_epoch,
         "total_steps": total, "status": "running",
         "init_checkpoint": None if init_checkpoint is None else str(init_checkpoint)})
 
+    micro = spec.micro_batch_size or _planned_micro_batch(model, spec, model_spec.max_length)
+    if spec.gradient_checkpointing:
+        _checkpointing_on(model)
     gen = torch.Generator().manual_seed(spec.seed)
     torch.manual_seed(spec.seed)  # LoRA dropout draws from the global generator
     model.train()
@@ -147,18 +156,32 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
         for lo in range(0, len(order), spec.batch_size):
             if step >= total:
                 break
-            batch = collate([encs[i] for i in order[lo:lo + spec.batch_size]], tok.pad_token_id)
-            batch = {k: v.to(device) for k, v in batch.items()}
+            rows_here = [encs[i] for i in order[lo:lo + spec.batch_size]]
             lr = float(sched.get_last_lr()[0])
-            per_row, _ = row_losses(model, batch)
-            loss = per_row.mean()
-            loss.backward()
+            while True:
+                failed = False
+                try:
+                    loss_value = _accumulate(model, rows_here, micro, tok.pad_token_id, device)
+                except torch.cuda.OutOfMemoryError:
+                    failed = True
+                if not failed:
+                    break
+                # outside `except`: the failed micro-batch's tensors are unreachable now
+                opt.zero_grad(set_to_none=True)
+                M.free_memory()
+                if micro == 1:
+                    longest = max(len(e.input_ids) for e in rows_here)
+                    raise ValueError(f"out of GPU memory on one warm-up row (up to {longest} "
+                                     "tokens); lower --max-length or turn on gradient "
+                                     "checkpointing")
+                micro = max(1, min(micro, len(rows_here)) // 2)
+            if spec.max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, spec.max_grad_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             lrs.append(lr)
-            loss_value = float(loss.detach())
             losses.append(loss_value)
             rate = step / max(time.perf_counter() - t0, 1e-9)
             report(progress, step, total, f"epoch {epoch}/{epochs} step {step}/{total} "
@@ -181,6 +204,61 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
                 seconds=round(time.perf_counter() - t0, 3))
     atomic.write_json(out_dir / "warmup.json", info)
     return saved
+
+
+def _accumulate(model, rows: list, micro: int, pad_id: int, device) -> float:
+    """Backward of the batch's loss (the mean of its rows' mean token losses) in micro-batches
+    of `micro` rows: each adds sum(its rows' losses) / len(rows), so the accumulated gradient
+    is the whole batch's. Returns the loss."""
+    from .formatting import collate
+    from .gradients import row_losses
+
+    total = 0.0
+    for lo in range(0, len(rows), micro):
+        batch = collate(rows[lo:lo + micro], pad_id)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        per_row, _ = row_losses(model, batch)
+        loss = per_row.sum() / len(rows)
+        loss.backward()
+        total += float(loss.detach())
+    return total
+
+
+def _checkpointing_on(model) -> None:
+    """Recompute each layer's activations in the backward (non-reentrant: the frozen
+    embeddings need no input gradient); transformers 5 renamed the switch."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if hasattr(lm, "activation_checkpointing_enable"):
+        lm.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+
+def _planned_micro_batch(model, spec: WarmupSpec, max_length: int) -> int:
+    """Rows per forward: the whole batch on the CPU; on CUDA what the free memory holds at
+    max_length (memplan), at least one."""
+    import torch
+
+    from . import memplan
+
+    device = next(model.parameters()).device
+    if device.type != "cuda":
+        return spec.batch_size
+    free, total = torch.cuda.mem_get_info(device)
+    p = memplan.plan(memplan.shape_of(model), total, max_length, free_bytes=free, kind="train",
+                     checkpointing=spec.gradient_checkpointing)
+    return max(1, min(spec.batch_size, p.rows_at_max_length))
+
+
+def _refuse_other_ranks() -> None:
+    """Under torchrun only rank 0 trains: N identical trainers would race on one folder."""
+    import os
+
+    rank = int(os.environ.get("RANK", "0"))
+    if rank != 0:
+        raise ValueError(f"warm-up runs on rank 0 only (this is rank {rank}); start it without "
+                         "torchrun, or let the other ranks skip it")
 
 
 def _restore_adam(opt, model, checkpoint: str | Path) -> None:

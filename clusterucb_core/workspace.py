@@ -41,7 +41,7 @@ class Workspace:
     root: Path
 
     @classmethod
-    def open(cls, root: str | Path, create: bool = True) -> "Workspace":
+    def open(cls, root: str | Path, create: bool = True) -> Workspace:
         root = Path(root).expanduser().resolve()
         if not root.exists():
             if not create:
@@ -63,9 +63,12 @@ class Workspace:
         return self.root / "workspace.json"
 
     def meta(self) -> dict[str, Any]:
+        """workspace.json (older forms migrated on read; the next write stores the new one)."""
         import json
 
-        return json.loads(self.meta_path.read_text())
+        from .config import migrate_workspace_meta
+
+        return migrate_workspace_meta(json.loads(self.meta_path.read_text()))
 
     def update_meta(self, **values: Any) -> dict[str, Any]:
         meta = self.meta()

@@ -26,9 +26,8 @@ import hashlib
 import json
 import random
 import re
-import string
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 SEED = 20250611
 TARGET_SEED = 777
@@ -677,7 +676,7 @@ def gen_translation_toy(r: random.Random) -> tuple[str, str, str]:
         out = _pick(r, [t, f"{n} in {lang} is \"{t}\"."])
     else:
         w = _pick(r, sorted(GLOSSARY))
-        others = [l for l in range(3) if l != li]
+        others = [o for o in range(3) if o != li]
         q = f"Give the {lang} and {LANGS[others[0]]} words for \"{w}\"."
         short = f"{lang}: {GLOSSARY[w][li]}; {LANGS[others[0]]}: {GLOSSARY[w][others[0]]}"
         out = short
@@ -1067,7 +1066,7 @@ def gen_summarization(r: random.Random) -> tuple[str, str, str]:
     elif kind == 1:
         pct, prod = r.randint(3, 45), _pick(r, ["smartwatch", "electric scooter", "meal kit", "home battery", "laptop"])
         facts = [f"{company} reported that sales of its {prod} rose {pct} percent in the last quarter.",
-                 f"The company credited a lower price and a new advertising campaign.",
+                 "The company credited a lower price and a new advertising campaign.",
                  f"Chief executive {name} said the firm would hire more staff in {town}."]
         summary = f"{company}'s {prod} sales grew {pct}% last quarter, helped by lower prices and advertising."
     elif kind == 2:
@@ -1081,7 +1080,7 @@ def gen_summarization(r: random.Random) -> tuple[str, str, str]:
         topic = _pick(r, ["the office move", "the new holiday policy", "the budget for next year", "the website redesign"])
         owner, due = _pick(r, NAMES), _pick(r, ["Friday", "the end of the month", "next Tuesday", "March 1"])
         facts = [f"The team met on {weekday} to discuss {topic}.",
-                 f"After a long discussion, they agreed on a plan and a timeline.",
+                 "After a long discussion, they agreed on a plan and a timeline.",
                  f"{owner} will prepare a written proposal by {due}.",
                  "Everyone else will send comments before the next meeting."]
         summary = f"The team agreed on a plan for {topic}; {owner} will draft a proposal by {due}."

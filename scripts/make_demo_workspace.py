@@ -22,11 +22,12 @@ sys.path.insert(0, str(REPO))
 
 from clusterucb_core import atomic  # noqa: E402
 from clusterucb_core.cli.demo import DEMO_CONFIG  # noqa: E402
-from clusterucb_core.pipeline import Pipeline, load_config  # noqa: E402
+from clusterucb_core.config import load_config  # noqa: E402
+from clusterucb_core.pipeline import Pipeline  # noqa: E402
 
 # Settings carry this machine's absolute paths; the app fills in its own when it opens the
 # copy (clusterucb_app.state.apply_demo_defaults), so they are not shipped.
-MACHINE_KEYS = ("config", "pool", "target", "settings", "demo_defaults", "use_warmup")
+MACHINE_KEYS = ("config", "pool", "target", "demo_defaults")
 
 
 def build(out: Path) -> None:

@@ -2,7 +2,8 @@
 """Train the bundled demo model: a byte-level BPE tokenizer and a small Llama, on the demo pool.
 
     python scripts/make_demo_data.py      # first: the pool this trains on
-    python scripts/train_demo_model.py    # then: writes sample_data/demo_model/ (about 5 min, 2 CPU cores)
+    python scripts/train_demo_model.py    # then: writes sample_data/demo_model/
+                                          # (about 5 min on 2 CPU cores)
 
 What it does (seeded; same inputs and thread count give the same weights):
 1. Renders every pool chat in the Tulu format of METHOD.md s.1
@@ -41,7 +42,8 @@ TULU_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}{{ '<|system|>\n' + message['content'] + '\n' }}"
     "{% elif message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + '\n' }}"
-    "{% elif message['role'] == 'assistant' %}{{ '<|assistant|>\n' + message['content'] + eos_token + '\n' }}"
+    "{% elif message['role'] == 'assistant' %}"
+    "{{ '<|assistant|>\n' + message['content'] + eos_token + '\n' }}"
     "{% endif %}"
     "{% if loop.last and add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
     "{% endfor %}"
@@ -49,7 +51,8 @@ TULU_CHAT_TEMPLATE = (
 
 
 def render_tulu(messages: list[dict], eos: str = "</s>") -> tuple[str, list[tuple[int, int]]]:
-    """Tulu text of a chat, and the character spans of assistant content + eos (the trained part)."""
+    """Tulu text of a chat, and the character spans of assistant content + eos (the trained
+    part)."""
     text, spans = "", []
     for m in messages:
         role, content = m["role"], m["content"]
@@ -97,8 +100,14 @@ def wrap_tokenizer(tok, max_length: int):
     from transformers import PreTrainedTokenizerFast
 
     hf = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<unk>",
-        model_max_length=max_length, padding_side="right", truncation_side="right",
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<unk>",
+        model_max_length=max_length,
+        padding_side="right",
+        truncation_side="right",
         clean_up_tokenization_spaces=False,
     )
     hf.chat_template = TULU_CHAT_TEMPLATE
@@ -121,7 +130,8 @@ def encode_rows(hf_tok, rows: list[dict], max_length: int) -> list[tuple[list[in
 
 
 def heldout_loss(model, encoded, pad_id: int, batch_size: int = 16) -> dict:
-    """Token-weighted mean next-token loss over held-out rows: all tokens, and assistant tokens only."""
+    """Token-weighted mean next-token loss over held-out rows: all tokens, and assistant tokens
+    only."""
     import torch
     import torch.nn.functional as F
 
@@ -141,7 +151,9 @@ def heldout_loss(model, encoded, pad_id: int, batch_size: int = 16) -> dict:
             logits = model(input_ids=inp, attention_mask=att).logits[:, :-1].float()
             tgt = inp[:, 1:]
             valid = att[:, 1:].bool()
-            nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), reduction="none").view_as(tgt)
+            nll = F.cross_entropy(
+                logits.reshape(-1, logits.size(-1)), tgt.reshape(-1), reduction="none"
+            ).view_as(tgt)
             tot_all += nll[valid].sum().item()
             n_all += valid.sum().item()
             asst = valid & am[:, 1:]
@@ -152,7 +164,9 @@ def heldout_loss(model, encoded, pad_id: int, batch_size: int = 16) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description="Train the bundled demo tokenizer + Llama on the demo pool.")
+    ap = argparse.ArgumentParser(
+        description="Train the bundled demo tokenizer + Llama on the demo pool."
+    )
     ap.add_argument("--pool", default=str(DEFAULT_POOL))
     ap.add_argument("--out", default=str(DEFAULT_OUT))
     ap.add_argument("--seed", type=int, default=0)
@@ -186,27 +200,45 @@ def main(argv: list[str] | None = None) -> int:
     train_idx, held_idx = split_rows(len(rows), args.holdout, args.seed)
     train_rows = [rows[i] for i in train_idx]
     held_rows = [rows[i] for i in held_idx]
-    print(f"pool: {len(rows)} rows -> train {len(train_rows)}, held out {len(held_rows)}", flush=True)
+    print(
+        f"pool: {len(rows)} rows -> train {len(train_rows)}, held out {len(held_rows)}", flush=True
+    )
 
     # 1-2. tokenizer
     train_texts = [render_tulu(r["messages"])[0] for r in train_rows]
     tok = train_tokenizer(train_texts, args.vocab_size)
     hf_tok = wrap_tokenizer(tok, args.max_length)
     vocab = len(hf_tok)
-    print(f"tokenizer: vocab {vocab}, bos {hf_tok.bos_token_id}, eos {hf_tok.eos_token_id}, pad {hf_tok.pad_token_id}", flush=True)
+    print(
+        f"tokenizer: vocab {vocab}, bos {hf_tok.bos_token_id}, eos {hf_tok.eos_token_id}, "
+        f"pad {hf_tok.pad_token_id}",
+        flush=True,
+    )
 
     train_enc = encode_rows(hf_tok, train_rows, args.max_length)
     held_enc = encode_rows(hf_tok, held_rows, args.max_length)
     n_train_tokens = sum(len(ids) for ids, _ in train_enc)
-    print(f"train tokens {n_train_tokens}, mean row length {n_train_tokens / len(train_enc):.1f}", flush=True)
+    print(
+        f"train tokens {n_train_tokens}, mean row length {n_train_tokens / len(train_enc):.1f}",
+        flush=True,
+    )
 
     # 3. model
     config = LlamaConfig(
-        vocab_size=vocab, hidden_size=args.hidden, intermediate_size=args.intermediate,
-        num_hidden_layers=args.layers, num_attention_heads=args.heads, num_key_value_heads=args.heads,
-        max_position_embeddings=args.max_length, rms_norm_eps=1e-5, initializer_range=0.02,
-        tie_word_embeddings=True, bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id,
-        pad_token_id=hf_tok.pad_token_id, use_cache=True,
+        vocab_size=vocab,
+        hidden_size=args.hidden,
+        intermediate_size=args.intermediate,
+        num_hidden_layers=args.layers,
+        num_attention_heads=args.heads,
+        num_key_value_heads=args.heads,
+        max_position_embeddings=args.max_length,
+        rms_norm_eps=1e-5,
+        initializer_range=0.02,
+        tie_word_embeddings=True,
+        bos_token_id=hf_tok.bos_token_id,
+        eos_token_id=hf_tok.eos_token_id,
+        pad_token_id=hf_tok.pad_token_id,
+        use_cache=True,
     )
     torch.manual_seed(args.seed)
     model = LlamaForCausalLM(config).float()
@@ -233,7 +265,9 @@ def main(argv: list[str] | None = None) -> int:
                     stream = stream[block * bs:]
                     yield chunk
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01, eps=1e-8)
+    opt = torch.optim.AdamW(
+        model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.01, eps=1e-8
+    )
 
     def lr_at(step: int) -> float:
         if step < args.warmup_steps:
@@ -287,31 +321,59 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "threads": args.threads,
         "pool": os.path.relpath(args.pool, REPO) if Path(args.pool).is_absolute() else args.pool,
-        "pool_rows": len(rows), "train_rows": len(train_rows), "heldout_rows": len(held_rows),
+        "pool_rows": len(rows),
+        "train_rows": len(train_rows),
+        "heldout_rows": len(held_rows),
         "train_tokens_per_pass": n_train_tokens,
-        "tokenizer": {"type": "byte-level BPE (HF tokenizers)", "vocab_size": vocab,
-                      "special_tokens": SPECIAL_TOKENS, "pad_token": "<unk> (no separate pad)",
-                      "adds_bos": True, "adds_eos": False},
-        "model": {"architecture": "LlamaForCausalLM", "hidden_size": args.hidden, "num_hidden_layers": args.layers,
-                  "num_attention_heads": args.heads, "num_key_value_heads": args.heads,
-                  "intermediate_size": args.intermediate, "max_position_embeddings": args.max_length,
-                  "tie_word_embeddings": True, "dtype": "float32"},
+        "tokenizer": {
+            "type": "byte-level BPE (HF tokenizers)",
+            "vocab_size": vocab,
+            "special_tokens": SPECIAL_TOKENS,
+            "pad_token": "<unk> (no separate pad)",
+            "adds_bos": True,
+            "adds_eos": False,
+        },
+        "model": {
+            "architecture": "LlamaForCausalLM",
+            "hidden_size": args.hidden,
+            "num_hidden_layers": args.layers,
+            "num_attention_heads": args.heads,
+            "num_key_value_heads": args.heads,
+            "intermediate_size": args.intermediate,
+            "max_position_embeddings": args.max_length,
+            "tie_word_embeddings": True,
+            "dtype": "float32",
+        },
         "parameters": n_params,
-        "training": {"objective": "next-token loss on all tokens, packed blocks",
-                     "block_size": block, "batch_size": bs, "steps": args.steps,
-                     "tokens_seen": args.steps * bs * block, "optimizer": "AdamW(betas=(0.9, 0.95), wd=0.01)",
-                     "lr": args.lr, "schedule": f"linear warm-up {args.warmup_steps} steps, cosine to 10%",
-                     "grad_clip": 1.0, "first_loss": losses[0], "last10_mean_loss": sum(losses[-10:]) / len(losses[-10:])},
-        "heldout_loss": {"untrained": loss_init, "trained": loss_final,
-                         "log_vocab": math.log(vocab)},
+        "training": {
+            "objective": "next-token loss on all tokens, packed blocks",
+            "block_size": block,
+            "batch_size": bs,
+            "steps": args.steps,
+            "tokens_seen": args.steps * bs * block,
+            "optimizer": "AdamW(betas=(0.9, 0.95), wd=0.01)",
+            "lr": args.lr,
+            "schedule": f"linear warm-up {args.warmup_steps} steps, cosine to 10%",
+            "grad_clip": 1.0,
+            "first_loss": losses[0],
+            "last10_mean_loss": sum(losses[-10:]) / len(losses[-10:]),
+        },
+        "heldout_loss": {
+            "untrained": loss_init,
+            "trained": loss_final,
+            "log_vocab": math.log(vocab),
+        },
         "train_wall_seconds": round(train_wall, 1),
         "train_cpu_seconds": round(train_cpu, 1),
         "total_wall_seconds": round(time.time() - t_start, 1),
         "total_cpu_seconds": round(time.process_time() - cpu_start, 1),
         "load_average_at_end": list(os.getloadavg()),
         "weights_bytes": weight_bytes,
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__,
-                     "python": sys.version.split()[0]},
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": sys.version.split()[0],
+        },
     }
     (tmp / "training_report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     folder_bytes = sum(p.stat().st_size for p in tmp.iterdir() if p.is_file())

@@ -111,3 +111,17 @@ def tiny_pool_file(tmp_path_factory) -> Path:
         for i, msgs in enumerate(chats):
             fh.write(json.dumps({"id": f"r{i}", "source": "tiny", "messages": msgs}) + "\n")
     return path
+
+
+@pytest.fixture(scope="module")
+def demo_workspace_copy(tmp_path_factory) -> Path:
+    """A copy of the shipped demo workspace, in another folder (nothing may depend on where it
+    lies); skipped when it is missing."""
+    import shutil
+
+    shipped = Path(__file__).resolve().parents[1] / "sample_data" / "demo_workspace"
+    if not (shipped / "workspace.json").exists():
+        pytest.skip("sample_data/demo_workspace is missing (python scripts/make_demo_workspace.py)")
+    ws = tmp_path_factory.mktemp("demo") / "ws"
+    shutil.copytree(shipped, ws)
+    return ws

@@ -59,13 +59,13 @@ for note in getattr(pool, "notes", []) or []:
 tab_prev, tab_src, tab_len, tab_rep = st.tabs(
     ["Preview", "Sources", "Token lengths", f"Validation report ({len(report.problems)})"])
 with tab_prev:
-    n_show = min(len(pool.table), 200)
-    st.dataframe(ui.preview_frame(pool.table.head(n_show)), hide_index=True,
+    n_show = min(len(pool), 200)
+    st.dataframe(ui.preview_frame(pool.frame(range(n_show))), hide_index=True,
                  height=min(320, ui.table_height(n_show)))
-    st.caption(f"The first {n_show} of {len(pool.table):,} rows. Pick a row to read it whole:")
-    row = st.number_input("Row", min_value=0, max_value=len(pool.table) - 1, value=0,
+    st.caption(f"The first {n_show} of {len(pool):,} rows. Pick a row to read it whole:")
+    row = st.number_input("Row", min_value=0, max_value=len(pool) - 1, value=0,
                           key="pool_row")
-    rec = pool.table.iloc[int(row)]
+    rec = pool.frame([int(row)]).iloc[0]
     st.caption(f"id `{rec['id']}` · source `{rec['source']}` · record {int(row)} · "
                f"line {rec['line_no']} of the file")
     ui.show_text(ui.chat_text(rec["messages"]), height=300)

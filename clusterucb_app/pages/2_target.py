@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from clusterucb_app import state, ui
+from clusterucb_app import state, target_ui, ui
 from clusterucb_core import atomic
 
 ws = ui.workspace()
@@ -79,8 +79,9 @@ with st.container(border=True):
                 if _try_use(bundled[name], kind, trim):
                     st.rerun()
     elif source == "LESS folder or local file":
-        path_text = st.text_input("Path (a LESS `eval` folder, one of its task folders, or a "
-                                  "file with a `subtask` field)", value=ref.get("path", ""),
+        path_text = st.text_input("Path (a LESS `eval` folder, one of its task folders, a "
+                                  "file with a `subtask` field, or a Hub dataset "
+                                  "`hf://ORG/NAME`)", value=ref.get("path", ""),
                                   key="target_path")
         if st.button("Use this path", type="primary", key="target_use_path"):
             if not path_text.strip():
@@ -116,6 +117,7 @@ m[0].metric("Target", target.name)
 m[1].metric("Kind", target.kind)
 m[2].metric("Subtasks", len(target.subtasks))
 m[3].metric("Examples", f"{len(target.examples):,}")
+target_ui.truncation_note(ws, target)
 if getattr(target, "trimmed", None):
     st.info("Trimmed to equal subtask sizes: "
             + ", ".join(f"{k}: -{v}" for k, v in target.trimmed.items() if v))

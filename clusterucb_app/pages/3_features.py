@@ -8,6 +8,7 @@ import streamlit as st
 
 from clusterucb_app import engine, features_ui, state, ui
 from clusterucb_core import config
+from clusterucb_core.scorable import workspace_sentence as scorable_sentence
 
 ws = ui.workspace()
 ui.header(
@@ -102,6 +103,9 @@ st.caption(("Hidden-state embeddings (forward only)" if cfeat.kind == "hidden"
             else "Gradient features") + " of every row, for the clustering. "
            + (f"Feature stores in the workspace: {', '.join(f'`{n}`' for n in stores)}; "
               "running again only fills missing rows." if stores else ""))
+unscorable = scorable_sentence(ws.root)
+if unscorable:
+    (st.warning if "cannot be scored" in unscorable else st.caption)(unscorable)
 if st.button("Compute cluster features", key="btn_cfeat", type="primary", disabled=not model_ok):
     engine.start_stage(ws, "cluster_features", "Cluster features")
 ui.job_panel(ws, "cluster_features")

@@ -6,15 +6,15 @@ import numpy as np
 import streamlit as st
 
 from clusterucb_app import (
-    clusters_ui,
+    cluster_map,
+    cluster_panels,
     clusters_view,
     curation_ui,
-    engine,
+    find,
     rounds,
     state,
     ui,
 )
-from clusterucb_core import plots_rounds as pr
 
 ws = ui.workspace()
 ui.header(
@@ -28,9 +28,10 @@ Model & Features page (by default forward-only hidden states, not gradients): ro
 model represents alike tend to have similar influence scores, so a few draws from a cluster
 say a lot about all of it.
 
-**Choosing K**: *auto* clusters a sample for several K and reports the cosine silhouette
-(higher = better separated), then keeps the smallest K within 0.01 of the best — and warns
-when that K is the smallest tried or the silhouette is low; *fixed K* uses yours.
+**Choosing K**: *auto* picks K by the rule set in the clustering settings: `size8` (the
+default) gives each arm about 8 cold-start draws; `silhouette` clusters a sample for several K,
+keeps the smallest K within 0.01 of the best cosine silhouette, and warns when that K is the
+smallest tried or the silhouette is low. *Fixed K* uses yours.
 Fewer, larger clusters make the cold start cheaper; more clusters let the bandit aim finer.
 
 **The map** is UMAP (cosine) of the same features, for looking only — the clustering does not
@@ -46,10 +47,11 @@ with st.expander("Cluster the pool", expanded=not state.cluster_names(ws)):
     if not stores:
         st.info("No features yet: compute **cluster features** on the Model & Features page "
                 "first.")
-        st.page_link("pages/3_features.py", label="Go to Model & Features",
-                     icon=":material/arrow_forward:")
+        st.page_link(
+            "pages/3_features.py", label="Go to Model & Features", icon=":material/arrow_forward:"
+        )
     else:
-        clusters_ui.clustering_form(ws, stores)
+        cluster_panels.clustering_form(ws, stores)
 ui.job_panel(ws, "clusters")  # outside the expander: visible while it is collapsed
 
 names = state.cluster_names(ws)
@@ -72,7 +74,7 @@ labels = np.asarray(cs.labels)
 n_rows = len(labels)
 try:
     pool = state.load_pool(ws)
-    if len(pool.table) != n_rows:
+    if len(pool) != n_rows:
         st.warning("These clusters were made from another pool (row counts differ); "
                    "re-run the clustering.")
         pool = None
@@ -80,7 +82,7 @@ except Exception:  # noqa: BLE001
     pool = None
 lg = state.ledger(ws, cur)
 led = lg.state()
-ks = cs.kscan if cs.kscan is not None else state.load_kscan(ws, cs.meta.get("features"))
+cnames = find.cluster_names(cs, led)  # with the names given in the ledger
 if cs.kscan is not None and (warning := clusters_view.kscan_warning(cs.kscan, cs.k)):
     st.warning(warning)
 
@@ -101,30 +103,15 @@ if (rid := rounds.current_id(ws)) is not None:
     except Exception as exc:  # noqa: BLE001 - the map works without the run
         ui.log.warning("run %s not shown on the map: %s", rid, exc)
 
-st.subheader("Map")
-clusters_ui.map_section(ws, cs, pool, lg, scores)
-st.subheader("Clusters")
-clusters_ui.cluster_table(cs, lg, next(iter(scores.values()), None))
+cluster_map.section(ws, cs, pool, cur)  # a fragment: selections, search, tags
+cluster_panels.cluster_table(cs, lg, cnames, next(iter(scores.values()), None))
+with st.expander("Name a cluster"):
+    find.rename_panel(lg, cs.k, cnames, "cl_rename")
 
 left, right = st.columns([1, 1])
 with left:
-    st.subheader("K scan")
-    if ks is not None and len(ks):
-        chosen = ks.loc[ks["chosen"].astype(bool), "k"] if "chosen" in ks else []
-        st.plotly_chart(pr.kscan_chart(ks["k"], ks["silhouette"], ks["inertia"],
-                                       int(chosen.iloc[0]) if len(chosen) else None),
-                        key="cl_kscan")
-        if ks.attrs.get("rule"):
-            st.caption(f"Rule: {ks.attrs['rule']}.")
-    else:
-        st.caption(f"This clustering used a fixed K={cs.k}. A scan clusters a sample for "
-                   "several K and compares their silhouettes.")
-    if st.button("Scan K", key="cl_kscan_btn",
-                 help="Runs in the background on a sample of the cluster features."):
-        engine.start_stage(ws, "kscan", "K scan", unit="K values")
-    ui.job_panel(ws, "kscan")
+    cluster_panels.kscan(ws, cs)
 with right:
-    st.subheader("Samples per cluster")
-    clusters_ui.samples(cs, pool)
+    cluster_panels.samples(cs, pool, cnames)
 
 st.page_link("pages/5_rounds.py", label="Next: UCB rounds", icon=":material/arrow_forward:")

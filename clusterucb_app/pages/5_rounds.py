@@ -7,6 +7,7 @@ import streamlit as st
 from clusterucb_app import curation_ui, rounds, rounds_ui, state, ui
 from clusterucb_core import plots_rounds as pr
 from clusterucb_core import selection
+from clusterucb_core.scorable import workspace_sentence as scorable_sentence
 
 ws = ui.workspace()
 ui.header(
@@ -39,12 +40,15 @@ if not ui.need(clusters_name is not None,
     st.stop()
 clusters = state.load_clusters(ws, clusters_name)
 n_rows = len(clusters.labels)
+unscorable = scorable_sentence(ws.root)
+if unscorable and "cannot be scored" in unscorable:
+    st.warning(unscorable)
 try:
     pool = state.load_pool(ws)
 except Exception:  # noqa: BLE001 - the page works without texts
     pool = None
-if pool is not None and len(pool.table) != n_rows:
-    st.warning(f"The pool has {len(pool.table):,} rows but the clusters cover {n_rows:,}: "
+if pool is not None and len(pool) != n_rows:
+    st.warning(f"The pool has {len(pool):,} rows but the clusters cover {n_rows:,}: "
                "the clusters were made from another pool. Re-run the clustering.")
     pool = None
 

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from clusterucb_app import curation_ui, export_ui, export_view, marks, rounds, state, ui
+from clusterucb_app import curation_ui, export_panel, export_view, find, marks, rounds, state, ui
 
 ws = ui.workspace()
 ui.header(
@@ -39,17 +39,18 @@ try:
 except Exception as exc:  # noqa: BLE001
     ui.show_error(exc, f"Opening run {rid}", "check the pool and clusters, or start a new run")
     st.stop()
-if len(pool.table) != run.N:
-    st.error(f"The run covers {run.N:,} rows but the pool has {len(pool.table):,}: choose the "
+if len(pool) != run.N:
+    st.error(f"The run covers {run.N:,} rows but the pool has {len(pool):,}: choose the "
              "pool the run was made on (Pool page).")
     st.stop()
 
-from clusterucb_core.export import export_selection, selection_table
+from clusterucb_core.export import selection_table  # noqa: E402
 
 lg = state.ledger(ws, clustering)
+led = lg.state()
 result = run.result(lg)
-names = clusters.cluster_names()
-table = selection_table(pool, result, names)
+names = find.cluster_names(clusters, led)
+table = selection_table(pool, result, names, led.tags)
 
 run_name = rounds.describe(ws, rid)
 curation_ui.flush_toast()
@@ -70,23 +71,28 @@ st.caption(ui.plain(marks.selection_rule(result.n_top, len(result.pinned), run.N
 st.subheader("Selection")
 c = st.columns([1, 2, 2, 2])
 only_sel = c[0].toggle("Selected only", value=True, key="ex_only")
-f_src = c[1].multiselect("Sources", sorted(table["source"].astype(str).unique()),
-                         key="ex_src", placeholder="all sources")
-f_cl = c[2].multiselect("Clusters", sorted(int(x) for x in table["cluster"].unique() if x >= 0),
-                        format_func=lambda k: names.get(k, k), key="ex_cl",
-                        placeholder="all clusters")
-query = c[3].text_input("Text contains", key="ex_q")
-messages = pool.table["messages"]
-view = export_view.filter_rows(table, only_selected=only_sel, sources=f_src, clusters=f_cl,
-                               query=query, text_of=lambda r: ui.chat_text(messages.iat[r]))
-prev = ui.preview_frame(pool.table, view["row"].to_numpy())
-shown = export_view.curate_table(view, prev["prompt"].to_numpy(), run.labels, lg.state())
+srcs = sorted(table["source"].astype(str).unique())
+f_src = c[1].multiselect("Sources", srcs, key="ex_src", placeholder="all sources")
+cl_opts = sorted(int(x) for x in table["cluster"].unique() if x >= 0)
+f_cl = c[2].multiselect("Clusters", cl_opts, format_func=lambda k: names.get(k, k),
+                        key="ex_cl", placeholder="all clusters")
+f_tag = c[3].multiselect("Tags", list(led.tag_counts()), key="ex_tag", placeholder="any tags")
+hits = find.found("ex_found")
+view = find.with_rows(table, pool, hits["rows"], result, names, led.tags) if hits else table
+view = export_view.filter_rows(
+    view, only_selected=only_sel and not hits, sources=f_src, clusters=f_cl,
+    tag_rows={r for t in f_tag for r in led.rows_tagged(t)} if f_tag else None)
+if hits:
+    st.caption(f"Showing the {len(hits['rows']):,} rows found by {hits['label']} (drawn or not; "
+               "**Clear** below to see the selection again).")
+prev = ui.preview_frame(pool.frame(view["row"].to_numpy()))
+shown = export_view.curate_table(view, prev["prompt"].to_numpy(), run.labels, led)
 sel = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row",
                    key="ex_table", height=min(360, ui.table_height(len(shown))),
                    column_config={"status": curation_ui.status_column()})
 st.caption(f"{len(view):,} rows shown. Select rows (left edge) to read them or edit them.")
 chosen = [int(shown["row"].iat[i]) for i in sel.selection.rows]
-ids = {r: str(pool.table["id"].iat[r]) for r in chosen}
+ids = dict(zip(chosen[:6], map(str, pool.column("id", chosen[:6]))))  # the toast's names
 b = st.columns(5)
 for i, (op, label, icon) in enumerate([("pin", "Pin", ":material/push_pin:"),
                                        ("reject", "Reject", ":material/block:"),
@@ -96,11 +102,18 @@ for i, (op, label, icon) in enumerate([("pin", "Pin", ":material/push_pin:"),
         st.rerun()
 with b[4]:
     curation_ui.undo_button(lg, "ex_undo")
+if find.tag_panel(lg, chosen, "ex_tags"):
+    st.rerun()  # the table shows the new tags
+st.caption("Find rows in the whole pool, or rows like those chosen in the table:")
+before = find.found("ex_found")
+find.finder("ex_found", pool, find.features_of(ws, clusters), seed_rows=chosen)
+if find.found("ex_found") is not before:
+    st.rerun()  # the table above shows the new results
 if chosen:
     r = chosen[0]
-    st.caption(f"row {r} · id `{pool.table['id'].iat[r]}` · score "
+    st.caption(f"row {r} · id `{pool.column('id', [r])[0]}` · score "
                f"{result.scores[r]:.4f}" if np.isfinite(result.scores[r]) else f"row {r}")
-    ui.show_text(ui.chat_text(pool.table["messages"].iat[r]), height=260)
+    ui.show_text(ui.chat_text(pool.messages([r])[0]), height=260)
 
 # ------------------------------------------------------------------------------ breakdowns
 selected = table[table["selected"]]
@@ -124,24 +137,4 @@ with st.expander(f"Ledger of hand edits ({len(lg.edits())})", expanded=False):
                    "page.")
 
 # ------------------------------------------------------------------------------ export
-st.subheader("Export")
-out_dir = ws.exports(rid)
-st.caption(f"Exports the run {ui.plain(run_name)} into the workspace at `{out_dir}`; each "
-           "save replaces the previous one whole (never half-written).")
-with_ds = st.checkbox("Also write a Hugging Face `datasets` folder", value=True, key="ex_ds")
-if st.button("Save export to the workspace", icon=":material/save:", type="primary", key="ex_save"):
-    with st.spinner("Writing the export..."):
-        try:
-            export_selection(out_dir, pool, result, run_id=rid, clustering=clustering,
-                             cluster_names=names, oracle_info=(run.header.get("oracle")
-                                                               if hasattr(run, "header") else None),
-                             ledger_state=lg.state(), log_path=run.log_path,
-                             exhaustive=state.exhaustive_scores(ws, run.N),
-                             with_dataset=with_ds)
-        except Exception as exc:  # noqa: BLE001
-            ui.show_error(exc, "Writing the export", "check free disk space; nothing half-"
-                          "written was left behind")
-        else:
-            st.success(f"Export written: {len(result.rows):,} rows of run {run_name}.")
-
-export_ui.downloads(out_dir, f"{ws.name}-{rid}.zip")
+export_panel.section(ws, rid, run_name, run, pool, result, clustering, names, lg)

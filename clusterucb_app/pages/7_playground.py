@@ -8,10 +8,10 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from clusterucb_app import teach, ui
-from clusterucb_core import selection
 from clusterucb_core import playground as pgm
 from clusterucb_core import plots_rounds as pr
 from clusterucb_core import plots_teach as pt
+from clusterucb_core import selection
 from clusterucb_core.race import RACE_POLICIES
 
 ws = ui.workspace()
@@ -153,10 +153,12 @@ with st.expander("2 · Policies and budget", expanded=False):
             st.session_state["pg_play"] = False
             st.rerun()
 
-st.caption(f"{pg.K} arms, {pg.N:,} rows · budget {settings['shared']['budget']:g} → "
-           f"{selection.count_of(settings['shared']['budget'], pg.N):,} rows scored · top-p "
-           f"{settings['shared']['top_p']:g} → {selection.count_of(settings['shared']['top_p'], pg.N):,}"
-           f" rows selected · " + " vs ".join(sess.labels.values()))
+st.caption(
+    f"{pg.K} arms, {pg.N:,} rows · budget {settings['shared']['budget']:g} → "
+    f"{selection.count_of(settings['shared']['budget'], pg.N):,} rows scored · top-p "
+    f"{settings['shared']['top_p']:g} → {selection.count_of(settings['shared']['top_p'], pg.N):,}"
+    f" rows selected · " + " vs ".join(sess.labels.values())
+)
 
 playing = bool(st.session_state.get("pg_play", False)) and not sess.done
 
@@ -215,12 +217,14 @@ def live() -> None:
     truth = st.toggle(":material/visibility: Reveal the truth", key="pg_truth",
                       help="Show the true means, the best arm and the regret so far.")
     if truth:
-        st.success(f"The best arm is **arm {pg.best_arm}**: true mean "
-                   f"{pg.true_means[pg.best_arm]:.3f} with only {pg.sizes[pg.best_arm]} rows"
-                   + (" — the hidden gem." if pg.gem is not None else ".")
-                   + f" It holds {int(pg.truth(settings['shared']['top_p'])['top_p_rows'][pg.best_arm])}"
-                   f" of the {len(pg.top_rows(settings['shared']['top_p']))} rows of the true "
-                   "top-p.")
+        st.success(
+            f"The best arm is **arm {pg.best_arm}**: true mean "
+            f"{pg.true_means[pg.best_arm]:.3f} with only {pg.sizes[pg.best_arm]} rows"
+            + (" — the hidden gem." if pg.gem is not None else ".")
+            + f" It holds {int(pg.truth(settings['shared']['top_p'])['top_p_rows'][pg.best_arm])}"
+            f" of the {len(pg.top_rows(settings['shared']['top_p']))} rows of the true "
+            "top-p."
+        )
     else:
         st.caption("Which arm is the hidden gem? Step a few rounds, guess, then reveal the "
                    "truth.")
@@ -301,4 +305,6 @@ live()
 
 st.download_button("Download the arms' rows (CSV)", pg.table().to_csv(index=False),
                    file_name="playground_rows.csv", mime="text/csv", key="pg_dl")
-st.page_link("pages/8_race.py", label="Race every policy on these arms", icon=":material/sports_score:")
+st.page_link(
+    "pages/8_race.py", label="Race every policy on these arms", icon=":material/sports_score:"
+)

@@ -51,7 +51,7 @@ except Exception:  # noqa: BLE001 - the comparison works without texts
     pool = None
 sources = None
 if pool is not None:
-    sources = pool.table["source"].astype(str).to_numpy()
+    sources = pool.column("source").astype(str)
 
 try:
     if sources is not None:
@@ -112,7 +112,7 @@ where = st.segmented_control("Show", ["only A", "only B", "both"], default="only
 rows = cmp.rows if not where else cmp.rows[cmp.rows["where"] == where]
 view = rows
 if pool is not None and sources is not None and len(rows):
-    prev = ui.preview_frame(pool.table, rows["row"].to_numpy())
+    prev = ui.preview_frame(pool.frame(rows["row"].to_numpy()))
     view = rows.merge(prev[["row", "prompt", "answer"]], on="row", how="left")
 st.dataframe(view, hide_index=True, key="cmp_rows")
 st.download_button("Download the comparison (CSV)", cmp.to_csv(), f"compare_{a_id}_{b_id}.csv",

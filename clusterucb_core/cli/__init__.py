@@ -13,6 +13,7 @@ import sys
 
 # subcommand -> module in this package
 COMMANDS: dict[str, str] = {
+    "app": "app",
     "demo": "demo",
     "run": "run",
     "validate": "validate",
@@ -40,11 +41,22 @@ def passive_openmp() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("clusterucb-studio")
+    except metadata.PackageNotFoundError:  # running from a checkout that is not installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="clusterucb",
         description="Choose fine-tuning data by gradient influence, spending a budget with a "
                     "UCB bandit over clusters.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}",
+                        help="print the installed version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(f"{__name__}.{module_name}")

@@ -11,15 +11,24 @@ HELP = "cluster the pool's features (spherical k-means) into the workspace"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import ClusterSpec
+    from ..config import ClusterSpec, SelectionSpec
 
     d = ClusterSpec()
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
     parser.add_argument("--features", "-f", default=None,
                         help="feature store name in W/features/ (default: the only one)")
-    parser.add_argument("--k", default=str(d.k),
-                        help=f"number of clusters, or 'auto' to pick it from a K scan on a "
-                             f"sample (default {d.k})")
+    parser.add_argument("--k", default=str(d.k) if d.k else "auto",
+                        help="number of clusters, or 'auto' to pick it by --k-rule "
+                             f"(default {d.k or 'auto'})")
+    parser.add_argument("--k-rule", default=d.k_rule,
+                        help=f"--k auto: size<m> (each arm ~m cold-start draws) or silhouette "
+                             f"(the K scan) (default {d.k_rule})")
+    parser.add_argument("--cold-start", type=float, default=SelectionSpec().cold_start,
+                        help="--k-rule size<m>: the cold start the selection will use")
+    parser.add_argument("--condition", default=d.condition,
+                        choices=("none", "center", "whiten"),
+                        help=f"feature conditioning before k-means, stored with the clusters "
+                             f"(default {d.condition})")
     parser.add_argument("--ks", default=None,
                         help="--k auto: candidate K values, e.g. '4,8,16,32' (default: a "
                              "ladder up to about sqrt(N))")
@@ -27,8 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="--k auto: rows in the K scan's sample (default 10000)")
     parser.add_argument("--name", default=None,
                         help="clustering name: W/clusters/NAME (default FEATURES-kK)")
-    parser.add_argument("--seed", type=int, default=d.seed)
-    parser.add_argument("--max-iter", type=int, default=d.max_iter)
+    parser.add_argument("--seed", type=int, default=d.seed,
+                        help=f"seed of the k-means++ starts (default {d.seed})")
+    parser.add_argument("--max-iter", type=int, default=d.max_iter,
+                        help=f"most k-means iterations per start (default {d.max_iter})")
     parser.add_argument("--tol", type=float, default=d.tol,
                         help="stop when no centroid moves more than this (squared distance)")
     parser.add_argument("--minibatch", action="store_true",
@@ -65,25 +76,22 @@ def pick_store(ws: Any, name: str | None):
 
 
 def parse_k(text: str) -> int:
-    if str(text).strip().lower() in ("auto", "0"):
-        return 0
-    try:
-        k = int(text)
-    except ValueError:
-        raise ValueError(f"--k must be a positive integer or 'auto', not {text!r}") from None
-    if k < 1:
-        raise ValueError(f"--k must be a positive integer or 'auto', not {text!r}")
-    return k
+    """--k as ClusterSpec reads it (same rule, same message); 0 means the automatic K."""
+    from ..config import ClusterSpec
+
+    t = str(text).strip().lower()
+    spec = ClusterSpec(k=t if t == "auto" else int(t) if t.lstrip("-").isdigit() else text)
+    return 0 if spec.auto_k else int(spec.k)
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..clusterset import save_clusters
+    from ..config import ClusterSpec
     from ..kmeans import cluster_features, fits_in_memory
     from ..kscan import k_scan, pick_k
     from ..summaries import summarize_clusters
-    from ..config import ClusterSpec
     from ..workspace import Workspace, check_name
     from .features import ProgressLine
 
@@ -97,23 +105,40 @@ def run(args: argparse.Namespace) -> int:
     print(f"cluster: {store.n_rows:,} rows x {store.dim} dims from {fname} "
           f"({int(store.flagged.sum()):,} flagged rows without features get label -1)",
           file=sys.stderr, flush=True)
-    scan = None
-    if k == 0:
-        ks = [int(x) for x in args.ks.split(",") if x.strip()] if args.ks else None
-        scan = k_scan(store, ks, sample=args.scan_sample, seed=args.seed, device=args.device,
-                      progress=ProgressLine("K", prefix="K scan: "))
-        k = pick_k(scan)
-        print(scan.to_string(index=False), file=sys.stderr)
-        print(f"K scan ({scan.attrs['rule']}): K={k}", file=sys.stderr, flush=True)
+    from .. import conditioning
+    from ..krule import choose_k
+
     minibatch = bool(args.minibatch)
     if not minibatch and not fits_in_memory(store.n_rows, store.dim):
         minibatch = True
         print(f"note: {store.n_rows:,} x {store.dim} float32 rows would not fit in the memory "
               "available now; clustering in mini-batch (streaming) mode instead",
               file=sys.stderr, flush=True)
+    source: Any = store  # both modes read the store chunk by chunk (full mode keeps one copy)
+    cond = conditioning.Conditioner()
+    if args.condition != "none":
+        if minibatch:
+            raise ValueError(f"--condition {args.condition} needs the features in memory; "
+                             "use --condition none with --minibatch")
+        raw = store.read()
+        cond = conditioning.fit(raw, args.condition, seed=args.seed)
+        source = cond.transform(raw)
+    scan, why = None, f"K={k} was set by hand"
+    if k == 0:
+        if args.k_rule == "silhouette":
+            ks = [int(x) for x in args.ks.split(",") if x.strip()] if args.ks else None
+            scan = k_scan(source, ks, sample=args.scan_sample, seed=args.seed,
+                          device=args.device, progress=ProgressLine("K", prefix="K scan: "))
+            k = pick_k(scan)
+            print(scan.to_string(index=False), file=sys.stderr)
+            why = f"K={k} had the best silhouette of the K scan ({scan.attrs['rule']})"
+        else:
+            k, why = choose_k(args.k_rule, n_rows=int((~store.flagged).sum()),
+                              cold_start=args.cold_start, seed=args.seed)
+    print(f"K: {why}", file=sys.stderr, flush=True)
     spec = ClusterSpec(k=k, seed=args.seed, max_iter=args.max_iter, tol=args.tol,
-                       minibatch=minibatch, batch_size=args.batch_size)
-    source = store  # both modes read the store chunk by chunk (full mode keeps one copy)
+                       minibatch=minibatch, batch_size=args.batch_size,
+                       condition=args.condition)
     result = cluster_features(source, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
                               minibatch=spec.minibatch, batch_size=spec.batch_size,
                               device=args.device, n_init=args.n_init,
@@ -139,15 +164,17 @@ def run(args: argparse.Namespace) -> int:
             extra["ari_vs_source"] = ari
             print(f"agreement of clusters with the pool's sources: ARI={ari:.3f}",
                   file=sys.stderr)
+    extra.update(k_reason=why, condition=cond.kind)
     path = save_clusters(ws, name, result, features_fingerprint=store.fingerprint, spec=spec,
                          features_name=fname, summary=summary, kscan=scan, extra=extra)
+    cond.save(path)
     ws.update_meta(clusters=name)
     if summary is not None:
         cols = ["cluster", "size", "top_source", "tokens_median", "label"]
         print(summary[cols].to_string(index=False))
     else:
         print("sizes: " + " ".join(str(s) for s in result.sizes()))
-    print(f"clusters: K={k} -> {path}")
+    print(f"clusters: K={k} -> {path} ({why})")
     return 0
 
 

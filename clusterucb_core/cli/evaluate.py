@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "fine-tune LoRA on a run's selection, a random subset and the exhaustive top-p; compare target loss"
+HELP = ("fine-tune LoRA on a run's selection, a random subset and the exhaustive top-p; compare "
+        "target loss")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--workspace", required=True)
+    parser.add_argument("--workspace", required=True, help="workspace folder")
     parser.add_argument("--run", default=None, help="selection run id (default: the config's)")
     parser.add_argument("--eval-target", default=None,
                         help="held-out target examples (default: the selection target itself)")

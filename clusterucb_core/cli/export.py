@@ -7,6 +7,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ..pool import FORMATS, SHAPES
+
 HELP = "export a selection run: original records, LESS files, datasets folder, manifest"
 
 
@@ -16,10 +18,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", help="export folder (default: W/exports/RUN)")
     parser.add_argument("--pool", help="pool file (default: the one recorded in the run or "
                                        "the workspace)")
-    parser.add_argument("--format", default=None, help="pool format (default: as recorded)")
-    parser.add_argument("--shape", default=None, help="pool shape (default: as recorded)")
+    parser.add_argument("--format", default=None, choices=("auto",) + FORMATS,
+                        help="pool format (default: as recorded)")
+    parser.add_argument("--shape", default=None, choices=("auto",) + SHAPES,
+                        help="pool shape (default: as recorded)")
     parser.add_argument("--no-dataset", action="store_true",
                         help="skip the Hugging Face datasets folder")
+    parser.add_argument("--push-to-hub", metavar="REPO", default=None,
+                        help="then upload the selection, its manifest and a dataset card to "
+                             "this Hub dataset repository (ORG/NAME; token from HF_TOKEN or "
+                             "`huggingface-cli login`)")
+    parser.add_argument("--private", action="store_true",
+                        help="with --push-to-hub: create the repository private")
 
 
 def resolve_path(ws: Any, path: str | Path) -> Path:
@@ -70,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     ledger = sel.ledger
     ref = pool_ref(ws, meta.pool, args)
     pool = load_pool(resolve_path(ws, ref["path"]), ref.get("format", "auto"),
-                     ref.get("shape", "auto"))
+                     ref.get("shape", "auto"), cache_dir=ws.pool_cache())
     exhaustive = None
     ex_path = ws.root / SCORES_DIR / "exhaustive.npy"
     if ex_path.exists():
@@ -89,4 +99,11 @@ def run(args: argparse.Namespace) -> int:
     state = "finished" if sel.done else "NOT finished (the selection so far)"
     print(f"exported run {run_id} ({state}): {len(res.rows)} rows of {len(labels)} "
           f"to {out}")
+    if args.push_to_hub:
+        if args.no_dataset:
+            raise ValueError("--push-to-hub uploads the datasets folder: drop --no-dataset")
+        from ..hub_export import push_to_hub
+
+        url = push_to_hub(out, args.push_to_hub, private=args.private)
+        print(f"pushed to {url}")
     return 0

@@ -12,8 +12,14 @@ import argparse
 import os
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
+
+# projection.PROJECTORS and model dtypes, spelled here so `--help` does not import torch
+# (a test checks they agree)
+PROJECTIONS = ("rademacher", "countsketch", "srht")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
 
 HELP = "compute per-row gradient features (LESS) into a resumable feature store"
 
@@ -30,8 +36,11 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"tokens per row, longer rows are cut (default {m.max_length})")
     g.add_argument("--template", default=m.chat_template, choices=("tulu", "model"),
                    help="chat rendering: Tulu (LESS) or the model's own chat template")
+    g.add_argument("--truncation", default=m.truncation, choices=("keep_answer", "right"),
+                   help="a row over --max-length loses its oldest prompt tokens (keep_answer, "
+                        "default) or its end (right: LESS, which can drop the whole answer)")
     g.add_argument("--device", default=m.device, help="auto | cpu | cuda | cuda:N | mps")
-    g.add_argument("--dtype", default=m.dtype,
+    g.add_argument("--dtype", default=m.dtype, choices=DTYPES,
                    help="auto (bf16 on CUDA, fp32 elsewhere) | float32 | bfloat16 | float16")
     g.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model folder's own Python code to run (only if you trust it)")
@@ -39,9 +48,13 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
                    help=f"LoRA rank (default {lo.rank}; LESS uses 128)")
     g.add_argument("--lora-alpha", type=int, default=lo.alpha,
                    help=f"LoRA alpha (default {lo.alpha}; LESS uses 512)")
-    g.add_argument("--lora-dropout", type=float, default=lo.dropout)
+    g.add_argument("--lora-dropout", type=float, default=lo.dropout,
+                   help=f"LoRA dropout (default {lo.dropout})")
     g.add_argument("--lora-targets", default=",".join(lo.target_modules),
-                   help="comma-separated module names to adapt")
+                   help="comma-separated module names to adapt: leaf names (q_proj) or dotted "
+                        "names (layers.3.self_attn.q_proj)")
+    g.add_argument("--lora-layers", default="",
+                   help="comma-separated decoder layer indices that get adapters (default: all)")
 
 
 def model_spec_from(args: argparse.Namespace):
@@ -49,15 +62,21 @@ def model_spec_from(args: argparse.Namespace):
 
     return ModelSpec(name_or_path=args.model or ModelSpec().name_or_path, device=args.device,
                      dtype=args.dtype, trust_remote_code=bool(args.trust_remote_code),
-                     chat_template=args.template, max_length=args.max_length)
+                     chat_template=args.template, max_length=args.max_length,
+                     truncation=args.truncation)
 
 
 def lora_spec_from(args: argparse.Namespace):
     from ..config import LoraSpec
 
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
+    layers = [t.strip() for t in args.lora_layers.split(",") if t.strip()]
+    try:
+        layers = [int(t) for t in layers]
+    except ValueError:
+        pass  # LoraSpec names the setting and the rule
     return LoraSpec(rank=args.lora_rank, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                    target_modules=targets)
+                    target_modules=targets, layers_to_transform=layers)
 
 
 def open_pool(args: argparse.Namespace, ws: Any):
@@ -133,12 +152,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "hidden states), ckpt-N, SET/ckpt-N under W/checkpoints, or a folder")
     parser.add_argument("--dim", type=int, default=f.dim,
                         help=f"projected dimension (default {f.dim})")
-    parser.add_argument("--projection", default=f.projection,
+    parser.add_argument("--projection", default=f.projection, choices=PROJECTIONS,
                         help="rademacher (LESS), countsketch or srht (default "
                              f"{f.projection})")
     parser.add_argument("--seed", type=int, default=f.seed, help="projection seed")
-    parser.add_argument("--batch-size", type=int, default=f.batch_size)
-    parser.add_argument("--store-dtype", default=f.store_dtype, choices=("float16", "float32"))
+    parser.add_argument("--batch-size", type=int, default=f.batch_size,
+                        help=f"most rows per batch (default {f.batch_size}); on a GPU batches "
+                             "are also sized to its free memory, and shrink on out-of-memory")
+    parser.add_argument("--store-dtype", default=f.store_dtype, choices=("float16", "float32"),
+                        help=f"precision of the features on disk (default {f.store_dtype})")
     parser.add_argument("--rows", default=None,
                         help="only these rows, e.g. '0:100' or '3,7,42' (default: all)")
     parser.add_argument("--target", default=None,
@@ -172,7 +194,9 @@ def resolve_checkpoint(ws: Any, value: str | None) -> Path | None:
             found = find_checkpoints(c)
             if found:
                 return found[-1].resolve()
-    raise FileNotFoundError(f"no checkpoint {value!r} (looked in {', '.join(map(str, candidates))})")
+    raise FileNotFoundError(
+        f"no checkpoint {value!r} (looked in {', '.join(map(str, candidates))})"
+    )
 
 
 def parse_rows(text: str | None, n: int):
@@ -194,7 +218,12 @@ def parse_rows(text: str | None, n: int):
     return rows
 
 
+DIST_TIMEOUT = timedelta(hours=6)  # collectives: ranks may start (load a model) far apart
+
+
 def _init_distributed() -> tuple[int, int, bool]:
+    """Join the torchrun group: NCCL on this process's GPU (LOCAL_RANK % GPUs, refusing more
+    processes than GPUs), gloo on CPUs; a long collective timeout either way."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return 0, 1, False
@@ -202,14 +231,31 @@ def _init_distributed() -> tuple[int, int, bool]:
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
-            local = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        if torch.cuda.is_available():
+            from ..model import local_cuda_index
+
+            local = torch.device("cuda", local_cuda_index())
             torch.cuda.set_device(local)
-            dist.init_process_group(backend=backend, device_id=local)
+            dist.init_process_group(backend="nccl", device_id=local, timeout=DIST_TIMEOUT)
         else:
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend="gloo", timeout=DIST_TIMEOUT)
     return dist.get_rank(), dist.get_world_size(), True
+
+
+def wait_for_ranks(tag: str) -> None:
+    """Every rank says it is done; rank 0 waits until all have (the others go on).
+
+    Not a collective: ranks that finish their shares hours apart do not hit any timeout, and
+    nobody spins on a GPU while waiting. A rank that crashes ends the whole torchrun job."""
+    import torch.distributed as dist
+
+    store = dist.distributed_c10d._get_default_store()
+    rank, world = dist.get_rank(), dist.get_world_size()
+    store.set(f"clusterucb/{tag}/{rank}", "1")
+    if rank == 0:
+        keys = [f"clusterucb/{tag}/{r}" for r in range(world)]
+        while not store.check(keys):
+            time.sleep(1.0)
 
 
 def _merge_only(args: argparse.Namespace) -> int:
@@ -275,9 +321,7 @@ def run(args: argparse.Namespace) -> int:
                            world=world, shard=f"rank-{rank}" if distributed else None)
         store = engine.store()
         if distributed:
-            import torch.distributed as dist
-
-            dist.barrier()
+            wait_for_ranks("features")
         if rank == 0:
             from ..shards import merge_shards, shard_names
 

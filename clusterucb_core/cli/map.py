@@ -11,14 +11,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
     parser.add_argument("--features", "-f", default=None,
                         help="feature store name in W/features/ (default: the only one)")
-    parser.add_argument("--n-neighbors", type=int, default=15)
-    parser.add_argument("--min-dist", type=float, default=0.1)
+    parser.add_argument("--n-neighbors", type=int, default=15,
+                        help="UMAP neighbours: larger keeps more global structure (default 15)")
+    parser.add_argument("--min-dist", type=float, default=0.1,
+                        help="UMAP minimum distance between points on the map (default 0.1)")
     parser.add_argument("--pca-dims", type=int, default=50,
                         help="PCA pre-reduction before UMAP (0 = none; default 50)")
     parser.add_argument("--max-fit", type=int, default=20_000,
                         help="fit UMAP on at most this many rows, place the rest onto it "
                              "(default 20000)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="UMAP seed (default 0)")
     parser.add_argument("--force", action="store_true", help="recompute even when cached")
 
 

@@ -39,7 +39,7 @@ def _resolve(path: str, base: Path) -> Path:
     return base / p if (base / p).exists() else p
 
 
-def load_config(path: str | Path) -> tuple[dict, "object"]:
+def load_config(path: str | Path) -> tuple[dict, object]:
     """(config dict, RaceSpec) from a race TOML, with the errors a user can make named."""
     from ..config import load_toml
     from ..race import RaceSpec

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 
 HELP = "run every stage (warm-up, features, clusters, map, selection, export) from one TOML file"
 
@@ -22,15 +23,17 @@ def add_overrides(parser: argparse.ArgumentParser, workspace_default: str | None
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pipeline import load_config
+    from ..config import check_runnable, load_config
 
-    return run_config(load_config(args.config), args)
+    cfg = load_config(args.config)
+    if args.workspace:
+        cfg = replace(cfg, workspace=args.workspace)
+    check_runnable(cfg)  # every setting and path, before any work or any file is written
+    return run_config(cfg, args)
 
 
 def run_config(cfg, args: argparse.Namespace) -> int:
     """Shared by `run` and `demo`: apply the command-line overrides, run, print the summary."""
-    from dataclasses import replace
-
     from ..pipeline import Pipeline
 
     if args.workspace:
@@ -38,5 +41,5 @@ def run_config(cfg, args: argparse.Namespace) -> int:
     if args.exhaustive:
         cfg = replace(cfg, exhaustive=True)
     summary = Pipeline(cfg).run_all()
-    print(json.dumps(summary, indent=2, default=str))
+    print(json.dumps(summary, indent=2))
     return 0

@@ -23,8 +23,8 @@ _SPEC_FLAGS = {"policy": "policy", "beta": "beta", "cold_start": "cold_start",
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..policies import POLICIES
     from ..config import SelectionSpec
+    from ..policies import POLICIES
 
     d = SelectionSpec()
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
@@ -196,7 +196,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         name = clusters_name(ws, args.clusters)
         spec, _ = spec_from_args(args)
-        selection.validate_spec(spec)
         path, kind = (None, "lazy") if args.lazy else resolve_scores(ws, args.scores)
         meta = RunMeta(clustering=name, reward=kind,
                        scores_path=None if path is None else str(path),

@@ -14,7 +14,9 @@ HELP = "check a pool file: format, rows per source, token lengths, problems with
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from ..pool import FORMATS, SHAPES
 
-    parser.add_argument("pool", metavar="POOL", help="pool file or datasets folder")
+    parser.add_argument("pool", metavar="POOL",
+                        help="pool file (.gz too), datasets or Parquet-shards folder, or a Hub "
+                             "dataset hf://ORG/NAME?config=C&split=S")
     parser.add_argument("--format", default="auto", choices=("auto",) + FORMATS,
                         help="file format (default: detected)")
     parser.add_argument("--shape", default="auto", choices=("auto",) + SHAPES,
@@ -25,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="token limit to check rows against (default 512)")
     parser.add_argument("--template", default="tulu", choices=("tulu", "model"),
                         help="chat rendering for token counts (default tulu)")
+    parser.add_argument("--truncation", default="keep_answer", choices=("keep_answer", "right"),
+                        help="how a row over --max-length is cut (default keep_answer)")
     parser.add_argument("--strict", action="store_true",
                         help="any problem (even a warning) makes the pool unusable")
     parser.add_argument("--limit", type=int, default=50,
@@ -60,10 +64,10 @@ def _token_summary(pool, args, out) -> None:
         raise ValueError(f"cannot load the tokenizer {args.tokenizer!r}: {first}") from exc
     lengths: list[int] = []
     n_trunc = n_nolab = n_straddle = 0
-    msgs = pool.table["messages"].tolist()
     chunk = 2048
-    for start in range(0, len(msgs), chunk):
-        _, rep = encode_chats(msgs[start:start + chunk], tok, args.max_length, args.template)
+    for start in range(0, len(pool), chunk):
+        msgs = pool.messages(range(start, min(start + chunk, len(pool))))
+        _, rep = encode_chats(msgs, tok, args.max_length, args.template, args.truncation)
         lengths += rep.lengths
         n_trunc += rep.n_truncated
         n_nolab += rep.n_no_labels
@@ -71,9 +75,10 @@ def _token_summary(pool, args, out) -> None:
     s = sorted(lengths)
     print(f"tokens ({args.template} format, tokenizer {args.tokenizer}): min {s[0]}  median "
           f"{int(statistics.median(s))}  p95 {_pct(s, 0.95)}  max {s[-1]}", file=out)
-    print(f"  {n_trunc} rows longer than --max-length {args.max_length} (truncated when "
-          f"encoded); {n_nolab} of them keep no answer token (no gradient: flagged, never "
-          f"scored)", file=out)
+    print(f"  {n_trunc} rows longer than --max-length {args.max_length} (cut, "
+          f"{args.truncation}); {n_nolab} keep no answer token (no gradient: never scored or "
+          f"drawn" + ("; --truncation keep_answer keeps the answers" if n_nolab and
+                     args.truncation == "right" else "") + ")", file=out)
     if n_straddle:
         print(f"  note: in {n_straddle} rows the tokenizer merges the '<|assistant|>' header "
               "with the answer's first characters; that token is masked (a tokenizer that "
@@ -105,8 +110,10 @@ def run(args: argparse.Namespace) -> int:
     width = max(len(s) for s in sources)
     for name, n in sources.items():
         print(f"  {name:<{width}}  {n}", file=out)
-    if "subtask" in pool.table:
-        subs = pool.table["subtask"].value_counts()
+    if pool.has_subtask:
+        import pandas as pd
+
+        subs = pd.Series(pool.column("subtask")).value_counts()
         print(f"subtasks: {len(subs)} ({', '.join(f'{k}={v}' for k, v in subs.items())})",
               file=out)
     if args.tokenizer:

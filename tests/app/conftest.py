@@ -31,7 +31,7 @@ N_PER = 30
 def _pool_lines() -> list[str]:
     rng = np.random.default_rng(0)
     lines = []
-    for s_i, src in enumerate(SOURCES):
+    for src in SOURCES:
         for j in range(N_PER):
             w = rng.choice(WORDS[src], size=3)
             lines.append(json.dumps({

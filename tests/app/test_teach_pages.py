@@ -74,7 +74,7 @@ def test_playground_new_arms_from_the_form(app_env):
     at.number_input(key="pg_budget").set_value(0.001)
     at.button(key="FormSubmitter:pg_policies-Apply (starts the rounds over)").click().run()
     assert not at.exception
-    assert at.error and "top_p (0.05) cannot exceed the budget" in at.error[0].value
+    assert at.error and "top_p = 0.05: cannot exceed the budget" in at.error[0].value
     saved = json.loads((app_env.root / "fixture" / "playground.json").read_text())
     assert saved["shared"]["budget"] == 0.2
 
@@ -104,10 +104,10 @@ def test_race_page_runs_on_the_playground_and_on_the_workspace(app_env):
 
 
 def _two_runs(root):
-    from clusterucb_core.selection import SelectionRun
     from clusterucb_core.clusterset import load_clusters
     from clusterucb_core.config import SelectionSpec
     from clusterucb_core.oracle import TableOracle
+    from clusterucb_core.selection import SelectionRun
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(root / "fixture")

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from e2e_support import ARGS, ARTIFACTS, CHROMIUM, click_key, go, idle, no_error, shot, wait_job
 
 pytestmark = pytest.mark.e2e

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import urllib.request
 from pathlib import Path
 
 import pytest
-
 from e2e_support import ARGS, ARTIFACTS, CHROMIUM, ROOT, go, idle, no_error, shot, wait_until
 
 pytestmark = pytest.mark.e2e
@@ -30,10 +28,10 @@ def _fixture_workspace(root: Path) -> None:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.build_workspace(root)
-    from clusterucb_core.selection import SelectionRun
     from clusterucb_core.clusterset import load_clusters
     from clusterucb_core.config import SelectionSpec
     from clusterucb_core.oracle import TableOracle
+    from clusterucb_core.selection import SelectionRun
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(root / "fixture")

@@ -14,8 +14,14 @@ from hypothesis import strategies as st
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.curation import Ledger
 from clusterucb_core.oracle import TableOracle
-from clusterucb_core.policies import (POLICIES, ArmStats, NoEligibleArm, make_policy, policy_rng,
-                                      top_quantile)
+from clusterucb_core.policies import (
+    POLICIES,
+    ArmStats,
+    NoEligibleArm,
+    make_policy,
+    policy_rng,
+    top_quantile,
+)
 from clusterucb_core.selection import RunFinished, SelectionRun, count_of
 
 

@@ -220,13 +220,23 @@ def test_save_and_load_roundtrip(tmp_path):
     ws = Workspace.open(tmp_path / "ws")
     table, topic = topic_table()
     rng = np.random.default_rng(1)
-    X = (rng.standard_normal((3, 12))[topic] + 0.1 * rng.standard_normal((90, 12))).astype(np.float32)
+    X = (rng.standard_normal((3, 12))[topic] + 0.1 * rng.standard_normal((90, 12))).astype(
+        np.float32
+    )
     X[5] = 0.0
     res = kmeans.spherical_kmeans(X, 3, seed=0, device="cpu")
     summ = summaries.summarize_clusters(table, res.labels, X, res.centroids)
     scan = kscan.k_scan(X, ks=[2, 3], sample=90, device="cpu")
-    path = clusterset.save_clusters(ws, "main", res, features_fingerprint="abc", spec=ClusterSpec(k=3),
-                            features_name="hidden", summary=summ, kscan=scan)
+    path = clusterset.save_clusters(
+        ws,
+        "main",
+        res,
+        features_fingerprint="abc",
+        spec=ClusterSpec(k=3),
+        features_name="hidden",
+        summary=summ,
+        kscan=scan,
+    )
     assert path == ws.clusters("main") and ws.list("clusters") == ["main"]
     got = clusterset.load_clusters(ws, "main", features_fingerprint="abc")
     np.testing.assert_array_equal(got.labels, res.labels)
@@ -263,7 +273,8 @@ def test_cluster_cli_writes_labels_summaries_and_scan(tmp_path, capsys):
     store.write(np.arange(90), X, flagged=np.arange(90) == 4)
     store.close()
 
-    assert main(["cluster", "-w", str(ws.root), "--k", "auto", "--ks", "2,3,5"]) == 0
+    assert main(["cluster", "-w", str(ws.root), "--k", "auto", "--k-rule", "silhouette",
+                 "--ks", "2,3,5"]) == 0
     out = capsys.readouterr()
     assert "clusters: K=3 ->" in out.out and "ARI=" in out.err
     got = clusterset.load_clusters(ws, "hid-kauto", features_fingerprint=FeatureStore.open(
@@ -280,5 +291,5 @@ def test_cluster_cli_writes_labels_summaries_and_scan(tmp_path, capsys):
     assert adjusted_rand_score(got.labels, mb.labels) == 1.0
     capsys.readouterr()
     assert main(["cluster", "-w", str(ws.root), "--k", "x"]) == 2
-    assert "--k must be" in capsys.readouterr().err
+    assert "k = 'x': must be an integer >= 1, or \"auto\"" in capsys.readouterr().err
     assert main(["cluster", "-w", str(ws.root), "--features", "nope"]) == 2

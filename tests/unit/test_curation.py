@@ -7,10 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from clusterucb_core.selection import SelectionRun
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.curation import Ledger, fold
 from clusterucb_core.oracle import TableOracle
+from clusterucb_core.selection import SelectionRun
 
 
 def test_edits_fold_in_order(tmp_path):

@@ -85,7 +85,9 @@ def test_planted_low_quality_rows(pool):
     for rid in planted["empty_answer"]:
         assert by_id[rid]["messages"][-1]["content"] == ""
     # the only empty answers are the planted ones
-    assert {r["id"] for r in pool if r["messages"][-1]["content"] == ""} == set(planted["empty_answer"])
+    assert {r["id"] for r in pool if r["messages"][-1]["content"] == ""} == set(
+        planted["empty_answer"]
+    )
 
     assert len(planted["wrong_answer"]) >= 10
     for w in planted["wrong_answer"]:
@@ -109,7 +111,11 @@ def test_planted_wrong_arithmetic_is_really_wrong(pool):
     for w in planted["wrong_answer"]:
         row = by_id[w["id"]]
         user = row["messages"][-2]["content"]
-        if row["dataset"] == "arithmetic_add" and user.startswith("What is ") and user.count("+") == 1:
+        if (
+            row["dataset"] == "arithmetic_add"
+            and user.startswith("What is ")
+            and user.count("+") == 1
+        ):
             a, b = (int(x) for x in user[len("What is "):].rstrip("?").split("+"))
             assert w["correct"] == str(a + b) and w["given"] != str(a + b)
             checked += 1
@@ -217,8 +223,14 @@ def test_demo_model_files_and_size():
     total = sum(p.stat().st_size for p in MODEL.iterdir() if p.is_file())
     assert total <= 40 * 1024 * 1024
     report = json.loads((MODEL / "training_report.json").read_text(encoding="utf-8"))
-    assert report["heldout_loss"]["trained"]["all_tokens"] < report["heldout_loss"]["untrained"]["all_tokens"]
-    assert report["heldout_loss"]["trained"]["assistant_tokens"] < report["heldout_loss"]["untrained"]["assistant_tokens"]
+    assert (
+        report["heldout_loss"]["trained"]["all_tokens"]
+        < report["heldout_loss"]["untrained"]["all_tokens"]
+    )
+    assert (
+        report["heldout_loss"]["trained"]["assistant_tokens"]
+        < report["heldout_loss"]["untrained"]["assistant_tokens"]
+    )
 
 
 def test_demo_model_is_llama_with_lora_target_names(demo_model):

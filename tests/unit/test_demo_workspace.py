@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from clusterucb_core.cli.demo import DEMO_CONFIG
-from clusterucb_core.config import DEMO_DIR
-from clusterucb_core.pipeline import Pipeline, load_config
+from clusterucb_core.config import DEMO_DIR, load_config
+from clusterucb_core.pipeline import Pipeline
 
 SHIPPED = DEMO_DIR / "demo_workspace"
 
@@ -38,7 +38,12 @@ def test_shipped_stages_are_reused_not_recomputed(demo_pipe, monkeypatch):
     assert len(demo_pipe.checkpoints) == demo_pipe.cfg.warmup.epochs
     store = demo_pipe.cluster_store
     assert store.complete
-    assert demo_pipe.clusters.k == demo_pipe.cfg.clusters.k
+    from clusterucb_core.krule import choose_k
+
+    spec = demo_pipe.cfg.clusters
+    want = spec.k or choose_k(spec.k_rule, store.n_rows, demo_pipe.cfg.selection.cold_start)[0]
+    assert demo_pipe.clusters.k == want
+    assert demo_pipe.clusters.meta["k_reason"].startswith(f"K={want}")
     scores = demo_pipe.known_exhaustive()
     assert scores is not None and scores.shape == (store.n_rows,)
     assert np.isfinite(scores).mean() > 0.99

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
@@ -33,7 +32,7 @@ def jsonl_records() -> list[bytes]:
     out = []
     for i in range(N):
         if i % 3 == 0:  # spacing and escaping json.dumps would not reproduce
-            line = ('{ "id" : "r%d",  "messages": %s }' % (i, json.dumps(_msgs(i))))
+            line = '{ "id" : "r' + str(i) + '",  "messages": ' + json.dumps(_msgs(i)) + ' }'
         else:
             line = json.dumps({"messages": _msgs(i), "id": f"r{i}", "dataset": "src"},
                               ensure_ascii=False)

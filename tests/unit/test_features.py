@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +37,9 @@ def pool(tiny_pool_file):
 
 @pytest.fixture(scope="module")
 def mspec(tiny_model_dir):
-    return ModelSpec(name_or_path=str(tiny_model_dir), max_length=64)
+    # LESS's right cut, so row 5 (a long question) loses its answer and must be flagged
+    return ModelSpec(name_or_path=str(tiny_model_dir), max_length=64, device="cpu",
+                     truncation="right")
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +57,23 @@ def test_all_rows_normalised_and_empty_rows_flagged(pool, full_store):
     np.testing.assert_allclose(np.linalg.norm(feats[~flagged], axis=1), 1.0, rtol=1e-5)
 
 
+def test_keep_answer_gives_the_long_row_a_gradient(pool, mspec, tmp_path):
+    """The default truncation drops row 5's oldest prompt tokens instead: it has a feature,
+    and the store's identity says which cut made it."""
+    keep = replace(mspec, truncation="keep_answer")
+    store = F.compute_features(pool, keep, LORA, None, SPEC, tmp_path / "keep", rows=np.arange(8))
+    assert np.isfinite(store.read(np.arange(8))).all()
+    assert "truncation" not in store.identity
+    right = F.FeatureEngine(pool, mspec, LORA, None, SPEC, tmp_path / "right")
+    assert right.identity["truncation"] == "right"
+
+
 def test_rows_equal_direct_projected_gradients(pool, mspec, full_store):
     """The pipeline (sorting, chunks, batches) gives each row its own gradient, projected."""
     model, tok, _, _ = M.prepare_model(mspec, LORA, None, seed=SPEC.seed)
     rows = [0, 3, 17]
-    encs, _ = encode_chats([pool.table["messages"].iat[r] for r in rows], tok, 64)
+    encs, _ = encode_chats([pool.table["messages"].iat[r] for r in rows], tok, 64,
+                           truncation=mspec.truncation)
     grads = torch.stack([G.per_sample_gradients(model, collate([e], tok.pad_token_id))[0]
                          for e in encs])
     proj = make_projector(SPEC.projection, grads.shape[1], 48, seed=0)
@@ -96,7 +110,9 @@ kill_after = int(sys.argv[4])
 def progress(done, total, message, **kw):
     if kill_after and done >= kill_after:  # die without any cleanup
         os.kill(os.getpid(), signal.SIGKILL)
-F.compute_features(load_pool(sys.argv[1]), ModelSpec(name_or_path=sys.argv[2], max_length=64),
+F.compute_features(load_pool(sys.argv[1]),
+                   ModelSpec(name_or_path=sys.argv[2], max_length=64, device="cpu",
+                             truncation="right"),
                    LoraSpec(rank=4, alpha=16), None, spec, sys.argv[3], progress=progress)
 """
 
@@ -226,7 +242,8 @@ def test_cli_warmup_then_features(tiny_pool_file, tiny_model_dir, tmp_path, caps
 
     ws = tmp_path / "ws"
     common = ["--workspace", str(ws), "--pool", str(tiny_pool_file), "--model",
-              str(tiny_model_dir), "--max-length", "64", "--lora-rank", "4", "--lora-alpha", "16"]
+              str(tiny_model_dir), "--max-length", "64", "--lora-rank", "4", "--lora-alpha", "16",
+              "--device", "cpu"]
     assert main(["warmup", *common, "--fraction", "0.2", "--epochs", "1",
                  "--batch-size", "4"]) == 0
     assert (ws / "checkpoints" / "warmup" / "ckpt-1" / "adam_state.safetensors").exists()

@@ -132,13 +132,13 @@ def test_label_mask_property(tok, roles, contents):
 
 def test_right_truncation_and_no_label_rows(tok):
     full = encode_chat(CHAT, tok, max_length=10_000)
-    cut = encode_chat(CHAT, tok, max_length=20)
+    cut = encode_chat(CHAT, tok, max_length=20, truncation="right")
     assert cut.truncated and len(cut.input_ids) == 20
     assert cut.input_ids == full.input_ids[:20] and cut.labels == full.labels[:20]
     long_user = [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok"}]
-    enc = encode_chat(long_user, tok, max_length=32)
+    enc = encode_chat(long_user, tok, max_length=32, truncation="right")
     assert enc.truncated and enc.n_labels == 0
-    encs, report = encode_chats([CHAT, long_user, CHAT], tok, max_length=32)
+    encs, report = encode_chats([CHAT, long_user, CHAT], tok, max_length=32, truncation="right")
     assert report.n_rows == 3 and report.n_truncated == 3
     assert report.no_labels == [1] and report.n_no_labels == 1
     assert report.lengths[0] == len(full.input_ids)
@@ -148,13 +148,40 @@ def test_right_truncation_and_no_label_rows(tok):
     assert encode_chat([{"role": "user", "content": "hi"}], tok, 64).n_labels == 0
     with pytest.raises(ValueError):
         encode_chat(CHAT, tok, max_length=0)
+    with pytest.raises(ValueError, match="truncation must be one of"):
+        encode_chat(CHAT, tok, max_length=32, truncation="left")
+
+
+def test_keep_answer_truncation_drops_oldest_prompt_tokens(tok):
+    long_user = [{"role": "user", "content": "word " * 200},
+                 {"role": "assistant", "content": "the answer is ok"}]
+    full = encode_chat(long_user, tok, max_length=100_000)
+    enc = encode_chat(long_user, tok, max_length=32)  # keep_answer is the default
+    assert enc.truncated and len(enc.input_ids) == 32
+    assert enc.input_ids[0] == tok.bos_token_id  # BOS kept
+    assert enc.n_labels == full.n_labels > 0  # the whole answer survives
+    assert enc.input_ids[1:] == full.input_ids[-31:] and enc.labels[1:] == full.labels[-31:]
+    encs, report = encode_chats([long_user, CHAT], tok, max_length=32)
+    assert report.n_truncated == 2 and report.n_no_labels == 0
+    assert report.tokens_lost == sum(n - 32 for n in report.lengths)
+    assert report.mean_tokens_lost == report.tokens_lost / 2
+    # an answer longer than the room keeps its start
+    long_answer = [{"role": "user", "content": "hi"},
+                   {"role": "assistant", "content": "step " * 100}]
+    full = encode_chat(long_answer, tok, max_length=100_000)
+    enc = encode_chat(long_answer, tok, max_length=16)
+    first = next(i for i, x in enumerate(full.labels) if x != IGNORE_INDEX)
+    assert enc.input_ids[1:] == full.input_ids[first:first + 15] and enc.n_labels == 15
 
 
 def test_prompt_completion_labels_and_left_truncation(tok):
-    prompt = "<|user|>\nThe following are multiple choice questions.\n\nQ?\nAnswer:\n<|assistant|>\nThe answer is:"
+    prompt = ("<|user|>\nThe following are multiple choice questions.\n\nQ?\nAnswer:\n"
+              "<|assistant|>\nThe answer is:")
     enc = encode_prompt_completion(prompt, " B", tok, max_length=1000)
     assert not enc.truncated
-    assert tok.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE_INDEX]) == " B"
+    assert (
+        tok.decode([i for i, lab in zip(enc.input_ids, enc.labels) if lab != IGNORE_INDEX]) == " B"
+    )
     assert tok.decode(enc.input_ids, skip_special_tokens=False) == "<s>" + prompt + " B"
 
     long_prompt = "<|user|>\n" + "context words here " * 100 + "\n<|assistant|>\nA:"

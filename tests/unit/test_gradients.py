@@ -15,7 +15,7 @@ from clusterucb_core.formatting import IGNORE_INDEX, Encoded, collate, encode_ch
 
 @pytest.fixture(scope="module")
 def lora_model(tiny_model_dir):
-    model, tok, _, _ = M.prepare_model(ModelSpec(name_or_path=str(tiny_model_dir)),
+    model, tok, _, _ = M.prepare_model(ModelSpec(name_or_path=str(tiny_model_dir), device="cpu"),
                                        LoraSpec(rank=4, alpha=16), seed=0)
     # peft initialises B = 0, which makes every A gradient 0; move away from that point
     gen = torch.Generator().manual_seed(1)
@@ -154,3 +154,19 @@ def test_hidden_features_shape_determinism_and_padding(lora_model, encs):
     torch.testing.assert_close(h1.norm(dim=1), torch.ones(len(encs)))
     single = torch.cat([G.hidden_features(model, collate([e], tok.pad_token_id)) for e in encs])
     torch.testing.assert_close(h1, single, rtol=1e-5, atol=1e-6)
+
+
+def test_left_truncated_row_gradient_equals_its_batch_size_one_gradient(lora_model, make_chats):
+    """A row that lost its oldest prompt tokens (keep_answer) still has its answer, and its
+    gradient in a padded batch is exactly the batch-size-1 gradient of the truncated row."""
+    model, tok = lora_model
+    chats = make_chats(4, seed=5)
+    long_row = [{"role": "user", "content": "background " * 80}] + list(chats[0][-1:])
+    right, _ = encode_chats([long_row], tok, max_length=48, truncation="right")
+    assert right[0].n_labels == 0  # LESS's truncation loses the answer
+    encs, report = encode_chats([long_row, *chats[1:]], tok, max_length=48)
+    assert report.n_truncated >= 1 and report.n_no_labels == 0
+    assert encs[0].truncated and len(encs[0].input_ids) == 48 and encs[0].n_labels > 0
+    grads = G.per_sample_gradients(model, collate(encs, tok.pad_token_id), mode="sgd")
+    for i, enc in enumerate(encs):
+        assert rel_err(grads[i], reference_grad(model, tok, enc)) < 1e-5, i

@@ -12,7 +12,8 @@ from clusterucb_core.config import DEMO_MODEL, LoraSpec, ModelSpec
 
 
 def test_load_model_cpu_float32_frozen_and_pad(tiny_model_dir):
-    model, tok, device, dtype = M.load_model(ModelSpec(name_or_path=str(tiny_model_dir)))
+    spec = ModelSpec(name_or_path=str(tiny_model_dir), device="cpu")
+    model, tok, device, dtype = M.load_model(spec)
     assert device.type == "cpu" and dtype == torch.float32
     assert next(model.parameters()).dtype == torch.float32
     assert not model.training
@@ -27,7 +28,6 @@ def test_device_and_dtype_resolution():
     auto = M.resolve_device("auto")
     assert auto.type == ("cuda" if torch.cuda.is_available() else auto.type)
     assert M.resolve_dtype("auto", torch.device("cpu")) == torch.float32
-    assert M.resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
     assert M.resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype"):
         M.resolve_dtype("int3", torch.device("cpu"))
@@ -57,13 +57,14 @@ def test_trust_remote_code_only_when_asked(tiny_model_dir, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", spy)
-    M.load_model(ModelSpec(name_or_path=str(tiny_model_dir)))
-    M.load_model(ModelSpec(name_or_path=str(tiny_model_dir), trust_remote_code=True))
+    M.load_model(ModelSpec(name_or_path=str(tiny_model_dir), device="cpu"))
+    M.load_model(ModelSpec(name_or_path=str(tiny_model_dir), device="cpu",
+                           trust_remote_code=True))
     assert seen == [False, True]
 
 
 def test_add_lora_shapes_and_paper_setting(tiny_model_dir):
-    spec = ModelSpec(name_or_path=str(tiny_model_dir))
+    spec = ModelSpec(name_or_path=str(tiny_model_dir), device="cpu")
     model, *_ = M.prepare_model(spec, LoraSpec(rank=128, alpha=512), seed=0)
     params = M.lora_parameters(model)
     # 2 layers x 4 attention projections x (A, B)
@@ -93,7 +94,7 @@ def test_target_modules_fallback_for_other_architectures():
 
 
 def test_checkpoint_roundtrip_with_adam_state(tiny_model_dir, tmp_path):
-    spec = ModelSpec(name_or_path=str(tiny_model_dir))
+    spec = ModelSpec(name_or_path=str(tiny_model_dir), device="cpu")
     model, tok, *_ = M.prepare_model(spec, LoraSpec(rank=4, alpha=16), seed=0)
     opt = torch.optim.AdamW([p for _, p in M.lora_parameters(model)], lr=1e-2)
     batch = tok(["the cat sat on a mat"], return_tensors="pt")
@@ -154,3 +155,33 @@ def test_weights_fingerprint_changes_with_weights(tiny_model_dir, tmp_path):
     data[-1] ^= 1
     w.write_bytes(bytes(data))
     assert M.weights_fingerprint(str(copy)) != fp
+
+
+def test_chosen_target_modules_are_used_or_refused(tiny_model_dir):
+    """Bug 8: LoRA on the last block only (`layers.1.self_attn.q_proj`) silently fell back to
+    every attention layer. Names the user chose are used as given, or refused naming the
+    modules that exist; only the defaults fall back."""
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    last = LoraSpec(rank=2, target_modules=("layers.1.self_attn.q_proj",))
+    assert M.resolve_target_modules(base, last) == ["layers.1.self_attn.q_proj"]
+    names = [n for n, _ in M.lora_parameters(M.add_lora(base, last))]
+    assert names and all(".layers.1.self_attn.q_proj." in n for n in names)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(ValueError, match=r"c_attn not in this model; its linear layers are .*"
+                                         r"q_proj"):
+        M.resolve_target_modules(base, LoraSpec(target_modules=("q_proj", "c_attn")))
+
+
+def test_layers_to_transform_reaches_peft(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    model = M.add_lora(base, LoraSpec(rank=2, layers_to_transform=(0,)))
+    names = [n for n, _ in M.lora_parameters(model)]
+    assert names and all(".layers.0." in n for n in names)
+    with pytest.raises(ValueError, match=r"layers_to_transform = \[5\]: this model has layers "
+                                         r"0\.\.1"):
+        M.add_lora(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+                   LoraSpec(layers_to_transform=(5,)))

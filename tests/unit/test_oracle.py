@@ -7,10 +7,17 @@ import math
 import numpy as np
 import pytest
 
-from clusterucb_core.selection import SelectionRun
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.oracle import (LazyOracle, TableOracle, cluster_means, exhaustive_top,
-                                    mass_share, recall, regret_table, run_metrics)
+from clusterucb_core.oracle import (
+    LazyOracle,
+    TableOracle,
+    cluster_means,
+    exhaustive_top,
+    mass_share,
+    recall,
+    run_metrics,
+)
+from clusterucb_core.selection import SelectionRun
 
 
 def test_table_oracle_lookup_and_bounds():

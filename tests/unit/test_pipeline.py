@@ -10,10 +10,20 @@ import numpy as np
 import pytest
 
 from clusterucb_core.cli import main
-from clusterucb_core.config import (ClusterSpec, FeatureSpec, LoraSpec, ModelSpec,
-                                    SelectionSpec, WarmupSpec, save_toml)
-from clusterucb_core.pipeline import (Pipeline, RunConfig, config_from_dict, config_to_dict,
-                                      load_config)
+from clusterucb_core.config import (
+    ClusterSpec,
+    FeatureSpec,
+    LoraSpec,
+    ModelSpec,
+    RunConfig,
+    SelectionSpec,
+    WarmupSpec,
+    config_from_dict,
+    config_to_dict,
+    load_config,
+    save_toml,
+)
+from clusterucb_core.pipeline import Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +38,7 @@ def target_file(tmp_path_factory, make_chats) -> Path:
 def tiny_config(tmp_path: Path, pool: Path, target: Path, model: Path, **kw) -> RunConfig:
     return RunConfig(
         workspace=str(tmp_path / "ws"), pool=str(pool), target=str(target), run_id="r1",
-        model=ModelSpec(name_or_path=str(model), max_length=64),
+        model=ModelSpec(name_or_path=str(model), max_length=64, device="cpu"),
         lora=LoraSpec(rank=2, alpha=4),
         warmup=WarmupSpec(fraction=0.25, epochs=2, learning_rate=1e-3, batch_size=4),
         cluster_features=FeatureSpec(kind="hidden", batch_size=8),
@@ -170,9 +180,63 @@ def test_warmup_is_reproducible(tmp_path, tiny_pool_file, tiny_model_dir):
 
     pool = load_pool(tiny_pool_file)
     spec = WarmupSpec(fraction=0.5, epochs=1, learning_rate=1e-2, batch_size=4)
-    model = ModelSpec(name_or_path=str(tiny_model_dir), max_length=64)
+    model = ModelSpec(name_or_path=str(tiny_model_dir), max_length=64, device="cpu")
     lora = LoraSpec(rank=2, alpha=4, dropout=0.5)
     made = [warmup(pool, model, lora, spec, tmp_path / f"w{i}", progress=lambda *a, **k: None)[-1]
             for i in range(2)]
     a, b = ((ck / "adapter_model.safetensors").read_bytes() for ck in made)
     assert a == b
+
+
+def test_unscorable_rows_are_counted_said_and_never_drawn(tmp_path, tiny_pool_file, target_file,
+                                                          tiny_model_dir):
+    """Under LESS's right cut row 5 (a long question) keeps no answer token: the summary, the
+    reward store's manifest and the workspace say so, and the bandit never draws it, even
+    with a budget of every row; keep_answer gives it back its gradient."""
+    from clusterucb_core.scorable import load_report
+
+    cfg = tiny_config(tmp_path, tiny_pool_file, target_file, tiny_model_dir)
+    right = replace(cfg, model=replace(cfg.model, truncation="right"),
+                    selection=replace(cfg.selection, budget=1.0))
+    pipe = Pipeline(right, log=None)
+    summary = pipe.run_all()
+    n = len(pipe.pool.table)
+    assert summary["unscorable_rows"] == 1 and "1 rows (2.5%) cannot be scored" in \
+        summary["formatting"]
+    assert summary["budget_used"] == n - 1
+    run = pipe.selection()
+    assert run.round_drawn[5] < 0 and (np.delete(run.round_drawn, 5) >= 0).all()
+    note = pipe.reward_engines[0].store().manifest["formatting"]
+    assert note["n_unscorable"] == 1 and note["truncation"] == "right"
+    assert load_report(pipe.ws.root).unscorable == [5]
+    assert "target" in summary["target_truncation"]
+    keep = Pipeline(replace(cfg, workspace=str(tmp_path / "keep")), log=None)
+    assert keep.format_report.n_unscorable == 0 and keep.format_report.n_truncated >= 1
+
+
+def test_best_subtask_exported_and_balanced_selection(tmp_path, tiny_pool_file, target_file,
+                                                      tiny_model_dir):
+    """Each exported scored row names the subtask it serves best (the column of its score);
+    balance = "subtasks" refills the top-p round-robin, so both subtasks are served."""
+    import pandas as pd
+
+    cfg = tiny_config(tmp_path, tiny_pool_file, target_file, tiny_model_dir)
+    pipe = Pipeline(cfg, log=None)
+    summary = pipe.run_all()
+    table = pd.read_csv(Path(summary["export"]) / "selection.csv")
+    scored = table[table["score"].notna()]
+    assert set(scored["best_subtask"]) <= {"a", "b"} and scored["best_subtask"].notna().all()
+    per = pipe.subtask_scores(scored["row"].to_numpy())
+    np.testing.assert_allclose(per.max(axis=1), scored["score"], rtol=1e-4, atol=1e-5)
+    assert sum(summary["subtask_coverage"].values()) == summary["selected"]
+    bal = replace(cfg, run_id="bal", selection=replace(cfg.selection, balance="subtasks",
+                                                       top_p=0.2))
+    pipe = Pipeline(bal, log=None)
+    pipe.run_selection("bal")
+    res = pipe.result(pipe.selection("bal"))
+    scored = np.flatnonzero(np.isfinite(res.scores))
+    per = pipe.subtask_scores(scored)
+    for c in range(per.shape[1]):  # each subtask's own best row is in the selection
+        assert scored[np.nanargmax(per[:, c])] in res.rows
+    with pytest.raises(ValueError, match="balance = 'mean': must be one of max, subtasks"):
+        replace(cfg.selection, balance="mean")

@@ -60,7 +60,9 @@ def test_cluster_map_categories_rows_and_thinning():
     assert rows == [i for i in range(20) if i != 5]
     assert {t.name for t in fig.data} == {"0", "1"}
     fig = pr.cluster_map(xy, np.linspace(0, 1, 20), kind="continuous", max_points=10)
-    assert len(fig.data[0].customdata) == 10 and "showing a random 10 of 19" in fig.layout.title.text
+    assert (
+        len(fig.data[0].customdata) == 10 and "showing a random 10 of 19" in fig.layout.title.text
+    )
 
 
 def test_kscan_chart_marks_choice():

@@ -102,3 +102,26 @@ def test_frame_reads_only_the_rows_asked_and_matches_the_table(tmp_path):
     expect = pool.table.iloc[[7, 2]].drop(columns="raw").reset_index(drop=True)
     pd.testing.assert_frame_equal(part, expect)
     assert part["subtask"].tolist() == ["s1", "s0"]
+
+
+def test_row_reads_one_row(tmp_path):
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"messages": c, "id": f"r{i}"}) + "\n"
+                            for i, c in enumerate(CHATS)))
+    pool = load_pool(path, cache_dir=tmp_path / "c")
+    assert pool.row(1) == {"row": 1, "id": "r1", "source": "p", "line_no": 2,
+                           "messages": CHATS[1]}
+    assert pool._table is None
+
+
+def test_the_app_keeps_one_mapped_pool_across_reruns(tmp_path):
+    from clusterucb_app import state
+    from clusterucb_core.workspace import Workspace
+
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps({"messages": c}) + "\n" for c in CHATS))
+    ws = Workspace.open(tmp_path / "ws")
+    ws.update_meta(pool={"path": str(path), "format": "auto", "shape": "auto"})
+    a, b = state.load_pool(ws), state.load_pool(ws)
+    assert a is b  # a rerun reuses the pool, no copy
+    assert a.cache_entry.parent == ws.pool_cache() and a._table is None

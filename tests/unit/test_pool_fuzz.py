@@ -212,6 +212,24 @@ def test_deeply_nested_json_is_a_problem_not_a_crash(tmp_path, fmt):
     good = json.dumps({"messages": [{"role": "user", "content": "q"},
                                     {"role": "assistant", "content": "a"}]})
     path = tmp_path / f"d.{fmt}"
-    path.write_text(good + "\n" + deep + "\n" if fmt == "jsonl" else "[" + good + ",\n" + deep + "]")
+    path.write_text(
+        good + "\n" + deep + "\n" if fmt == "jsonl" else "[" + good + ",\n" + deep + "]"
+    )
     pool = load_pool(path, format=fmt)
     assert len(pool) == 1 and pool.report.problems[0].line == 2
+
+
+@pytest.mark.parametrize("text", ['{"data": ' + "[" * 100_000 + "]" * 100_000 + "}",
+                                  "{" + '"a":{' * 100_000 + "}" * 100_001])
+def test_deeply_nested_json_object_sniffed_as_json_is_a_problem(tmp_path, capsys, text):
+    """Bug 7: a .json pool whose top-level object nests too deeply crashed the format sniffer
+    with RecursionError (a traceback from `clusterucb validate`); now it is reported like the
+    JSONL path reports it."""
+    from clusterucb_core.cli import main
+
+    path = tmp_path / "deep.json"
+    path.write_text(text)
+    with pytest.raises(PoolError, match="nested too deeply"):
+        load_pool(path)
+    assert main(["validate", str(path)]) == 1
+    assert "nested too deeply" in capsys.readouterr().out

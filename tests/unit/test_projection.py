@@ -169,3 +169,74 @@ def test_gpu_code_paths_give_the_same_map_on_cpu():
     torch.testing.assert_close(fold.project(x), cs.project(x), rtol=1e-5, atol=1e-4)
     with pytest.raises(ValueError):
         make_projector("countsketch", n, d, method="atomic")
+
+
+def _count_rng_calls(monkeypatch) -> list[int]:
+    from clusterucb_core import projection as P
+
+    calls: list[int] = []
+    real = P._rng
+
+    def counted(seed, block):
+        calls.append(block)
+        return real(seed, block)
+
+    monkeypatch.setattr(P, "_rng", counted)
+    return calls
+
+
+@pytest.mark.parametrize("method", ["index_add", "fold"])
+def test_countsketch_hash_is_made_once(monkeypatch, method):
+    """The whole hash (5 bytes a coordinate) is made on the first call and kept: a second
+    project() draws no random numbers, even where a 12-byte-a-coordinate cache would not fit."""
+    calls = _count_rng_calls(monkeypatch)
+    n, d = 5 * 65536 + 123, 256
+    proj = make_projector("countsketch", n, d, seed=2, method=method, cache_bytes=6 * n)
+    assert calls == []  # nothing is made before it is needed
+    x = grads(3, n, seed=1)
+    y = proj.project(x)
+    assert sorted(calls) == list(range(proj.n_chunks))
+    calls.clear()
+    torch.testing.assert_close(proj.project(x), y)
+    assert calls == []
+    plan = proj.memory_plan()
+    assert plan["regenerated_bytes_per_call"] == 0 and plan["state_bytes"] <= 6 * n
+
+
+def test_rademacher_cached_matrix_is_made_once(monkeypatch):
+    calls = _count_rng_calls(monkeypatch)
+    proj = make_projector("rademacher", 3000, 64, seed=1)
+    x = grads(2, 3000)
+    y = proj.project(x)
+    assert calls
+    calls.clear()
+    assert torch.equal(proj.project(x), y) and calls == []
+
+
+def test_countsketch_plans_a_7b_hash_within_budget():
+    """LoRA r=128 on q/k/v/o of a 7B Llama: 2^27 coordinates; the whole hash must be resident
+    within the default 1 GiB (int32 index + int8 sign), nothing regenerated per call."""
+    proj = make_projector("countsketch", 2 ** 27, 8192, device="cpu", method="fold")
+    plan = proj.memory_plan()
+    assert proj.resident_chunks == proj.n_chunks == 2048
+    assert plan["state_bytes"] == 5 * 2 ** 27 <= proj.cache_bytes
+    assert plan["regenerated_bytes_per_call"] == 0
+    assert proj._span(4) > proj.chunk_rows  # many blocks per gather, not 2,048 small steps
+
+
+def test_countsketch_partly_resident_hash_gives_the_same_map():
+    n, d = 3 * 65536 + 5, 128
+    x = grads(2, n, seed=5)
+    full = make_projector("countsketch", n, d, seed=6, method="fold")
+    part = make_projector("countsketch", n, d, seed=6, method="fold", cache_bytes=65536 * 5)
+    assert part.resident_chunks == 1 and part.memory_plan()["regenerated_bytes_per_call"] > 0
+    torch.testing.assert_close(part.project(x), full.project(x), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(part.project_blocks([x[:, :1000], x[:, 1000:]]), full.project(x),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_rademacher_refused_off_the_cpu_when_it_would_be_regenerated():
+    with pytest.raises(ValueError, match="use projection 'countsketch'"):
+        make_projector("rademacher", 2 ** 27, 8192, device="meta")
+    small = make_projector("rademacher", 1000, 64, device="meta")  # fits: cached, then GEMMs
+    assert small.cache_mode == "float32"

@@ -57,7 +57,7 @@ def test_tidy_results_are_consistent(pg, result):
     c = result.curves
     assert set(c.contestant) == set(result.contestants) and set(c.seed) == {0, 1, 2}
     budget_total = int(0.25 * pg.N)
-    for (name, seed), g in c.groupby(["contestant", "seed"]):
+    for _, g in c.groupby(["contestant", "seed"]):
         assert g["round"].iloc[0] == -1 and g["recall"].iloc[0] == 0
         assert (np.diff(g["budget_used"]) > 0).all() and g["budget_used"].iloc[-1] == budget_total
         assert (np.diff(g["recall"]) >= 0).all()
@@ -68,7 +68,9 @@ def test_tidy_results_are_consistent(pg, result):
         assert finals[name] == pytest.approx(s.loc[name, "recall_mean"])
         band = result.band[(result.band.contestant == name) & (result.band.metric == "recall")]
         assert band["mean"].iloc[-1] == pytest.approx(s.loc[name, "recall_mean"])
-        assert (band["lo"] <= band["mean"] + 1e-12).all() and (band["mean"] <= band["hi"] + 1e-12).all()
+        assert (band["lo"] <= band["mean"] + 1e-12).all() and (
+            band["mean"] <= band["hi"] + 1e-12
+        ).all()
     # draws add up to the budget, per contestant and seed
     tot = result.draws.groupby(["contestant", "seed"])["draws"].sum()
     assert (tot == budget_total).all()
@@ -186,7 +188,7 @@ def test_workspace_race_source(tmp_path):
 
 def test_comparison_csv_matches_the_logs(tmp_path):
     ws, labels, scores = _workspace(tmp_path)
-    sources = np.array(["s%d" % (i % 3) for i in range(len(labels))])
+    sources = np.array([f"s{i % 3}" for i in range(len(labels))])
     cmp = rc.compare_runs(ws, "run-a", "run-b", sources=sources)
     table = pd.read_csv(pd.io.common.StringIO(cmp.to_csv()))
     got_a, top_a = _from_log(ws.runs("run-a") / "log.jsonl")

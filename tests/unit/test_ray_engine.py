@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
     yield
     ray.shutdown()
@@ -28,7 +28,7 @@ def local_ray():
 
 def _engine(pool, model_dir, path):
     spec = FeatureSpec(kind="gradient", mode="sgd", dim=40, batch_size=2, store_dtype="float32")
-    return FeatureEngine(pool, ModelSpec(name_or_path=str(model_dir), max_length=64),
+    return FeatureEngine(pool, ModelSpec(name_or_path=str(model_dir), max_length=64, device="cpu"),
                          LoraSpec(rank=4, alpha=16), None, spec, path)
 
 

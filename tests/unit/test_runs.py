@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -53,6 +52,17 @@ def _workspace(tmp_path: Path):
     scores = np.random.default_rng(0).normal(labels * 0.1, 0.05)
     (ws.root / "scores").mkdir()
     np.save(ws.root / "scores" / "exhaustive.npy", scores)
+    # a target and the identity Pipeline.exhaustive_scores writes beside its table: the app
+    # uses the table only for this pool and target
+    from clusterucb_core.targets import load_target
+
+    target = tmp_path / "target.jsonl"
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    target.write_text(json.dumps({"subtask": "s", "messages": chat}) + "\n")
+    (ws.root / "scores" / "exhaustive.json").write_text(json.dumps(
+        {"identity": {"stores": [], "target": load_target(target).fingerprint,
+                      "weights": None}, "n_rows": N}))
+    ws.update_meta(target={"path": str(target), "kind": "auto", "trim": False})
     return ws, labels, scores
 
 
@@ -149,36 +159,25 @@ def test_cli_runs_reopen_and_export_everywhere(tmp_path):
     _export_everywhere(ws, "cli", tmp_path)
 
 
-DEMO_WS = ROOT / "sample_data" / "demo_workspace"
-
-
-@pytest.fixture(scope="module")
-def demo_copy(tmp_path_factory):
-    if not (DEMO_WS / "workspace.json").exists():
-        pytest.skip("sample_data/demo_workspace is missing (python scripts/make_demo_workspace.py)")
-    ws = tmp_path_factory.mktemp("demo") / "ws"
-    shutil.copytree(DEMO_WS, ws)
-    return ws
-
-
-def test_pipeline_runs_export_through_the_cli(demo_copy, tmp_path):
+def test_pipeline_runs_export_through_the_cli(demo_workspace_copy, tmp_path):
     """Bug 1: `clusterucb demo` then `clusterucb export` failed with "run ucb does not record
     its clustering": Pipeline wrote the meta key `clusters`, export read `clustering`."""
     from clusterucb_core.cli.demo import DEMO_CONFIG
-    from clusterucb_core.pipeline import Pipeline, load_config
+    from clusterucb_core.config import load_config
+    from clusterucb_core.pipeline import Pipeline
     from clusterucb_core.workspace import Workspace
 
-    pipe = Pipeline(replace(load_config(DEMO_CONFIG), workspace=str(demo_copy)), log=None)
+    pipe = Pipeline(replace(load_config(DEMO_CONFIG), workspace=str(demo_workspace_copy)), log=None)
     run = pipe.selection("from-pipeline")
     for _ in range(3):
         run.step()
-    ws = Workspace.open(demo_copy, create=False)
+    ws = Workspace.open(demo_workspace_copy, create=False)
     _export_everywhere(ws, "from-pipeline", tmp_path)
     from clusterucb_app import rounds
 
     assert rounds.get(ws, "from-pipeline").next_round == 3  # the app reopens it too
     # and a run made by the CLI reopens in Pipeline (its own settings, the lazy oracle)
-    _cli("select", "-w", str(demo_copy), "--run-id", "from-cli", "--rounds", "2",
+    _cli("select", "-w", str(demo_workspace_copy), "--run-id", "from-cli", "--rounds", "2",
          "--budget", "0.3", "--top-p", "0.05")
     again = pipe.selection("from-cli")
     assert again.next_round == 2 and again.spec.budget == 0.3

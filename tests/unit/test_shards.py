@@ -16,7 +16,7 @@ from clusterucb_core.store import FeatureStore
 def _engine(pool_file, model_dir, path):
     spec = FeatureSpec(kind="gradient", mode="sgd", dim=40, batch_size=2, store_dtype="float32")
     return FeatureEngine(load_pool(pool_file), ModelSpec(name_or_path=str(model_dir),
-                                                         max_length=64),
+                                                         max_length=64, device="cpu"),
                          LoraSpec(rank=4, alpha=16), None, spec, path)
 
 

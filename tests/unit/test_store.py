@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clusterucb_core.store import (FeatureStore, StoreIncomplete, StoreMismatch,
-                                   StoreVersionWarning)
+from clusterucb_core.store import FeatureStore, StoreIncomplete, StoreMismatch, StoreVersionWarning
 
 ROOT = Path(__file__).resolve().parents[2]
 N, D = 300, 48

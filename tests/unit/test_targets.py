@@ -43,9 +43,11 @@ def test_bbh_three_shot_rendering(tmp_path):
     assert ex.prompt == (
         "<|user|>\nInfer the date from context.\n\nOptions are given.\n\n"
         "Q: Today is Christmas Eve of 1937. What is the date 10 days ago?\nA: 12/14/1937\n\n"
-        "Q: Jane and John married on Jan 2, 1958. Today is their 5th anniversary.\nA: 01/02/1963\n\n"
+        "Q: Jane and John married on Jan 2, 1958. Today is their 5th anniversary.\n"
+        "A: 01/02/1963\n\n"
         "Q: Tomorrow is 11/12/2019. What is the date one year ago from today?"
-        "\n<|assistant|>\nA:")
+        "\n<|assistant|>\nA:"
+    )
     assert ex.completion == " 11/11/2018"
     assert t.examples[0].completion == " Let's think step by step.\nSo the answer is False."
     # folder forms

@@ -1,6 +1,6 @@
 """`torchrun --nproc_per_node 2 -m clusterucb_core.cli features` (gloo, CPU) fills the same store
 as one process, bit for bit: each rank computes whole chunks, batched exactly as one process
-batches them."""
+batches them, into its own shard store, merged at the end."""
 
 from __future__ import annotations
 
@@ -34,10 +34,13 @@ def test_two_process_torchrun_equals_one_process(tiny_pool_file, tiny_model_dir,
     args = ["--workspace", str(ws), "--pool", str(tiny_pool_file), "--model",
             str(tiny_model_dir), "--max-length", "64", "--lora-rank", "4", "--lora-alpha", "16",
             "--dim", "40", "--batch-size", "2", "--store-dtype", "float32",
-            "--checkpoint", "none"]
+            "--checkpoint", "none", "--device", "cpu"]
     out = _features(tmp_path, args, "dist", nproc=2)
     assert "[rank 0/2]" in out and "[rank 1/2]" in out  # both ranks did work
     assert "40/40 rows done" in out
+    # each rank wrote its own shard; rank 0 merged them, every row exactly once
+    assert "merged 40 rows from 2 shards" in out
+    assert not (ws / "features" / "dist" / "shards").exists()
     # The reference also runs in a fresh process: this test process's threading state
     # (another test's OpenMP runtime, say) may change float summation in the last bits.
     _features(tmp_path, args, "one", nproc=1)
@@ -51,6 +54,7 @@ def test_two_process_torchrun_equals_one_process(tiny_pool_file, tiny_model_dir,
     # ... and the stores agree with an in-process computation to rounding.
     spec = FeatureSpec(kind="gradient", mode="sgd", dim=40, batch_size=2, store_dtype="float32")
     here = F.compute_features(load_pool(tiny_pool_file),
-                              ModelSpec(name_or_path=str(tiny_model_dir), max_length=64),
+                              ModelSpec(name_or_path=str(tiny_model_dir), max_length=64,
+                                        device="cpu"),
                               LoraSpec(rank=4, alpha=16), None, spec, tmp_path / "here")
     np.testing.assert_allclose(np.nan_to_num(a), np.nan_to_num(here.read()), atol=1e-6)

@@ -86,7 +86,9 @@ def test_override_and_token_summary(capsys, tmp_path, good):
     tok.train_from_iterator(["What is 1 plus 1? It is 2."] * 5, trainers.BpeTrainer(
         vocab_size=300, special_tokens=["</s>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>").save_pretrained(tmp_path / "tok")
+    PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>").save_pretrained(
+        tmp_path / "tok"
+    )
     code, out = _run(capsys, good, "--tokenizer", tmp_path / "tok", "--max-length", 24)
     assert code == 0
     line = next(ln for ln in out.splitlines() if ln.startswith("tokens ("))

@@ -1,0 +1,228 @@
+"""What per-row LoRA gradient features of a big model cost on a GPU: the plan, and (on CUDA) a
+measurement.
+
+For a Llama-style model (default: Llama-2-7B's shape, LoRA r=128 on q/k/v/o, bf16) at
+max_length tokens (default 2048), print for each device memory size the plan the feature
+engine starts from (clusterucb_core/memplan.py): weights, the count sketch's resident hash,
+bytes per row, rows and tokens per batch, and the overhead over a plain forward+backward
+expected from counted work (datasheet rates derated 50%).
+
+On a CUDA machine (or with --time) it then builds a randomly initialised model of that shape
+on the GPU (no download), rows of max_length random tokens with the second half labelled, and
+times, on the same batches: (f) `features.featurize` -- per-row Adam-preconditioned LoRA
+gradients, count sketch to d, normalisation -- with the engine's own memory-planned budget;
+(b) the plain batched forward+backward of the same loss into the LoRA weights' .grad (what any
+LoRA training step costs). The last line is
+
+    tokens_per_s=<featurized tokens/s> overhead_vs_fwd_bwd=<f/b> peak_mem_gb=<peak in (f)>
+
+    python bench/bench_gpu_plan.py [--device-gb 80,141] [--layers 32] [--rows N] [--no-time]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from clusterucb_core import memplan  # noqa: E402
+
+GB = 1e9
+
+
+def print_plan(shape: memplan.ModelShape, device_gb: list[float], max_length: int) -> None:
+    print(f"model: {shape.params / 1e9:.2f}B parameters (hidden {shape.hidden}, {shape.layers} "
+          f"layers, MLP {shape.intermediate}, vocabulary {shape.vocab}), LoRA r={shape.lora_rank}"
+          f" on {', '.join(shape.lora_targets)}: {shape.lora_coords:,} gradient coordinates a "
+          f"row ({4 * shape.lora_coords / GB:.2f} GB in float32), max_length {max_length}")
+    head = (f"{'device':>12} {'weights':>8} {'proj':>6} {'act/token':>10} {'row':>8} "
+            f"{'rows/batch':>10} {'tokens/batch':>12} {'exp. overhead':>13}")
+    print(head)
+    for gb in device_gb:
+        p = memplan.plan(shape, int(gb * GB), max_length)
+        name = next((n for n, v in memplan.DEVICES.items() if abs(v[0] / GB - gb) < 1), None)
+        bw, fl = memplan.DEVICES.get(name, (0, 3.35e12, 0.5 * 989e12))[1:]
+        over = memplan.expected_overhead(shape, max(1, p.rows_at_max_length),
+                                         max(1, p.tokens_per_batch), bw, fl)
+        print(f"{(name or f'{gb:g} GB'):>12} {p.weights_bytes / GB:>7.1f}G "
+              f"{p.projection_bytes / GB:>5.2f}G {p.token_bytes / 1e6:>8.2f}MB "
+              f"{p.row_bytes / GB:>7.2f}G {p.rows_at_max_length:>10} {p.tokens_per_batch:>12,} "
+              f"{over:>12.3f}x")
+
+
+def build_model(shape: memplan.ModelShape, device):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from clusterucb_core.config import LoraSpec
+    from clusterucb_core.model import add_lora
+
+    cfg = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.hidden,
+                      intermediate_size=shape.intermediate, num_hidden_layers=shape.layers,
+                      num_attention_heads=shape.heads, num_key_value_heads=shape.kv_heads,
+                      max_position_embeddings=4096, tie_word_embeddings=False)
+    cfg._attn_implementation = "sdpa"
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device(device):
+            torch.manual_seed(0)
+            model = LlamaForCausalLM(cfg)
+    finally:
+        torch.set_default_dtype(old)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    lora = LoraSpec(rank=shape.lora_rank, alpha=4 * shape.lora_rank, dropout=0.0,
+                    target_modules=shape.lora_targets)
+    model = add_lora(model, lora, seed=0)
+    with torch.no_grad():  # a warm-up-like state: B != 0
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 1e-3)
+    return model.to(device)
+
+
+def make_rows(n: int, length: int, vocab: int, seed: int = 0):
+    import torch
+
+    from clusterucb_core.formatting import IGNORE_INDEX
+
+    g = torch.Generator().manual_seed(seed)
+
+    class Enc:  # the fields collate() reads
+        def __init__(self, ids, labels):
+            self.input_ids, self.labels = ids, labels
+
+    rows = []
+    for _ in range(n):
+        ids = torch.randint(3, vocab, (length,), generator=g).tolist()
+        labels = [IGNORE_INDEX] * (length // 2) + ids[length // 2:]
+        rows.append(Enc(ids, labels))
+    return rows
+
+
+def time_features(shape: memplan.ModelShape, max_length: int, n_rows: int, dim: int,
+                  device) -> None:
+    import torch
+
+    from clusterucb_core import features as F
+    from clusterucb_core import gradients as G
+    from clusterucb_core.config import FeatureSpec
+    from clusterucb_core.formatting import collate
+    from clusterucb_core.projection import make_projector
+
+    t0 = time.perf_counter()
+    model = build_model(shape, device)
+    torch.cuda.synchronize()
+    print(f"built a random {shape.params / 1e9:.2f}B model on {torch.cuda.get_device_name()} in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    blocks = G.lora_blocks(model)
+    adam = {}
+    gen = torch.Generator(device=device).manual_seed(1)
+    for b in blocks:
+        m = torch.randn(b.shape, device=device, generator=gen) * 1e-4
+        v = torch.rand(b.shape, device=device, generator=gen) * 1e-6
+        adam[b.name] = (m, v)
+    dim_in = sum(b.numel for b in blocks)
+    proj = make_projector("countsketch", dim_in, dim, seed=0, device=device)
+    t0 = time.perf_counter()
+    proj.project(torch.zeros(1, dim_in, device=device))  # builds the resident hash
+    torch.cuda.synchronize()
+    print(f"count sketch hash: {proj.memory_plan()['state_bytes'] / GB:.2f} GB resident, built "
+          f"in {time.perf_counter() - t0:.1f} s", flush=True)
+    spec = FeatureSpec(kind="gradient", mode="adam", dim=dim, batch_size=64)
+    budget = F.initial_budget(model, spec, max_length, proj)
+    planned = budget.rows([max_length] * 64, 0)
+    limit = "no memory limit" if budget.limit_bytes is None else \
+        f"limit {budget.limit_bytes / GB:.1f} GB of {torch.cuda.mem_get_info()[0] / GB:.1f} GB free"
+    print(f"planned rows per batch at {max_length} tokens: {planned} ({limit})", flush=True)
+    rows = make_rows(n_rows, max_length, shape.vocab)
+    pad = 0
+
+    def run_features(encs):
+        return F.featurize(model, pad, encs, spec, dim, projector=proj, adam_state=adam,
+                           budget=budget, buffer_bytes=0)
+
+    run_features(rows[:max(1, planned)])  # warm-up (kernels, allocator); learns from an OOM
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    t0 = time.perf_counter()
+    feats, valid = run_features(rows)
+    torch.cuda.synchronize()
+    t_feat = time.perf_counter() - t0
+    peak = torch.cuda.max_memory_allocated() / GB
+    assert valid.all() and abs(float((feats ** 2).sum(1).mean()) - 1) < 1e-3
+    used = budget.rows([max_length] * 64, 0)
+    print(f"features: {n_rows} rows in {t_feat:.2f} s, {used} rows per batch "
+          f"({budget.ooms} out-of-memory retries), peak {peak:.1f} GB", flush=True)
+
+    params = [p for _, p in model.named_parameters() if p.requires_grad]
+
+    def fwd_bwd(encs):
+        for lo in range(0, len(encs), used):
+            batch = collate(encs[lo:lo + used], pad)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            with torch.enable_grad():
+                losses, _ = G.row_losses(model, batch)
+                losses.sum().backward()
+            for p in params:
+                p.grad = None
+
+    fwd_bwd(rows[:used])
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    fwd_bwd(rows)
+    torch.cuda.synchronize()
+    t_fb = time.perf_counter() - t0
+    print(f"plain forward+backward of the same batches: {t_fb:.2f} s", flush=True)
+    print(f"tokens_per_s={n_rows * max_length / t_feat:.0f} overhead_vs_fwd_bwd="
+          f"{t_feat / t_fb:.3f} peak_mem_gb={peak:.1f}", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device-gb", default="80,141",
+                    help="device memory sizes to plan for, GB (default: H100 80, H200 141)")
+    ap.add_argument("--hidden", type=int, default=4096)
+    ap.add_argument("--layers", type=int, default=32)
+    ap.add_argument("--intermediate", type=int, default=11008)
+    ap.add_argument("--heads", type=int, default=32)
+    ap.add_argument("--kv-heads", type=int, default=32)
+    ap.add_argument("--vocab", type=int, default=32000)
+    ap.add_argument("--lora-rank", type=int, default=128)
+    ap.add_argument("--max-length", type=int, default=2048)
+    ap.add_argument("--dim", type=int, default=8192)
+    ap.add_argument("--rows", type=int, default=0,
+                    help="rows to time (default: 3 planned batches)")
+    ap.add_argument("--no-time", action="store_true", help="print the plan only")
+    args = ap.parse_args()
+
+    shape = memplan.ModelShape(hidden=args.hidden, layers=args.layers,
+                               intermediate=args.intermediate, heads=args.heads,
+                               kv_heads=args.kv_heads, vocab=args.vocab,
+                               lora_rank=args.lora_rank)
+    print_plan(shape, [float(x) for x in args.device_gb.split(",")], args.max_length)
+    if args.no_time:
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        print("no CUDA device here: the plan only (run on a GPU machine for the timing)")
+        return
+    free, total = torch.cuda.mem_get_info()
+    print(f"this device: {torch.cuda.get_device_name()}, {total / GB:.1f} GB")
+    print_plan(shape, [total / GB], args.max_length)
+    rows = args.rows
+    if rows <= 0:
+        p = memplan.plan(shape, total, args.max_length)
+        rows = 3 * max(1, p.rows_at_max_length)
+    time_features(shape, args.max_length, rows, args.dim,
+                  torch.device("cuda", torch.cuda.current_device()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The Clusters page's map: a fragment that redraws alone, selections over every row, search
+and "more like this" highlighted on it, and actions on the chosen rows.
+
+Two fragments: the map (colour, search, the figure) reruns on its own widgets and on a box or
+lasso; the action panel under it (pin, reject, ban, tag) is nested, so its clicks rerun only
+the panel and the map's points are not sent to the browser again. A box or lasso means every
+row inside the shape (`mapselect`, over the full coordinates), not only the sample drawn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from clusterucb_app import curation_ui, engine, find, marks, rounds, state, ui
+from clusterucb_core import mapselect
+from clusterucb_core import plots_rounds as pr
+from clusterucb_core.plots import escape
+
+FOUND = "cl_found"  # session key of the search / neighbour results
+MAP_KEY = "cl_map_fig"
+
+
+def _selection(event: Any) -> Any:
+    """The `selection` of a chart event or of the chart's session state (either shape)."""
+    if event is None:
+        return None
+    if isinstance(event, dict):
+        return event.get("selection")
+    return getattr(event, "selection", None)
+
+
+class _Hover:
+    """Hover text per row, made only for the rows drawn (escaped: Plotly renders HTML); the
+    pool's chats are decoded a block at a time as the rows are asked for."""
+
+    BLOCK = 4096
+
+    def __init__(self, labels: np.ndarray, names: dict[int, str], pool: Any, tags: dict,
+                 status: np.ndarray):
+        self.labels, self.names, self.pool, self.tags = labels, names, pool, tags
+        self.status = status
+        self.blocks: dict[int, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+
+    def _block(self, b: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        if b not in self.blocks:
+            rows = np.arange(b * self.BLOCK, min((b + 1) * self.BLOCK, len(self.pool)))
+            self.blocks[b] = (self.pool.column("id", rows), self.pool.column("source", rows),
+                              [ui.first_turn(m, n=90) for m in self.pool.messages(rows)])
+        return self.blocks[b]
+
+    def __getitem__(self, i: int) -> str:
+        head = f"row {i} · {escape(self.names.get(int(self.labels[i]), self.labels[i]))}"
+        if self.status[i]:
+            head += f" · {self.status[i]}"
+        if self.tags.get(int(i)):
+            head += f"<br>tags: {escape(', '.join(self.tags[int(i)]))}"
+        if self.pool is None:
+            return head
+        ids, srcs, firsts = self._block(int(i) // self.BLOCK)
+        j = int(i) % self.BLOCK
+        return f"{head}<br>id {escape(ids[j])} · {escape(srcs[j])}<br>{escape(firsts[j])}"
+
+
+def _figure(ws: Any, xy: np.ndarray, labels: np.ndarray, names: dict[int, str], pool: Any,
+            led: Any, colour: str) -> go.Figure:
+    """The base map, kept in the session while its inputs stay the same (building the hover
+    text of 100K points is the slow part)."""
+    sig = (str(ws.root), id(xy), colour, tuple(sorted(names.items())), led.fingerprint,
+           tuple(sorted(led.tags.items())), None if pool is None else pool.fingerprint)
+    cached = st.session_state.get("_cl_fig")
+    if cached is not None and cached[0] == sig:
+        return cached[1]
+    status = marks.all_status(labels, led)
+    hover = _Hover(labels, names, pool, led.tags, status)
+    # pinned rows as a star, rejected as a cross, over every colouring but the status one
+    overlays = [(marks.PINNED, sorted(led.pinned), marks.COLOURS[marks.PINNED], "star"),
+                (marks.REJECTED, sorted(led.rejected), marks.COLOURS[marks.REJECTED], "x")]
+    if colour == "cluster":
+        fig = pr.cluster_map(xy, [names.get(int(c), str(c)) if c >= 0 else "no features"
+                                  for c in labels], hover=hover, title="Clusters",
+                             overlays=overlays)
+    elif colour == "curation status":
+        fig = pr.cluster_map(xy, status, hover=hover, title="Curation status",
+                             colours=marks.COLOURS)
+    elif colour == "source":
+        fig = pr.cluster_map(xy, pool.column("source").astype(str), hover=hover,
+                             title="Sources", overlays=overlays)
+    else:
+        scores, title = _scores(ws, len(labels), colour)
+        fig = pr.cluster_map(xy, scores, kind="continuous", hover=hover, title=title,
+                             color_title="score", overlays=overlays)
+    st.session_state["_cl_fig"] = (sig, fig)
+    return fig
+
+
+def _scores(ws: Any, n: int, colour: str) -> tuple[np.ndarray, str]:
+    if colour == "exhaustive score":
+        return state.exhaustive_scores(ws, n), "Exhaustive influence score"
+    rid = rounds.current_id(ws)
+    return rounds.get(ws, rid).scores, f"Scores drawn so far in {rid}"
+
+
+def section(ws: Any, cs: Any, pool: Any, clustering: str) -> None:
+    """The map heading, the compute button when there is no map yet, and the map fragment."""
+    st.subheader("Map")
+    n = len(cs.labels)
+    xy = state.load_map(ws, n)
+    if xy is None:
+        st.info("No 2-D map yet. UMAP places rows with similar features close together; it "
+                "takes a minute on the demo (the first run in a process compiles UMAP's "
+                "kernels).")
+        if st.button("Compute the 2-D map (UMAP)", key="cl_map2", type="primary"):
+            engine.start_stage(ws, "map", "UMAP map")
+    ui.job_panel(ws, "map")
+    if xy is not None:
+        map_fragment(ws, cs, pool, clustering, xy)
+
+
+@st.fragment
+def map_fragment(ws: Any, cs: Any, pool: Any, clustering: str, xy: np.ndarray) -> None:
+    labels = np.asarray(cs.labels)
+    led = state.ledger(ws, clustering).state()
+    names = find.cluster_names(cs, led)
+    opts = ["cluster", "curation status"] + (["source"] if pool is not None else []) \
+        + (["exhaustive score"] if state.exhaustive_scores(ws, len(labels)) is not None
+           else []) + (["score (current run)"] if rounds.current_id(ws) is not None else [])
+    colour = st.radio("Colour by", opts, horizontal=True, key="cl_colour")
+    # the chart's selection (its widget state, the same as the event it returns below), so
+    # "more like this" can start from it before the chart is drawn
+    picked = mapselect.rows_in_selection(xy, _selection(st.session_state.get(MAP_KEY)))
+    if pool is not None:
+        find.finder(FOUND, pool, find.features_of(ws, cs), seed_rows=picked)
+    hits = find.found(FOUND)
+    fig = _figure(ws, xy, labels, names, pool, led, colour)
+    if hits:
+        fig = go.Figure(fig)  # a copy: the cached base stays without highlights
+        fig.add_trace(find.highlight_trace(xy, hits["rows"], f"found: {hits['label']}"))
+        st.caption(f"Found {len(hits['rows']):,} rows ({hits['label']}), ringed on the map.")
+    st.plotly_chart(fig, key=MAP_KEY, on_select="rerun",
+                    selection_mode=("points", "box", "lasso"))  # its state gave `picked`
+    note = state.map_note(ws, len(labels))
+    st.caption((f"{note} " if note else "") + "Drag a box or lasso (toolbar, top right of the "
+               "map) to select rows: every row inside the shape is selected, also those not "
+               "drawn when the map shows a sample. ★ pinned, × rejected (the marks follow a "
+               "pin or reject when the map next redraws).")
+    actions(ws, clustering, picked.tolist(), [] if not hits else hits["rows"], pool)
+
+
+@st.fragment
+def actions(ws: Any, clustering: str, picked: list[int], hits: list[int], pool: Any) -> None:
+    """Pin, reject, ban or tag the map selection or the found rows (reruns alone)."""
+    choices = {f"map selection ({len(picked):,})": picked} if picked else {}
+    if hits:
+        choices[f"found rows ({len(hits):,})"] = hits
+    if not choices:
+        return
+    which = st.radio("Act on", list(choices), horizontal=True, key="cl_act_on")
+    rows = choices[which]
+    lg = state.ledger(ws, clustering)
+    cs = state.load_clusters(ws, clustering)
+    labels = np.asarray(cs.labels)
+    # the toast names rows by id too (the first ones: it lists six)
+    ids = {} if pool is None else dict(zip(rows[:6], map(str, pool.column("id", rows[:6]))))
+    b = st.columns([1, 1, 1.2, 1.4])
+    if b[0].button(f"Pin {len(rows):,} rows", icon=":material/push_pin:", key="cl_pin"):
+        curation_ui.edit(lg, "pin", rows, "map selection", ids)
+        curation_ui.flush_toast()
+    if b[1].button(f"Reject {len(rows):,} rows", icon=":material/block:", key="cl_reject"):
+        curation_ui.edit(lg, "reject", rows, "map selection", ids)
+        curation_ui.flush_toast()
+    clusters = sorted({int(c) for c in labels[rows] if c >= 0})
+    if b[2].button(f"Ban their {len(clusters)} cluster(s)", icon=":material/do_not_disturb_on:",
+                   key="cl_ban_sel", disabled=not clusters):
+        curation_ui.edit(lg, "ban", clusters, "map selection",
+                         names=find.cluster_names(cs, lg.state()))
+        st.rerun()  # the page's counts and table show bans (and the toast)
+    with b[3]:
+        curation_ui.undo_button(lg, "cl_map_undo")
+    find.tag_panel(lg, rows, "cl_tags")
+    led = lg.state()  # after this run's edits: the table shows them
+    if pool is not None:
+        head = rows[:2000]
+        st.dataframe(ui.preview_frame(pool.frame(head), None, {
+            "cluster": labels[head], "status": marks.row_status(head, labels, led),
+            "tags": find.tag_text(led.tags, head)}), hide_index=True, height=240,
+            column_config={"status": curation_ui.status_column()})
