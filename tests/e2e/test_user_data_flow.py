@@ -185,9 +185,9 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
     wait_job(page, "Exhaustive scoring")
     no_error(page)
 
-    # -- clusters: K auto (with its warning when K looks poor), then a fixed K; the map
+    # -- clusters: K auto (by the rule; a warning when a scanned K looks poor), a fixed K; the map
     go(page, server, "clusters", ws=WS)
-    _radio(page, "auto: pick K from a scan")
+    _radio(page, "auto: pick K by the rule")
     idle(page)
     click_key(page, "cl_run")
     wait_job(page, "Clustering")
