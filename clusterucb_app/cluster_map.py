@@ -15,7 +15,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from clusterucb_app import engine, find, rounds, state, ui
+from clusterucb_app import curation_ui, engine, find, marks, rounds, state, ui
 from clusterucb_core import mapselect
 from clusterucb_core import plots_rounds as pr
 from clusterucb_core.plots import escape
@@ -39,8 +39,10 @@ class _Hover:
 
     BLOCK = 4096
 
-    def __init__(self, labels: np.ndarray, names: dict[int, str], pool: Any, tags: dict):
+    def __init__(self, labels: np.ndarray, names: dict[int, str], pool: Any, tags: dict,
+                 status: np.ndarray):
         self.labels, self.names, self.pool, self.tags = labels, names, pool, tags
+        self.status = status
         self.blocks: dict[int, tuple[np.ndarray, np.ndarray, list[str]]] = {}
 
     def _block(self, b: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -52,6 +54,8 @@ class _Hover:
 
     def __getitem__(self, i: int) -> str:
         head = f"row {i} · {escape(self.names.get(int(self.labels[i]), self.labels[i]))}"
+        if self.status[i]:
+            head += f" · {self.status[i]}"
         if self.tags.get(int(i)):
             head += f"<br>tags: {escape(', '.join(self.tags[int(i)]))}"
         if self.pool is None:
@@ -70,17 +74,25 @@ def _figure(ws: Any, xy: np.ndarray, labels: np.ndarray, names: dict[int, str], 
     cached = st.session_state.get("_cl_fig")
     if cached is not None and cached[0] == sig:
         return cached[1]
-    hover = _Hover(labels, names, pool, led.tags)
+    status = marks.all_status(labels, led)
+    hover = _Hover(labels, names, pool, led.tags, status)
+    # pinned rows as a star, rejected as a cross, over every colouring but the status one
+    overlays = [(marks.PINNED, sorted(led.pinned), marks.COLOURS[marks.PINNED], "star"),
+                (marks.REJECTED, sorted(led.rejected), marks.COLOURS[marks.REJECTED], "x")]
     if colour == "cluster":
         fig = pr.cluster_map(xy, [names.get(int(c), str(c)) if c >= 0 else "no features"
-                                  for c in labels], hover=hover, title="Clusters")
+                                  for c in labels], hover=hover, title="Clusters",
+                             overlays=overlays)
+    elif colour == "curation status":
+        fig = pr.cluster_map(xy, status, hover=hover, title="Curation status",
+                             colours=marks.COLOURS)
     elif colour == "source":
         fig = pr.cluster_map(xy, pool.column("source").astype(str), hover=hover,
-                             title="Sources")
+                             title="Sources", overlays=overlays)
     else:
         scores, title = _scores(ws, len(labels), colour)
         fig = pr.cluster_map(xy, scores, kind="continuous", hover=hover, title=title,
-                             color_title="score")
+                             color_title="score", overlays=overlays)
     st.session_state["_cl_fig"] = (sig, fig)
     return fig
 
@@ -113,7 +125,7 @@ def map_fragment(ws: Any, cs: Any, pool: Any, clustering: str, xy: np.ndarray) -
     labels = np.asarray(cs.labels)
     led = state.ledger(ws, clustering).state()
     names = find.cluster_names(cs, led)
-    opts = ["cluster"] + (["source"] if pool is not None else []) \
+    opts = ["cluster", "curation status"] + (["source"] if pool is not None else []) \
         + (["exhaustive score"] if state.exhaustive_scores(ws, len(labels)) is not None
            else []) + (["score (current run)"] if rounds.current_id(ws) is not None else [])
     colour = st.radio("Colour by", opts, horizontal=True, key="cl_colour")
@@ -133,7 +145,8 @@ def map_fragment(ws: Any, cs: Any, pool: Any, clustering: str, xy: np.ndarray) -
     note = state.map_note(ws, len(labels))
     st.caption((f"{note} " if note else "") + "Drag a box or lasso (toolbar, top right of the "
                "map) to select rows: every row inside the shape is selected, also those not "
-               "drawn when the map shows a sample.")
+               "drawn when the map shows a sample. ★ pinned, × rejected (the marks follow a "
+               "pin or reject when the map next redraws).")
     actions(ws, clustering, picked.tolist(), [] if not hits else hits["rows"], pool)
 
 
@@ -148,26 +161,30 @@ def actions(ws: Any, clustering: str, picked: list[int], hits: list[int], pool: 
     which = st.radio("Act on", list(choices), horizontal=True, key="cl_act_on")
     rows = choices[which]
     lg = state.ledger(ws, clustering)
-    labels = np.asarray(state.load_clusters(ws, clustering).labels)
-    b = st.columns(3)
+    cs = state.load_clusters(ws, clustering)
+    labels = np.asarray(cs.labels)
+    # the toast names rows by id too (the first ones: it lists six)
+    ids = {} if pool is None else dict(zip(rows[:6], map(str, pool.column("id", rows[:6]))))
+    b = st.columns([1, 1, 1.2, 1.4])
     if b[0].button(f"Pin {len(rows):,} rows", icon=":material/push_pin:", key="cl_pin"):
-        lg.pin(rows, note="map selection")
-        st.toast(f"Pinned {len(rows):,} rows.")
+        curation_ui.edit(lg, "pin", rows, "map selection", ids)
+        curation_ui.flush_toast()
     if b[1].button(f"Reject {len(rows):,} rows", icon=":material/block:", key="cl_reject"):
-        lg.reject(rows, note="map selection")
-        st.toast(f"Rejected {len(rows):,} rows.")
+        curation_ui.edit(lg, "reject", rows, "map selection", ids)
+        curation_ui.flush_toast()
     clusters = sorted({int(c) for c in labels[rows] if c >= 0})
     if b[2].button(f"Ban their {len(clusters)} cluster(s)", icon=":material/do_not_disturb_on:",
                    key="cl_ban_sel", disabled=not clusters):
-        for c in clusters:
-            lg.ban(c, note="map selection")
-        st.rerun()  # the page's counts and table show bans
+        curation_ui.edit(lg, "ban", clusters, "map selection",
+                         names=find.cluster_names(cs, lg.state()))
+        st.rerun()  # the page's counts and table show bans (and the toast)
+    with b[3]:
+        curation_ui.undo_button(lg, "cl_map_undo")
     find.tag_panel(lg, rows, "cl_tags")
     led = lg.state()  # after this run's edits: the table shows them
     if pool is not None:
         head = rows[:2000]
-        status = ["pinned" if r in led.pinned else "rejected" if r in led.rejected else ""
-                  for r in head]
         st.dataframe(ui.preview_frame(pool.frame(head), None, {
-            "cluster": labels[head], "status": status,
-            "tags": find.tag_text(led.tags, head)}), hide_index=True, height=240)
+            "cluster": labels[head], "status": marks.row_status(head, labels, led),
+            "tags": find.tag_text(led.tags, head)}), hide_index=True, height=240,
+            column_config={"status": curation_ui.status_column()})

@@ -1,14 +1,74 @@
-"""The Clusters page's lower panels: the K scan and a sample viewer per cluster."""
+"""The Clusters page's panels: the clustering form (K auto or fixed), the cluster table with
+its curation marks and ban / unban / undo, the K scan and a sample viewer per cluster."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import streamlit as st
 
-from clusterucb_app import engine, state, ui
+from clusterucb_app import clusters_view, curation_ui, engine, state, ui
 from clusterucb_core import plots_rounds as pr
+
+K_AUTO, K_FIXED = "auto: pick K by the rule", "fixed K"
+
+
+def clustering_form(ws: Any, stores: list[str]) -> None:
+    spec = state.settings(ws, "cluster")
+    st.caption("Features: " + ", ".join(f"`{n}`" for n in stores) + ". The clustering uses "
+               "the cluster features set on the Model & Features page.")
+    c = st.columns([1.4, 1, 1, 1])
+    mode = c[0].radio("K", [K_AUTO, K_FIXED], index=0 if spec.auto_k else 1, key="cl_kmode",
+                      help=f"auto: K by the rule `{spec.k_rule}` (size<m>: about m cold-start "
+                           "draws per arm; silhouette: a scan on a sample, the smallest K "
+                           "within 0.01 of the best, with a warning when that K looks poor).")
+    k = c[1].number_input("Fixed K", 1, 5000, 20 if spec.auto_k else int(spec.k), key="cl_k",
+                          disabled=mode == K_AUTO)
+    seed = c[2].number_input("Seed", 0, 2**31 - 1, int(spec.seed), key="cl_seed")
+    mb = c[3].checkbox("Mini-batch (large pools)", value=bool(spec.minibatch), key="cl_mb")
+    b = st.columns(2)
+    if b[0].button("Run clustering", type="primary", key="cl_run"):
+        state.save_settings(ws, cluster=replace(spec, k=0 if mode == K_AUTO else int(k),
+                                                seed=int(seed), minibatch=bool(mb)))
+        engine.start_stage(ws, "clusters", "Clustering", unit="iterations")
+    if b[1].button("Compute the 2-D map (UMAP)", key="cl_map",
+                   help="The map is for looking only; the clustering does not use it."):
+        engine.start_stage(ws, "map", "UMAP map", unit="steps")
+
+
+def _ban(lg: Any, op: str, names: dict[int, str]) -> None:
+    """Ban / Unban callback: edit, then clear the choice so the next edit starts empty."""
+    chosen = [int(k) for k in st.session_state.get("cl_ban_pick") or []]
+    curation_ui.edit(lg, op, chosen, "cluster table", names=names)
+    st.session_state["cl_ban_pick"] = []
+
+
+def cluster_table(cs: Any, lg: Any, names: dict[int, str], scores: Any) -> None:
+    """The clusters with their curation marks (and mean score), then ban / unban / undo."""
+    st.subheader("Clusters")
+    table = clusters_view.cluster_table(cs, lg.state(), scores)
+    cfg = {"curation": st.column_config.TextColumn("curation", help="banned, and how many "
+                                                   "of the cluster's rows are pinned / rejected")}
+    if "share" in table:
+        cfg["share"] = st.column_config.ProgressColumn(
+            "share", format="percent", min_value=0, max_value=float(table["share"].max()))
+    st.dataframe(table, hide_index=True, key="cl_table", column_config=cfg,
+                 height=ui.table_height(len(table)))
+    c = st.columns([3, 1, 1, 1.4])
+    c[0].multiselect("Clusters", list(range(cs.k)), format_func=lambda k: names.get(k, k),
+                     key="cl_ban_pick", label_visibility="collapsed",
+                     placeholder="Choose clusters to ban or unban")
+    pick = bool(st.session_state.get("cl_ban_pick"))
+    c[1].button("Ban", icon=":material/do_not_disturb_on:", key="cl_ban", disabled=not pick,
+                on_click=_ban, args=(lg, "ban", names),
+                help="A banned cluster is never drawn by the bandit and left out of the "
+                     "selection (pinned rows stay).")
+    c[2].button("Unban", key="cl_unban", disabled=not pick, on_click=_ban,
+                args=(lg, "unban", names))
+    with c[3]:
+        curation_ui.undo_button(lg, "cl_undo")
 
 
 def kscan(ws: Any, cs: Any) -> None:

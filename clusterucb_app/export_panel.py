@@ -25,14 +25,14 @@ def card_extra(ws: Any) -> dict[str, Any]:
             "model": getattr(model, "name_or_path", None)}
 
 
-def section(ws: Any, rid: str, run: Any, pool: Any, result: Any, clustering: str,
-            names: dict[int, str], lg: Any) -> None:
+def section(ws: Any, rid: str, run_name: str, run: Any, pool: Any, result: Any,
+            clustering: str, names: dict[int, str], lg: Any) -> None:
     from clusterucb_core.export import export_selection
 
     st.subheader("Export")
     out_dir = ws.exports(rid)
-    st.caption(f"Saved into the workspace at `{out_dir}`; each save replaces the previous one "
-               "whole (never half-written).")
+    st.caption(f"Exports the run {ui.plain(run_name)} into the workspace at `{out_dir}`; each "
+               "save replaces the previous one whole (never half-written).")
     with_ds = st.checkbox("Also write a Hugging Face `datasets` folder", value=True, key="ex_ds")
     if st.button("Save export to the workspace", icon=":material/save:", type="primary",
                  key="ex_save"):
@@ -49,7 +49,8 @@ def section(ws: Any, rid: str, run: Any, pool: Any, result: Any, clustering: str
                 ui.show_error(exc, "Writing the export", "check free disk space; nothing half-"
                               "written was left behind")
             else:
-                st.success(f"Export written: {len(result.rows):,} rows.")
+                st.success(f"Export written: {len(result.rows):,} rows of run "
+                           f"{ui.plain(run_name)}.")
     if (out_dir / "manifest.json").exists():
         downloads(ws, rid, out_dir)
         publish(out_dir)

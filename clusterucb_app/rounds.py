@@ -9,10 +9,12 @@ run uses, so a refresh or a restart reopens it exactly.
 
 from __future__ import annotations
 
+import shutil
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from clusterucb_core import policies, runs, selection
@@ -20,7 +22,7 @@ from clusterucb_core.config import SelectionSpec
 from clusterucb_core.runlog import RunMeta
 from clusterucb_core.workspace import Workspace
 
-from . import state
+from . import marks, state
 
 REWARD_EXHAUSTIVE = "exhaustive"
 REWARD_LAZY = "lazy"
@@ -48,8 +50,10 @@ def reward_sources(ws: Workspace, n_rows: int) -> list[str]:
 
 
 def lazy_available(ws: Workspace) -> bool:
-    from clusterucb_app import engine
-
+    try:
+        from clusterucb_app import engine
+    except ImportError:
+        return False
     return engine.lazy_oracle_available(ws)
 
 
@@ -75,16 +79,51 @@ def new_run_id() -> str:
 
 
 def create(ws: Workspace, spec: SelectionSpec, clustering: str, source: str) -> str:
-    """Start a new run (nothing drawn yet) and make it the workspace's current run."""
+    """Start a new run (nothing drawn yet) and make it the workspace's current run. The run
+    it replaces is deleted when nothing was drawn in it, so Reset never piles up empty runs."""
     clusters = state.load_clusters(ws, clustering)
     labels = np.asarray(clusters.labels)
     oracle = make_oracle(ws, source, len(labels))
+    previous = current_id(ws)
     run_id = new_run_id()
     run = runs.new_run(ws, run_id, spec, RunMeta(clustering=clustering, reward=source,
                                                  workspace=ws.name), oracle)
     _remember(ws, run_id, run)
-    ws.update_meta(current_run=run_id)
+    ws.update_meta(current_run=run_id, ucb_reward=source)
+    if previous is not None and previous != run_id and is_empty(ws, previous):
+        shutil.rmtree(ws.runs(previous), ignore_errors=True)
     return run_id
+
+
+def is_empty(ws: Workspace, run_id: str) -> bool:
+    """True when the run's log holds only its header: no round was played."""
+    _, rounds_, _ = runs.run_log(ws, run_id).read()
+    return not rounds_
+
+
+def describe(ws: Workspace, run_id: str) -> str:
+    """A run named by its settings: 'ucb_beta β=1 · budget 0.2 · top-p 0.05 · batch 8 ·
+    seed 42 · lazy · 11-28 17:40' (the time the run was started)."""
+    try:
+        h = header(ws, run_id)
+    except (OSError, ValueError):
+        return run_id
+    return label(h.get("spec") or {}, (h.get("meta") or {}).get("reward"), run_id)
+
+
+def label(spec: dict[str, Any], reward: str | None, run_id: str) -> str:
+    parts = [f"{spec.get('policy', '?')}"
+             + (f" β={spec.get('beta'):g}" if spec.get("policy") == "ucb_beta" else ""),
+             f"budget {spec.get('budget', 0):g}", f"top-p {spec.get('top_p', 0):g}",
+             f"batch {spec.get('draw_batch', '?')}", f"seed {spec.get('seed', '?')}"]
+    if reward:
+        parts.append(reward)
+    try:
+        when = datetime.strptime(run_id[4:19], "%Y%m%d-%H%M%S")
+        parts.append(when.strftime("%m-%d %H:%M:%S"))
+    except ValueError:
+        parts.append(run_id)
+    return " · ".join(parts)
 
 
 def current_id(ws: Workspace) -> str | None:
@@ -168,3 +207,34 @@ def history(run: selection.SelectionRun) -> dict[str, Any]:
     per_round = [float(np.nansum(r.rewards)) if len(r.rewards) else 0.0 for r in recs]
     return {"rounds": rounds, "values": values, "cum_reward": list(np.cumsum(per_round)),
             "budget_used": [r.budget_used for r in recs]}
+
+
+def arm_table(run: selection.SelectionRun, names: dict[int, str], values: Any,
+              next_arm: int | None, ledger_state: Any) -> pd.DataFrame:
+    """One row per arm: its state (next / open / exhausted / banned), pulls, mean, std, the
+    policy's value and the curation marks of its rows."""
+    stats = run.stats()
+    k = run.K
+    state_ = ["banned" if stats.banned[a] else "exhausted" if stats.exhausted[a]
+              else "next" if a == next_arm else "open" for a in range(k)]
+    value = np.asarray(values if values is not None else np.full(k, np.nan), dtype=np.float64)
+    return pd.DataFrame({
+        "arm": np.arange(k), "label": [names.get(a, str(a)) for a in range(k)],
+        "state": state_, "size": run.sizes, "pulls": stats.drawn, "n scored": stats.n,
+        "mean": stats.mean, "std": stats.std,
+        "value": np.where(np.isfinite(value), value, np.nan),
+        "remaining": stats.remaining, "exhausted": stats.exhausted, "banned": stats.banned,
+        "curation": marks.cluster_status(k, run.labels, ledger_state)})
+
+
+def drawn_table(run: selection.SelectionRun, rows: Any, pool: Any, ledger_state: Any
+                ) -> pd.DataFrame:
+    """The rows of a round: cluster, score, curation status and, with the pool, their text."""
+    from . import ui
+
+    rows = [int(r) for r in rows]
+    extra = {"cluster": run.labels[rows], "score": run.scores[rows],
+             "status": marks.row_status(rows, run.labels, ledger_state)}
+    if pool is not None:
+        return ui.preview_frame(pool.frame(rows), None, extra)
+    return pd.DataFrame({"row": rows, **extra})

@@ -2,7 +2,8 @@
 
 `workspace.json` holds, besides the lead's `name`/`version`:
 
-    "pool":     {"path": str, "format": "auto"|..., "shape": "auto"|...}
+    "pool":     {"path": str, "format": "auto"|..., "shape": "auto"|...,
+                 "id_field": str, "source_field": str}   ("" = the usual columns)
     "target":   {"path": str, "kind": "auto"|..., "trim": bool}
     "config":   the workspace's one RunConfig (clusterucb_core.config), as
                 `config_to_dict` writes it; pages read and save its sections
@@ -22,6 +23,7 @@ from clusterucb_core import config
 from clusterucb_core.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
+
 
 def resolve(ws: Workspace, path: str | Path) -> Path:
     """A path typed by the user: absolute, relative to the workspace, the project or the
@@ -51,8 +53,9 @@ def pool_ref(ws: Workspace) -> dict[str, Any] | None:
 
 
 def set_pool_ref(ws: Workspace, path: str | Path, format: str = "auto",
-                 shape: str = "auto") -> None:
-    ws.update_meta(pool={"path": str(path), "format": format, "shape": shape})
+                 shape: str = "auto", id_field: str = "", source_field: str = "") -> None:
+    ws.update_meta(pool={"path": str(path), "format": format, "shape": shape,
+                         "id_field": id_field, "source_field": source_field})
 
 
 def target_ref(ws: Workspace) -> dict[str, Any] | None:
@@ -153,12 +156,15 @@ def file_key(path: Path) -> tuple[str, int, int]:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the pool...")
-def _load_pool(key: tuple, format: str, shape: str, cache_dir: str) -> Any:
-    """One Pool per file version and process: memory-mapped from the workspace's pool cache
-    (parsed there once, shared with the CLI), so a rerun never copies the pool."""
+def _load_pool(key: tuple, format: str, shape: str, cache_dir: str, id_field: str,
+               source_field: str) -> Any:
+    """One Pool per file version, named columns and process: memory-mapped from the
+    workspace's pool cache (parsed there once, shared with the CLI), so a rerun never copies
+    the pool."""
     from clusterucb_core.pool import load_pool
 
-    return load_pool(Path(key[0]), format=format, shape=shape, cache_dir=cache_dir)
+    return load_pool(Path(key[0]), format=format, shape=shape, cache_dir=cache_dir,
+                     id_field=id_field or None, source_field=source_field or None)
 
 
 def load_pool(ws: Workspace) -> Any | None:
@@ -170,7 +176,8 @@ def load_pool(ws: Workspace) -> Any | None:
     if not path.exists():
         raise FileNotFoundError(f"the pool file {path} is gone; choose it again on the Pool page")
     return _load_pool(file_key(path), ref.get("format", "auto"), ref.get("shape", "auto"),
-                      str(ws.pool_cache()))
+                      str(ws.pool_cache()), ref.get("id_field") or "",
+                      ref.get("source_field") or "")
 
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the target...")
@@ -311,22 +318,44 @@ def scores_path(ws: Workspace, name: str = "exhaustive") -> Path:
 
 
 def exhaustive_scores(ws: Workspace, n_rows: int | None = None) -> Any | None:
-    """The newest exhaustive score table in W/scores/ that fits the pool, or None."""
+    """The exhaustive scores when they are this pool's and this target's, else None.
+
+    Only the pipeline's own table (`W/scores/exhaustive.npy`, see Pipeline.scores_path) with
+    the identity `Pipeline.exhaustive_scores` records beside it: the same target fingerprint,
+    and every feature store it was scored from present in the workspace and made from this
+    pool. Checked from the files, without loading the model (as Pipeline.known_exhaustive
+    would), so the pages stay fast.
+    """
+    import json
+
     import numpy as np
 
-    folder = ws.root / SCORES_DIR
-    if not folder.is_dir():
+    from clusterucb_core.config import fingerprint
+
+    path = scores_path(ws)
+    side = path.with_suffix(".json")
+    if not (path.exists() and side.exists()):
         return None
-    files = sorted((p for p in folder.glob("*.npy") if not p.name.startswith(".")),
-                   key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in files:
-        try:
-            arr = np.load(path, mmap_mode="r")
-        except (OSError, ValueError):
-            continue
-        if arr.ndim == 1 and (n_rows is None or len(arr) == n_rows):
-            return np.asarray(arr, dtype=np.float64)
-    return None
+    try:
+        ident = json.loads(side.read_text()).get("identity") or {}
+        pool, target = load_pool(ws), load_target(ws)
+    except (OSError, ValueError):
+        return None
+    if pool is None or target is None or ident.get("target") != target.fingerprint:
+        return None
+    stores = {}
+    for name in ws.list("features"):
+        manifest = ws.features(name) / "manifest.json"
+        with_ident = json.loads(manifest.read_text()).get("identity") if manifest.exists() else None
+        if isinstance(with_ident, dict):
+            stores[fingerprint(with_ident)] = with_ident
+    for fp in ident.get("stores") or []:
+        if fp not in stores or stores[fp].get("pool") != pool.fingerprint:
+            return None
+    arr = np.load(path, mmap_mode="r")
+    if arr.ndim != 1 or len(arr) != len(pool) or (n_rows is not None and len(arr) != n_rows):
+        return None
+    return np.asarray(arr, dtype=np.float64)
 
 
 def ledger(ws: Workspace, clustering: str | None = None) -> Any:

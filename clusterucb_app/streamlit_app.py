@@ -89,6 +89,9 @@ PAGES = [
 nav = st.navigation(PAGES)
 with st.sidebar:
     st.markdown("## ClusterUCB Studio")
-    tour.card()  # the first-visit guided tour (clusterucb_app/tour.py)
-ui.sidebar()
+    tour_slot = st.container()
+ws = ui.sidebar()
+if ws.name == ui.DEMO_NAME:  # the guided tour walks the demo; other workspaces are yours
+    with tour_slot:
+        tour.card()  # clusterucb_app/tour.py
 nav.run()

@@ -19,6 +19,15 @@ from clusterucb_core.workspace import Workspace
 
 STAGES = ("warmup", "cluster_features", "clusters", "map", "kscan", "exhaustive")
 KSCAN_DIR = "kscan"
+# what each pipeline progress stage counts (the job panel shows "12 / 40 examples")
+STAGE_UNITS = {"warm-up": "steps", "cluster features": "rows", "k-means": "iterations",
+               "map": "rows", "target gradients": "examples", "reward gradients": "rows"}
+FIRST_STEP = {"warmup": "reading the pool and loading the model",
+              "cluster_features": "reading the pool and loading the model",
+              "clusters": "reading the cluster features",
+              "map": "reading the cluster features",
+              "kscan": "reading a sample of the cluster features",
+              "exhaustive": "reading the pool and the target, loading the model"}
 
 def _resolve(ws: Workspace, p: str) -> str:
     path = Path(p).expanduser()
@@ -45,6 +54,8 @@ def run_config(workspace: str | Path) -> Any:
         kw["pool"] = _resolve(ws, pool["path"])
         kw["pool_format"] = pool.get("format") or "auto"
         kw["pool_shape"] = pool.get("shape") or "auto"
+        kw["pool_id_field"] = pool.get("id_field") or ""
+        kw["pool_source_field"] = pool.get("source_field") or ""
     if target.get("path"):
         kw["target"] = _resolve(ws, target["path"])
     return dataclasses.replace(cfg, **kw)
@@ -56,12 +67,15 @@ def stage(workspace: str, name: str, progress: Progress | None = None) -> dict[s
 
     if name not in STAGES:
         raise ValueError(f"unknown stage {name!r}; one of {', '.join(STAGES)}")
+    if progress is not None:  # a stage name from the first second, not "0 rows"
+        progress(0, None, FIRST_STEP.get(name, "starting"), stage="starting", unit="")
     pipe = Pipeline(run_config(workspace), log=lambda msg: print(msg, flush=True))
     if progress is not None:
         def per_stage(label: str) -> Callable[..., None]:
             def report(done: Any, total: Any, message: str = "", **extra: Any) -> None:
-                progress(done, total, f"{label}: {message}" if message else label, **{
-                    k: v for k, v in extra.items() if k not in ("rate", "eta_s")})
+                progress(done, total, message or label, stage=label,
+                         unit=STAGE_UNITS.get(label, "rows"), **{
+                             k: v for k, v in extra.items() if k not in ("rate", "eta_s")})
             return report
         pipe.progress = per_stage  # type: ignore[method-assign]
     if name == "warmup":

@@ -31,7 +31,7 @@ STEPS: tuple[Step, ...] = (
     Step("Welcome", "pages/1_pool.py",
          "You have a big pool of instruction data and a small **target** task you care about. "
          "This app picks the pool rows whose training would help the target most, while "
-         "computing expensive per-row gradients for only a **fraction** of the pool. Ten "
+         "computing expensive per-row gradients for only a **fraction** of the pool. Eleven "
          "steps, a minute each; skip whenever you like."),
     Step("The pool", "pages/1_pool.py",
          "This is the candidate fine-tuning data: chats, one per row, from several sources. "
@@ -48,8 +48,9 @@ STEPS: tuple[Step, ...] = (
          "row's **influence score**: high means one training step on it lowers the target "
          "loss. One backward pass per row: this is the expensive part."),
     Step("Why clusters", "pages/4_clusters.py",
-         "Rows with similar gradients have similar scores. So the pool is clustered once "
-         "(on cheap features), and a few scored rows tell a lot about their whole cluster. "
+         "Rows the model represents alike tend to have similar scores. So the pool is "
+         "clustered once on cheap features (hidden states: one forward pass per row, no "
+         "gradient), and a few scored rows tell a lot about their whole cluster. "
          "Each cluster becomes an **arm** of a slot machine: pulling it = scoring a few of "
          "its rows."),
     Step("mean + β·std", "pages/5_rounds.py",
@@ -63,6 +64,9 @@ STEPS: tuple[Step, ...] = (
          "default). At the end, the top-p rows (5%) among the scored ones are selected. A "
          "good bandit spends the budget where the best rows are, so its 5% is close to what "
          "scoring *every* row would pick: that is the recall shown on this page."),
+    Step("Curate and export", "pages/6_export.py",
+         "Pin or reject rows, ban a cluster, and download the selection as JSONL in the "
+         "pool's own format, ready for your fine-tuning script."),
     Step("Playground", "pages/7_playground.py",
          "No model needed: make arms whose truth you know, with one small **hidden gem**, "
          "press ▶ Play and watch UCB find the gem while random play does not. Reveal the "
@@ -70,10 +74,9 @@ STEPS: tuple[Step, ...] = (
     Step("Policy race", "pages/8_race.py",
          "All the arm rules on the same arms, the same draws and several seeds: recall of "
          "the true top-p as the budget is spent, regret, and where each spent its draws."),
-    Step("Curate and export", "pages/6_export.py",
-         "Pin or reject rows, ban a cluster, and download the selection as JSONL in the "
-         "pool's own format, ready for your fine-tuning script. Two selections with "
-         "different settings can be compared on the *Compare runs* page. That's the tour!"),
+    Step("Compare runs", "pages/9_compare.py",
+         "Two selections with different settings side by side: which rows both chose, and "
+         "where the changed setting moved the selection. That's the tour!"),
 )
 
 

@@ -71,7 +71,8 @@ def open_workspace(name: str) -> Workspace:
 
 
 def _choose_name() -> str:
-    """Which workspace this browser session shows: session > URL > the demo."""
+    """Which workspace this browser session shows: session > URL > the demo. A name that is
+    not a workspace (yet) is never created by opening a URL: the demo opens, and says so."""
     name = st.session_state.get(WS_KEY)
     if not name:
         name = st.query_params.get("ws") or DEMO_NAME
@@ -81,8 +82,37 @@ def _choose_name() -> str:
         st.session_state["_ws_warning"] = (
             f"'{name}' is not a valid workspace name; opened the demo."
         )
-        name = DEMO_NAME
+        return DEMO_NAME
+    if name != DEMO_NAME and name not in list_workspaces():
+        st.session_state["_ws_warning"] = (
+            f"There is no workspace named '{name}' in `{workspaces_root()}`; opened the demo. "
+            "Make it with **New workspace** below if you meant a new one."
+        )
+        return DEMO_NAME
     return name
+
+
+def _switch(name: str, message: str | None = None) -> None:
+    """Open workspace `name` in this session: state, URL and picker agree."""
+    st.session_state[WS_KEY] = name
+    st.session_state.pop("_ucb_runs", None)
+    if message:
+        st.session_state["_ws_toast"] = message
+
+
+def _create() -> None:
+    new = str(st.session_state.get("ws_new_name") or "").strip()
+    try:
+        check_name(new, "workspace name")
+        if (workspaces_root() / new).exists():
+            raise ValueError(f"a workspace named '{new}' already exists; pick it in the list "
+                             "above")
+        ws = open_workspace(new)
+    except (ValueError, OSError) as exc:
+        st.session_state["_ws_error"] = str(exc)
+        return
+    st.session_state["ws_new_name"] = ""
+    _switch(new, f"Created workspace '{new}' (`{ws.root}`) and opened it. Start with the Pool.")
 
 
 def sidebar() -> Workspace:
@@ -102,36 +132,27 @@ def sidebar() -> Workspace:
 
     with st.sidebar:
         st.markdown("### Workspace")
-        names = list_workspaces()
-        if name not in names:
-            names.append(name)
-        names = sorted(names)
+        names = sorted(set(list_workspaces()) | {name})
+        # keyed by the open workspace: a fresh widget after every switch, so a stale choice
+        # left in the browser can never switch back
         choice = st.selectbox("Open workspace", names, index=names.index(name),
-                              key="ws_picker",
+                              key=f"ws_picker_{name}",
                               help="A workspace folder holds a project's whole state: pool, "
                                    "target, checkpoints, features, clusters, runs, exports.")
         if choice != name:
-            st.session_state[WS_KEY] = choice
-            st.query_params["ws"] = choice
+            _switch(choice)
             st.rerun()
         with st.popover("New workspace", width="stretch"):
-            new = st.text_input("Name", key="ws_new_name",
-                                placeholder="letters, digits, . _ -")
-            if st.button("Create", key="ws_create"):
-                try:
-                    check_name(new.strip(), "workspace name")
-                    if (workspaces_root() / new.strip()).exists():
-                        raise ValueError(f"a workspace named '{new.strip()}' already exists; "
-                                         "pick it in the list above")
-                    open_workspace(new.strip())
-                    st.session_state[WS_KEY] = new.strip()
-                    st.query_params["ws"] = new.strip()
-                    st.rerun()
-                except ValueError as exc:
-                    st.error(str(exc))
+            st.text_input("Name", key="ws_new_name", placeholder="letters, digits, . _ -")
+            st.button("Create", key="ws_create", on_click=_create)
+            if err := st.session_state.pop("_ws_error", None):
+                st.error(err)
         st.caption(f"Folder: `{ws.root}`")
         if warning := st.session_state.pop("_ws_warning", None):
             st.warning(warning)
+        if msg := st.session_state.pop("_ws_toast", None):
+            st.success(msg)
+            st.toast(msg, icon=":material/create_new_folder:")
         _sidebar_status(ws)
     return ws
 
@@ -259,11 +280,16 @@ def _render_job(ws: Workspace, cur: jobs.JobState, key: str) -> None:
     title = cur.title or cur.kind
     unit = cur.unit or "rows"
     frac = cur.fraction
+    stage = cur.extra.get("stage")
     box = st.container(border=True)
     with box:
         if cur.active:
-            done = f"{cur.done:,.0f}" + (f" / {cur.total:,.0f} {unit}" if cur.total else f" {unit}")
-            st.progress(frac or 0.0, text=f"**{title}** running: {done}")
+            if not cur.total:  # nothing counted yet: say what it is doing
+                text = f"**{title}** · {plain(cur.message or 'starting')}…"
+            else:
+                text = (f"**{title}** · {plain(stage or 'running')}: {cur.done:,.0f} / "
+                        f"{cur.total:,.0f} {unit}")
+            st.progress(frac or 0.0, text=text)
             cols = st.columns(4)
             cols[0].metric(f"{unit}/s", f"{cur.rate:,.1f}" if cur.rate else "-")
             cols[1].metric("ETA", fmt_duration(cur.eta_s))
@@ -335,6 +361,43 @@ def first_turn(messages: Any, role: str = "user", n: int = 160) -> str:
 def show_text(text: str, height: int | None = None) -> None:
     """Sample text, verbatim and wrapped, in a code box (no Markdown, no HTML)."""
     st.code(text, language=None, wrap_lines=True, height=height if height else "content")
+
+
+def table_height(n_rows: int, max_rows: int = 12) -> int:
+    """Pixel height of a st.dataframe showing `n_rows` rows (at most `max_rows`) with no
+    padding of empty rows below them."""
+    return 35 * (min(max(int(n_rows), 1), max_rows) + 1) + 3
+
+
+class RowHover:
+    """Map hover text per row, made only for the points shown: row, cluster, source, score
+    and the prompt's beginning, the pool's rows read one at a time. Plotly renders hover text
+    as HTML: user text is escaped."""
+
+    def __init__(self, pool: Any = None, *, scores: Any = None, labels: Any = None,
+                 names: dict[int, str] | None = None, status: Any = None):
+        self.pool, self.scores, self.labels = pool, scores, labels
+        self.names, self.status = names or {}, status
+
+    def __getitem__(self, i: int) -> str:
+        from clusterucb_core.plots import escape
+
+        i = int(i)
+        head = f"row {i}"
+        if self.labels is not None:
+            lab = int(self.labels[i])
+            head += f" · {escape(self.names.get(lab, str(lab)))}"
+        parts = [head]
+        if self.scores is not None:
+            s = float(self.scores[i])
+            parts.append(f"score {s:.4g}" if s == s else "score: not scored")
+        if self.status is not None and self.status[i]:
+            parts.append(f"<b>{escape(self.status[i])}</b>")
+        if self.pool is not None:
+            rec = self.pool.row(i)
+            parts.append(f"id {escape(rec['id'])} · {escape(rec['source'])}")
+            parts.append(escape(first_turn(rec["messages"], n=90)))
+        return "<br>".join(parts)
 
 
 def preview_frame(table: Any, rows: Any = None, extra: dict[str, Any] | None = None) -> Any:

@@ -360,6 +360,8 @@ class RunConfig(Spec):
     pool: str = str(DEMO_POOL)
     pool_format: POOL_FORMAT = "auto"
     pool_shape: POOL_SHAPE = "auto"
+    pool_id_field: str = ""  # the column holding row ids ("" = `id`)
+    pool_source_field: str = ""  # the column holding sources ("" = `dataset` / `source`)
     target: str = str(DEMO_TARGET)
     run_id: str = "ucb"
     model: ModelSpec = ModelSpec()
@@ -392,6 +394,10 @@ class RunConfig(Spec):
         for key in ("workspace", "pool", "target"):
             if not getattr(self, key).strip():
                 raise ConfigError(key, getattr(self, key), "must be a path")
+        for key in ("pool_id_field", "pool_source_field"):
+            value = getattr(self, key)
+            if value != value.strip():
+                raise ConfigError(key, value, "a column name without leading or trailing spaces")
         if not self.model.name_or_path.strip():
             raise ConfigError("[model] name_or_path", self.model.name_or_path,
                               "must be a model folder or a Hugging Face model id")

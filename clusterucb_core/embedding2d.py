@@ -214,6 +214,7 @@ def _compute(src: Any, params: dict[str, Any], fp: str, key: str, chunk_size: in
                          n_valid=n_valid, method=method, params=params,
                          features_fingerprint=fp, key=key, info=info)
 
+    report(0, n_valid, "loading UMAP (a process's first map also compiles its kernels)")
     import umap  # heavy (numba): imported only when a map is computed
 
     nn = int(min(params["n_neighbors"], n_fit - 1))

@@ -14,8 +14,10 @@ whole or not at all; a crash leaves only a hidden `.NAME.*.part` folder):
     tags.jsonl            the ledger's tags of every tagged row ({"row", "id", "tags"}), for
                           the byte-exact files above, which cannot carry them
     sorted.csv            LESS's score file: header `file name, index, score`, one line per
-                          scored row, best first; index = 0-based line of the record in the
-                          pool file (LESS reads `readlines()[index]`), score rounded to 6
+                          scored row, best first; index = for JSONL the 0-based line LESS's
+                          `readlines()[index]` reads, for other formats the row's 0-based
+                          position among the pool's records (a multi-line CSV record counts
+                          once), score rounded to 6
     top_p{p}.jsonl        LESS's selection file (p as LESS prints it, e.g. top_p0.05.jsonl):
                           the selection best first; JSONL pools: the original lines, other
                           formats: {"dataset", "id", "messages"} records (LESS's layout)
@@ -195,9 +197,13 @@ def write_less_files(folder: Path, pool: Any, result: SelectionResult,
     s = result.scores
     scored = np.flatnonzero(np.isfinite(s))
     order = scored[np.lexsort((scored, -s[scored]))]
-    line_idx = pool.column("line_no").astype(np.int64) - 1
+    # JSONL: the line LESS's readlines()[index] reads; other formats: the row's position among
+    # the pool's records (a CSV record spanning several lines is one record, so its line
+    # number would be wrong)
+    index = (pool.column("line_no").astype(np.int64) - 1 if pool.format == "jsonl"
+             else np.arange(len(pool), dtype=np.int64))
     out = ["file name, index, score\n"]
-    out += [f"{name}, {int(line_idx[r])}, {round(float(s[r]), 6)}\n" for r in order]
+    out += [f"{name}, {int(index[r])}, {round(float(s[r]), 6)}\n" for r in order]
     (folder / "sorted.csv").write_text("".join(out), encoding="utf-8")
 
     top = top_p_name(result.spec.top_p)

@@ -34,6 +34,7 @@ with the same projector; they are cached in W/targets/<name>/ keyed by the same 
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -563,11 +564,28 @@ def target_features(target_set: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
     feats = np.zeros((len(encs), eng.dim), dtype=np.float32)
     valid = np.zeros(len(encs), dtype=bool)
     step = max(1, CHUNK_BATCHES * spec.batch_size)
+    # Finished chunks are kept beside the cache while it is being made, so a cancelled or
+    # killed job resumes the target gradients instead of starting them over.
+    partial = None if out is None else out.with_name(out.name + ".partial")
+    key = f"{fingerprint(ident)}-{step}"
+    if partial is not None:
+        if (partial / "key.txt").exists() and (partial / "key.txt").read_text() != key:
+            shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True, exist_ok=True)
+        atomic.write_text(partial / "key.txt", key)
     for lo in range(0, len(encs), step):
-        f, v = eng.featurize(encs[lo:lo + step])
+        chunk = None if partial is None else partial / f"{lo}.npz"
+        if chunk is not None and chunk.exists():
+            with np.load(chunk) as z:
+                f, v = z["f"], z["v"]
+        else:
+            f, v = eng.featurize(encs[lo:lo + step])
+            if chunk is not None:
+                with atomic.atomic_path(chunk) as tmp, open(tmp, "wb") as fh:
+                    np.savez(fh, f=f, v=v)
         feats[lo:lo + step], valid[lo:lo + step] = f, v
         report(progress, min(lo + step, len(encs)), len(encs),
-                f"target examples {min(lo + step, len(encs))}/{len(encs)}")
+               f"target examples {min(lo + step, len(encs))}/{len(encs)}")
     ids = np.array([code[ex.subtask] for ex in examples], dtype=np.int64)
     feats, ids = feats[valid], ids[valid]
     from .scorable import target_report
@@ -586,6 +604,7 @@ def target_features(target_set: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
                 "counts": {s: int((ids == i).sum()) for i, s in enumerate(subtasks)},
                 "checkpoint_dir": None if checkpoint_dir is None else str(checkpoint_dir),
             }, indent=2, sort_keys=True, default=str) + "\n")
+        shutil.rmtree(partial, ignore_errors=True)
     return feats, ids
 
 

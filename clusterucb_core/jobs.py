@@ -133,6 +133,7 @@ def _pid_alive(pid: int | None) -> bool:
     with contextlib.suppress(ChildProcessError, OSError):
         done_pid, _ = os.waitpid(pid, os.WNOHANG)
         if done_pid == pid:
+            _CHILDREN.pop(pid, None)
             return False
     try:
         os.kill(pid, 0)
@@ -156,8 +157,17 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         return None
 
 
+def reap() -> None:
+    """Collect the exit status of every finished job this process started, so none stays a
+    <defunct> zombie under a long-lived server (status() calls it)."""
+    for pid, proc in list(_CHILDREN.items()):
+        if proc.poll() is not None:
+            _CHILDREN.pop(pid, None)
+
+
 def status(ws: Workspace, job_id: str) -> JobState:
     """The job's state; "crashed" when the file says running but its process is gone."""
+    reap()
     path = ws.jobs(job_id)
     spec = _read_json(path / SPEC) or {}
     prog = _read_json(path / PROGRESS)

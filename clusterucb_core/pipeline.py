@@ -110,12 +110,16 @@ class Pipeline:
         from .pool import load_pool
 
         pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape,
-                         cache_dir=self.ws.pool_cache())
+                         cache_dir=self.ws.pool_cache(),
+                         id_field=self.cfg.pool_id_field or None,
+                         source_field=self.cfg.pool_source_field or None)
         rep = pool.report
         self.log(f"pool: {len(pool)} rows from {pool.path} ({pool.format}, {pool.shape})"
                  + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))
         self.ws.update_meta(pool={"path": str(pool.path), "fingerprint": pool.fingerprint,
                                   "format": pool.format, "shape": pool.shape,
+                                  "id_field": self.cfg.pool_id_field,
+                                  "source_field": self.cfg.pool_source_field,
                                   "n_rows": len(pool)})
         return pool
 

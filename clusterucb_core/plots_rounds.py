@@ -61,7 +61,7 @@ def arm_chart(mean: Sequence[float], std: Sequence[float], n: Sequence[int],
         marker=dict(size=11, color=colors, line=dict(width=1, color="#333")),
         error_y=dict(type="data", array=band, visible=True, thickness=2, width=6,
                      color="#555"),
-        text=[f"n={c}" for c in n], hovertext=hover, hoverinfo="text", customdata=x))
+        hovertext=hover, hoverinfo="text", customdata=x))
     if value is not None:
         val = _finite(value)
         fig.add_trace(go.Scatter(
@@ -69,20 +69,28 @@ def arm_chart(mean: Sequence[float], std: Sequence[float], n: Sequence[int],
             marker=dict(symbol="diamond-open", size=13, color=colors, line=dict(width=2)),
             hovertext=[f"arm {i}: {value_label} {val[i]:.4g}" for i in range(k)],
             hoverinfo="text"))
-    # pulls as text above each arm
-    top = np.nanmax(np.where(np.isfinite(mean), mean + band, np.nan)) if np.isfinite(
-        mean).any() else 1.0
-    fig.add_trace(go.Scatter(x=x, y=[top] * k, mode="text", text=[f"{c}" for c in n],
-                             textposition="top center", name="pulls", hoverinfo="skip",
-                             showlegend=False, textfont=dict(size=10, color="#666")))
+    # arms with no mean yet (never drawn: banned before the cold start, or empty) still show,
+    # as a hollow marker on the axis: grey × when they cannot be played
+    empty = np.flatnonzero(~np.isfinite(mean))
+    if len(empty):
+        low = float(np.nanmin(mean - band)) if np.isfinite(mean).any() else 0.0
+        fig.add_trace(go.Scatter(
+            x=[x[i] for i in empty], y=[low] * len(empty), mode="markers", name="not drawn",
+            marker=dict(symbol=["x" if out[i] else "circle-open" for i in empty], size=12,
+                        color=[colors[i] for i in empty], line=dict(width=2)),
+            hovertext=[hover[i] for i in empty], hoverinfo="text"))
     if next_arm is not None and 0 <= next_arm < k:
         fig.add_vrect(x0=next_arm - 0.45, x1=next_arm + 0.45, fillcolor=ORANGE, opacity=0.15,
-                      line_width=0, annotation_text="next", annotation_position="bottom left")
-    fig.update_layout(title=title, xaxis=dict(title="arm (cluster)", tickmode="array",
-                                              tickvals=x, ticktext=[str(i) for i in x]),
-                      yaxis=dict(title="reward (influence score)"), height=380,
-                      margin=dict(l=40, r=10, t=50, b=40),
-                      legend=dict(orientation="h", y=-0.2))
+                      line_width=0)
+    # the pulls sit under each arm's number, where no marker can cover them
+    ticks = [f"{i}<br><span style='font-size:10px;color:#555'>n={c}</span>"
+             for i, c in zip(x, n)]
+    fig.update_layout(title=dict(text=title, x=0, xanchor="left", y=0.98, yanchor="top"),
+                      xaxis=dict(title="arm (cluster) · pulls", tickmode="array", tickvals=x,
+                                 ticktext=ticks),
+                      yaxis=dict(title="reward (influence score)"), height=400,
+                      margin=dict(l=40, r=10, t=70, b=40),
+                      legend=dict(orientation="h", y=-0.25))
     return fig
 
 
@@ -181,17 +189,19 @@ def regret_chart(rounds: Sequence[int], recall_so_far: Sequence[float],
                              name="cumulative regret", yaxis="y2",
                              line=dict(color=ORANGE, dash="dot")))
     fig.update_layout(title=title, xaxis_title="round", height=320,
-                      yaxis=dict(title="recall", range=[0, 1.02]),
-                      yaxis2=dict(title="cumulative regret", overlaying="y", side="right"),
+                      yaxis=dict(title="recall", range=[0, 1.02], tickformat=".0%"),
+                      yaxis2=dict(title="cumulative regret", overlaying="y", side="right",
+                                  tickformat=".3~g"),
                       margin=dict(l=40, r=40, t=50, b=40), legend=dict(orientation="h", y=-0.25))
     return fig
 
 
-# 26 distinct colours (plotly's "Alphabet"), so up to 26 clusters never share one
-PALETTE = ["#AA0DFE", "#3283FE", "#85660D", "#782AB6", "#565656", "#1C8356", "#16FF32",
-           "#17BECF", "#8C564B", "#1CBE4F", "#C4451C", "#DEA0FD", "#FE00FA", "#325A9B",
-           "#FEAF16", "#F8A19F", "#90AD1C", "#F6222E", "#1CFFCE", "#2ED9FF", "#B10DA1",
-           "#C075A6", "#FC1CBF", "#B00068", "#FBE426", "#FA0087"]
+# 24 colours ordered so that neighbours (clusters 0 and 1, 0 and 3, ...) never look alike;
+# no grey, which marks banned rows and arms
+PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#17becf", "#bcbd22", "#000075", "#f032e6", "#469990", "#9a6324", "#800000",
+           "#4363d8", "#3cb44b", "#ffe119", "#911eb4", "#42d4f4", "#fabed4", "#aaffc3",
+           "#808000", "#e6194b", "#0082c8"]
 
 
 def _natural(value: Any) -> tuple:
@@ -206,11 +216,15 @@ def _natural(value: Any) -> tuple:
 def cluster_map(xy: np.ndarray, color: Sequence[Any], *, kind: str = "category",
                 hover: Sequence[str] | None = None, rows: np.ndarray | None = None,
                 max_points: int = 100_000, seed: int = 0, title: str = "Map",
-                color_title: str = "") -> go.Figure:
+                color_title: str = "", colours: dict[str, str] | None = None,
+                overlays: Sequence[tuple[str, Sequence[int], str, str]] = ()) -> go.Figure:
     """The 2-D map for selection (WebGL), one trace per category or one continuous colour.
 
     Every point carries its pool row index in `customdata`. More than `max_points` rows are
     thinned to a seeded sample and the title says so. Rows with NaN coordinates are left out.
+    `colours` fixes a category's colour (e.g. curation statuses); `overlays` are
+    (name, rows, colour, symbol) marks drawn over the points (pinned, rejected rows), always
+    all shown.
     """
     xy = np.asarray(xy, dtype=np.float64)
     n = len(xy)
@@ -231,9 +245,10 @@ def cluster_map(xy: np.ndarray, color: Sequence[Any], *, kind: str = "category",
         for i, cat in enumerate(sorted(set(cats.tolist()), key=_natural)):
             sel = np.flatnonzero(cats == cat)
             r = rows[sel]
+            colour = (colours or {}).get(str(cat), PALETTE[i % len(PALETTE)])
             fig.add_trace(go.Scattergl(
-                x=xy[r, 0], y=xy[r, 1], mode="markers", name=escape(str(cat)), customdata=r,
-                marker=dict(size=5, opacity=0.8, color=PALETTE[i % len(PALETTE)]),
+                x=xy[r, 0], y=xy[r, 1], mode="markers", name=escape(str(cat) or "unmarked"),
+                customdata=r, marker=dict(size=5, opacity=0.8, color=colour),
                 hovertext=None if text is None else [text[i] for i in sel],
                 hoverinfo="text" if text is not None else "x+y"))
     else:
@@ -242,6 +257,16 @@ def cluster_map(xy: np.ndarray, color: Sequence[Any], *, kind: str = "category",
             customdata=rows, hovertext=text, hoverinfo="text" if text is not None else "x+y",
             marker=dict(size=5, color=color[rows], colorscale="Viridis", showscale=True,
                         colorbar=dict(title=color_title))))
+    for name, marked, colour, symbol in overlays:
+        r = np.asarray([i for i in marked if 0 <= int(i) < n and np.isfinite(xy[int(i)]).all()],
+                       dtype=np.int64)
+        if len(r):
+            fig.add_trace(go.Scattergl(
+                x=xy[r, 0], y=xy[r, 1], mode="markers", name=f"{escape(name)} ({len(r)})",
+                customdata=r, hovertext=None if hover is None else [hover[i] for i in r],
+                hoverinfo="text" if hover is not None else "x+y",
+                marker=dict(size=11, symbol=symbol, color=colour, line=dict(width=1,
+                                                                            color="#fff"))))
     fig.update_layout(title=title + note, height=560, xaxis=dict(visible=False),
                       yaxis=dict(visible=False), margin=dict(l=10, r=10, t=50, b=10),
                       dragmode="lasso", legend=dict(itemsizing="constant"))

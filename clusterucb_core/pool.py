@@ -12,8 +12,10 @@ records) and can be forced.
 
 The columnar table (`Pool.data`, a pyarrow Table), one row per *valid* record:
     row       int64, 0..n-1
-    id        str  (the record's `id`; made as f"{source}_{line_no}" when missing)
-    source    str  (`dataset` or `source` field, else the file stem)
+    id        str  (the record's `id`, or the field named by `id_field`; made as
+               f"{source}_{row}" when missing: record-based, not line-based)
+    source    str  (`dataset` or `source` field, or the one named by `source_field`, else
+               the file stem)
     messages  str  the canonical chat as JSON: [{"role": system|user|assistant, "content"}]
     line_no   int64  1-based line of the file where the record starts (Parquet / datasets: the
               1-based record number)
@@ -241,17 +243,21 @@ class Pool:
 
 # --------------------------------------------------------------------------- entry point
 def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
-              strict: bool = False, cache_dir: str | Path | None = None) -> Pool:
+              strict: bool = False, cache_dir: str | Path | None = None,
+              id_field: str | None = None, source_field: str | None = None) -> Pool:
     """Read a pool file (or `datasets` folder) into the columnar table; see module doc.
 
     With `cache_dir` (a workspace's pool cache) the table is parsed once, written there and
-    memory-mapped by every later call while the file is unchanged (`pool_cache.py`)."""
+    memory-mapped by every later call while the file is unchanged (`pool_cache.py`).
+    `id_field` / `source_field` name the column holding each record's id / source, for pools
+    that do not use `id` and `dataset`/`source`; a named column no record has is an error."""
     path = sources.resolve(path)  # a Hub dataset or a .gz file: its local, plain copy
     if cache_dir is not None:
         from .pool_cache import cached_pool
 
-        return cached_pool(path, cache_dir, format=format, shape=shape, strict=strict)
-    parsed = parse_pool(path, format, shape)
+        return cached_pool(path, cache_dir, format=format, shape=shape, strict=strict,
+                           id_field=id_field, source_field=source_field)
+    parsed = parse_pool(path, format, shape, id_field=id_field, source_field=source_field)
     pool = Pool(data=pa.Table.from_batches(parsed.batches, SCHEMA), **parsed.meta())
     check_pool(pool, strict)
     return pool
@@ -288,7 +294,8 @@ class Parsed:
 
 
 def parse_pool(path: str | Path, format: str = "auto", shape: str = "auto",
-               sink: Callable[[pa.RecordBatch], None] | None = None) -> Parsed:
+               sink: Callable[[pa.RecordBatch], None] | None = None,
+               id_field: str | None = None, source_field: str | None = None) -> Parsed:
     """Parse a pool into record batches of `SCHEMA`, given to `sink` as they fill (else
     kept in `Parsed.batches`). JSONL streams: memory holds one batch, not the file."""
     path = sources.resolve(path)
@@ -342,10 +349,16 @@ def parse_pool(path: str | Path, format: str = "auto", shape: str = "auto",
                                 "folder")
 
     kept: list[pa.RecordBatch] = []
-    builder = _Builder(path, shape, sink or kept.append, record_index=fmt in RECORD_FORMATS)
+    builder = _Builder(path, shape, sink or kept.append, record_index=fmt in RECORD_FORMATS,
+                       id_field=id_field or None, source_field=source_field or None)
     for rec in records:
         builder.add(rec)
     report, detected = builder.finish()
+    for what, name, seen in (("id", id_field, builder.seen_id),
+                             ("source", source_field, builder.seen_source)):
+        if name and not seen and report.n_valid:
+            raise PoolError(f"{path}: no record has the {what} column {name!r}; the first "
+                            f"record's columns are {builder.first_keys}", report)
     if stream is not None:
         newline = stream.newline
         fingerprint = hasher.hexdigest()
@@ -924,8 +937,12 @@ class _Builder:
     occurrence), keeping one short digest per conversation, not the conversation."""
 
     def __init__(self, path: Path, shape: str, sink: Callable[[pa.RecordBatch], None],
-                 record_index: bool = False):
+                 record_index: bool = False, id_field: str | None = None,
+                 source_field: str | None = None):
         self.stem = path.stem if path.is_file() else path.name
+        self.id_field, self.source_field = id_field, source_field
+        self.seen_id = self.seen_source = False
+        self.first_keys: list[str] = []
         self.record_index = record_index  # Parquet / datasets: offsets are record indices
         self.shape = shape
         self.sink = sink
@@ -985,7 +1002,15 @@ class _Builder:
         if err is not None:
             self.problems.append(Problem(rec.line, err))
             return
-        source = obj.get("dataset", obj.get("source"))
+        if not self.first_keys:
+            self.first_keys = list(obj)[:20]
+        if self.source_field:
+            source = obj.get(self.source_field)
+            self.seen_source |= self.source_field in obj
+            if isinstance(source, (int, float)) and not isinstance(source, bool):
+                source = str(source)
+        else:
+            source = obj.get("dataset", obj.get("source"))
         if source is None or source == "":
             source = self.stem
         elif not isinstance(source, str):
@@ -993,13 +1018,14 @@ class _Builder:
                                          f"{type(source).__name__}; using the file name",
                                          "warning"))
             source = self.stem
-        rid = obj.get("id")
+        rid = obj.get(self.id_field or "id")
+        self.seen_id |= bool(self.id_field) and self.id_field in obj
         if isinstance(rid, bool) or (rid is not None and not isinstance(rid, (str, int))):
             self.problems.append(Problem(rec.line, f"'id' must be a string or integer, got "
                                          f"{type(rid).__name__}; a new id is made", "warning"))
             rid = None
         if rid is None or rid == "":
-            rid = f"{source}_{rec.line}"
+            rid = f"{source}_{self.n_rows + len(self.cols['id'])}"  # this row's index
         sub = obj.get("subtask")
         rid = str(rid)
         first = self.first_id.setdefault(rid, rec.line)

@@ -18,6 +18,7 @@ unchanged. The original file is re-read only for export, by byte offset (`Pool.r
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -64,8 +65,9 @@ def _locked(folder: Path):
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _index_key(path: Path, format: str, shape: str) -> str:
-    return f"{path}|{format}|{shape}"
+def _index_key(path: Path, format: str, shape: str, columns: tuple[str, str] = ("", "")
+               ) -> str:
+    return f"{path}|{format}|{shape}" + ("|{}|{}".format(*columns) if any(columns) else "")
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -92,15 +94,19 @@ def open_entry(entry: Path, path: Path, signature: list | None = None) -> Pool:
                 cache_entry=entry)
 
 
-def _build(path: Path, root: Path, format: str, shape: str) -> tuple[Path, list]:
+def _build(path: Path, root: Path, format: str, shape: str,
+           columns: tuple[str, str] = ("", "")) -> tuple[Path, list]:
     """Parse the pool into a new entry (streamed to disk): (entry folder, file signature)."""
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".build.", dir=root))
     try:
         with pa.OSFile(str(tmp / DATA), "wb") as sink, \
                 pa.ipc.new_file(sink, SCHEMA) as writer:
-            parsed = parse_pool(path, format, shape, sink=writer.write_batch)
-        entry = root / f"{parsed.fingerprint[:32]}-{format}-{shape}"
+            parsed = parse_pool(path, format, shape, sink=writer.write_batch,
+                                id_field=columns[0] or None, source_field=columns[1] or None)
+        named = ("-" + hashlib.sha256("\0".join(columns).encode()).hexdigest()[:8]
+                 if any(columns) else "")
+        entry = root / f"{parsed.fingerprint[:32]}-{format}-{shape}{named}"
         if (entry / META).exists():  # same content under another signature: keep the entry
             return entry, parsed.signature
         rep = parsed.report
@@ -120,20 +126,22 @@ def _build(path: Path, root: Path, format: str, shape: str) -> tuple[Path, list]
 
 
 def cached_pool(path: str | Path, cache_dir: str | Path, format: str = "auto",
-                shape: str = "auto", strict: bool = False) -> Pool:
+                shape: str = "auto", strict: bool = False, id_field: str | None = None,
+                source_field: str | None = None) -> Pool:
     """The pool at `path`, parsed into `cache_dir` on first use and memory-mapped after."""
     path = Path(path).expanduser().resolve()
     root = Path(cache_dir)
     if not path.exists():
         raise FileNotFoundError(f"pool not found: {path}")
-    key = _index_key(path, format, shape)
+    columns = (id_field or "", source_field or "")
+    key = _index_key(path, format, shape, columns)
     with _locked(root):
         index = _read_json(root / INDEX)
         known = index.get(key)
         signature = file_signature(path)
         entry = root / known["entry"] if known else None
         if entry is None or known.get("signature") != signature or not (entry / META).exists():
-            entry, signature = _build(path, root, format, shape)
+            entry, signature = _build(path, root, format, shape, columns)
             index[key] = {"signature": signature, "entry": entry.name}
             used = {v["entry"] for v in index.values()}
             for old in root.iterdir():  # entries no pool path points to any more

@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from clusterucb_app import state, ui
+from clusterucb_app import state, target_ui, ui
 from clusterucb_core import atomic
 
 ws = ui.workspace()
@@ -36,18 +36,6 @@ except ImportError:
 
 ref = state.target_ref(ws) or {}
 bundled = state.bundled_targets()
-
-
-@st.cache_data(show_spinner=False, max_entries=8)
-def _truncation_sentence(_target, fingerprint: str, model_path: str, max_length: int) -> str:
-    """How max_length cuts the target's examples (tokenizer only; cached per target)."""
-    from dataclasses import replace
-
-    from clusterucb_core.model import load_tokenizer
-    from clusterucb_core.scorable import target_report, target_sentence
-
-    spec = replace(state.settings(ws, "model"), name_or_path=model_path)
-    return target_sentence(target_report(_target.examples, load_tokenizer(spec), max_length))
 
 
 def _try_use(path: Path, kind: str, trim: bool) -> bool:
@@ -129,13 +117,7 @@ m[0].metric("Target", target.name)
 m[1].metric("Kind", target.kind)
 m[2].metric("Subtasks", len(target.subtasks))
 m[3].metric("Examples", f"{len(target.examples):,}")
-model_spec = state.settings(ws, "model")
-try:
-    cut = _truncation_sentence(target, target.fingerprint, model_spec.name_or_path,
-                               int(model_spec.max_length))
-    (st.info if "lost" in cut else st.caption)(cut)
-except Exception as exc:  # noqa: BLE001 - the tokenizer may not be reachable yet
-    st.caption(f"Truncation not counted yet (the model's tokenizer could not be loaded: {exc}).")
+target_ui.truncation_note(ws, target)
 if getattr(target, "trimmed", None):
     st.info("Trimmed to equal subtask sizes: "
             + ", ".join(f"{k}: -{v}" for k, v in target.trimmed.items() if v))

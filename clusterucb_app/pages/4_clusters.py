@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
-from clusterucb_app import cluster_map, cluster_panels, engine, find, state, ui
+from clusterucb_app import (
+    cluster_map,
+    cluster_panels,
+    clusters_view,
+    curation_ui,
+    find,
+    rounds,
+    state,
+    ui,
+)
 
 ws = ui.workspace()
 ui.header(
@@ -15,21 +23,26 @@ ui.header(
     """
 **Spherical k-means** on the normalised features: each row joins the centroid with the
 largest cosine; a centroid is the normalised mean of its members (k-means++ seeding, a seed, a
-tolerance; empty clusters are re-seeded). Rows of one cluster have similar gradients, so
-similar influence scores: a few draws from a cluster say a lot about all of it.
+tolerance; empty clusters are re-seeded). The features are the *cluster features* of the
+Model & Features page (by default forward-only hidden states, not gradients): rows that the
+model represents alike tend to have similar influence scores, so a few draws from a cluster
+say a lot about all of it.
 
-**Choosing K**: the K scan clusters a sample for several K and reports the cosine silhouette
-(higher = better separated); the default picks the smallest K within 0.01 of the best.
+**Choosing K**: *auto* picks K by the rule set in the clustering settings: `size8` (the
+default) gives each arm about 8 cold-start draws; `silhouette` clusters a sample for several K,
+keeps the smallest K within 0.01 of the best cosine silhouette, and warns when that K is the
+smallest tried or the silhouette is low. *Fixed K* uses yours.
 Fewer, larger clusters make the cold start cheaper; more clusters let the bandit aim finer.
 
 **The map** is UMAP (cosine) of the same features, for looking only — the clustering does not
 use it. Select points with the box or lasso tool to read them, pin or reject them, or ban their
-cluster (a banned cluster is never drawn).
+cluster (a banned cluster is never drawn). Pinned rows show as ★, rejected as ×; *colour by
+curation status* greys out banned clusters.
 """)
 
 stores = [n for n in ws.list("features") if not n.startswith(".")]
+curation_ui.flush_toast()
 
-# ------------------------------------------------------------------------------ make clusters
 with st.expander("Cluster the pool", expanded=not state.cluster_names(ws)):
     if not stores:
         st.info("No features yet: compute **cluster features** on the Model & Features page "
@@ -38,24 +51,7 @@ with st.expander("Cluster the pool", expanded=not state.cluster_names(ws)):
             "pages/3_features.py", label="Go to Model & Features", icon=":material/arrow_forward:"
         )
     else:
-        spec = state.settings(ws, "cluster")
-        st.caption("Features: " + ", ".join(f"`{n}`" for n in stores)
-                   + ". The clustering uses the cluster features set on the Model & Features "
-                     "page.")
-        c = st.columns([1, 1, 1])
-        k = c[0].number_input("K (0 = pick from the scan)", 0, 5000, int(spec.k), key="cl_k")
-        seed = c[1].number_input("Seed", 0, 2**31 - 1, int(spec.seed), key="cl_seed")
-        mb = c[2].checkbox("Mini-batch (large pools)", value=bool(spec.minibatch), key="cl_mb")
-        b = st.columns(2)
-        if b[0].button("Run clustering", type="primary", key="cl_run"):
-            from dataclasses import replace
-
-            state.save_settings(ws, cluster=replace(spec, k=int(k), seed=int(seed),
-                                                    minibatch=bool(mb)))
-            engine.start_stage(ws, "clusters", "Clustering")
-        if b[1].button("Compute the 2-D map (UMAP)", key="cl_map",
-                       help="The map is for looking only; the clustering does not use it."):
-            engine.start_stage(ws, "map", "UMAP map")
+        cluster_panels.clustering_form(ws, stores)
 ui.job_panel(ws, "clusters")  # outside the expander: visible while it is collapsed
 
 names = state.cluster_names(ws)
@@ -64,7 +60,7 @@ if not names:
     st.stop()
 cur = state.current_clusters_name(ws)
 if len(names) > 1:
-    pick = st.selectbox("Clustering", names, index=names.index(cur), key="cl_pick",
+    pick = st.selectbox("Clustering", names, index=names.index(cur), key=f"cl_pick_{cur}",
                         help="The UCB page uses the clustering chosen here.")
     if pick != cur:
         ws.update_meta(clusters=pick)
@@ -87,59 +83,31 @@ except Exception:  # noqa: BLE001
 lg = state.ledger(ws, cur)
 led = lg.state()
 cnames = find.cluster_names(cs, led)  # with the names given in the ledger
+if cs.kscan is not None and (warning := clusters_view.kscan_warning(cs.kscan, cs.k)):
+    st.warning(warning)
 
-m = st.columns(4)
+m = st.columns(5)
 m[0].metric("Clusters (arms)", cs.k)
 m[1].metric("Rows", f"{n_rows:,}")
 m[2].metric("Without features", f"{int((labels < 0).sum()):,}",
             help="Rows with no trained token within the max length: never drawn.")
 m[3].metric("Banned clusters", len(led.banned))
+m[4].metric("Pinned / rejected rows", f"{len(led.pinned):,} / {len(led.rejected):,}")
 
-# ------------------------------------------------------------------------------ the map
+scores = {}
+if (ex := state.exhaustive_scores(ws, n_rows)) is not None:
+    scores["exhaustive score"] = ex
+if (rid := rounds.current_id(ws)) is not None:
+    try:
+        scores[f"score in run {rounds.describe(ws, rid)}"] = rounds.get(ws, rid).scores
+    except Exception as exc:  # noqa: BLE001 - the map works without the run
+        ui.log.warning("run %s not shown on the map: %s", rid, exc)
+
 cluster_map.section(ws, cs, pool, cur)  # a fragment: selections, search, tags
-
-# ------------------------------------------------------------------------------ cluster table
-st.subheader("Clusters")
-if cs.summary is not None:
-    summ = cs.summary.copy()
-    table = pd.DataFrame({
-        "cluster": summ["cluster"].astype(int),
-        "label": [led.names.get(int(c), lab) for c, lab in zip(summ["cluster"], summ["label"])],
-        "size": summ["size"].astype(int),
-        "share": summ["share"],
-        "top source": summ["top_source"],
-        "source mix": [", ".join(f"{k} {v}" for k, v in list(d.items())[:4])
-                       for d in summ["sources"]],
-        "keywords": [", ".join(k) for k in summ["keywords"]],
-        f"{summ.attrs.get('token_unit', 'tokens')} (median)": summ["tokens_median"],
-        "banned": [int(c) in led.banned for c in summ["cluster"]],
-    })
-else:
-    sizes = np.bincount(labels[labels >= 0], minlength=cs.k)
-    table = pd.DataFrame({"cluster": range(cs.k), "size": sizes,
-                          "banned": [c in led.banned for c in range(cs.k)]})
-st.dataframe(table, hide_index=True, key="cl_table",
-             column_config={"share": st.column_config.ProgressColumn(
-                 "share", format="percent", min_value=0, max_value=float(table["share"].max())
-                 if "share" in table else 1.0)})
-c = st.columns([3, 1, 1])
-ban_pick = c[0].multiselect("Clusters", list(range(cs.k)), format_func=lambda k: cnames.get(k, k),
-                            key="cl_ban_pick", label_visibility="collapsed",
-                            placeholder="Choose clusters to ban or unban")
-if c[1].button("Ban", icon=":material/do_not_disturb_on:", key="cl_ban", disabled=not ban_pick,
-               help="A banned cluster is never drawn by the bandit and left out of the selection "
-                    "(pinned rows stay)."):
-    for k_ in ban_pick:
-        lg.ban(int(k_), note="cluster table")
-    st.rerun()
-if c[2].button("Unban", key="cl_unban", disabled=not ban_pick):
-    for k_ in ban_pick:
-        lg.unban(int(k_), note="cluster table")
-    st.rerun()
+cluster_panels.cluster_table(cs, lg, cnames, next(iter(scores.values()), None))
 with st.expander("Name a cluster"):
     find.rename_panel(lg, cs.k, cnames, "cl_rename")
 
-# ------------------------------------------------------------------------------ K scan + samples
 left, right = st.columns([1, 1])
 with left:
     cluster_panels.kscan(ws, cs)

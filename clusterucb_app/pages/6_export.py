@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from clusterucb_app import export_panel, find, rounds, state, ui
+from clusterucb_app import curation_ui, export_panel, export_view, find, marks, rounds, state, ui
 
 ws = ui.workspace()
 ui.header(
@@ -15,8 +15,10 @@ ui.header(
     "The final selection: the top-p of every scored row, with your pins, rejections and bans "
     "applied. Export it in your pool's own format, or as LESS's files.",
     """
-* **Selected** = the `floor(N·p)` best-scored rows among those the bandit scored, plus every
-  **pinned** row, minus **rejected** rows and rows of **banned** clusters (unless pinned).
+* **Selected** = `floor(N·p)` rows: every **pinned** row first, then the best-scored rows
+  among those the bandit scored, leaving out **rejected** rows and rows of **banned**
+  clusters (a pinned row stays even in a banned cluster). Pins take slots, so the export has
+  the size top-p says; with more pins than slots every pin is kept and nothing else.
 * Every hand edit is kept in the workspace's **ledger** (`ledger.jsonl`) with its time.
 * The export folder holds: `selected.*` — your original records **byte for byte**;
   `selection.parquet`/`.csv` — every drawn, pinned or rejected row with score, cluster,
@@ -50,6 +52,9 @@ result = run.result(lg)
 names = find.cluster_names(clusters, led)
 table = selection_table(pool, result, names, led.tags)
 
+run_name = rounds.describe(ws, rid)
+curation_ui.flush_toast()
+st.markdown(f"**Run:** {ui.plain(run_name)} — change it on the UCB Rounds page.")
 if not run.done:
     st.warning(f"The run is not finished: {run.budget_used:,} of {run.budget_total:,} budget "
                "rows scored. The selection below is the best so far.")
@@ -59,6 +64,8 @@ m[1].metric("Scored (budget)", f"{result.budget_used:,} / {result.budget_total:,
 m[2].metric("Pinned", len(result.pinned))
 m[3].metric("Rejected", len(result.rejected))
 m[4].metric("Banned clusters", len(result.banned))
+st.caption(ui.plain(marks.selection_rule(result.n_top, len(result.pinned), run.N,
+                                         run.spec.top_p)))
 
 # ------------------------------------------------------------------------------ the selection
 st.subheader("Selection")
@@ -69,44 +76,32 @@ f_src = c[1].multiselect("Sources", srcs, key="ex_src", placeholder="all sources
 cl_opts = sorted(int(x) for x in table["cluster"].unique() if x >= 0)
 f_cl = c[2].multiselect("Clusters", cl_opts, format_func=lambda k: names.get(k, k),
                         key="ex_cl", placeholder="all clusters")
-tag_opts = list(led.tag_counts())
-f_tag = c[3].multiselect("Tags", tag_opts, key="ex_tag", placeholder="any tags")
+f_tag = c[3].multiselect("Tags", list(led.tag_counts()), key="ex_tag", placeholder="any tags")
 hits = find.found("ex_found")
 view = find.with_rows(table, pool, hits["rows"], result, names, led.tags) if hits else table
-if only_sel and not hits:
-    view = view[view["selected"]]
-if f_src:
-    view = view[view["source"].astype(str).isin(f_src)]
-if f_cl:
-    view = view[view["cluster"].isin(f_cl)]
-if f_tag:
-    view = view[view["row"].isin([r for t in f_tag for r in led.rows_tagged(t)])]
+view = export_view.filter_rows(
+    view, only_selected=only_sel and not hits, sources=f_src, clusters=f_cl,
+    tag_rows={r for t in f_tag for r in led.rows_tagged(t)} if f_tag else None)
 if hits:
     st.caption(f"Showing the {len(hits['rows']):,} rows found by {hits['label']} (drawn or not; "
                "**Clear** below to see the selection again).")
 prev = ui.preview_frame(pool.frame(view["row"].to_numpy()))
-shown = view.reset_index(drop=True).copy()
-shown.insert(3, "prompt", prev["prompt"].to_numpy())
-cols = [c_ for c_ in ["rank", "row", "id", "prompt", "source", "cluster", "cluster_label",
-                      "score", "round_drawn", "selected", "pinned", "rejected", "tags"]
-        if c_ in shown]
-sel = st.dataframe(shown[cols], hide_index=True, on_select="rerun", selection_mode="multi-row",
-                   key="ex_table", height=360)
+shown = export_view.curate_table(view, prev["prompt"].to_numpy(), run.labels, led)
+sel = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row",
+                   key="ex_table", height=min(360, ui.table_height(len(shown))),
+                   column_config={"status": curation_ui.status_column()})
 st.caption(f"{len(view):,} rows shown. Select rows (left edge) to read them or edit them.")
 chosen = [int(shown["row"].iat[i]) for i in sel.selection.rows]
-b = st.columns(4)
-if b[0].button("Pin", icon=":material/push_pin:", disabled=not chosen, key="ex_pin"):
-    lg.pin(chosen, note="Curate & Export")
-    st.rerun()
-if b[1].button("Reject", icon=":material/block:", disabled=not chosen, key="ex_reject"):
-    lg.reject(chosen, note="Curate & Export")
-    st.rerun()
-if b[2].button("Unpin", disabled=not chosen, key="ex_unpin"):
-    lg.unpin(chosen, note="Curate & Export")
-    st.rerun()
-if b[3].button("Unreject", disabled=not chosen, key="ex_unreject"):
-    lg.unreject(chosen, note="Curate & Export")
-    st.rerun()
+ids = dict(zip(chosen[:6], map(str, pool.column("id", chosen[:6]))))  # the toast's names
+b = st.columns(5)
+for i, (op, label, icon) in enumerate([("pin", "Pin", ":material/push_pin:"),
+                                       ("reject", "Reject", ":material/block:"),
+                                       ("unpin", "Unpin", None), ("unreject", "Unreject", None)]):
+    if b[i].button(label, icon=icon, disabled=not chosen, key=f"ex_{op}"):
+        curation_ui.edit(lg, op, chosen, "Curate & Export", ids)
+        st.rerun()
+with b[4]:
+    curation_ui.undo_button(lg, "ex_undo")
 if find.tag_panel(lg, chosen, "ex_tags"):
     st.rerun()  # the table shows the new tags
 st.caption("Find rows in the whole pool, or rows like those chosen in the table:")
@@ -142,4 +137,4 @@ with st.expander(f"Ledger of hand edits ({len(lg.edits())})", expanded=False):
                    "page.")
 
 # ------------------------------------------------------------------------------ export
-export_panel.section(ws, rid, run, pool, result, clustering, names, lg)
+export_panel.section(ws, rid, run_name, run, pool, result, clustering, names, lg)

@@ -31,13 +31,7 @@ if not ui.need(len(ids) >= 2, f"This workspace has {len(ids)} saved run(s); comp
 
 
 def _describe(run_id: str) -> str:
-    try:
-        h = rounds.header(ws, run_id)
-        sp = h.get("spec", {})
-        return (f"{run_id} · {sp.get('policy')} β={sp.get('beta')} budget={sp.get('budget')} "
-                f"top-p={sp.get('top_p')} seed={sp.get('seed')}")
-    except (OSError, ValueError):
-        return run_id
+    return rounds.describe(ws, run_id)  # named by its settings, as on the UCB Rounds page
 
 
 c = st.columns([2, 2, 1])

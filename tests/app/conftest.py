@@ -81,6 +81,12 @@ def build_workspace(root: Path, name: str = "fixture") -> Path:
     scores = np.where(src_idx == 0, 0.3, 0.05) + 0.05 * rng.normal(size=n)
     (ws.root / "scores").mkdir(exist_ok=True)
     np.save(ws.root / "scores" / "exhaustive.npy", scores)
+    # the identity Pipeline.exhaustive_scores writes beside its table (no feature store here)
+    from clusterucb_core.targets import load_target
+
+    (ws.root / "scores" / "exhaustive.json").write_text(json.dumps(
+        {"identity": {"stores": [], "target": load_target(target_path).fingerprint,
+                      "weights": None}, "n_rows": n}))
     ws.update_meta(pool={"path": str(pool_path), "format": "auto", "shape": "auto"},
                    target={"path": str(target_path), "kind": "auto", "trim": False},
                    clusters="k4")

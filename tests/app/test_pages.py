@@ -48,7 +48,7 @@ def test_workspace_name_goes_into_the_url(app_env):
     at.run()
     _ok(at)
     assert at.query_params["ws"] == "fixture"
-    assert at.sidebar.selectbox(key="ws_picker").value == "fixture"
+    assert at.sidebar.selectbox(key="ws_picker_fixture").value == "fixture"
 
 
 def test_fresh_session_opens_the_demo_workspace(monkeypatch, tmp_path):
@@ -232,18 +232,22 @@ def test_job_panel_shows_finished_and_crashed_jobs(app_env):
 
 
 def test_play_advances_until_paused(app_env):
+    """Play steps a round per tick; Pause stops it for good (issue 13, bug 3): a click on
+    Pause sets the state (never toggles it), so further ticks do not move the run."""
     at = app_env("pages/5_rounds.py")
     at.run()
     at.button(key=START).click().run()
     at.button(key="ucb_play_btn").click().run()
     _ok(at)
     assert at.session_state["ucb_play"] is True
-    assert at.button(key="ucb_play_btn").label == "Pause"
+    assert at.button(key="ucb_pause_btn").label == "Pause"
     at.run()  # a tick of the auto-advance (the fragment's timer reruns it in a browser)
     assert _metric(at, "Rows scored") != "0 / 24"
-    at.button(key="ucb_play_btn").click().run()
+    at.button(key="ucb_pause_btn").click().run()
     _ok(at)
     assert at.session_state["ucb_play"] is False
+    assert at.button(key="ucb_play_btn").label == "Play"
     scored = _metric(at, "Rows scored")
-    at.run()
-    assert _metric(at, "Rows scored") == scored  # paused: nothing moves
+    for _ in range(3):  # more timer ticks after the pause
+        at.run()
+        assert _metric(at, "Rows scored") == scored  # paused: nothing moves

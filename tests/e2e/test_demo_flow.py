@@ -10,16 +10,12 @@ else the tiny test model (tests/conftest.py), so the flow runs on a fresh checko
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
-from e2e_support import ARGS, ARTIFACTS, CHROMIUM, go, idle, no_error, shot
+from e2e_support import ARGS, ARTIFACTS, CHROMIUM, click_key, go, idle, no_error, shot, wait_job
 
 pytestmark = pytest.mark.e2e
-
-JOB_TIMEOUT_MS = 600_000
-
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, start_app):
@@ -41,33 +37,6 @@ def page(server):
         yield pg
         ctx.close()
         browser.close()
-
-
-def _click_key(page, key: str, expander: str | None = None) -> None:
-    """Click the button streamlit renders for widget `key` (unambiguous, unlike its label),
-    opening the expander it sits in first when that is collapsed (e.g. once a prebuilt demo
-    workspace already has clusters)."""
-    button = page.locator(f".st-key-{key} button").first
-    if expander and not button.is_visible():
-        page.locator('[data-testid="stExpander"] summary').filter(has_text=expander).first.click()
-        page.wait_for_timeout(300)
-    button.click()
-    idle(page)
-
-
-def _wait_job(page, title: str) -> None:
-    """Wait for the job panel to say the job finished; fail at once when it says it failed."""
-    deadline = time.time() + JOB_TIMEOUT_MS / 1000
-    done = page.get_by_text(f"{title} finished").first
-    bad = page.locator('[data-testid="stAlertContentWarning"]').filter(has_text=title)
-    while time.time() < deadline:
-        if done.is_visible():
-            idle(page)
-            return
-        if bad.count():
-            raise AssertionError(bad.first.inner_text())
-        page.wait_for_timeout(1000)
-    raise AssertionError(f"{title} did not finish in time")
 
 
 def _use_small_model_if_needed(server, request) -> str:
@@ -110,21 +79,21 @@ def test_demo_flow(page, server, request):
 
     # 3. Model & features: warm-up, then cluster features (background jobs)
     go(page, server, "features")
-    _click_key(page, "btn_warmup")
-    _wait_job(page, "Warm-up")
+    click_key(page, "btn_warmup")
+    wait_job(page, "Warm-up")
     go(page, server, "features")
-    _click_key(page, "btn_cfeat")
-    _wait_job(page, "Cluster features")
+    click_key(page, "btn_cfeat")
+    wait_job(page, "Cluster features")
     no_error(page)
     shot(page, "03_features")
 
     # 4. Clusters: k-means, then the UMAP map
     go(page, server, "clusters")
-    _click_key(page, "cl_run", expander="Cluster the pool")
-    _wait_job(page, "Clustering")
+    click_key(page, "cl_run", expander="Cluster the pool")
+    wait_job(page, "Clustering")
     go(page, server, "clusters")  # the finished job reran the page; start from a fresh load
-    _click_key(page, "cl_map", expander="Cluster the pool")
-    _wait_job(page, "UMAP map")
+    click_key(page, "cl_map", expander="Cluster the pool")
+    wait_job(page, "UMAP map")
     go(page, server, "clusters")
     page.get_by_text("Clusters (arms)").first.wait_for()
     chart = page.locator('[data-testid="stPlotlyChart"]').first

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
-from e2e_support import ARGS, ARTIFACTS, CHROMIUM, ROOT, go, idle, no_error, shot
+from e2e_support import ARGS, ARTIFACTS, CHROMIUM, ROOT, go, idle, no_error, shot, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -108,14 +108,16 @@ def test_guided_tour(page, server):
 def test_playground_play_and_reveal(page, server):
     go(page, server, "playground")
     no_error(page)
-    assert _rows_scored(page) == [0, 0]
+    wait_until(page, lambda: _rows_scored(page) == [0, 0], "two fresh runs")
     page.get_by_role("button", name="Cold start").click()
+    wait_until(page, lambda: len(set(_rows_scored(page))) == 1 and _rows_scored(page)[0] > 0,
+               "both cold starts")
     idle(page)
     after_cold = _rows_scored(page)
-    assert after_cold[0] == after_cold[1] > 0
     page.get_by_role("button", name="Step N rounds").click()  # 5 rounds
+    wait_until(page, lambda: all(n > c for n, c in zip(_rows_scored(page), after_cold)),
+               "five more rounds in both runs")
     idle(page)
-    assert all(n > c for n, c in zip(_rows_scored(page), after_cold))
     page.locator('[data-testid="stCheckbox"]').filter(has_text="Reveal the truth").click()
     idle(page)
     page.get_by_text("The best arm is").wait_for()
@@ -126,9 +128,8 @@ def test_playground_play_and_reveal(page, server):
     no_error(page)
     shot(page, "teach_playground")
     page.get_by_role("button", name="▶ Play").click()
-    page.get_by_text("Finished:").first.wait_for(timeout=120_000)
-    idle(page)
-    assert _rows_scored(page) == [194, 194]
+    wait_until(page, lambda: _rows_scored(page) == [194, 194], "both runs at the budget",
+               timeout=300)
     no_error(page)
     shot(page, "teach_playground_end")
 

@@ -340,3 +340,31 @@ def test_cli_select_errors(tmp_path):
         _cli(["select", "-w", str(ws.root), "--lazy"])
     with pytest.raises(FileNotFoundError, match="no run"):
         _cli(["export", "-w", str(ws.root), "--run", "ghost"])
+
+
+def test_sorted_csv_indexes_records_of_a_multiline_csv(tmp_path):
+    """Issue 13, bug 7: sorted.csv held physical line numbers (up to 2,922 for 400 records
+    with multi-line fields), and made ids were line-based."""
+    import csv
+
+    src = tmp_path / "alpaca.csv"
+    with open(src, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["instruction", "input", "output"])
+        for i in range(N):
+            w.writerow([f"Task {i}\nwith a second line", "" if i % 2 else f"in\n{i}",
+                        f"Answer {i}\nline two\nline three"])
+    pool = load_pool(src)
+    assert list(pool.table["id"]) == [f"alpaca_{i}" for i in range(N)]
+    run, labels, scores = make_run(N)
+    run.run_to_end()
+    out = ex.export_selection(tmp_path / "exp", pool, run.result(), run_id="r1",
+                              clustering="k4")
+    rows = [x.split(", ") for x in (out / "sorted.csv").read_text().splitlines()[1:]]
+    with open(src, newline="") as fh:
+        records = list(csv.DictReader(fh))
+    for _, idx, score in rows:
+        i = int(idx)
+        assert 0 <= i < N
+        assert records[i]["instruction"] in pool.table["messages"].iat[i][0]["content"]
+        assert float(score) == round(float(scores[i]), 6)

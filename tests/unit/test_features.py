@@ -259,3 +259,34 @@ def test_cli_warmup_then_features(tiny_pool_file, tiny_model_dir, tmp_path, caps
     assert (ws / "features" / "hidden-base" / "manifest.json").exists()
     assert main(["features", *common, "--checkpoint", "nope"]) == 2
     assert "no checkpoint 'nope'" in capsys.readouterr().err
+
+
+def test_target_gradients_resume_after_a_cancel(pool, mspec, tmp_path, monkeypatch):
+    """Issue 13, item 8: Cancel then Resume redid the target gradients from 0."""
+    from dataclasses import replace
+
+    spec = replace(SPEC, batch_size=1)
+    monkeypatch.setattr(F, "CHUNK_BATCHES", 1)  # one example per chunk: four chunks
+    target = _Target("tgt", [_Example(s, f"<|user|>\nq{i}?\n<|assistant|>\n", f" a{i}")
+                             for i, s in enumerate("abab")], subtasks=["a", "b"])
+    out = tmp_path / "targets" / "t"
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(done, total, message=""):
+        if done >= 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        F.target_features(target, mspec, LORA, None, spec, out_dir=out, progress=stop_after_two)
+    calls = []
+    real = F.FeatureEngine.featurize
+    monkeypatch.setattr(F.FeatureEngine, "featurize",
+                        lambda self, encs: calls.append(len(encs)) or real(self, encs))
+    feats, ids = F.target_features(target, mspec, LORA, None, spec, out_dir=out)
+    assert calls == [1, 1]  # only the two chunks not done before the cancel
+    assert not out.with_name("t.partial").exists()
+    fresh, _ = F.target_features(target, mspec, LORA, None, spec, out_dir=tmp_path / "fresh")
+    np.testing.assert_allclose(feats, fresh, rtol=1e-5, atol=1e-6)
+    assert ids.tolist() == [0, 1, 0, 1]

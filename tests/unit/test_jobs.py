@@ -143,3 +143,22 @@ def test_cli_output_drives_progress_until_explicit_reports(tmp_path):
     p(5, 7, "explicit")
     tee.write("30/1000\n")  # ignored once the engine reports itself
     assert p.state["done"] == 5 and p.state["total"] == 7
+
+
+def test_finished_jobs_leave_no_zombie(ws):
+    """Issue 13, item 18: finished job processes stayed <defunct> under the server."""
+    job_id = jobs.start(ws, "demo", target="tests.job_tasks:demo_task",
+                        kwargs={"total": 2, "delay_s": 0.0})
+    pid = int((ws.jobs(job_id) / jobs.PIDFILE).read_text())
+    assert jobs.wait(ws, job_id, timeout_s=60).status == jobs.DONE
+
+    def reaped():
+        jobs.list_jobs(ws)  # what a page does on every run
+        try:
+            stat = open(f"/proc/{pid}/stat").read()
+        except OSError:
+            return True  # gone: reaped
+        return stat.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+
+    _wait_for(reaped)
+    assert pid not in jobs._CHILDREN

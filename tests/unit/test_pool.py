@@ -106,8 +106,8 @@ def test_raw_lines_are_byte_exact_jsonl_crlf_and_line_numbers(tmp_path):
     assert pool.table["raw"].tolist() == lines
     assert b"".join(pool.original_line(i) for i in range(3)) == \
         (lines[0] + "\r\n" + lines[1] + "\r\n" + lines[2] + "\r\n").encode()
-    # ids made from source (file stem) and line number
-    assert pool.table["id"].tolist() == ["p_1", "p_3", "p_5"]
+    # ids made from source (file stem) and the record's position (issue 13: not the line)
+    assert pool.table["id"].tolist() == ["p_0", "p_1", "p_2"]
     assert pool.table["source"].tolist() == ["p"] * 3
 
 
@@ -312,3 +312,18 @@ def test_real_flan_pool_loads_byte_exact():
                               ["aqua", "creak", "ecqa", "qasc", "sensemaking", "strategyqa"]}
     assert b"".join(pool.original_line(i) for i in range(len(pool))) == FLAN.read_bytes()
     assert all(m[-1]["role"] == "assistant" for m in pool.table["messages"])
+
+
+def test_id_and_source_columns_can_be_named(tmp_path):
+    """Issue 13, item 13: no way to choose the id or source column."""
+    path = tmp_path / "named.jsonl"
+    recs = [{"uid": f"u{i}", "origin": "flan" if i % 2 else "cot", "messages": CHATS[i % 3]}
+            for i in range(4)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    pool = load_pool(path, id_field="uid", source_field="origin")
+    assert pool.table["id"].tolist() == ["u0", "u1", "u2", "u3"]
+    assert pool.table["source"].tolist() == ["cot", "flan", "cot", "flan"]
+    default = load_pool(path)
+    assert default.table["source"].tolist() == ["named"] * 4
+    with pytest.raises(PoolError, match="no record has the id column 'nope'.*uid"):
+        load_pool(path, id_field="nope")

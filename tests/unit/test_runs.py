@@ -52,6 +52,17 @@ def _workspace(tmp_path: Path):
     scores = np.random.default_rng(0).normal(labels * 0.1, 0.05)
     (ws.root / "scores").mkdir()
     np.save(ws.root / "scores" / "exhaustive.npy", scores)
+    # a target and the identity Pipeline.exhaustive_scores writes beside its table: the app
+    # uses the table only for this pool and target
+    from clusterucb_core.targets import load_target
+
+    target = tmp_path / "target.jsonl"
+    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
+    target.write_text(json.dumps({"subtask": "s", "messages": chat}) + "\n")
+    (ws.root / "scores" / "exhaustive.json").write_text(json.dumps(
+        {"identity": {"stores": [], "target": load_target(target).fingerprint,
+                      "weights": None}, "n_rows": N}))
+    ws.update_meta(target={"path": str(target), "kind": "auto", "trim": False})
     return ws, labels, scores
 
 
