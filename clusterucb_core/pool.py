@@ -517,14 +517,19 @@ class _ByteOffsets:
 _WS = re.compile(r"[ \t\r\n]*")
 
 
-def _read_json(data: bytes) -> Iterator[_Rec]:
+def _decode(data: bytes) -> tuple[str, bool]:
+    """The file's text (undecodable bytes kept as surrogates, so offsets stay exact) and
+    whether it began with a UTF-8 BOM, which is dropped."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         text = data.decode("utf-8", "surrogateescape")
     bom = text.startswith("\ufeff")
-    if bom:
-        text = text[1:]
+    return (text[1:] if bom else text), bom
+
+
+def _read_json(data: bytes) -> Iterator[_Rec]:
+    text, bom = _decode(data)
     dec = json.JSONDecoder()
     counter = _LineCounter(text)
     counter.byte = _ByteOffsets(text, 3 if bom else 0)
@@ -644,13 +649,7 @@ def _scan_array(text: str, pos: int, dec: json.JSONDecoder,
 
 
 def _read_delimited(data: bytes, delimiter: str) -> Iterator[_Rec]:
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError:
-        text = data.decode("utf-8", "surrogateescape")
-    bom = text.startswith("\ufeff")
-    if bom:
-        text = text[1:]
+    text, bom = _decode(data)
     lines = [m for m in re.split(r"(?<=\n)", text) if m]  # only \n (or \r\n) ends a line
     starts = [3 if bom else 0]  # byte offset of each line
     ascii_only = text.isascii()
