@@ -113,3 +113,19 @@ def no_error(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0, "a traceback is shown"
     errors = page.locator('[data-testid="stAlertContentError"]')
     assert errors.count() == 0, errors.all_inner_texts()
+
+
+def pick_option(page, key: str, index: int) -> None:
+    """Choose option `index` of the select box `key`, opening it again whenever a rerun of the
+    page closed it before its options showed."""
+    options = page.get_by_role("option")
+
+    def shown() -> bool:
+        if options.count() <= index:
+            box = page.locator(f".st-key-{key} [data-baseweb='select']")
+            (box.first if box.count() else page.locator(f".st-key-{key}")).click()
+        return options.count() > index
+
+    idle(page)
+    wait_until(page, shown, f"the options of {key}")
+    options.nth(index).click()

@@ -23,6 +23,7 @@ from e2e_support import (
     idle,
     metric,
     no_error,
+    pick_option,
     shot,
     wait_job,
     wait_until,
@@ -261,8 +262,7 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
     wait_until(page, lambda: metric(page, "Pinned / rejected rows").startswith("1 /"),
                "the pins count")
     page.get_by_text("pinned (1)").first.wait_for()  # the map's marker legend
-    page.locator(".st-key-cl_ban_pick").click()
-    page.get_by_role("option").nth(1).click()
+    pick_option(page, "cl_ban_pick", 1)
     page.keyboard.press("Escape")
     idle(page)
     click_key(page, "cl_ban")
@@ -271,8 +271,7 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
     chart = page.locator('[data-testid="stPlotlyChart"]').first
     chart.scroll_into_view_if_needed()
     chart.screenshot(path=str(ARTIFACTS / "user_clusters_map_marked.png"))
-    page.locator(".st-key-cl_ban_pick").click()
-    page.get_by_role("option").nth(1).click()
+    pick_option(page, "cl_ban_pick", 1)
     page.keyboard.press("Escape")
     idle(page)
     click_key(page, "cl_unban")
