@@ -28,29 +28,38 @@ def size_k(n_rows: int, cold_start: float, min_draws: int) -> int:
 
 
 def choose_k(rule: str, n_rows: int, cold_start: float, X: Any = None, seed: int = 0,
-             fixed: int = 12) -> tuple[int, str]:
+             fixed: int = 12, **scan_kw: Any) -> tuple[int, str]:
     """(K, a sentence saying why) for `rule`: "fixed<K>", "silhouette" (the K scan over `X`)
     or "size<m>" (each arm about m cold-start draws)."""
+    k, why, _ = choose_k_with_scan(rule, n_rows, cold_start, X, seed, fixed, **scan_kw)
+    return k, why
+
+
+def choose_k_with_scan(rule: str, n_rows: int, cold_start: float, X: Any = None, seed: int = 0,
+                       fixed: int = 12, **scan_kw: Any) -> tuple[int, str, Any]:
+    """`choose_k` plus the K scan the silhouette rule ran (None for the other rules), which the
+    CLI prints and the clustering saves; `scan_kw` goes to `kscan.k_scan`."""
     if rule.startswith("fixed"):
         k = int(rule[5:] or fixed)
-        return k, f"K={k} was set by hand"
+        return k, f"K={k} was set by hand", None
     if rule.startswith("size"):
         m = int(rule[4:] or 4)
         k = size_k(n_rows, cold_start, m)
         if cold_start <= 0:
             return k, (f"K={k} = sqrt(N/2) for N={n_rows:,} scorable rows (no cold start to "
-                       "size the arms by)")
+                       "size the arms by)"), None
         return k, (f"K={k} so that each cluster gets about {m} cold-start draws "
                    f"({n_rows:,} scorable rows x {cold_start:g} cold start / {m}): enough for "
-                   "the bandit to tell the arms apart from the start")
+                   "the bandit to tell the arms apart from the start"), None
     if rule == "silhouette":
         from .kscan import k_scan, pick_k
 
         if X is None:
             raise ValueError("the silhouette rule needs the features (X)")
-        scan = k_scan(X, seed=seed)
+        scan = k_scan(X, seed=seed, **scan_kw)
         k = pick_k(scan)
-        return k, f"K={k} had the best silhouette of the K scan ({scan.attrs.get('rule', '')})"
+        return k, (f"K={k} had the best silhouette of the K scan "
+                   f"({scan.attrs.get('rule', '')})"), scan
     raise ValueError(f"unknown K rule {rule!r}; choose one of {', '.join(RULES)}, or fixed<K>, "
                      "size<m>")
 

@@ -260,7 +260,6 @@ class Pipeline:
     def clusters(self):
         from .clusterset import load_clusters, save_clusters
         from .kmeans import cluster_features, fits_in_memory
-        from .kscan import k_scan, pick_k
         from .summaries import summarize_clusters
 
         store, spec = self.cluster_store, self.cfg.clusters
@@ -273,7 +272,7 @@ class Pipeline:
         except (FileNotFoundError, ValueError):
             pass
         from . import conditioning
-        from .krule import choose_k
+        from .krule import choose_k_with_scan
 
         # The store is read in chunks; one float32 copy is made only when it fits.
         minibatch = spec.minibatch or not fits_in_memory(store.n_rows, store.dim)
@@ -291,13 +290,9 @@ class Pipeline:
         unscorable = self.format_report.mask()
         scan, k, why = None, spec.k, f"K={spec.k} was set by hand"
         if spec.auto_k:
-            if spec.k_rule == "silhouette":
-                scan = k_scan(X, seed=spec.seed)
-                k = pick_k(scan)
-                why = f"K={k} had the best silhouette of the K scan ({scan.attrs.get('rule')})"
-            else:
-                k, why = choose_k(spec.k_rule, n_rows=int((~unscorable).sum()),
-                                  cold_start=self.cfg.selection.cold_start, seed=spec.seed)
+            k, why, scan = choose_k_with_scan(spec.k_rule, n_rows=int((~unscorable).sum()),
+                                              cold_start=self.cfg.selection.cold_start, X=X,
+                                              seed=spec.seed)
         self.log(f"clusters: {why}")
         result = cluster_features(X, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
                                   minibatch=minibatch, batch_size=spec.batch_size,

@@ -90,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
     from ..clusterset import save_clusters
     from ..config import ClusterSpec
     from ..kmeans import cluster_features, fits_in_memory
-    from ..kscan import k_scan, pick_k
     from ..summaries import summarize_clusters
     from ..workspace import Workspace, check_name
     from .features import ProgressLine
@@ -106,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
           f"({int(store.flagged.sum()):,} flagged rows without features get label -1)",
           file=sys.stderr, flush=True)
     from .. import conditioning
-    from ..krule import choose_k
+    from ..krule import choose_k_with_scan
 
     minibatch = bool(args.minibatch)
     if not minibatch and not fits_in_memory(store.n_rows, store.dim):
@@ -125,16 +124,15 @@ def run(args: argparse.Namespace) -> int:
         source = cond.transform(raw)
     scan, why = None, f"K={k} was set by hand"
     if k == 0:
-        if args.k_rule == "silhouette":
-            ks = [int(x) for x in args.ks.split(",") if x.strip()] if args.ks else None
-            scan = k_scan(source, ks, sample=args.scan_sample, seed=args.seed,
-                          device=args.device, progress=ProgressLine("K", prefix="K scan: "))
-            k = pick_k(scan)
+        ks = [int(x) for x in args.ks.split(",") if x.strip()] if args.ks else None
+        scan_kw = ({"ks": ks, "sample": args.scan_sample, "device": args.device,
+                    "progress": ProgressLine("K", prefix="K scan: ")}
+                   if args.k_rule == "silhouette" else {})
+        k, why, scan = choose_k_with_scan(args.k_rule, n_rows=int((~store.flagged).sum()),
+                                          cold_start=args.cold_start, X=source, seed=args.seed,
+                                          **scan_kw)
+        if scan is not None:
             print(scan.to_string(index=False), file=sys.stderr)
-            why = f"K={k} had the best silhouette of the K scan ({scan.attrs['rule']})"
-        else:
-            k, why = choose_k(args.k_rule, n_rows=int((~store.flagged).sum()),
-                              cold_start=args.cold_start, seed=args.seed)
     print(f"K: {why}", file=sys.stderr, flush=True)
     spec = ClusterSpec(k=k, seed=args.seed, max_iter=args.max_iter, tol=args.tol,
                        minibatch=minibatch, batch_size=args.batch_size,
