@@ -56,17 +56,18 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--cache", type=Path, default=CACHE)
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=float, default=0.2)
-    ap.add_argument("--splits", default="0,4,8,16", help="split_hot settings (0 = off)")
+    ap.add_argument("--splits", default="0,4,8,16",
+                    help="split_hot settings (0 = off), the first the baseline of the paired column")
     ap.add_argument("--cond", default="center", help="none | center | whiten")
     args = ap.parse_args(argv)
     import torch
 
     torch.set_num_threads(1)  # the k-means is small; threads only contend on a shared CPU
-    settings = [int(x) for x in args.splits.split(",")]
+    settings = [int(x) for x in args.splits.split(",")]  # the first is the paired baseline
     print(f"budget {args.budget:g}, top-p {TOP_P:g}, {args.seeds} seeds, conditioning "
           f"{args.cond}; recall / mass share: mean (std) over seeds")
     print(f"{'pool':10} {'features':17} {'K':>3} {'split_hot':>9} {'recall':>15} "
-          f"{'mass share':>15} {'splits':>6}")
+          f"{'mass share':>15} {'splits':>6} {'recall - off (paired)':>22}")
     for pool, (k, names) in POOLS.items():
         scores = np.load(args.cache / pool / "scores" / "exhaustive.npy")
         for name in names:
@@ -78,11 +79,13 @@ def main(argv: list[str] | None = None) -> None:
                 base = SelectionSpec(budget=args.budget, top_p=TOP_P, seed=seed)
                 for m in settings:
                     res[m].append(replay(labels, scores, Y, replace(base, split_hot=m)))
+            off = np.array([v[0] for v in res[settings[0]]])
             for m in settings:
                 r, s, n = (np.array(v, dtype=float) for v in zip(*res[m]))
+                d = r - off
                 print(f"{pool:10} {name:17} {k:3d} {m if m else 'off':>9} "
                       f"{r.mean():8.3f} ({r.std():.3f}) {s.mean():8.3f} ({s.std():.3f}) "
-                      f"{n.mean():6.1f}", flush=True)
+                      f"{n.mean():6.1f} {d.mean():+13.3f} ({d.std():.3f})", flush=True)
 
 
 if __name__ == "__main__":
