@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--budget", type=float, default=0.2)
     ap.add_argument("--splits", default="0,4,8,16",
-                    help="split_hot settings (0 = off), the first the baseline of the paired column")
+                    help="split_hot settings (0 = off); the first is the paired baseline")
     ap.add_argument("--cond", default="center", help="none | center | whiten")
     args = ap.parse_args(argv)
     import torch
