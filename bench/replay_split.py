@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--budget", type=float, default=0.2)
     ap.add_argument("--splits", default="0,4,8,16",
                     help="split_hot settings (0 = off); the first is the paired baseline")
-    ap.add_argument("--cond", default="center", help="none | center | whiten")
+    ap.add_argument("--cond", default="none", help="none (the default) | center | whiten")
     args = ap.parse_args(argv)
     import torch
 

@@ -11,6 +11,7 @@ import pytest
 
 from clusterucb_app import rounds
 from clusterucb_core.config import ConfigError, SelectionSpec, from_dict, to_dict
+from clusterucb_core.export import reproduce_selection
 from clusterucb_core.oracle import TableOracle, recall
 from clusterucb_core.selection import LedgerView, SelectionRun
 
@@ -129,8 +130,15 @@ def test_banning_a_split_arms_cluster_bans_its_children():
     newly = (run.round_drawn >= 0) & ~before
     assert newly.any() and not (labels[newly] == 0).any()  # no child of arm 0 drawn again
     assert not np.isin(run.selected(), np.flatnonzero(labels == 0)).any()
-    # bans are recorded by cluster, so a rerun from a manifest can replay them
-    assert run.ban_changes()[-1][1] == (0,) and run.result().k == 4
+    # bans are recorded by cluster, so a rerun from a manifest replays them and the splits
+    res = run.result()
+    assert res.ban_changes[-1][1] == (0,) and res.k == 4
+    man = {"clusters": {"labels_fingerprint": res.labels_fingerprint}, "spec": to_dict(res.spec),
+           "counts": {"k": res.k},
+           "ledger": {"ban_changes": [[r, list(b)] for r, b in res.ban_changes],
+                      "banned": sorted(res.banned), "pinned": [], "rejected": []}}
+    again = reproduce_selection(man, labels, TableOracle(scores), features=X)
+    np.testing.assert_array_equal(again, run.selected())
     with pytest.raises(ValueError, match="split_hot needs one feature row per pool row"):
         SelectionRun(labels, TableOracle(scores), replace(SPEC, split_hot=8))
 
