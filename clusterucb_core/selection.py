@@ -180,9 +180,8 @@ class SelectionRun:
     members, drawn and undrawn, are cut in two by spherical 2-means on `features` centred on
     their mean (seeded from (seed, a, round)); arms K and K+1 are appended, each taking its
     part: the drawn members with their rewards as its history, the undrawn ones in a's
-    order. a keeps
-    no member (exhausted, n = 0); a cut that leaves a part with no undrawn member is not
-    made. A child can split again. Arms are not clusters: the labels, the clusters a ban
+    order. a keeps no member (exhausted, n = 0); a cut that leaves a part with no undrawn
+    member is not made. A child can split again. Arms are not clusters: the labels, the clusters a ban
     names and the final selection are unchanged; an arm belongs to its first ancestor's
     cluster (`arm_cluster`) and is banned when that cluster is.
     """
@@ -560,7 +559,7 @@ class SelectionRun:
                                self.labels_fingerprint, self.ban_changes(), self.K0)
 
     def ban_changes(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
-        """(round, banned arms) for the first round and every round where the banned set the
+        """(round, banned clusters) for the first round and every round where the banned set the
         bandit saw changed: enough to rerun the run exactly (export.reproduce_selection)."""
         out: list[tuple[int, tuple[int, ...]]] = []
         for rec in self.records:  # clusters, not arms: a split arm's children follow it
@@ -633,7 +632,7 @@ def _two_means(F: np.ndarray, rng: np.random.Generator, n_init: int = 3) -> np.n
     """0/1 per row: spherical 2-means of the rows centred on their mean (an arm's members
     share its direction; the split is about how they differ), the best of `n_init`
     k-means++ starts. Float64 numpy, not kmeans.py's torch: an arm is small, and a replayed
-    log must make the same cut on any machine."""
+    log must make the same cut, whatever device or torch thread count the reopening has."""
     G = F.astype(np.float64) - F.mean(axis=0, dtype=np.float64)
     G /= np.maximum(np.linalg.norm(G, axis=1, keepdims=True), 1e-30)
     best, best_fit = np.zeros(len(G), dtype=np.int64), -np.inf
