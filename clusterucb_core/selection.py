@@ -181,9 +181,9 @@ class SelectionRun:
     their mean (seeded from (seed, a, round)); arms K and K+1 are appended, each taking its
     part: the drawn members with their rewards as its history, the undrawn ones in a's
     order. a keeps no member (exhausted, n = 0); a cut that leaves a part with no undrawn
-    member is not made. A child can split again. Arms are not clusters: the labels, the clusters a ban
-    names and the final selection are unchanged; an arm belongs to its first ancestor's
-    cluster (`arm_cluster`) and is banned when that cluster is.
+    member is not made. A child can split again. Arms are not clusters: the labels, the
+    clusters a ban names and the final selection are unchanged; an arm belongs to its first
+    ancestor's cluster (`arm_cluster`) and is banned when that cluster is.
     """
 
     def __init__(self, labels: np.ndarray, oracle: Oracle | None,
