@@ -93,7 +93,9 @@ def candidates(n_layers: int, quick: bool, sketch: bool = True) -> dict[str, Fea
         out[f"hidden L{n_layers} {pooling}"] = FeatureSpec(kind="hidden", batch_size=32,
                                                            pooling=pooling)
     for L in ((1,) if quick else range(1, n_layers)):
-        out[f"hidden L{L} mean"] = FeatureSpec(kind="hidden", batch_size=32, layers=L)
+        for pooling in (("mean", "answer") if quick else ("mean", "answer", "last")):
+            out[f"hidden L{L} {pooling}"] = FeatureSpec(kind="hidden", batch_size=32, layers=L,
+                                                        pooling=pooling)
     out[f"hidden L{n_layers} mean len64"] = FeatureSpec(kind="hidden", batch_size=32,
                                                         max_length=64)
     out["hidden L1 mean len64"] = FeatureSpec(kind="hidden", batch_size=32, layers=1,

@@ -287,8 +287,13 @@ class SelectionSpec(Spec):
     # Beyond the paper, each off unless bench_fidelity.py measured it to help (README):
     # ucb_beta's std shrunk toward the pool's, as if seen this many more draws (0 = off)
     pooled_variance: float = field(default=0.0, metadata={"lo": 0, "added": True})
-    # draw an arm's members most similar to the best rows so far first (needs features)
-    similarity_order: bool = field(default=False, metadata={"added": True})
+    # which undrawn members of the chosen arm a round draws (the cluster features needed
+    # beyond random): random = the paper's uniform draw; similar = most like the best rows
+    # scored so far; predicted = the highest under surrogate.RewardModel, whose mean over
+    # them is then ucb_beta's mean. The class keeps the paper's default; RunConfig's
+    # (pipeline, CLI, app) is "predicted", measured to help (README "Selection fidelity").
+    draw_order: Literal["random", "similar", "predicted"] = field(default="random",
+                                                                  metadata={"added": True})
     # max: the top-p by score (LESS); subtasks: the top-p filled round-robin over the
     # target's subtasks, each taking its best row in turn (subtasks.py)
     balance: Literal["max", "subtasks"] = field(default="max", metadata={"added": True})
@@ -303,6 +308,11 @@ class SelectionSpec(Spec):
         if self.split_hot == 1:
             raise ConfigError("split_hot", self.split_hot, "must be 0 (off) or >= 2: an arm's "
                               "spread needs two draws")
+
+    @property
+    def needs_features(self) -> bool:
+        """A run with these settings needs the cluster features (a draw order, split_hot)."""
+        return self.draw_order != "random" or self.split_hot > 0
 
 
 def to_dict(spec: Any) -> dict[str, Any]:
@@ -382,7 +392,7 @@ class RunConfig(Spec):
     reward_features: FeatureSpec = FeatureSpec(kind="gradient", mode="adam")
     reward_checkpoints: Literal["last", "all"] = "last"  # all: LESS's lr-weighted sum
     clusters: ClusterSpec = ClusterSpec()
-    selection: SelectionSpec = SelectionSpec()
+    selection: SelectionSpec = SelectionSpec(draw_order="predicted")
     make_map: bool = True
     exhaustive: bool = False  # also score every row (teaching, recall figures)
     # Dynamic ClusterUCB (METHOD.md s.5): > 1 trains one epoch on each selection and selects

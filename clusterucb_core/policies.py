@@ -81,6 +81,10 @@ class ArmStats:
     n: np.ndarray
     mean: np.ndarray
     std: np.ndarray
+    # per arm, a reward model's predicted mean for the rows the arm would draw next (NaN:
+    # none); set under draw_order "predicted", where draws are not uniform and the mean of
+    # past draws understates the next ones
+    expected: np.ndarray | None = None
 
     @classmethod
     def from_rewards(cls, rewards: Sequence[Sequence[float]],
@@ -251,6 +255,14 @@ def pooled_std(stats: ArmStats, prior: float) -> np.ndarray:
         return np.sqrt((n * var + prior * var_all) / (n + prior))
 
 
+def center(stats: ArmStats) -> np.ndarray:
+    """Each arm's mean: the predicted mean of its next draws where there is one, else the
+    mean of its draws so far."""
+    if stats.expected is None:
+        return stats.mean
+    return np.where(np.isfinite(stats.expected), stats.expected, stats.mean)
+
+
 class UcbBeta(Policy):
     """The paper's rule: mean + beta * std (population std); with `pooled` > 0 the std is
     `pooled_std` (an option beyond the paper, off by default)."""
@@ -268,14 +280,16 @@ class UcbBeta(Policy):
 
     def values(self, stats, rng=None):
         with np.errstate(invalid="ignore"):
-            v = stats.mean + self.beta * pooled_std(stats, self.pooled)
+            v = center(stats) + self.beta * pooled_std(stats, self.pooled)
         v[stats.n == 0] = -np.inf
         return v
 
     def term(self, stats, k, value):
         std = pooled_std(stats, self.pooled)[k]
-        return (f"mean {stats.mean[k]:.4g} + {self.beta:g}*std {std:.4g} = "
-                f"{value:.4g} (n={stats.n[k]})")
+        c = center(stats)[k]
+        mean = (f"mean {c:.4g}" if c == stats.mean[k] or not math.isfinite(c) else
+                f"predicted mean of its next draws {c:.4g} (drawn so far {stats.mean[k]:.4g})")
+        return f"{mean} + {self.beta:g}*std {std:.4g} = {value:.4g} (n={stats.n[k]})"
 
 
 class Ucb1(Policy):

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import numpy as np
 from . import runlog
 from .config import SelectionSpec, from_dict, to_dict
 from .oracle import Oracle
+from .surrogate import RewardModel
 from .policies import (
     STREAM_ORDER,
     STREAM_SPLIT,
@@ -39,6 +40,12 @@ from .policies import (
     policy_for,
     policy_rng,
 )
+
+
+# draw_order "predicted" refits its reward model when the scored rows have grown by this
+# factor: every round on a small pool, about 70 fits from a 5% cold start to a 20% budget
+# on any pool, so the refits' cost does not grow with the number of rounds
+REFIT_GROWTH = 1.02
 
 
 def count_of(fraction: float, n: int) -> int:
@@ -167,10 +174,13 @@ class SelectionRun:
     n_clusters: K when the last clusters may be empty (default: max label + 1).
     ledger: a curation.Ledger (re-read every round, so bans made between rounds apply), a
       ledger state, or None.
-    features: [N, d] rows (e.g. the conditioned cluster features) for
-      `spec.similarity_order`: a bandit round then draws the chosen arm's undrawn members most
-      similar to the best rows scored so far, instead of the next ones of its random order;
-      and for `spec.split_hot`.
+    features: [N, d] rows (the conditioned cluster features) for `spec.draw_order` and
+      `spec.split_hot`. draw_order "similar": a bandit round draws the chosen arm's undrawn
+      members most similar to the best rows scored so far, instead of the next ones of its
+      random order. "predicted": every arm's undrawn members are kept in the order of a reward
+      model's prediction (surrogate.RewardModel, refitted on every scored row whenever their
+      number has grown by REFIT_GROWTH), and the policy sees the predicted mean of the rows
+      the arm would draw next (`ArmStats.expected`; ucb_beta uses it for its mean).
 
     Hot arms split (`spec.split_hot = m`, m >= 2; beyond the paper, off by default): after a
     bandit round in which the policy played arm a for its value (not for having no history,
@@ -214,10 +224,12 @@ class SelectionRun:
         self.n_top = count_of(spec.top_p, self.N)
         self.labels_fingerprint = labels_fingerprint(self.labels)
         self.features = None
-        if spec.similarity_order or spec.split_hot:
+        if spec.needs_features:
             if features is None or len(features) != self.N:
-                which = "similarity_order" if spec.similarity_order else "split_hot"
-                raise ValueError(f"{which} needs one feature row per pool row (pass features=)")
+                which = (f"draw_order = {spec.draw_order!r}" if spec.draw_order != "random"
+                         else "split_hot")
+                raise ValueError(f"{which} needs the cluster features, one row per pool row "
+                                 "(pass features=)")
             f = np.nan_to_num(np.asarray(features, dtype=np.float32))
             self.features = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-30)
 
@@ -238,6 +250,9 @@ class SelectionRun:
         self.budget_used = 0
         self.records: list[RoundRecord] = []
         self._next_round = 0 if spec.cold_start > 0 else 1
+        self._model = (RewardModel(self.features, self.labels, self.K)
+                       if spec.draw_order == "predicted" else None)
+        self._fit_at = 0  # rows in the reward model at its last fit
 
         if not _replaying:
             self.check_cold_start(self._banned_mask())
@@ -333,16 +348,52 @@ class SelectionRun:
                                  + (f"; {int(banned.sum())} banned cluster(s) skipped"
                                     if banned.any() else "") + ".")}
             return None, rows, expl
-        decision = self.policy.decide(self.stats(banned), policy_rng(self.spec.seed, round_no))
+        stats = self.stats(banned)
+        if self._model is not None:
+            self._refit_if_due()
+            stats = replace(stats, expected=self._expected(stats))
+        decision = self.policy.decide(stats, policy_rng(self.spec.seed, round_no))
         arm = decision.arm
-        m = int(min(self.spec.draw_batch, self.budget_total - self.budget_used,
-                    self.remaining[arm]))
+        m = self._batch(arm)
         rows = self._order[arm][self._ptr[arm]:self._ptr[arm] + m]
-        if self.features is not None:
+        if self.spec.draw_order == "similar":
             rows = self._most_similar(arm, m)
         expl = decision.explain()
-        expl["sentence"] += f" Drew {m} of its {int(self.remaining[arm])} undrawn members."
+        which = {"random": "", "similar": " most like the best rows so far",
+                 "predicted": " the reward model ranks highest"}[self.spec.draw_order]
+        expl["sentence"] += f" Drew the {m}{which} of its {int(self.remaining[arm])} undrawn " \
+                            "members."
         return arm, rows, expl
+
+    def _batch(self, arm: int) -> int:
+        return int(min(self.spec.draw_batch, self.budget_total - self.budget_used,
+                       self.remaining[arm]))
+
+    def _refit_if_due(self) -> None:
+        """Refit the reward model once the rows in it have grown by REFIT_GROWTH since the
+        last fit, and put every arm's undrawn members in the order of its prediction (stable:
+        ties keep the random order). A function of the rounds so far only, so a replayed log
+        refits at the same rounds."""
+        model = self._model
+        if model.n_added == 0 or model.n_added < math.ceil(self._fit_at * REFIT_GROWTH):
+            return
+        model.fit()
+        self._fit_at = model.n_added
+        for k in range(self.K):
+            rest = self._order[k][self._ptr[k]:]
+            if len(rest) > 1:
+                key = self.features[rest].astype(np.float64) @ model.w
+                self._order[k][self._ptr[k]:] = rest[np.argsort(-key, kind="stable")]
+
+    def _expected(self, stats: ArmStats) -> np.ndarray:
+        """Per arm, the model's mean prediction for the rows it would draw next (NaN for an
+        arm with nothing left, or whose cluster has no scored row)."""
+        out = np.full(self.K, np.nan)
+        for k in np.flatnonzero(stats.eligible & (stats.n > 0)):
+            nxt = self._order[k][self._ptr[k]:self._ptr[k] + self._batch(int(k))]
+            if len(nxt):
+                out[k] = float(np.mean(self._model.predict(nxt)))
+        return out
 
     def _most_similar(self, arm: int, m: int) -> np.ndarray:
         """The arm's `m` undrawn members closest (cosine) to the mean feature of the best
@@ -475,7 +526,7 @@ class SelectionRun:
         for k in touched:
             sel = self._arm_of[rows] == k
             # the drawn rows move to the front of the arm's undrawn part (they need not be
-            # the next ones of its order under similarity_order); the rest keep their order
+            # the next ones of its order under draw_order "similar"); the rest keep their order
             rest = self._order[k][self._ptr[k]:]
             took = np.isin(rest, rows[sel])
             self._order[k][self._ptr[k]:] = np.concatenate([rest[took], rest[~took]])
@@ -487,6 +538,8 @@ class SelectionRun:
                 self._mean[k] = self._hist[k].mean()
                 self._std[k] = self._hist[k].std()
         self.scores[rows] = rewards
+        if self._model is not None:
+            self._model.add(rows, rewards)
         self.round_drawn[rows] = round_no
         self.budget_used += len(rows)
         self._next_round = round_no + 1
@@ -610,7 +663,9 @@ class SelectionRun:
             expect = np.concatenate(expect) if expect else np.zeros(0, dtype=np.int64)
         else:
             a = int(arm)
-            expect = (self._most_similar(a, len(rows)) if self.features is not None
+            if self._model is not None:
+                self._refit_if_due()
+            expect = (self._most_similar(a, len(rows)) if self.spec.draw_order == "similar"
                       else self._order[a][self._ptr[a]:self._ptr[a] + len(rows)])
         if not np.array_equal(expect, rows):
             raise ValueError(f"{path}: round {round_no} drew rows that this seed and these "
