@@ -121,3 +121,20 @@ def load_clusters(ws: Workspace, name: str, features_fingerprint: str | None = N
     return ClusterSet(name=name, path=path, labels=np.load(path / LABELS),
                       centroids=np.load(path / CENTROIDS), meta=meta, summary=summary,
                       kscan=kscan)
+
+
+def cluster_rows(ws: Workspace, cs: ClusterSet) -> np.ndarray:
+    """The features a clustering was made from, conditioned as it was ([N, d] float32): what a
+    run whose settings need them (`SelectionSpec.needs_features`) reads."""
+    from .conditioning import Conditioner
+    from .store import FeatureStore
+
+    name = cs.meta.get("features")
+    if not name:
+        raise ValueError(f"clusters {cs.name!r} do not record their feature store; re-run "
+                         "`clusterucb cluster`")
+    store = FeatureStore.open(ws.features(name))
+    if cs.meta.get("features_fingerprint") not in (None, store.fingerprint):
+        raise ValueError(f"the feature store {name!r} changed since clusters {cs.name!r} were "
+                         "made from it; re-run `clusterucb cluster`")
+    return Conditioner.load(cs.path).transform(store.read())

@@ -388,10 +388,10 @@ class RunConfig(Spec):
     # hidden states cost one forward pass per row, so clustering the whole pool stays cheap.
     # Early exit after the first decoder block: the best recall per cost on the demo and the
     # Flan + MMLU pools (bench/bench_fidelity.py; README "Selection fidelity").
-    cluster_features: FeatureSpec = FeatureSpec(kind="hidden", layers=1)
+    cluster_features: FeatureSpec = FeatureSpec(kind="hidden", layers=1, pooling="answer")
     reward_features: FeatureSpec = FeatureSpec(kind="gradient", mode="adam")
     reward_checkpoints: Literal["last", "all"] = "last"  # all: LESS's lr-weighted sum
-    clusters: ClusterSpec = ClusterSpec()
+    clusters: ClusterSpec = ClusterSpec(condition="center")
     selection: SelectionSpec = SelectionSpec(draw_order="predicted")
     make_map: bool = True
     exhaustive: bool = False  # also score every row (teaching, recall figures)

@@ -54,13 +54,22 @@ def read_meta(workspace: Workspace | str | Path, run_id: str) -> RunMeta:
     return run_log(workspace, run_id).meta()
 
 
-def _labels(ws: Workspace, meta: RunMeta, run_id: str) -> tuple[np.ndarray, int]:
+def _clusters(ws: Workspace, meta: RunMeta, run_id: str):
     from .clusterset import load_clusters
 
     if not meta.clustering:
         raise ValueError(f"run {run_id} does not record its clustering; pass labels")
-    cs = load_clusters(ws, meta.clustering)
-    return np.asarray(cs.labels), cs.k
+    return load_clusters(ws, meta.clustering)
+
+
+def _features(ws: Workspace, meta: RunMeta, run_id: str, spec: SelectionSpec
+              ) -> np.ndarray | None:
+    """The clustering's conditioned features when the run's settings draw by them."""
+    if not spec.needs_features:
+        return None
+    from .clusterset import cluster_rows
+
+    return cluster_rows(ws, _clusters(ws, meta, run_id))
 
 
 def _ledger(ws: Workspace, clustering: str | None) -> Any:
@@ -81,14 +90,17 @@ def open_run(workspace: Workspace | str | Path, run_id: str, oracle: OracleSourc
     gets the run's meta and row count). labels: default the clustering the run records.
     ledger: False gives the plain top-p of the scored rows, without the workspace's
     pins, rejections and bans."""
+    from .config import SelectionSpec, from_dict
+
     ws = _workspace(workspace)
     log = run_log(ws, run_id)
     meta = log.meta()
     if labels is None:
-        labels, _ = _labels(ws, meta, run_id)
+        labels = np.asarray(_clusters(ws, meta, run_id).labels)
     lg = _ledger(ws, meta.clustering) if ledger else None
+    spec = from_dict(SelectionSpec, log.header()["spec"])
     return SelectionRun.open(log.folder, np.asarray(labels), _oracle(oracle, meta, len(labels)),
-                             lg)
+                             lg, features=_features(ws, meta, run_id, spec))
 
 
 def new_run(workspace: Workspace | str | Path, run_id: str, spec: SelectionSpec,
@@ -97,10 +109,12 @@ def new_run(workspace: Workspace | str | Path, run_id: str, spec: SelectionSpec,
     run id a moment before, that run is reopened instead when its settings are the same."""
     ws = _workspace(workspace)
     check_name(run_id, "run id")
-    labels, k = _labels(ws, meta, run_id)
+    cs = _clusters(ws, meta, run_id)
+    labels = np.asarray(cs.labels)
     try:  # the log is created under the run's writer lock: one creator wins
         return SelectionRun(labels, _oracle(oracle, meta, len(labels)), spec, ws.runs(run_id),
-                            _ledger(ws, meta.clustering), n_clusters=k, meta=meta)
+                            _ledger(ws, meta.clustering), n_clusters=cs.k, meta=meta,
+                            features=_features(ws, meta, run_id, spec))
     except FileExistsError:
         run = open_run(ws, run_id, oracle)
     if run.spec != spec or run.meta.clustering != meta.clustering:
