@@ -227,14 +227,17 @@ def arm_table(run: selection.SelectionRun, names: dict[int, str], values: Any,
         "curation": marks.cluster_status(k, run.labels, ledger_state)})
 
 
-def drawn_table(run: selection.SelectionRun, rows: Any, pool: Any, ledger_state: Any
-                ) -> pd.DataFrame:
-    """The rows of a round: cluster, score, curation status and, with the pool, their text."""
-    from . import ui
+def drawn_table(run: selection.SelectionRun, rows: Any, pool: Any, ledger_state: Any,
+                best: dict[int, str] | None = None) -> pd.DataFrame:
+    """The rows of a round: cluster, score, curation status, with `best` (row -> subtask) the
+    subtask each serves best, and with the pool their text."""
+    from . import subtask_view, ui
 
     rows = [int(r) for r in rows]
     extra = {"cluster": run.labels[rows], "score": run.scores[rows],
              "status": marks.row_status(rows, run.labels, ledger_state)}
+    if best is not None:
+        extra[subtask_view.COLUMN] = subtask_view.best_column(rows, run.scores, best)
     if pool is not None:
         return ui.preview_frame(pool.frame(rows), None, extra)
     return pd.DataFrame({"row": rows, **extra})
