@@ -62,7 +62,8 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
                                     help="Remembered per workspace.")
             rule = st.columns(4)[0].selectbox(
                 "Final selection", subtasks.BALANCES, format_func=subtasks.BALANCE_LABELS.get,
-                index=subtasks.BALANCES.index(d.balance), help=subtasks.balance_help()
+                index=subtasks.BALANCES.index(d.balance), key="ucb_new_balance",
+                help=subtasks.balance_help()
                 + "  \nOnly the final pick; it can be switched later for this run.")
             st.caption(f"Pool: {n_rows:,} rows in {clusters.k} clusters ('{clusters_name}'). "
                        f"Budget {budget:g} → {selection.count_of(budget, n_rows):,} rows scored; "

@@ -34,6 +34,10 @@ def coverage_caption(table: Any, balance: str, n_selected: int) -> str:
     rest = n_selected - served
     tail = f" {rest:,} selected row(s) have no score (pinned without being drawn)." if rest \
         else ""
+    if balance == "subtasks" and int(table["rows"].max()) - int(table["rows"].min()) > 1:
+        tail += (" Each subtask took the same number of picks, but a row one subtask picked "
+                 "can serve another subtask even better: the bars count what each row serves "
+                 "best, so they need not be equal.")
     return (f"Each bar: how many of the {n_selected:,} selected rows serve that subtask best "
             f"(their gradient is most like its examples'). Rule: "
             f"{subtasks.BALANCE_LABELS[balance]} — {subtasks.BALANCE_HELP[balance]}."
