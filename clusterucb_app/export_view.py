@@ -9,9 +9,8 @@ import pandas as pd
 
 from . import marks, subtask_view
 
-COLUMNS = ["rank", "row", "id", "status", "prompt", "source", "cluster", "cluster_label",
-           "score", subtask_view.COLUMN, "round_drawn", "selected", "pinned", "rejected",
-           "tags"]
+COLUMNS = ["rank", "row", "id", "status", subtask_view.COLUMN, "prompt", "source", "cluster",
+           "cluster_label", "score", "round_drawn", "selected", "pinned", "rejected", "tags"]
 
 
 def filter_rows(table: pd.DataFrame, *, only_selected: bool, sources: Sequence[str],

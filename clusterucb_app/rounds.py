@@ -238,6 +238,9 @@ def drawn_table(run: selection.SelectionRun, rows: Any, pool: Any, ledger_state:
              "status": marks.row_status(rows, run.labels, ledger_state)}
     if best is not None:
         extra[subtask_view.COLUMN] = subtask_view.best_column(rows, run.scores, best)
-    if pool is not None:
-        return ui.preview_frame(pool.frame(rows), None, extra)
-    return pd.DataFrame({"row": rows, **extra})
+    if pool is None:
+        return pd.DataFrame({"row": rows, **extra})
+    df = ui.preview_frame(pool.frame(rows), None, extra)
+    front = ["row", "id", "score", *([subtask_view.COLUMN] if best is not None else []),
+             "status"]  # before the long texts, where a narrow page still shows them
+    return df[front + [c for c in df.columns if c not in front]]

@@ -28,8 +28,9 @@ def coverage_of(rows: Sequence[int], best: Mapping[int, str], names: Sequence[st
     return subtasks.coverage(codes, names)
 
 
-def coverage_caption(table: Any, balance: str, n_selected: int) -> str:
-    """What the coverage bars mean, for the rule that made the selection."""
+def coverage_caption(table: Any, balance: str, n_selected: int, final: bool = True) -> str:
+    """What the coverage bars mean, for the rule that made the selection (`final` False: the
+    run is not finished, so it is the selection so far)."""
     served = int(table["rows"].sum())
     rest = n_selected - served
     tail = f" {rest:,} selected row(s) have no score (pinned without being drawn)." if rest \
@@ -38,7 +39,8 @@ def coverage_caption(table: Any, balance: str, n_selected: int) -> str:
         tail += (" Each subtask took the same number of picks, but a row one subtask picked "
                  "can serve another subtask even better: the bars count what each row serves "
                  "best, so they need not be equal.")
-    return (f"Each bar: how many of the {n_selected:,} selected rows serve that subtask best "
+    sel = "selected rows" if final else "rows selected so far (the run is not finished)"
+    return (f"Each bar: how many of the {n_selected:,} {sel} serve that subtask best "
             f"(their gradient is most like its examples'). Rule: "
             f"{subtasks.BALANCE_LABELS[balance]} — {subtasks.BALANCE_HELP[balance]}."
             + tail)

@@ -5,7 +5,7 @@ A row's score is its best cosine over the target's subtasks; the engine
 (`Pipeline.best_subtasks`, `Pipeline.result`) says which subtask gave it and applies the rule
 (`balance`: top-p by score, or round-robin over subtasks). The rule only changes the final
 pick, not the draws, so both pages let the learner switch it for the current run (one choice
-per run, shared by the two pages; it starts at the run's own setting) and the export records
+per run, kept in the workspace; it starts at the run's own setting) and the export records
 the rule it was made with.
 
 The per-subtask scores are read from the reward features already stored for the scored rows
@@ -26,7 +26,7 @@ from clusterucb_core.workspace import Workspace
 
 from . import state, subtask_view, ui
 
-_CHOICE = "_balance_{run}"
+_CHOICES = "final_rule"  # workspace meta: run id -> the rule chosen for it
 _VIEWS = "_subtask_views"
 
 
@@ -52,24 +52,29 @@ class SubtaskView:
         return self.best if self.shown and self.result is not None else None
 
 
-def balance(run_id: str, run_spec: Any) -> str:
-    """The rule chosen for this run in this session (the run's own until changed)."""
-    return st.session_state.get(_CHOICE.format(run=run_id), run_spec.balance)
+def balance(ws: Workspace, run_id: str, run_spec: Any) -> str:
+    """The rule chosen for this run (kept in the workspace, so a reload, another tab and both
+    pages agree); the run's own until changed."""
+    chosen = (ws.meta().get(_CHOICES) or {}).get(run_id)
+    return chosen if chosen in subtasks.BALANCES else run_spec.balance
 
 
-def balance_picker(run_id: str, run_spec: Any, key: str) -> str:
+def balance_picker(ws: Workspace, run_id: str, run_spec: Any, key: str) -> str:
     """Radio for the final-selection rule of this run; both pages show the same choice."""
-    shared = _CHOICE.format(run=run_id)
-    now = balance(run_id, run_spec)
+    now = balance(ws, run_id, run_spec)
 
     def keep() -> None:
-        st.session_state[shared] = st.session_state[key]
+        from clusterucb_core.runs import run_ids
+
+        known = set(run_ids(ws))  # runs deleted since lose their choice
+        old = {r: b for r, b in (ws.meta().get(_CHOICES) or {}).items() if r in known}
+        ws.update_meta(**{_CHOICES: {**old, run_id: st.session_state[key]}})
 
     st.radio("Final selection", subtasks.BALANCES, index=subtasks.BALANCES.index(now),
              key=key, horizontal=True, format_func=subtasks.BALANCE_LABELS.get,
              help=subtasks.balance_help() + "  \nOnly the final pick changes, not the draws; "
              f"the run was started with `{run_spec.balance}`.", on_change=keep)
-    return balance(run_id, run_spec)
+    return balance(ws, run_id, run_spec)
 
 
 def _stamp(ws: Workspace, run: Any) -> tuple:
@@ -82,7 +87,7 @@ def _stamp(ws: Workspace, run: Any) -> tuple:
 def view(ws: Workspace, run: Any, run_id: str) -> SubtaskView:
     """The subtask view of the run's current selection under the chosen rule (kept per run
     state in the session: reruns that change nothing read nothing)."""
-    rule = balance(run_id, run.spec)
+    rule = balance(ws, run_id, run.spec)
     key = (*_stamp(ws, run), rule)
     memo = st.session_state.setdefault(_VIEWS, {})
     if key not in memo:
@@ -108,7 +113,8 @@ def _compute(ws: Workspace, run: Any, rule: str) -> SubtaskView:
         if why:
             return SubtaskView(names, rule, note=f"Which subtask each row serves is not shown: "
                                f"{why} (lazy rounds and exhaustive scoring store them).")
-        with st.spinner("Reading which subtask each scored row serves..."):
+        with st.spinner("Reading which subtask each scored row serves (the first time loads "
+                        "the model)..."):
             res = pipe.result(run, balance=rule)
     except Exception as exc:  # noqa: BLE001 - the pages work without this view
         return SubtaskView(names, rule, note=f"Which subtask each row serves could not be "
@@ -116,7 +122,7 @@ def _compute(ws: Workspace, run: Any, rule: str) -> SubtaskView:
     return SubtaskView(names, rule, result=res, best=dict(res.best_subtask or {}))
 
 
-def coverage_panel(sub: SubtaskView, run_id: str, run_spec: Any, key: str,
+def coverage_panel(ws: Workspace, sub: SubtaskView, run_id: str, run_spec: Any, key: str,
                    picker: bool = True) -> None:
     """The coverage bars of the selection and what they mean (with `picker`, the rule's
     radio above them)."""
@@ -128,9 +134,10 @@ def coverage_panel(sub: SubtaskView, run_id: str, run_spec: Any, key: str,
         st.caption(ui.plain(sub.note))
         return
     if picker:
-        balance_picker(run_id, run_spec, key=f"{key}_balance")
+        balance_picker(ws, run_id, run_spec, key=f"{key}_balance")
     rows = sub.result.rows
     table = subtask_view.coverage_of(rows, sub.best, sub.names)
     st.plotly_chart(fidelity.coverage_figure(table, title="Selected rows per target subtask"),
                     key=f"{key}_coverage")
-    st.caption(ui.plain(subtask_view.coverage_caption(table, sub.balance, len(rows))))
+    final = sub.result.budget_used >= sub.result.budget_total
+    st.caption(ui.plain(subtask_view.coverage_caption(table, sub.balance, len(rows), final)))

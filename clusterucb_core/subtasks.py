@@ -19,7 +19,7 @@ BALANCES = ("max", "subtasks")
 BALANCE_LABELS = {"max": "Top-p by score (LESS)", "subtasks": "Round-robin over subtasks"}
 BALANCE_HELP = {
     "max": "the top-p rows by score, a score being the best cosine over the target's "
-           "subtasks (LESS): one easy subtask can take most of the places",
+           "subtasks: one easy subtask can take most of the places",
     "subtasks": "the top-p filled round-robin: each subtask in turn takes its best row not "
                 "taken yet, so every subtask gets a share",
 }

@@ -126,7 +126,7 @@ def live() -> None:
     with tabs[3]:
         rounds_ui.against_exhaustive(ws, run)
     with tabs[4]:
-        subtasks_ui.coverage_panel(sub, cur_id, run.spec, key="ucb")
+        subtasks_ui.coverage_panel(ws, sub, cur_id, run.spec, key="ucb")
 
 
 curation_ui.flush_toast()

@@ -75,7 +75,7 @@ m[2].metric("Pinned", len(result.pinned))
 m[3].metric("Rejected", len(result.rejected))
 m[4].metric("Banned clusters", len(result.banned))
 if sub.result is not None and sub.shown:
-    subtasks_ui.balance_picker(rid, run.spec, key="ex_balance")
+    subtasks_ui.balance_picker(ws, rid, run.spec, key="ex_balance")
 st.caption(ui.plain(marks.selection_rule(result.n_top, len(result.pinned), run.N,
                                          run.spec.top_p, result.spec.balance)))
 
@@ -129,7 +129,7 @@ if chosen:
 
 # ------------------------------------------------------------------------------ breakdowns
 export_panel.breakdowns(table[table["selected"]], names)
-subtasks_ui.coverage_panel(sub, rid, run.spec, key="ex", picker=False)
+subtasks_ui.coverage_panel(ws, sub, rid, run.spec, key="ex", picker=False)
 
 # ------------------------------------------------------------------------------ ledger
 with st.expander(f"Ledger of hand edits ({len(lg.edits())})", expanded=False):

@@ -90,6 +90,12 @@ def test_ucb_page_shows_best_subtask_and_coverage_for_both_rules(app_env):
     # the demo's max rule leans on one subtask; round-robin gives the other more places
     assert min(counts["subtasks"]) > min(counts["max"]), counts
     assert any("can serve another subtask even better" in c.value for c in at.caption)
+    # the choice is kept with the workspace: a new session on the Curate page shows it
+    ex = app_env("pages/6_export.py", ws="demo")
+    ex.run()
+    _ok(ex)
+    assert ex.radio(key="ex_balance").value == "subtasks"
+    assert _bars(ex, "ex_coverage")[1] == counts["subtasks"]
 
 
 def test_curate_page_table_coverage_and_export_follow_the_rule(app_env):

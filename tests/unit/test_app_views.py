@@ -142,6 +142,8 @@ def test_best_subtask_column_and_coverage():
     assert "need not be equal" in subtask_view.coverage_caption(uneven, "subtasks", 6)
     assert "need not be equal" not in subtask_view.coverage_caption(uneven, "max", 6)
     assert "Top-p by score (LESS)" in subtask_view.coverage_caption(table, "max", 2)
+    assert "so far (the run is not finished)" in subtask_view.coverage_caption(
+        table, "max", 2, final=False)
 
 
 def test_selection_rule_names_the_balance():
@@ -158,5 +160,5 @@ def test_curate_table_shows_best_subtask_only_for_scored_rows():
                          "pinned": [False, True], "rejected": [False, False], "tags": ["", ""]})
     shown = export_view.curate_table(view, ["p", "q"], np.array([0, 0, 0, 0, 1]), _state())
     assert list(shown["best subtask"]) == ["add", "—"]
-    assert list(shown.columns).index("best subtask") == list(shown.columns).index("score") + 1
+    assert list(shown.columns).index("best subtask") < list(shown.columns).index("prompt")
     assert "best_subtask" not in shown
