@@ -18,7 +18,7 @@ from clusterucb_core.workspace import Workspace
 
 START = "FormSubmitter:ucb_settings-Start a new run"
 
-pytestmark = pytest.mark.skipif(not (DEMO_DIR / "demo_workspace" / "workspace.json").exists(),
+needs_demo = pytest.mark.skipif(not (DEMO_DIR / "demo_workspace" / "workspace.json").exists(),
                                 reason="sample_data/demo_workspace is missing")
 
 
@@ -59,6 +59,7 @@ def _coverage(pipe, run, balance):
     return res, subtasks.coverage(best, names)
 
 
+@needs_demo
 def test_ucb_page_shows_best_subtask_and_coverage_for_both_rules(app_env):
     at = app_env("pages/5_rounds.py", ws="demo")
     at.run()
@@ -98,6 +99,7 @@ def test_ucb_page_shows_best_subtask_and_coverage_for_both_rules(app_env):
     assert _bars(ex, "ex_coverage")[1] == counts["subtasks"]
 
 
+@needs_demo
 def test_curate_page_table_coverage_and_export_follow_the_rule(app_env):
     at = app_env("pages/5_rounds.py", ws="demo")
     at.run()
@@ -146,3 +148,18 @@ def test_without_stored_reward_features_the_pages_say_why(app_env):
     _ok(at)
     assert not [d for d in at.dataframe if "best subtask" in d.value.columns]
     assert any("not computed yet" in c.value for c in at.caption)
+
+
+def test_one_subtask_target_gets_a_short_note_and_no_column(app_env):
+    root = app_env.root / "fixture"
+    one = root / "target.jsonl"
+    lines = [json.loads(x) for x in one.read_text().splitlines()]
+    one.write_text("".join(json.dumps({**x, "subtask": "math"}) + "\n" for x in lines))
+    at = app_env("pages/5_rounds.py")
+    at.run()
+    at.button(key=START).click().run()
+    at.button(key="ucb_step1").click().run()
+    _ok(at)
+    assert not [d for d in at.dataframe if "best subtask" in d.value.columns]
+    assert any("The target has one subtask" in c.value for c in at.caption)
+    assert not at.get("radio")  # no rule to choose
