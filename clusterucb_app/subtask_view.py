@@ -36,11 +36,9 @@ def coverage_caption(table: Any, balance: str, n_selected: int, final: bool = Tr
     tail = f" {rest:,} selected row(s) have no score (pinned without being drawn)." if rest \
         else ""
     if balance == "subtasks" and int(table["rows"].max()) - int(table["rows"].min()) > 1:
-        tail += (" Each subtask took the same number of picks, but a row one subtask picked "
-                 "can serve another subtask even better: the bars count what each row serves "
-                 "best, so they need not be equal.")
+        tail += (" The bars count what each row serves best, not which subtask picked it, so "
+                 "they can differ.")
     sel = "selected rows" if final else "rows selected so far (the run is not finished)"
-    return (f"Each bar: how many of the {n_selected:,} {sel} serve that subtask best "
-            f"(their gradient is most like its examples'). Rule: "
-            f"{subtasks.BALANCE_LABELS[balance]} — {subtasks.BALANCE_HELP[balance]}."
-            + tail)
+    return (f"How many of the {n_selected:,} {sel} serve each subtask best (their gradient is "
+            f"most like its examples'). {subtasks.BALANCE_LABELS[balance]}: "
+            f"{subtasks.BALANCE_HELP[balance]}." + tail)

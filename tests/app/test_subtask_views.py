@@ -87,10 +87,10 @@ def test_ucb_page_shows_best_subtask_and_coverage_for_both_rules(app_env):
         assert x == list(table["subtask"]) == ["add", "multiply"]
         assert y == list(table["rows"]) and sum(y) == len(res.rows)
         counts[rule] = y
-        assert any("selected rows serve that subtask best" in c.value for c in at.caption)
+        assert any("selected rows serve each subtask best" in c.value for c in at.caption)
     # the demo's max rule leans on one subtask; round-robin gives the other more places
     assert min(counts["subtasks"]) > min(counts["max"]), counts
-    assert any("can serve another subtask even better" in c.value for c in at.caption)
+    assert any("not which subtask picked it" in c.value for c in at.caption)
     # the choice is kept with the workspace: a new session on the Curate page shows it
     ex = app_env("pages/6_export.py", ws="demo")
     ex.run()

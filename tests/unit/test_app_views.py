@@ -137,10 +137,10 @@ def test_best_subtask_column_and_coverage():
     text = subtask_view.coverage_caption(table, "subtasks", 3)
     assert "of the 3 selected rows" in text and "Round-robin over subtasks" in text
     assert "1 selected row(s) have no score" in text
-    assert "need not be equal" not in text  # 1, 1, 0: as even as round-robin makes them
+    assert "so they can differ" not in text  # 1, 1, 0: as even as round-robin makes them
     uneven = pd.DataFrame({"subtask": ["a", "b"], "rows": [1, 5]})
-    assert "need not be equal" in subtask_view.coverage_caption(uneven, "subtasks", 6)
-    assert "need not be equal" not in subtask_view.coverage_caption(uneven, "max", 6)
+    assert "so they can differ" in subtask_view.coverage_caption(uneven, "subtasks", 6)
+    assert "so they can differ" not in subtask_view.coverage_caption(uneven, "max", 6)
     assert "Top-p by score (LESS)" in subtask_view.coverage_caption(table, "max", 2)
     assert "so far (the run is not finished)" in subtask_view.coverage_caption(
         table, "max", 2, final=False)
