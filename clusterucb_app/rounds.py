@@ -198,12 +198,24 @@ def preview(run: selection.SelectionRun) -> dict[str, Any] | None:
             "sentence": f"Next: {decision.sentence} It will draw {m} rows."}
 
 
+def arm_names(run: selection.SelectionRun, names: dict[int, str]) -> list[str]:
+    """A name per arm: its cluster's, and for an arm made by a split (split_hot) which arm
+    it came from."""
+    out = []
+    for a in range(run.K):
+        c = int(run.arm_cluster[a])
+        name = names.get(c, str(c))
+        out.append(name if a < run.K0 else f"{name} (split of arm {int(run.arm_parent[a])})")
+    return out
+
+
 def history(run: selection.SelectionRun) -> dict[str, Any]:
-    """Per-round arrays for the history charts."""
+    """Per-round arrays for the history charts (arms made by a later split: NaN before)."""
     recs = run.records
     rounds = [r.round for r in recs]
-    values = (np.vstack([np.asarray(r.value, dtype=np.float64) for r in recs])
-              if recs else np.zeros((0, run.K)))
+    values = np.full((len(recs), run.K), np.nan)
+    for i, r in enumerate(recs):
+        values[i, :len(r.value)] = r.value
     per_round = [float(np.nansum(r.rewards)) if len(r.rewards) else 0.0 for r in recs]
     return {"rounds": rounds, "values": values, "cum_reward": list(np.cumsum(per_round)),
             "budget_used": [r.budget_used for r in recs]}
@@ -211,20 +223,23 @@ def history(run: selection.SelectionRun) -> dict[str, Any]:
 
 def arm_table(run: selection.SelectionRun, names: dict[int, str], values: Any,
               next_arm: int | None, ledger_state: Any) -> pd.DataFrame:
-    """One row per arm: its state (next / open / exhausted / banned), pulls, mean, std, the
-    policy's value and the curation marks of its rows."""
+    """One row per arm: its state (next / open / exhausted / split / banned), pulls, mean,
+    std, the policy's value and the curation marks of its cluster's rows."""
     stats = run.stats()
     k = run.K
-    state_ = ["banned" if stats.banned[a] else "exhausted" if stats.exhausted[a]
+    by_cluster = marks.cluster_status(run.K0, run.labels, ledger_state)
+    split = set(int(p) for p in run.arm_parent if p >= 0)
+    state_ = ["banned" if stats.banned[a] else "split" if a in split
+              else "exhausted" if stats.exhausted[a]
               else "next" if a == next_arm else "open" for a in range(k)]
     value = np.asarray(values if values is not None else np.full(k, np.nan), dtype=np.float64)
     return pd.DataFrame({
-        "arm": np.arange(k), "label": [names.get(a, str(a)) for a in range(k)],
+        "arm": np.arange(k), "label": arm_names(run, names),
         "state": state_, "size": run.sizes, "pulls": stats.drawn, "n scored": stats.n,
         "mean": stats.mean, "std": stats.std,
         "value": np.where(np.isfinite(value), value, np.nan),
         "remaining": stats.remaining, "exhausted": stats.exhausted, "banned": stats.banned,
-        "curation": marks.cluster_status(k, run.labels, ledger_state)})
+        "curation": [by_cluster[c] for c in run.arm_cluster]})
 
 
 def drawn_table(run: selection.SelectionRun, rows: Any, pool: Any, ledger_state: Any,

@@ -178,7 +178,7 @@ def charts(run: selection.SelectionRun, nxt: dict[str, Any] | None, names: dict[
             beta=run.spec.beta if run.spec.policy == "ucb_beta" else 1.0,
             exhausted=stats.exhausted, banned=stats.banned,
             next_arm=nxt["arm"] if nxt else None,
-            names=[names.get(k, str(k)) for k in range(run.K)],
+            names=rounds.arm_names(run, names),
             value_label=f"{run.spec.policy} value", title="Arms"), key="ucb_arms")
     with right:
         if xy is None:

@@ -292,11 +292,17 @@ class SelectionSpec(Spec):
     # max: the top-p by score (LESS); subtasks: the top-p filled round-robin over the
     # target's subtasks, each taking its best row in turn (subtasks.py)
     balance: Literal["max", "subtasks"] = field(default="max", metadata={"added": True})
+    # split a hot arm in two once it has this many scored draws (0 = off; needs features;
+    # SelectionRun's docstring gives the rule)
+    split_hot: int = field(default=0, metadata={"lo": 0, "added": True})
 
     def check(self) -> None:
         if self.top_p > self.budget:
             raise ConfigError("top_p", self.top_p, f"cannot exceed the budget ({self.budget:g}):"
                               " the selection is taken from the scored rows")
+        if self.split_hot == 1:
+            raise ConfigError("split_hot", self.split_hot, "must be 0 (off) or >= 2: an arm's "
+                              "spread needs two draws")
 
 
 def to_dict(spec: Any) -> dict[str, Any]:

@@ -425,10 +425,11 @@ class _ScriptedBans:
 
 
 def reproduce_selection(manifest: dict[str, Any] | str | Path, labels: np.ndarray,
-                        oracle: Any) -> np.ndarray:
+                        oracle: Any, features: np.ndarray | None = None) -> np.ndarray:
     """Rerun a selection from its manifest with the same labels and reward oracle, applying
     the bans as the run saw them and the final ledger; returns the selected rows (best
-    first), which equal `manifest["selected"]["rows"]` when nothing changed."""
+    first), which equal `manifest["selected"]["rows"]` when nothing changed. `features`:
+    the run's, for a spec that uses them (similarity_order, split_hot)."""
     if not isinstance(manifest, dict):
         manifest = load_manifest(manifest)
     fp = labels_fingerprint(np.asarray(labels))
@@ -439,7 +440,7 @@ def reproduce_selection(manifest: dict[str, Any] | str | Path, labels: np.ndarra
     led = manifest["ledger"]
     script = _ScriptedBans(led.get("ban_changes", []), led["pinned"], led["rejected"])
     run = SelectionRun(labels, oracle, spec, ledger=script,
-                       n_clusters=manifest["counts"]["k"])
+                       n_clusters=manifest["counts"]["k"], features=features)
     script.run = run
     run.run_to_end()
     final = LedgerView(frozenset(led["banned"]), frozenset(led["pinned"]),

@@ -35,6 +35,7 @@ POLICIES: tuple[str, ...] = get_args(POLICY)
 # streams of SeedSequence([seed, stream, index])
 STREAM_POLICY = 0
 STREAM_ORDER = 1
+STREAM_SPLIT = 2
 
 
 def finite_or_none(x: float) -> float | None:

@@ -32,6 +32,7 @@ from .config import SelectionSpec, from_dict, to_dict
 from .oracle import Oracle
 from .policies import (
     STREAM_ORDER,
+    STREAM_SPLIT,
     ArmStats,
     from_json_values,
     jsonable_values,
@@ -168,7 +169,21 @@ class SelectionRun:
       ledger state, or None.
     features: [N, d] rows (e.g. the conditioned cluster features) for
       `spec.similarity_order`: a bandit round then draws the chosen arm's undrawn members most
-      similar to the best rows scored so far, instead of the next ones of its random order.
+      similar to the best rows scored so far, instead of the next ones of its random order;
+      and for `spec.split_hot`.
+
+    Hot arms split (`spec.split_hot = m`, m >= 2; beyond the paper, off by default): after a
+    bandit round in which the policy played arm a for its value (not for having no history,
+    at random or by fallback), a is split in two when (i) it holds >= m scored draws, (ii)
+    their mean is the largest of all unbanned arms with scored draws, (iii) they are spread
+    (std > 0), (iv) >= 2 * draw_batch of its members are undrawn and (v) budget is left. Its
+    members, drawn and undrawn, are cut in two by spherical 2-means on `features` centred on
+    their mean (seeded from (seed, a, round)); arms K and K+1 are appended, each taking its
+    part: the drawn members with their rewards as its history, the undrawn ones in a's
+    order. a keeps no member (exhausted, n = 0); a cut that leaves a part with no undrawn
+    member is not made. A child can split again. Arms are not clusters: the labels, the
+    clusters a ban names and the final selection are unchanged; an arm belongs to its first
+    ancestor's cluster (`arm_cluster`) and is banned when that cluster is.
     """
 
     def __init__(self, labels: np.ndarray, oracle: Oracle | None,
@@ -199,13 +214,17 @@ class SelectionRun:
         self.n_top = count_of(spec.top_p, self.N)
         self.labels_fingerprint = labels_fingerprint(self.labels)
         self.features = None
-        if spec.similarity_order:
+        if spec.similarity_order or spec.split_hot:
             if features is None or len(features) != self.N:
-                raise ValueError("similarity_order needs one feature row per pool row "
-                                 "(pass features=)")
+                which = "similarity_order" if spec.similarity_order else "split_hot"
+                raise ValueError(f"{which} needs one feature row per pool row (pass features=)")
             f = np.nan_to_num(np.asarray(features, dtype=np.float32))
             self.features = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-30)
 
+        self.K0 = self.K  # clusters; K grows when an arm splits
+        self.arm_cluster = np.arange(self.K, dtype=np.int64)
+        self.arm_parent = np.full(self.K, -1, dtype=np.int64)
+        self._arm_of = self.labels.copy()
         members = [np.flatnonzero(self.labels == k) for k in range(self.K)]
         self.sizes = np.array([len(m) for m in members], dtype=np.int64)
         self._order = [cluster_order(m, spec.seed, k) for k, m in enumerate(members)]
@@ -252,11 +271,7 @@ class SelectionRun:
 
     def _banned_mask(self, view: LedgerView | None = None) -> np.ndarray:
         view = self.ledger_view() if view is None else view
-        mask = np.zeros(self.K, dtype=bool)
-        for k in view.banned:
-            if 0 <= k < self.K:
-                mask[k] = True
-        return mask
+        return np.isin(self.arm_cluster, np.array(sorted(view.banned), dtype=np.int64))
 
     @property
     def remaining(self) -> np.ndarray:
@@ -343,6 +358,75 @@ class SelectionRun:
         sims = self.features[undrawn] @ query
         return undrawn[np.argsort(-sims, kind="stable")[:m]]
 
+    def _split_plan(self, round_no: int, arm: int | None, reason: str | None, rows: np.ndarray,
+                    rewards: np.ndarray, banned: np.ndarray) -> dict[str, Any] | None:
+        """The split the hot-arm rule (class docstring) makes after this round, or None,
+        without changing any state: a function of the run so far, the round, the features
+        and the seed, so a replayed log makes the same splits."""
+        m = self.spec.split_hot
+        if not m or round_no == 0 or arm is None or reason != "max_value":
+            return None
+        if self.budget_used + len(rows) >= self.budget_total:
+            return None
+        hist = np.concatenate([self._hist[arm], rewards[np.isfinite(rewards)]])
+        rest = self._order[arm][self._ptr[arm]:]
+        took = np.isin(rest, rows)
+        undrawn = rest[~took]
+        others = np.isfinite(self._mean) & ~banned
+        others[arm] = False
+        if (len(hist) < m or not hist.std() > 0 or len(undrawn) < 2 * self.spec.draw_batch
+                or (others.any() and hist.mean() < self._mean[others].max())):
+            return None
+        # the member order _apply leaves: drawn (this round's rows last), then undrawn
+        members = np.concatenate([self._order[arm][:self._ptr[arm]], rest[took], undrawn])
+        drawn = np.arange(len(members)) < len(members) - len(undrawn)
+        part = _two_means(self.features[members], np.random.default_rng(
+            np.random.SeedSequence([int(self.spec.seed), STREAM_SPLIT, int(arm), round_no])))
+        if not all((~drawn & (part == j)).any() for j in (0, 1)):
+            return None
+        children = [self.K, self.K + 1]
+        score = self.scores.copy()
+        score[rows] = rewards
+        said = []
+        for j, c in enumerate(children):
+            r = score[members[drawn & (part == j)]]
+            r = r[np.isfinite(r)]
+            said.append(f"arm {c} takes {len(r)} scored draws"
+                        + (f" (mean {r.mean():.4g})" if len(r) else "")
+                        + f" and {int((~drawn & (part == j)).sum())} undrawn members")
+        sentence = (f"Split arm {arm} into arms {children[0]}, {children[1]} because it is hot: "
+                    f"its {len(hist)} scored draws average {hist.mean():.4g}, the best of all "
+                    f"arms, spread with std {hist.std():.3g}, and {len(undrawn)} members are "
+                    f"undrawn; the rest of its budget goes to the finer arms (spherical 2-means "
+                    f"on the features: {'; '.join(said)}).")
+        return {"parent": int(arm), "children": children, "sentence": sentence,
+                "parts": [members[part == j] for j in (0, 1)],
+                "n_drawn": [int((drawn & (part == j)).sum()) for j in (0, 1)]}
+
+    def _split(self, plan: dict[str, Any], banned: np.ndarray) -> np.ndarray:
+        """Make a planned split (after the round's draws are applied); returns the banned
+        mask grown by the children (banned with their parent's cluster)."""
+        a = plan["parent"]
+        for part, n_drawn in zip(plan["parts"], plan["n_drawn"]):
+            hist = self.scores[part[:n_drawn]]
+            hist = hist[np.isfinite(hist)]
+            self._order.append(part.copy())
+            self._hist.append(hist)
+            self.sizes = np.append(self.sizes, len(part))
+            self._ptr = np.append(self._ptr, n_drawn)
+            self._n = np.append(self._n, len(hist))
+            self._mean = np.append(self._mean, hist.mean() if len(hist) else np.nan)
+            self._std = np.append(self._std, hist.std() if len(hist) else np.nan)
+            self.arm_cluster = np.append(self.arm_cluster, self.arm_cluster[a])
+            self.arm_parent = np.append(self.arm_parent, a)
+            self._arm_of[part] = self.K
+            self.K += 1
+        self._order[a] = self._order[a][:0]
+        self._hist[a] = np.zeros(0)
+        self.sizes[a] = self._ptr[a] = self._n[a] = 0
+        self._mean[a] = self._std[a] = np.nan
+        return np.append(banned, [banned[a], banned[a]])
+
     def peek(self) -> dict[str, Any] | None:
         """What the next `step()` will draw and why, without drawing (None when done).
 
@@ -384,11 +468,12 @@ class SelectionRun:
             self._log_offset = self.log.append(line)
 
     def _apply(self, round_no: int, kind: str, arm: int | None, rows: np.ndarray,
-               rewards: np.ndarray, banned: np.ndarray, expl: dict[str, Any]) -> RoundRecord:
+               rewards: np.ndarray, banned: np.ndarray, expl: dict[str, Any],
+               split: dict[str, Any] | None = None) -> RoundRecord:
         rows = np.asarray(rows, dtype=np.int64)
-        touched = sorted(set(int(k) for k in self.labels[rows])) if len(rows) else []
+        touched = sorted(set(int(k) for k in self._arm_of[rows])) if len(rows) else []
         for k in touched:
-            sel = self.labels[rows] == k
+            sel = self._arm_of[rows] == k
             # the drawn rows move to the front of the arm's undrawn part (they need not be
             # the next ones of its order under similarity_order); the rest keep their order
             rest = self._order[k][self._ptr[k]:]
@@ -405,6 +490,8 @@ class SelectionRun:
         self.round_drawn[rows] = round_no
         self.budget_used += len(rows)
         self._next_round = round_no + 1
+        if split is not None:
+            banned = self._split(split, banned)
         after = self.stats(banned)
         rec = RoundRecord(round_no, kind, arm, rows, rewards, after.n, after.mean, after.std,
                           self.policy.masked_values(after, None), after.exhausted,
@@ -435,13 +522,17 @@ class SelectionRun:
         arm, rows, expl = self._plan(round_no, banned)
         rewards = self._score(rows)
         kind = "cold_start" if round_no == 0 else "bandit"
+        split = self._split_plan(round_no, arm, expl.get("reason"), rows, rewards, banned)
+        if split is not None:
+            expl["split"] = {"parent": split["parent"], "children": split["children"]}
+            expl["sentence"] += " " + split["sentence"]
         self._append_log({"round": round_no, "kind": kind, "arm": arm,
                           "rows": [int(r) for r in rows],
                           "rewards": jsonable_values(rewards),
                           "banned": [int(k) for k in np.flatnonzero(banned)],
                           "budget_used": self.budget_used + len(rows),
                           "explanation": expl, "ts": time.time()})
-        return self._apply(round_no, kind, arm, rows, rewards, banned, expl)
+        return self._apply(round_no, kind, arm, rows, rewards, banned, expl, split)
 
     def run_to_end(self, max_rounds: int | None = None) -> list[RoundRecord]:
         """Step until the budget is spent or no arm is left (or `max_rounds` rounds)."""
@@ -465,14 +556,14 @@ class SelectionRun:
                                self.scores.copy(), self.round_drawn.copy(), self.labels.copy(),
                                view.pinned, view.rejected, view.banned, self.spec, self.n_top,
                                self.budget_used, self.budget_total, len(self.records),
-                               self.labels_fingerprint, self.ban_changes(), self.K)
+                               self.labels_fingerprint, self.ban_changes(), self.K0)
 
     def ban_changes(self) -> tuple[tuple[int, tuple[int, ...]], ...]:
-        """(round, banned arms) for the first round and every round where the banned set the
+        """(round, banned clusters) for the first round and every round where the banned set the
         bandit saw changed: enough to rerun the run exactly (export.reproduce_selection)."""
         out: list[tuple[int, tuple[int, ...]]] = []
-        for rec in self.records:
-            cur = tuple(int(k) for k in np.flatnonzero(rec.banned))
+        for rec in self.records:  # clusters, not arms: a split arm's children follow it
+            cur = tuple(int(k) for k in np.flatnonzero(rec.banned[:self.K0]))
             if not out or out[-1][1] != cur:
                 out.append((rec.round, cur))
         return tuple(out)
@@ -526,8 +617,45 @@ class SelectionRun:
                              "labels do not give; the log belongs to another run")
         rewards = from_json_values(obj["rewards"], np.nan)
         kind = "cold_start" if round_no == 0 else "bandit"
-        self._apply(round_no, kind, None if arm is None else int(arm), rows, rewards, banned,
-                    obj.get("explanation", {}))
+        expl = obj.get("explanation", {})
+        arm = None if arm is None else int(arm)
+        split = self._split_plan(round_no, arm, expl.get("reason"), rows, rewards, banned)
+        made = None if split is None else {"parent": split["parent"],
+                                           "children": split["children"]}
+        if made != expl.get("split"):
+            raise ValueError(f"{path}: round {round_no} logged the split {expl.get('split')} "
+                             f"where these features and this seed give {made}")
+        self._apply(round_no, kind, arm, rows, rewards, banned, expl, split)
+
+
+def _two_means(F: np.ndarray, rng: np.random.Generator, n_init: int = 3) -> np.ndarray:
+    """0/1 per row: spherical 2-means of the rows centred on their mean (an arm's members
+    share its direction; the split is about how they differ), the best of `n_init`
+    k-means++ starts. Float64 numpy, not kmeans.py's torch: an arm is small, and a replayed
+    log must make the same cut, whatever device or torch thread count the reopening has."""
+    G = F.astype(np.float64) - F.mean(axis=0, dtype=np.float64)
+    G /= np.maximum(np.linalg.norm(G, axis=1, keepdims=True), 1e-30)
+    best, best_fit = np.zeros(len(G), dtype=np.int64), -np.inf
+    for _ in range(n_init):
+        first = G[rng.integers(len(G))]
+        far = np.clip(1.0 - G @ first, 0.0, None)
+        C = np.stack([first, G[rng.choice(len(G), p=far / far.sum())] if far.sum() > 0
+                      else first])
+        labels = None
+        for _ in range(100):
+            sims = G @ C.T
+            new = np.argmax(sims, axis=1)
+            if labels is not None and np.array_equal(new, labels):
+                break
+            labels = new
+            for j in (0, 1):
+                if (labels == j).any():
+                    c = G[labels == j].sum(axis=0)
+                    C[j] = c / max(np.linalg.norm(c), 1e-30)
+        fit = float(sims[np.arange(len(G)), labels].sum())
+        if fit > best_fit:
+            best, best_fit = labels, fit
+    return best
 
 
 def select_top(scores: np.ndarray, labels: np.ndarray, n_top: int,
