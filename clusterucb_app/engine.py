@@ -79,8 +79,8 @@ def _pipeline(ws_root: str, cfg_key: str, _cfg: Any) -> Any:
     return Pipeline(_cfg, log=None)
 
 
-def lazy_oracle(ws: Workspace) -> Any:
-    """Scores drawn rows on demand (features computed once, into the workspace's store).
+def pipeline(ws: Workspace) -> Any:
+    """The server's one pipeline for the workspace's settings (its model loads on first use).
 
     A warm-up checkpoint is used only when it is already trained for the current settings;
     this never trains inside the web server (the Model & Features page runs warm-up as a job).
@@ -95,5 +95,9 @@ def lazy_oracle(ws: Workspace) -> Any:
         probe = Pipeline(cfg, log=None)
         if not probe.warmup_ready():
             cfg = dataclasses.replace(cfg, use_warmup=False)
-    pipe = _pipeline(str(ws.root), fingerprint(config_to_dict(cfg)), cfg)
-    return pipe.oracle
+    return _pipeline(str(ws.root), fingerprint(config_to_dict(cfg)), cfg)
+
+
+def lazy_oracle(ws: Workspace) -> Any:
+    """Scores drawn rows on demand (features computed once, into the workspace's store)."""
+    return pipeline(ws).oracle

@@ -1,5 +1,6 @@
-"""The Curate & Export page's export section: save the export into the workspace, download
-its files, and publish it to the Hugging Face Hub with a dataset card."""
+"""The Curate & Export page's panels: the selection's breakdowns, and the export section (save
+the export into the workspace, download its files, publish it to the Hugging Face Hub with a
+dataset card)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,22 @@ def card_extra(ws: Any) -> dict[str, Any]:
     model = state.settings(ws, "model")
     return {"workspace": str(ws.root), "target": target.get("path"),
             "model": getattr(model, "name_or_path", None)}
+
+
+def breakdowns(selected: Any, names: dict[int, str]) -> None:
+    """Selected rows per cluster and per source, side by side."""
+    import plotly.express as px
+
+    left, right = st.columns(2)
+    by_cl = (selected.assign(cluster=[names.get(int(k), str(k)) for k in selected["cluster"]])
+             .groupby("cluster").size().reset_index(name="rows")
+             .sort_values("rows", ascending=False))
+    left.plotly_chart(px.bar(by_cl, x="cluster", y="rows", title="Selected rows per cluster"),
+                      key="ex_by_cluster")
+    by_src = selected.groupby("source").size().reset_index(name="rows").sort_values(
+        "rows", ascending=False)
+    right.plotly_chart(px.bar(by_src, x="source", y="rows", title="Selected rows per source"),
+                       key="ex_by_source")
 
 
 def section(ws: Any, rid: str, run_name: str, run: Any, pool: Any, result: Any,

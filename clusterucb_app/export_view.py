@@ -7,10 +7,10 @@ from typing import Any
 
 import pandas as pd
 
-from . import marks
+from . import marks, subtask_view
 
-COLUMNS = ["rank", "row", "id", "status", "prompt", "source", "cluster", "cluster_label",
-           "score", "round_drawn", "selected", "pinned", "rejected", "tags"]
+COLUMNS = ["rank", "row", "id", "status", subtask_view.COLUMN, "prompt", "source", "cluster",
+           "cluster_label", "score", "round_drawn", "selected", "pinned", "rejected", "tags"]
 
 
 def filter_rows(table: pd.DataFrame, *, only_selected: bool, sources: Sequence[str],
@@ -32,8 +32,13 @@ def filter_rows(table: pd.DataFrame, *, only_selected: bool, sources: Sequence[s
 def curate_table(view: pd.DataFrame, prompts: Sequence[str], labels: Any,
                  ledger_state: Any) -> pd.DataFrame:
     """The rows as the page lists them: a status column (pinned / rejected / banned cluster),
-    the prompt's beginning, and a rank that reads '—' (not 'None') for unselected rows."""
+    the prompt's beginning, a rank that reads '—' (not 'None') for unselected rows and, when
+    the table knows them, the subtask each scored row serves ('—' for the others)."""
     shown = view.reset_index(drop=True).copy()
+    if "best_subtask" in shown:
+        shown[subtask_view.COLUMN] = [
+            b if isinstance(b, str) and b and pd.notna(s) else subtask_view.NONE
+            for b, s in zip(shown["best_subtask"], shown["score"])]
     shown.insert(3, "prompt", list(prompts))
     shown.insert(3, "status", marks.row_status(shown["row"], labels, ledger_state))
     shown["rank"] = ["—" if pd.isna(r) else str(int(r)) for r in shown["rank"]]

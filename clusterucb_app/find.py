@@ -67,7 +67,8 @@ def with_rows(table: Any, pool: Any, rows: Sequence[int], result: Any,
         "pinned": np.isin(new, list(result.pinned)),
         "rejected": np.isin(new, list(result.rejected)),
         "tags": tag_text(tags, new)})
-    out = pd.concat([have, extra[have.columns]], ignore_index=True) if len(new) else have
+    extra = extra.reindex(columns=have.columns)  # a column the table has and extra lacks: NA
+    out = pd.concat([have, extra], ignore_index=True) if len(new) else have
     order = {int(r): i for i, r in enumerate(rows)}
     return out.iloc[np.argsort([order[int(r)] for r in out["row"]], kind="stable")]
 

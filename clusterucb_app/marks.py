@@ -123,13 +123,16 @@ def undo_label(op: str, items: Sequence[int]) -> str:
 
 
 def selection_rule(n_top: int, n_pinned: int, n_rows: int | None = None,
-                   top_p: float | None = None) -> str:
+                   top_p: float | None = None, balance: str = "max") -> str:
     """The rule the selection follows, with this run's numbers, as the page states it."""
     size = f"floor(N·p) = {n_top:,}" if n_rows is None or top_p is None else \
         f"floor({n_rows:,} × {top_p:g}) = {n_top:,}"
     fill = max(n_top - n_pinned, 0)
+    best = (f"{fill:,} best-scored rows the bandit scored" if balance != "subtasks" else
+            f"{fill:,} rows the bandit scored, taken round-robin over the target's subtasks "
+            "(each subtask in turn takes its best row by its own cosine)")
     text = (f"Selected = {size} rows: every pinned row first ({n_pinned:,}), then the "
-            f"{fill:,} best-scored rows the bandit scored, leaving out rejected rows and rows "
+            f"{best}, leaving out rejected rows and rows "
             "of banned clusters. Pins take slots: the export keeps the size top-p says")
     if n_pinned > n_top:
         text += f"; with {n_pinned:,} pins for {n_top:,} slots every pin is kept and nothing else"

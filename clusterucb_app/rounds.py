@@ -242,14 +242,20 @@ def arm_table(run: selection.SelectionRun, names: dict[int, str], values: Any,
         "curation": [by_cluster[c] for c in run.arm_cluster]})
 
 
-def drawn_table(run: selection.SelectionRun, rows: Any, pool: Any, ledger_state: Any
-                ) -> pd.DataFrame:
-    """The rows of a round: cluster, score, curation status and, with the pool, their text."""
-    from . import ui
+def drawn_table(run: selection.SelectionRun, rows: Any, pool: Any, ledger_state: Any,
+                best: dict[int, str] | None = None) -> pd.DataFrame:
+    """The rows of a round: cluster, score, curation status, with `best` (row -> subtask) the
+    subtask each serves best, and with the pool their text."""
+    from . import subtask_view, ui
 
     rows = [int(r) for r in rows]
     extra = {"cluster": run.labels[rows], "score": run.scores[rows],
              "status": marks.row_status(rows, run.labels, ledger_state)}
-    if pool is not None:
-        return ui.preview_frame(pool.frame(rows), None, extra)
-    return pd.DataFrame({"row": rows, **extra})
+    if best is not None:
+        extra[subtask_view.COLUMN] = subtask_view.best_column(rows, run.scores, best)
+    if pool is None:
+        return pd.DataFrame({"row": rows, **extra})
+    df = ui.preview_frame(pool.frame(rows), None, extra)
+    front = ["row", "id", "score", *([subtask_view.COLUMN] if best is not None else []),
+             "status"]  # before the long texts, where a narrow page still shows them
+    return df[front + [c for c in df.columns if c not in front]]

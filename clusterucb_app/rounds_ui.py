@@ -13,7 +13,7 @@ import numpy as np
 import streamlit as st
 
 from clusterucb_core import plots_rounds as pr
-from clusterucb_core import policies, selection
+from clusterucb_core import policies, selection, subtasks
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.workspace import Workspace
 
@@ -60,6 +60,11 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
                                     index=opts.index(saved) if saved in opts else 0,
                                     format_func=lambda s: rounds.REWARD_LABELS.get(s, s),
                                     help="Remembered per workspace.")
+            rule = st.columns(4)[0].selectbox(
+                "Final selection", subtasks.BALANCES, format_func=subtasks.BALANCE_LABELS.get,
+                index=subtasks.BALANCES.index(d.balance), key="ucb_new_balance",
+                help=subtasks.balance_help()
+                + "  \nOnly the final pick; it can be switched later for this run.")
             st.caption(f"Pool: {n_rows:,} rows in {clusters.k} clusters ('{clusters_name}'). "
                        f"Budget {budget:g} → {selection.count_of(budget, n_rows):,} rows scored; "
                        f"top-p {top_p:g} → {selection.count_of(top_p, n_rows):,} rows selected.")
@@ -69,7 +74,8 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
         try:  # a SelectionSpec checks its settings when built
             spec = SelectionSpec(policy=policy, beta=float(beta), cold_start=float(cold),
                                  budget=float(budget), top_p=float(top_p),
-                                 draw_batch=int(draw), seed=int(seed), quantile=d.quantile)
+                                 draw_batch=int(draw), seed=int(seed), quantile=d.quantile,
+                                 balance=rule)
             rid = rounds.create(ws, spec, clusters_name, reward)
             state.save_settings(ws, selection=spec)
         except (ValueError, FileNotFoundError, OSError) as exc:
@@ -186,13 +192,15 @@ def charts(run: selection.SelectionRun, nxt: dict[str, Any] | None, names: dict[
     return values
 
 
-def last_round(ws: Workspace, run: selection.SelectionRun, pool: Any, clusters_name: str) -> None:
+def last_round(ws: Workspace, run: selection.SelectionRun, pool: Any, clusters_name: str,
+               best: dict[int, str] | None = None) -> None:
+    """The last round's rows (with `best`, the subtask each serves), to read, pin or reject."""
     if not run.records:
         st.caption("Nothing drawn yet.")
         return
     last = run.records[-1]
     lg = state.ledger(ws, clusters_name)
-    df = rounds.drawn_table(run, last.rows, pool, lg.state())
+    df = rounds.drawn_table(run, last.rows, pool, lg.state(), best)
     sel = st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="multi-row",
                        key=f"ucb_last_{last.round}", height=ui.table_height(len(df)),
                        column_config={"status": curation_ui.status_column()})

@@ -336,23 +336,57 @@ class Pipeline:
     def reward_engines(self):
         """One engine per reward checkpoint, kept alive so lazy rounds reuse it; they share
         one base model, each checkpoint a named adapter on it."""
-        from .features import FeatureEngine, store_name
+        from .features import FeatureEngine
         from .model import SharedBase
 
-        spec = self.cfg.reward_features
-        if spec.mode == "adam" and not self.checkpoints:
+        spec = self.reward_spec
+        if spec.mode != self.cfg.reward_features.mode:
             self.log("reward features: no warm-up checkpoint, so plain SGD gradients")
-            spec = replace(spec, mode="sgd")
         base = SharedBase(self.cfg.model)
-        engines = [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec,
-                                 self.ws.features(store_name(spec, ck)), base=base)
-                   for ck in self.reward_checkpoints]
+        engines = [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec, path,
+                                 base=base)
+                   for ck, path in zip(self.reward_checkpoints, self.reward_store_paths())]
         rep = self.format_report
         note = {k: v for k, v in rep.to_dict().items() if k != "unscorable"}
         for eng in engines:
             if eng.store().manifest.get("formatting") != {**note, "sentence": rep.sentence()}:
                 eng.store().annotate("formatting", {**note, "sentence": rep.sentence()})
         return engines
+
+    @property
+    def reward_spec(self) -> FeatureSpec:
+        """The reward features' settings as used: Adam needs a checkpoint, else plain SGD."""
+        spec = self.cfg.reward_features
+        if spec.mode == "adam" and not self.checkpoints:
+            return replace(spec, mode="sgd")
+        return spec
+
+    def reward_store_paths(self) -> list[Path]:
+        """Where each reward checkpoint's features are stored (known without the model)."""
+        from .features import store_name
+
+        return [self.ws.features(store_name(self.reward_spec, ck))
+                for ck in self.reward_checkpoints]
+
+    def subtasks_ready(self, rows: np.ndarray) -> str | None:
+        """None when the per-subtask scores of `rows` can be read without computing a
+        gradient (their reward features and the target's are stored); else why not. Reads
+        files only: no model is loaded."""
+        from .features import TARGET_FEATURES, target_name
+        from .store import FeatureStore
+
+        rows = np.asarray(rows, dtype=np.int64)
+        for ck, path in zip(self.reward_checkpoints, self.reward_store_paths()):
+            if not (self.ws.targets(target_name(self.target, ck)) / TARGET_FEATURES).exists():
+                return "the target's gradients are not computed yet"
+            try:
+                with FeatureStore.open(path) as store:
+                    missing = int((~store.done[rows]).sum()) if len(rows) else 0
+            except (FileNotFoundError, ValueError, IndexError):
+                return "no reward features are stored for these settings"
+            if missing:
+                return f"{missing:,} of the {len(rows):,} rows have no stored reward features"
+        return None
 
     def release_engines(self) -> None:
         """Free the reward engines' model (before a warm-up loads another in this process)."""
@@ -567,12 +601,17 @@ class Pipeline:
         from .influence import subtask_scores
 
         rows = np.asarray(rows, dtype=np.int64)
-        feats, ids = self.target_features
-        train = [eng.store().read(rows) for eng in self.reward_engines]
-        multi = len(train) > 1
-        return subtask_scores(train if multi else train[0], feats if multi else feats[0], ids,
-                              weights=self.checkpoint_weights(),
-                              n_subtasks=len(self.target.subtasks))
+        S = len(self.target.subtasks)
+        memo = self.__dict__.setdefault("_subtask_memo", {})  # a row's features never change
+        new = np.array(sorted({int(r) for r in rows} - memo.keys()), dtype=np.int64)
+        if len(new):
+            feats, ids = self.target_features
+            train = [eng.store().read(new) for eng in self.reward_engines]
+            multi = len(train) > 1
+            out = subtask_scores(train if multi else train[0], feats if multi else feats[0],
+                                 ids, weights=self.checkpoint_weights(), n_subtasks=S)
+            memo.update(zip(new.tolist(), out))
+        return np.array([memo[int(r)] for r in rows], dtype=np.float32).reshape(len(rows), S)
 
     def best_subtasks(self, rows: np.ndarray) -> dict[int, str]:
         """Scored row -> the target subtask it serves best (rows without a score left out)."""
@@ -585,19 +624,24 @@ class Pipeline:
         names = list(self.target.subtasks)
         return {int(r): names[b] for r, b in zip(rows, best) if b >= 0}
 
-    def result(self, run):
+    def result(self, run, balance: str | None = None):
         """The run's final selection with each scored row's best subtask; under
         `balance = "subtasks"` the top-p is refilled round-robin over subtasks (pins kept,
-        rejected rows and banned clusters left out, as for the max rule)."""
+        rejected rows and banned clusters left out, as for the max rule). `balance` overrides
+        the run's rule (it only changes the final pick, not the draws) and is then recorded
+        in the result's spec, so an export says which rule made it."""
         from dataclasses import replace as _replace
 
-        from .subtasks import balanced_top
+        from .subtasks import BALANCES, balanced_top
 
+        balance = run.spec.balance if balance is None else balance
+        if balance not in BALANCES:
+            raise ValueError(f"balance {balance!r} is not one of {', '.join(BALANCES)}")
         res = run.result()
         scored = np.flatnonzero(np.isfinite(res.scores))
         best = self.best_subtasks(scored)
-        res = _replace(res, best_subtask=best)
-        if run.spec.balance != "subtasks":
+        res = _replace(res, best_subtask=best, spec=_replace(res.spec, balance=balance))
+        if balance != "subtasks":
             return res
         banned = np.isin(res.labels, np.array(sorted(res.banned), dtype=np.int64))
         free = scored[~banned[scored] & ~np.isin(scored, list(res.rejected | res.pinned))]

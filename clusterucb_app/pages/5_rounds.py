@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from clusterucb_app import curation_ui, rounds, rounds_ui, state, ui
+from clusterucb_app import curation_ui, rounds, rounds_ui, state, subtasks_ui, ui
 from clusterucb_core import plots_rounds as pr
 from clusterucb_core import selection
 from clusterucb_core.scorable import workspace_sentence as scorable_sentence
@@ -104,9 +104,11 @@ def live() -> None:
     nxt = rounds.preview(run)
     rounds_ui.status(run, nxt)
     values = rounds_ui.charts(run, nxt, names, xy, pool)
-    tabs = st.tabs(["Last round's rows", "Arm table", "History", "Against exhaustive"])
+    sub = subtasks_ui.view(ws, run, cur_id)
+    tabs = st.tabs(["Last round's rows", "Arm table", "History", "Against exhaustive",
+                    "Subtask coverage"])
     with tabs[0]:
-        rounds_ui.last_round(ws, run, pool, clusters_name)
+        rounds_ui.last_round(ws, run, pool, clusters_name, sub.column)
     with tabs[1]:
         arms = rounds.arm_table(run, names, values, nxt["arm"] if nxt else None,
                                 state.ledger(ws, clusters_name).state())
@@ -123,6 +125,8 @@ def live() -> None:
             st.caption("The history starts with the first round.")
     with tabs[3]:
         rounds_ui.against_exhaustive(ws, run)
+    with tabs[4]:
+        subtasks_ui.coverage_panel(ws, sub, cur_id, run.spec, key="ucb")
 
 
 curation_ui.flush_toast()

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import plotly.express as px
 import streamlit as st
 
-from clusterucb_app import curation_ui, export_panel, export_view, find, marks, rounds, state, ui
+from clusterucb_app import (
+    curation_ui,
+    export_panel,
+    export_view,
+    find,
+    marks,
+    rounds,
+    state,
+    subtasks_ui,
+    ui,
+)
 
 ws = ui.workspace()
 ui.header(
@@ -48,7 +57,8 @@ from clusterucb_core.export import selection_table  # noqa: E402
 
 lg = state.ledger(ws, clustering)
 led = lg.state()
-result = run.result(lg)
+sub = subtasks_ui.view(ws, run, rid)  # the engine's result under the chosen rule, when readable
+result = sub.result if sub.result is not None else run.result(lg)
 names = find.cluster_names(clusters, led)
 table = selection_table(pool, result, names, led.tags)
 
@@ -64,8 +74,10 @@ m[1].metric("Scored (budget)", f"{result.budget_used:,} / {result.budget_total:,
 m[2].metric("Pinned", len(result.pinned))
 m[3].metric("Rejected", len(result.rejected))
 m[4].metric("Banned clusters", len(result.banned))
+if sub.result is not None and sub.shown:
+    subtasks_ui.balance_picker(ws, rid, run.spec, key="ex_balance")
 st.caption(ui.plain(marks.selection_rule(result.n_top, len(result.pinned), run.N,
-                                         run.spec.top_p)))
+                                         run.spec.top_p, result.spec.balance)))
 
 # ------------------------------------------------------------------------------ the selection
 st.subheader("Selection")
@@ -116,16 +128,8 @@ if chosen:
     ui.show_text(ui.chat_text(pool.messages([r])[0]), height=260)
 
 # ------------------------------------------------------------------------------ breakdowns
-selected = table[table["selected"]]
-left, right = st.columns(2)
-by_cl = (selected.assign(cluster=[names.get(int(k), str(k)) for k in selected["cluster"]])
-         .groupby("cluster").size().reset_index(name="rows").sort_values("rows", ascending=False))
-left.plotly_chart(px.bar(by_cl, x="cluster", y="rows", title="Selected rows per cluster"),
-                  key="ex_by_cluster")
-by_src = selected.groupby("source").size().reset_index(name="rows").sort_values(
-    "rows", ascending=False)
-right.plotly_chart(px.bar(by_src, x="source", y="rows", title="Selected rows per source"),
-                   key="ex_by_source")
+export_panel.breakdowns(table[table["selected"]], names)
+subtasks_ui.coverage_panel(ws, sub, rid, run.spec, key="ex", picker=False)
 
 # ------------------------------------------------------------------------------ ledger
 with st.expander(f"Ledger of hand edits ({len(lg.edits())})", expanded=False):

@@ -121,3 +121,44 @@ def test_map_overlays_mark_pinned_and_rejected_rows():
     status = pr.cluster_map(xy, ["", "pinned"] * 5, colours=marks.COLOURS)
     assert {t.marker.color for t in status.data} == {marks.COLOURS[""],
                                                      marks.COLOURS["pinned"]}
+
+
+def test_best_subtask_column_and_coverage():
+    """The column names each scored row's subtask ('—' unscored or unknown); the coverage
+    counts the given rows per subtask in the target's order, and its caption says the rule."""
+    from clusterucb_app import subtask_view
+
+    scores = np.array([0.5, np.nan, 0.2, 0.1])
+    best = {0: "add", 2: "multiply", 1: "add"}  # row 1 has no score: never shown
+    assert subtask_view.best_column([0, 1, 2, 3], scores, best) == ["add", "—", "multiply", "—"]
+    assert subtask_view.best_column([0], scores, None) == ["—"]
+    table = subtask_view.coverage_of([0, 2, 3], best, ["multiply", "add", "sub"])
+    assert table.to_dict("list") == {"subtask": ["multiply", "add", "sub"], "rows": [1, 1, 0]}
+    text = subtask_view.coverage_caption(table, "subtasks", 3)
+    assert "of the 3 selected rows" in text and "Round-robin over subtasks" in text
+    assert "1 selected row(s) have no score" in text
+    assert "so they can differ" not in text  # 1, 1, 0: as even as round-robin makes them
+    uneven = pd.DataFrame({"subtask": ["a", "b"], "rows": [1, 5]})
+    assert "so they can differ" in subtask_view.coverage_caption(uneven, "subtasks", 6)
+    assert "so they can differ" not in subtask_view.coverage_caption(uneven, "max", 6)
+    assert "Top-p by score (LESS)" in subtask_view.coverage_caption(table, "max", 2)
+    assert "so far (the run is not finished)" in subtask_view.coverage_caption(
+        table, "max", 2, final=False)
+
+
+def test_selection_rule_names_the_balance():
+    assert "best-scored rows" in marks.selection_rule(5, 0, 100, 0.05)
+    text = marks.selection_rule(5, 1, 100, 0.05, balance="subtasks")
+    assert "4 rows the bandit scored, taken round-robin over the target's subtasks" in text
+
+
+def test_curate_table_shows_best_subtask_only_for_scored_rows():
+    view = pd.DataFrame({"rank": [1, None], "row": [3, 4], "id": ["a", "b"],
+                         "source": ["s", "s"], "cluster": [0, 1], "cluster_label": ["x", "y"],
+                         "score": [0.4, np.nan], "best_subtask": ["add", np.nan],
+                         "round_drawn": [0, None], "selected": [True, False],
+                         "pinned": [False, True], "rejected": [False, False], "tags": ["", ""]})
+    shown = export_view.curate_table(view, ["p", "q"], np.array([0, 0, 0, 0, 1]), _state())
+    assert list(shown["best subtask"]) == ["add", "—"]
+    assert list(shown.columns).index("best subtask") < list(shown.columns).index("prompt")
+    assert "best_subtask" not in shown

@@ -238,5 +238,22 @@ def test_best_subtask_exported_and_balanced_selection(tmp_path, tiny_pool_file, 
     per = pipe.subtask_scores(scored)
     for c in range(per.shape[1]):  # each subtask's own best row is in the selection
         assert scored[np.nanargmax(per[:, c])] in res.rows
+    # the app overrides the rule per view; the result's spec records the rule used
+    run = pipe.selection("bal")
+    as_max = pipe.result(run, balance="max")
+    assert as_max.spec.balance == "max" and res.spec.balance == "subtasks"
+    np.testing.assert_array_equal(as_max.rows, run.result().rows)
+    with pytest.raises(ValueError, match="balance 'mean' is not one of max, subtasks"):
+        pipe.result(run, balance="mean")
+    # remembered per row: asking again (any order, repeats) gives the same columns
+    again = pipe.subtask_scores(np.r_[scored[::-1], scored[:1]])
+    np.testing.assert_array_equal(again[:-1], per[::-1])
+    np.testing.assert_array_equal(again[-1], per[0])
+    # readable from files alone for the scored rows; said why not for the others
+    fresh = Pipeline(bal, log=None)
+    assert fresh.subtasks_ready(scored) is None
+    unscored = np.flatnonzero(~np.isfinite(res.scores))
+    assert "have no stored reward features" in fresh.subtasks_ready(unscored)
+    assert "reward_engines" not in fresh.__dict__  # no model was loaded to know it
     with pytest.raises(ValueError, match="balance = 'mean': must be one of max, subtasks"):
         replace(cfg.selection, balance="mean")
