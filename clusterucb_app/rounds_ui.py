@@ -7,6 +7,7 @@ always stops Play, and a double delivery cannot switch it back on.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -14,7 +15,6 @@ import streamlit as st
 
 from clusterucb_core import plots_rounds as pr
 from clusterucb_core import policies, selection, subtasks
-from clusterucb_core.config import SelectionSpec
 from clusterucb_core.workspace import Workspace
 
 from . import curation_ui, rounds, state, ui
@@ -60,7 +60,13 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
                                     index=opts.index(saved) if saved in opts else 0,
                                     format_func=lambda s: rounds.REWARD_LABELS.get(s, s),
                                     help="Remembered per workspace.")
-            rule = st.columns(4)[0].selectbox(
+            c = st.columns(4)
+            order = c[1].selectbox(
+                "Draw order (within the chosen cluster)", selection.DRAW_ORDERS,
+                index=selection.DRAW_ORDERS.index(d.draw_order),
+                format_func=selection.DRAW_ORDER_LABELS.get, key="ucb_new_draw_order",
+                help=selection.draw_order_help())
+            rule = c[0].selectbox(
                 "Final selection", subtasks.BALANCES, format_func=subtasks.BALANCE_LABELS.get,
                 index=subtasks.BALANCES.index(d.balance), key="ucb_new_balance",
                 help=subtasks.balance_help()
@@ -72,10 +78,9 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
                                               disabled=not sources)
     if submitted:
         try:  # a SelectionSpec checks its settings when built
-            spec = SelectionSpec(policy=policy, beta=float(beta), cold_start=float(cold),
-                                 budget=float(budget), top_p=float(top_p),
-                                 draw_batch=int(draw), seed=int(seed), quantile=d.quantile,
-                                 balance=rule)
+            spec = replace(d, policy=policy, beta=float(beta), cold_start=float(cold),
+                           budget=float(budget), top_p=float(top_p), draw_batch=int(draw),
+                           seed=int(seed), balance=rule, draw_order=order)
             rid = rounds.create(ws, spec, clusters_name, reward)
             state.save_settings(ws, selection=spec)
         except (ValueError, FileNotFoundError, OSError) as exc:

@@ -106,6 +106,9 @@ class ClusterUCB(BaseEstimator):
     `fit(labels, rewards)`: `labels` is the cluster of each pool row (-1: never drawn);
     `rewards` is one score per row (an array), or a function `rows -> scores` called only for
     the rows the bandit draws (so nothing else is computed). Fractions are of the pool size.
+    `features` (the rows that were clustered, [N, d]) are needed by `draw_order="predicted"`
+    (each cluster's draws ordered by a reward model on them; the pipeline's default) and
+    `"similar"`; the default `"random"` draws as the paper does.
 
     Fitted attributes: `selected_` (row indices, best first), `scores_` (float [N], NaN where
     not scored), `history_` (DataFrame, one row per round: arm, rows drawn, mean reward,
@@ -114,7 +117,7 @@ class ClusterUCB(BaseEstimator):
 
     def __init__(self, policy: str = "ucb_beta", *, beta: float = 1.0, budget: float = 0.2,
                  top_p: float = 0.05, cold_start: float = 0.05, draw_batch: int = 8,
-                 quantile: float = 0.25, random_state: int = 42):
+                 quantile: float = 0.25, draw_order: str = "random", random_state: int = 42):
         self.policy = policy
         self.beta = beta
         self.budget = budget
@@ -122,15 +125,16 @@ class ClusterUCB(BaseEstimator):
         self.cold_start = cold_start
         self.draw_batch = draw_batch
         self.quantile = quantile
+        self.draw_order = draw_order
         self.random_state = random_state
 
     def _spec(self) -> SelectionSpec:
         return _build(SelectionSpec, {"seed": "random_state"}, policy=self.policy,
                       beta=self.beta, cold_start=self.cold_start, budget=self.budget,
                       top_p=self.top_p, draw_batch=self.draw_batch, seed=self.random_state,
-                      quantile=self.quantile)
+                      quantile=self.quantile, draw_order=self.draw_order)
 
-    def fit(self, labels: Any, rewards: Any) -> ClusterUCB:
+    def fit(self, labels: Any, rewards: Any, features: Any = None) -> ClusterUCB:
         import pandas as pd
 
         from .oracle import TableOracle
@@ -147,7 +151,7 @@ class ClusterUCB(BaseEstimator):
                                  f"{labels.shape}: give one score per row, or a function "
                                  "rows -> scores")
             oracle = TableOracle(table, name="array")
-        run = SelectionRun(labels, oracle, spec)
+        run = SelectionRun(labels, oracle, spec, features=features)
         run.run_to_end()
         self.run_ = run
         self.selected_ = run.selected()

@@ -31,6 +31,7 @@ DEMO_MODEL = DEMO_DIR / "demo_model"
 DEMO_POOL = DEMO_DIR / "demo_pool.jsonl"
 DEMO_TARGET = DEMO_DIR / "targets" / "arithmetic.jsonl"
 
+DRAW_ORDER = Literal["predicted", "random", "similar"]
 POLICY = Literal["ucb_beta", "ucb1", "thresh_hard", "thresh_normal", "random", "thompson"]
 POOL_FORMAT = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "datasets"]
 POOL_SHAPE = Literal["auto", "messages", "alpaca", "sharegpt", "prompt_completion"]
@@ -292,8 +293,7 @@ class SelectionSpec(Spec):
     # scored so far; predicted = the highest under surrogate.RewardModel, whose mean over
     # them is then ucb_beta's mean. The class keeps the paper's default; RunConfig's
     # (pipeline, CLI, app) is "predicted", measured to help (README "Selection fidelity").
-    draw_order: Literal["random", "similar", "predicted"] = field(default="random",
-                                                                  metadata={"added": True})
+    draw_order: DRAW_ORDER = field(default="random", metadata={"added": True})
     # max: the top-p by score (LESS); subtasks: the top-p filled round-robin over the
     # target's subtasks, each taking its best row in turn (subtasks.py)
     balance: Literal["max", "subtasks"] = field(default="max", metadata={"added": True})

@@ -23,14 +23,13 @@ import time
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import numpy as np
 
 from . import runlog
-from .config import SelectionSpec, from_dict, to_dict
+from .config import DRAW_ORDER, SelectionSpec, from_dict, to_dict
 from .oracle import Oracle
-from .surrogate import RewardModel
 from .policies import (
     STREAM_ORDER,
     STREAM_SPLIT,
@@ -40,6 +39,22 @@ from .policies import (
     policy_for,
     policy_rng,
 )
+from .surrogate import RewardModel
+
+DRAW_ORDERS: tuple[str, ...] = get_args(DRAW_ORDER)
+DRAW_ORDER_LABELS = {"predicted": "predicted (a reward model on the cluster features)",
+                     "random": "random (the paper)",
+                     "similar": "similar to the best rows so far"}
+
+
+def draw_order_help() -> str:
+    """What each draw order does, for the app's and the CLI's help."""
+    return ("Which undrawn rows of the chosen cluster a round scores. random: uniformly, as in "
+            "the paper. predicted: the ones a ridge model of the reward on the cluster "
+            "features ranks highest; the model is refitted on every row scored so far, and "
+            "UCB's mean for a cluster becomes the predicted mean of its next draws. similar: "
+            "the ones closest to the best rows scored so far. predicted and similar read the "
+            "cluster features.")
 
 
 # draw_order "predicted" refits its reward model when the scored rows have grown by this

@@ -19,14 +19,15 @@ HELP = "select data: a UCB bandit over clusters spends the budget, the top-p row
 SCORES_DIR = "scores"
 _SPEC_FLAGS = {"policy": "policy", "beta": "beta", "cold_start": "cold_start",
                "budget": "budget", "top_p": "top_p", "draw_batch": "draw_batch",
-               "seed": "seed", "quantile": "quantile"}
+               "seed": "seed", "quantile": "quantile", "draw_order": "draw_order"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import SelectionSpec
+    from ..config import RunConfig
     from ..policies import POLICIES
+    from ..selection import DRAW_ORDERS, draw_order_help
 
-    d = SelectionSpec()
+    d = RunConfig().selection
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
     parser.add_argument("--clusters", help="clustering name in W/clusters/ (default: the "
                                            "workspace's current one, else the newest)")
@@ -51,6 +52,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help=f"seed (default {d.seed})")
     parser.add_argument("--quantile", type=float, default=None,
                         help=f"thresh_* policies: tau = top-q quantile (default {d.quantile})")
+    parser.add_argument("--draw-order", choices=DRAW_ORDERS, default=None,
+                        help=f"{draw_order_help()} (default {d.draw_order})")
     parser.add_argument("--run-id", help="run name (default: run-<date>-<time>); an existing "
                                          "run is continued")
     parser.add_argument("--rounds", type=int, default=None,
@@ -151,9 +154,9 @@ def spec_from_args(args: argparse.Namespace, base: Any = None) -> tuple[Any, lis
     """The spec the flags ask for, and the names of flags given explicitly."""
     import dataclasses
 
-    from ..config import SelectionSpec
+    from ..config import RunConfig
 
-    base = base or SelectionSpec()
+    base = base or RunConfig().selection
     given = {f: getattr(args, a) for a, f in _SPEC_FLAGS.items() if getattr(args, a) is not None}
     return dataclasses.replace(base, **given), sorted(given)
 
