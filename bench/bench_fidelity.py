@@ -15,8 +15,11 @@ Candidates: forward-only hidden states (pooling mean / answer tokens / last toke
 L decoder blocks only; a shorter max_length for the cluster features only), the LoRA gradient
 of the top block only (projected to 256), and the reward gradients themselves (the quality
 ceiling, at full cost); each conditioned none / center / whiten (conditioning.py). K is set by
-each rule of krule.py and by a grid. Feature matrices and exhaustive scores are cached under
-bench/.cache/fidelity/ (gitignored), so reruns only replay.
+each rule of krule.py and by a grid. Every replay uses the shipped selection settings
+(RunConfig().selection: ucb_beta, predicted draw order) unless its `options` column names a
+change: the paper's random draw order, similar order, pooled variance, split hot arms.
+Feature matrices and exhaustive scores are cached under bench/.cache/fidelity/ (gitignored),
+so reruns only replay.
 
     python bench/bench_fidelity.py [--quick] [--seeds 5] [--pools demo,flan_mmlu,synthetic] [--e2e]
 
@@ -45,8 +48,7 @@ from clusterucb_core.config import (  # noqa: E402
     DEMO_DIR,
     FeatureSpec,
     RunConfig,  # noqa: E402
-    SelectionSpec,
-)
+    )
 from clusterucb_core.kmeans import cluster_features  # noqa: E402
 from clusterucb_core.krule import RULES, choose_k  # noqa: E402
 from clusterucb_core.oracle import TableOracle, exhaustive_top, mass_share, recall  # noqa: E402
@@ -211,15 +213,6 @@ def build_features(pipe, name: str, quick: bool, sample: int, log, sketch: bool 
 
 
 # ----------------------------------------------------------------------------- replays
-def replay(labels: np.ndarray, scores: np.ndarray, budget: float, seed: int,
-           spec: SelectionSpec | None = None) -> tuple[float, float]:
-    spec = replace(spec or SelectionSpec(), budget=budget, top_p=TOP_P, seed=seed)
-    run = SelectionRun(labels, TableOracle(scores), spec)
-    run.run_to_end()
-    sel = run.selected()
-    return recall(sel, scores, run.n_top), mass_share(sel, scores, run.n_top)
-
-
 def random_budget(scores: np.ndarray, budget: float, seed: int) -> tuple[float, float]:
     n = len(scores)
     ok = np.flatnonzero(np.isfinite(scores))
@@ -253,9 +246,9 @@ def evaluate(X, cond, k, scores, seeds, budgets=BUDGETS, options=None) -> dict[s
         Y = conditioned(X, cond, s)
         labels = cluster_labels(Y, k, s, scores)
         for b in budgets:
-            spec = replace(SelectionSpec(), budget=b, top_p=TOP_P, seed=s, **options)
+            spec = replace(RunConfig().selection, budget=b, top_p=TOP_P, seed=s, **options)
             run = SelectionRun(labels, TableOracle(scores), spec,
-                               features=Y if options.get("similarity_order") else None)
+                               features=Y if spec.needs_features else None)
             run.run_to_end()
             sel = run.selected()
             rec[b].append(recall(sel, scores, run.n_top))
@@ -284,9 +277,13 @@ def synthetic_pool(seed: int = 0, n: int = 6000, k_true: int = 30, dim: int = 64
 
 
 # ----------------------------------------------------------------------------- main
-OPTIONS = {"pooled variance (2 draws)": {"pooled_variance": 2.0},
-           "similarity order": {"similarity_order": True},
-           "both": {"pooled_variance": 2.0, "similarity_order": True}}
+# each on top of the shipped selection settings (options "-"), whose draw order is predicted
+PAPER = {"draw_order": "random"}
+OPTIONS = {"paper draws (random order)": PAPER,
+           "similar order": {"draw_order": "similar"},
+           "pooled variance (2 draws)": {"pooled_variance": 2.0},
+           "split hot arms (16 draws)": {"split_hot": 16},
+           "paper draws + split hot": {**PAPER, "split_hot": 16}}
 
 
 def pool_rows(name: str, feats: dict[str, np.ndarray], costs: dict[str, float],
@@ -298,7 +295,7 @@ def pool_rows(name: str, feats: dict[str, np.ndarray], costs: dict[str, float],
     conditioning, K rule) of the shipped defaults, always measured. --quick: the baseline,
     the defaults and every feature at the default rule."""
     n_ok = int(np.isfinite(scores).sum())
-    cold = SelectionSpec().cold_start
+    cold = RunConfig().selection.cold_start
     rows: list[dict] = []
     done: set[tuple] = set()
 
@@ -319,9 +316,10 @@ def pool_rows(name: str, feats: dict[str, np.ndarray], costs: dict[str, float],
                      "K": 0, "options": "-", "cost": 0.0,
                      f"recall@{b:g}": np.mean([r for r, _ in rr]),
                      f"mass@{b:g}": np.mean([m for _, m in rr])})
-    add(baseline, "none", "fixed12")
+    add(baseline, "none", "fixed12", "paper draws (random order)", PAPER)  # before
     if default is not None and default[0] in feats:
         add(*default)
+        add(*default, "paper draws (random order)", PAPER)
     conds = ("none", "center") if quick else CONDS
     for cname in feats:
         for cond in conds:

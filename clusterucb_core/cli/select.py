@@ -173,7 +173,10 @@ def _fmt(x: float) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from .. import selection
+    from ..clusterset import load_clusters
     from ..oracle import run_metrics
     from ..runlog import RunLog, RunMeta
     from ..runs import new_run, open_run
@@ -198,7 +201,12 @@ def run(args: argparse.Namespace) -> int:
               f"({sel.budget_used}/{sel.budget_total} rows scored)")
     else:
         name = clusters_name(ws, args.clusters)
-        spec, _ = spec_from_args(args)
+        spec, given = spec_from_args(args)
+        if spec.draw_order != "random" and "draw_order" not in given and \
+                not load_clusters(ws, name).meta.get("features"):
+            spec = dataclasses.replace(spec, draw_order="random")
+            print(f"note: clusters {name!r} record no feature store, so rounds draw at random "
+                  "(the default, --draw-order predicted, orders draws by those features)")
         path, kind = (None, "lazy") if args.lazy else resolve_scores(ws, args.scores)
         meta = RunMeta(clustering=name, reward=kind,
                        scores_path=None if path is None else str(path),

@@ -1,5 +1,6 @@
 """Options beyond the paper, each on synthetic arms where the right answer is known:
-pooled variance for arms with few draws, and within-arm draws by similarity to the best rows."""
+pooled variance for arms with few draws, and within-arm draw orders (similar to the best rows,
+predicted by a reward model on the features)."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_pooled_std_shrinks_few_draw_arms_toward_the_pool():
         UcbBeta(1.0, pooled=-1)
 
 
-def test_similarity_order_draws_the_members_like_the_best_rows_first():
+def test_similar_order_draws_the_members_like_the_best_rows_first():
     """One arm holds two kinds of rows (a direction each); the rare good kind (the top 10%)
     scores 1, the other 0. Once a good row is scored, the arm's next draws are the good kind,
     so the top-p is found with a 20% budget, which the random order misses."""
@@ -47,7 +48,7 @@ def test_similarity_order_draws_the_members_like_the_best_rows_first():
     plain = SelectionRun(labels, TableOracle(scores), spec)
     plain.run_to_end()
     sim = SelectionRun(labels, TableOracle(scores), SelectionSpec(**{**spec.__dict__,
-                                                                     "similarity_order": True}),
+                                                                     "draw_order": "similar"}),
                        features=X)
     sim.run_to_end()
     n_top = sim.n_top
@@ -57,17 +58,18 @@ def test_similarity_order_draws_the_members_like_the_best_rows_first():
     first = np.isin(sim.round_drawn, [1, 2, 3])
     assert first.sum() > 0 and (kind[first] == 1).all()
     with pytest.raises(ValueError, match="features"):
-        SelectionRun(labels, TableOracle(scores), SelectionSpec(similarity_order=True))
+        SelectionRun(labels, TableOracle(scores), SelectionSpec(draw_order="similar"))
 
 
-def test_similarity_order_reopens_from_its_log(tmp_path):
+@pytest.mark.parametrize("order", ["similar", "predicted"])
+def test_a_draw_order_reopens_from_its_log(tmp_path, order):
     rng = np.random.default_rng(1)
     n = 300
     X = rng.normal(size=(n, 6))
     scores = X[:, 0] + 0.1 * rng.normal(size=n)
     labels = rng.integers(0, 3, n)
     spec = SelectionSpec(cold_start=0.05, budget=0.3, top_p=0.05, draw_batch=5,
-                         similarity_order=True)
+                         draw_order=order)
     whole = SelectionRun(labels, TableOracle(scores), spec, tmp_path / "whole", features=X)
     whole.run_to_end()
     cut = SelectionRun(labels, TableOracle(scores), spec, tmp_path / "cut", features=X)
@@ -75,3 +77,67 @@ def test_similarity_order_reopens_from_its_log(tmp_path):
     again = SelectionRun.open(tmp_path / "cut", labels, TableOracle(scores), features=X)
     again.run_to_end()
     np.testing.assert_array_equal(whole.round_drawn, again.round_drawn)
+    np.testing.assert_array_equal(whole.scores, again.scores)
+    assert [r.arm for r in whole.records] == [r.arm for r in again.records]
+
+
+def test_reward_model_fit_from_sums_equals_the_fixed_effects_ridge():
+    """The model's w is the ridge of the within-cluster deviations, computed from running
+    sums; here it is checked against the deviations built explicitly."""
+    from clusterucb_core.surrogate import RewardModel
+
+    rng = np.random.default_rng(2)
+    n, d, k = 200, 5, 4
+    F = rng.normal(size=(n, d))
+    clusters = rng.integers(0, k, n)
+    y = rng.normal(size=n)
+    model = RewardModel(F, clusters, k, lam=0.5)
+    model.add(np.arange(0, 120), y[:120])
+    model.add(np.arange(120, 200), y[120:])
+    model.fit()
+    fbar = np.array([F[clusters == c].mean(0) for c in range(k)])
+    ybar = np.array([y[clusters == c].mean() for c in range(k)])
+    D, r = F - fbar[clusters], y - ybar[clusters]
+    w = np.linalg.solve(D.T @ D + 0.5 * np.eye(d), D.T @ r)
+    np.testing.assert_allclose(model.w, w, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(model.predict(np.arange(n)), ybar[clusters] + D @ w, atol=1e-10)
+    # a cluster with no scored row has no prediction; NaN rewards are skipped
+    fresh = RewardModel(F, clusters, k)
+    fresh.add(np.flatnonzero(clusters == 0), np.where(clusters[clusters == 0] >= 0, np.nan, 0))
+    assert fresh.n_added == 0 and np.isnan(fresh.predict(np.arange(3))).all()
+
+
+def test_predicted_order_finds_what_the_features_predict_and_ucb_uses_it():
+    """Within each of 4 arms the reward is linear in one feature direction: the predicted
+    order scores an arm's best rows first, so the top-p is found at a budget where uniform
+    draws miss most of it; the round's sentence says the mean was predicted."""
+    rng = np.random.default_rng(4)
+    n, d = 800, 6
+    labels = np.repeat(np.arange(4), n // 4)
+    F = rng.normal(size=(n, d))
+    scores = 0.2 * labels + F[:, 0] + 0.05 * rng.normal(size=n)
+    spec = SelectionSpec(cold_start=0.05, budget=0.2, top_p=0.05, draw_batch=8, seed=1)
+    plain = SelectionRun(labels, TableOracle(scores), spec)
+    plain.run_to_end()
+    pred = SelectionRun(labels, TableOracle(scores), SelectionSpec(**{**spec.__dict__,
+                                                                      "draw_order": "predicted"}),
+                        features=F)
+    pred.run_to_end()
+    assert recall(pred.selected(), scores, pred.n_top) >= 0.8
+    assert recall(plain.selected(), scores, plain.n_top) < 0.4
+    sentence = pred.records[-1].explanation["sentence"]
+    assert "predicted mean of its next draws" in sentence and "ranks highest" in sentence
+    with pytest.raises(ValueError, match="draw_order = 'predicted' needs the cluster features"):
+        SelectionRun(labels, TableOracle(scores), SelectionSpec(draw_order="predicted"))
+
+
+def test_ucb_beta_takes_the_predicted_mean_where_there_is_one():
+    from dataclasses import replace
+
+    stats = ArmStats.from_rewards([[0.1, 0.3], [0.5, 0.5], [0.2]], remaining=[4, 4, 4])
+    with_pred = replace(stats, expected=np.array([0.9, np.nan, 0.0]))
+    plain = UcbBeta(beta=0.0).values(stats)
+    got = UcbBeta(beta=0.0).values(with_pred)
+    np.testing.assert_allclose(got, [0.9, 0.5, 0.0])  # arm 1 keeps its draws' mean
+    assert UcbBeta(0.0).decide(with_pred).arm == 0 and UcbBeta(0.0).decide(stats).arm == 1
+    assert plain[0] == pytest.approx(0.2)

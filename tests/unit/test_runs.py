@@ -45,10 +45,19 @@ def _workspace(tmp_path: Path):
         {"role": "user", "content": f"question {i}"},
         {"role": "assistant", "content": f"answer {i}"}]}) + "\n" for i in range(N)))
     ws.update_meta(pool={"path": str(pool), "format": "auto", "shape": "auto"})
+    from clusterucb_core.store import FeatureStore
+
     labels = np.arange(N) % 8
     km = KMeansResult(labels=labels, centroids=np.eye(8, dtype=np.float32), inertia=0.0,
                       n_iter=1)
-    save_clusters(ws, "k8", km, features_fingerprint="f")
+    # the features the clustering was made from: runs that draw by them read them
+    rng = np.random.default_rng(1)
+    store = FeatureStore.create_or_open(ws.features("hidden-test"), N, 8, {"test": 1},
+                                        "float32")
+    store.write(np.arange(N), (np.eye(8)[labels] + 0.3 * rng.normal(size=(N, 8)))
+                .astype(np.float32))
+    save_clusters(ws, "k8", km, features_fingerprint=store.fingerprint,
+                  features_name="hidden-test")
     scores = np.random.default_rng(0).normal(labels * 0.1, 0.05)
     (ws.root / "scores").mkdir()
     np.save(ws.root / "scores" / "exhaustive.npy", scores)
@@ -90,8 +99,14 @@ def test_writers_racing_on_one_run_leave_a_valid_log(tmp_path):
     assert all(p.returncode == 0 for p in procs), [o[1] for o in outs]
     rounds = _check_log(ws.runs("c"))
     assert len(rounds) == 120  # four writers x 30 rounds, none lost, none doubled
-    # the same log as one writer playing 120 rounds
-    alone = SelectionRun(labels, TableOracle(scores), SPEC, tmp_path / "alone")
+    # the same log as one writer playing 120 rounds (the CLI's default draw order reads the
+    # clustering's features: each writer refits its reward model as it catches up)
+    from clusterucb_core.clusterset import cluster_rows, load_clusters
+
+    spec = replace(SPEC, draw_order="predicted")
+    assert open_run(ws, "c").spec == spec
+    alone = SelectionRun(labels, TableOracle(scores), spec, tmp_path / "alone",
+                         features=cluster_rows(ws, load_clusters(ws, "k8")))
     alone.run_to_end(max_rounds=120)
     _, want, _ = RunLog(tmp_path / "alone").read()
     strip = lambda rs: [{k: v for k, v in r.items() if k != "ts"} for r in rs]  # noqa: E731
@@ -196,3 +211,21 @@ def test_app_runs_reopen_and_export_everywhere(tmp_path):
     _cli("select", "-w", str(ws.root), "--run-id", "cli", "--rounds", "2", "--budget", "0.3",
          "--top-p", "0.1")
     assert rounds.step(ws, "cli", 1)[0].round == 2
+
+
+def test_cli_draws_at_random_for_clusters_without_features(tmp_path):
+    """Clusters made elsewhere (no feature store recorded) cannot order draws by features:
+    the default falls back to the paper's random draws and says so; asking for predicted
+    draws there is a one-line error."""
+    from clusterucb_core.clusterset import save_clusters
+    from clusterucb_core.kmeans import KMeansResult
+
+    ws, labels, _ = _workspace(tmp_path)
+    save_clusters(ws, "bare", KMeansResult(labels=labels, centroids=np.eye(8, dtype=np.float32),
+                                           inertia=0.0, n_iter=1), features_fingerprint=None)
+    out = _cli("select", "-w", str(ws.root), "--clusters", "bare", "--run-id", "r",
+               "--rounds", "2")
+    assert "draw at random" in out.stdout and open_run(ws, "r").spec.draw_order == "random"
+    bad = _cli("select", "-w", str(ws.root), "--clusters", "bare", "--run-id", "p",
+               "--draw-order", "predicted", "--rounds", "1", check=False)
+    assert bad.returncode != 0 and "record their feature store" in bad.stderr
