@@ -223,8 +223,9 @@ def history(run: selection.SelectionRun) -> dict[str, Any]:
 
 def arm_table(run: selection.SelectionRun, names: dict[int, str], values: Any,
               next_arm: int | None, ledger_state: Any) -> pd.DataFrame:
-    """One row per arm: its state (next / open / exhausted / split / banned), pulls, mean,
-    std, the policy's value and the curation marks of its cluster's rows."""
+    """One row per arm: its state (next / open / exhausted / split / banned), pulls, mean
+    (and the predicted mean of its next draws, when the run predicts), std, the policy's
+    value and the curation marks of its cluster's rows."""
     stats = run.stats()
     k = run.K
     by_cluster = marks.cluster_status(run.K0, run.labels, ledger_state)
@@ -233,10 +234,12 @@ def arm_table(run: selection.SelectionRun, names: dict[int, str], values: Any,
               else "exhausted" if stats.exhausted[a]
               else "next" if a == next_arm else "open" for a in range(k)]
     value = np.asarray(values if values is not None else np.full(k, np.nan), dtype=np.float64)
+    # under draw_order "predicted", ucb_beta's mean is the model's for the next draws
+    predicted = {} if stats.expected is None else {"predicted next": stats.expected}
     return pd.DataFrame({
         "arm": np.arange(k), "label": arm_names(run, names),
         "state": state_, "size": run.sizes, "pulls": stats.drawn, "n scored": stats.n,
-        "mean": stats.mean, "std": stats.std,
+        "mean": stats.mean, **predicted, "std": stats.std,
         "value": np.where(np.isfinite(value), value, np.nan),
         "remaining": stats.remaining, "exhausted": stats.exhausted, "banned": stats.banned,
         "curation": [by_cluster[c] for c in run.arm_cluster]})

@@ -330,8 +330,11 @@ class SelectionRun:
 
     def stats(self, banned: np.ndarray | None = None) -> ArmStats:
         banned = self._banned_mask() if banned is None else banned
-        return ArmStats(tuple(self._hist), self._ptr.copy(), self.remaining, banned.copy(),
-                        self._n.copy(), self._mean.copy(), self._std.copy())
+        stats = ArmStats(tuple(self._hist), self._ptr.copy(), self.remaining, banned.copy(),
+                         self._n.copy(), self._mean.copy(), self._std.copy())
+        if self._model is None:
+            return stats
+        return replace(stats, expected=self._expected(stats))
 
     @property
     def done(self) -> bool:
@@ -363,11 +366,7 @@ class SelectionRun:
                                  + (f"; {int(banned.sum())} banned cluster(s) skipped"
                                     if banned.any() else "") + ".")}
             return None, rows, expl
-        stats = self.stats(banned)
-        if self._model is not None:
-            self._refit_if_due()
-            stats = replace(stats, expected=self._expected(stats))
-        decision = self.policy.decide(stats, policy_rng(self.spec.seed, round_no))
+        decision = self.policy.decide(self.stats(banned), policy_rng(self.spec.seed, round_no))
         arm = decision.arm
         m = self._batch(arm)
         rows = self._order[arm][self._ptr[arm]:self._ptr[arm] + m]
@@ -385,10 +384,10 @@ class SelectionRun:
                        self.remaining[arm]))
 
     def _refit_if_due(self) -> None:
-        """Refit the reward model once the rows in it have grown by REFIT_GROWTH since the
-        last fit, and put every arm's undrawn members in the order of its prediction (stable:
-        ties keep the random order). A function of the rounds so far only, so a replayed log
-        refits at the same rounds."""
+        """At the end of a round: refit the reward model once the rows in it have grown by
+        REFIT_GROWTH since the last fit, and put every arm's undrawn members in the order of
+        its prediction (stable: ties keep the random order). A function of the rounds so far
+        only, so a replayed log refits at the same rounds."""
         model = self._model
         if model.n_added == 0 or model.n_added < math.ceil(self._fit_at * REFIT_GROWTH):
             return
@@ -555,6 +554,7 @@ class SelectionRun:
         self.scores[rows] = rewards
         if self._model is not None:
             self._model.add(rows, rewards)
+            self._refit_if_due()
         self.round_drawn[rows] = round_no
         self.budget_used += len(rows)
         self._next_round = round_no + 1
@@ -678,8 +678,6 @@ class SelectionRun:
             expect = np.concatenate(expect) if expect else np.zeros(0, dtype=np.int64)
         else:
             a = int(arm)
-            if self._model is not None:
-                self._refit_if_due()
             expect = (self._most_similar(a, len(rows)) if self.spec.draw_order == "similar"
                       else self._order[a][self._ptr[a]:self._ptr[a] + len(rows)])
         if not np.array_equal(expect, rows):

@@ -41,6 +41,8 @@ def build(out: Path) -> None:
     meta = {k: v for k, v in pipe.ws.meta().items() if k not in MACHINE_KEYS}
     atomic.write_json(pipe.ws.meta_path, meta)
     shutil.rmtree(pipe.ws.jobs(), ignore_errors=True)
+    # the pool cache indexes this machine's absolute paths; the copy rebuilds its own
+    shutil.rmtree(out / "pool_cache", ignore_errors=True)
 
 
 def main() -> None:

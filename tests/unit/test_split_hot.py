@@ -44,8 +44,8 @@ def test_a_hot_mixed_arm_splits_into_its_high_half_and_recall_rises(seed):
     split = SelectionRun(labels, TableOracle(scores), replace(spec, split_hot=8), features=X)
     while split.K == 4:
         split.step()
-    assert split.next_round == 2  # the first bandit round played the hot arm 0 and split it
     first = split.records[-1]
+    assert first.kind == "bandit" and first.arm == 0  # a round that played the hot arm 0
     assert first.explanation["split"] == {"parent": 0, "children": [4, 5]}
     assert "Split arm 0 into arms 4, 5 because it is hot" in first.explanation["sentence"]
     # one child holds (nearly) only the high half, the other (nearly) only the low half
