@@ -73,7 +73,13 @@ def build_workspace(root: Path, name: str = "fixture") -> Path:
     kscan = pd.DataFrame({"k": [2, 3, 4, 5], "inertia": [40.0, 30.0, 12.0, 11.0],
                           "silhouette": [0.3, 0.4, 0.7, 0.6]})
     kscan["chosen"] = kscan["k"] == 4
-    save_clusters(ws, "k4", res, features_fingerprint="synthetic", summary=summary,
+    from clusterucb_core.store import FeatureStore
+
+    # the store the clusters were made from: runs read it to order their draws
+    store = FeatureStore.create_or_open(ws.features("synthetic"), n, 16, {"synthetic": 1},
+                                        "float32")
+    store.write(np.arange(n), X.astype(np.float32))
+    save_clusters(ws, "k4", res, features_fingerprint=store.fingerprint, summary=summary,
                   kscan=kscan, features_name="synthetic")
     ws.maps().mkdir(parents=True, exist_ok=True)
     xy = np.stack([np.cos(src_idx) * 5, np.sin(src_idx) * 5], 1) + rng.normal(size=(n, 2))

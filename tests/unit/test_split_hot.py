@@ -97,7 +97,7 @@ def test_a_split_run_reopens_from_its_log_exactly(tmp_path):
     for ra, rb in zip(a.rewards, b.rewards):
         np.testing.assert_array_equal(ra, rb)
     np.testing.assert_array_equal(done.selected(), whole.selected())
-    with pytest.raises(ValueError, match="split_hot needs one feature row per pool row"):
+    with pytest.raises(ValueError, match="split_hot needs the cluster features"):
         SelectionRun.open(tmp_path / "whole", labels, TableOracle(scores))
     other = np.random.default_rng(9).normal(size=X.shape)
     with pytest.raises(ValueError, match="split|drew rows"):
@@ -139,7 +139,7 @@ def test_banning_a_split_arms_cluster_bans_its_children():
                       "banned": sorted(res.banned), "pinned": [], "rejected": []}}
     again = reproduce_selection(man, labels, TableOracle(scores), features=X)
     np.testing.assert_array_equal(again, run.selected())
-    with pytest.raises(ValueError, match="split_hot needs one feature row per pool row"):
+    with pytest.raises(ValueError, match="split_hot needs the cluster features"):
         SelectionRun(labels, TableOracle(scores), replace(SPEC, split_hot=8))
 
 
