@@ -137,4 +137,4 @@ def cluster_rows(ws: Workspace, cs: ClusterSet) -> np.ndarray:
     if cs.meta.get("features_fingerprint") not in (None, store.fingerprint):
         raise ValueError(f"the feature store {name!r} changed since clusters {cs.name!r} were "
                          "made from it; re-run `clusterucb cluster`")
-    return Conditioner.load(cs.path).transform(store.read())
+    return Conditioner.load(cs.path).transform(store.read())  # one float32 copy

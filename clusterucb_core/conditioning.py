@@ -12,8 +12,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+
+from .rowsource import as_source, chunk_rows_for
 
 KINDS = ("none", "center", "whiten")
 FILE = "conditioning.npz"
@@ -62,29 +65,64 @@ class Conditioner:
                        components=z["components"] if "components" in z else None)
 
 
-def fit(X: np.ndarray, kind: str = "center", dim: int = 64, sample: int = 20_000,
+def fit(X: Any, kind: str = "center", dim: int = 64, sample: int = 20_000,
         seed: int = 0) -> Conditioner:
-    """Fit the transform on the finite rows of `X` (a seeded sample of at most `sample` rows
-    for the PCA). `dim`: principal directions kept when whitening."""
+    """Fit the transform on the finite rows of `X` (an array or a FeatureStore, read chunk by
+    chunk, so a pool larger than memory can be centred; the PCA of "whiten" uses a seeded
+    sample of at most `sample` rows). `dim`: principal directions kept when whitening."""
     if kind not in KINDS:
         raise ValueError(f"conditioning must be one of {', '.join(KINDS)}, got {kind!r}")
     if kind == "none":
         return Conditioner()
     if dim < 1:
         raise ValueError(f"whitening dim must be >= 1, got {dim}")
-    X = np.asarray(X, dtype=np.float32)
-    ok = np.flatnonzero(np.isfinite(X).all(axis=1))
+    src = as_source(X)
+    total = np.zeros(src.dim)
+    finite = np.zeros(src.n_rows, dtype=bool)
+    for start, chunk in src.chunks(chunk_rows_for(src.dim)):
+        V, ok = _unit(chunk)
+        total += V[ok].sum(axis=0, dtype=np.float64)
+        finite[start:start + len(chunk)] = ok
+    ok = np.flatnonzero(finite)
     if len(ok) == 0:
         raise ValueError("no finite feature row to fit the conditioning on")
-    V = X[ok] / np.maximum(np.linalg.norm(X[ok], axis=1, keepdims=True), 1e-30)
-    mean = V.mean(axis=0).astype(np.float32)
+    mean = (total / len(ok)).astype(np.float32)
     if kind == "center":
         return Conditioner("center", mean=mean)
     rng = np.random.default_rng(seed)
-    S = V if len(V) <= sample else V[rng.choice(len(V), sample, replace=False)]
-    S = (S - mean).astype(np.float64)
+    rows = ok if len(ok) <= sample else np.sort(rng.choice(ok, sample, replace=False))
+    S = (_unit(src.take(rows))[0] - mean).astype(np.float64)
     _, sv, vt = np.linalg.svd(S, full_matrices=False)
     r = int(min(dim, vt.shape[0]))
     var = (sv[:r] ** 2) / max(len(S) - 1, 1)
     comps = (vt[:r].T / np.sqrt(np.maximum(var, 1e-12))).astype(np.float32)
     return Conditioner("whiten", mean=mean, components=comps)
+
+
+def _unit(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rows scaled to unit norm, finite mask); the rows are as Conditioner.transform sees
+    them before conditioning."""
+    X = np.asarray(X, dtype=np.float32)
+    ok = np.isfinite(X).all(axis=1)
+    V = np.where(ok[:, None], X, 0.0).astype(np.float32)
+    return V / np.maximum(np.linalg.norm(V, axis=1, keepdims=True), 1e-30), ok
+
+
+class ConditionedRows:
+    """A feature store (or array) seen through a Conditioner, read chunk by chunk: what
+    k-means and the K rules take when the conditioned pool would not fit in memory."""
+
+    def __init__(self, source: Any, cond: Conditioner):
+        self.source = as_source(source)
+        self.cond = cond
+        self.n_rows = self.source.n_rows
+        self.dim = self.source.dim if cond.components is None else cond.components.shape[1]
+
+    def read(self, rows: np.ndarray | None = None) -> np.ndarray:
+        X = self.source.read_all() if rows is None else self.source.take(rows)
+        return self.cond.transform(X)
+
+
+def conditioned(source: Any, cond: Conditioner) -> Any:
+    """`source` itself when the transform is the identity, else its conditioned rows."""
+    return source if cond.kind == "none" else ConditionedRows(source, cond)

@@ -278,15 +278,8 @@ class Pipeline:
         minibatch = spec.minibatch or not fits_in_memory(store.n_rows, store.dim)
         if minibatch and not spec.minibatch:
             self.log("clusters: the features would not fit in memory; streaming mini-batches")
-        X: Any = store
-        cond = conditioning.Conditioner()
-        if spec.condition != "none":
-            if minibatch:
-                raise ValueError(f"condition = {spec.condition!r} needs the cluster features in "
-                                 "memory; use condition = \"none\" for a pool this large")
-            raw = store.read()
-            cond = conditioning.fit(raw, spec.condition, seed=spec.seed)
-            X = cond.transform(raw)
+        cond = conditioning.fit(store, spec.condition, seed=spec.seed)
+        X: Any = conditioning.conditioned(store, cond)  # read chunk by chunk, like the store
         unscorable = self.format_report.mask()
         scan, k, why = None, spec.k, f"K={spec.k} was set by hand"
         if spec.auto_k:

@@ -11,9 +11,9 @@ HELP = "cluster the pool's features (spherical k-means) into the workspace"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import ClusterSpec, SelectionSpec
+    from ..config import RunConfig
 
-    d = ClusterSpec()
+    d = RunConfig().clusters  # the defaults `clusterucb run` and the app use
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
     parser.add_argument("--features", "-f", default=None,
                         help="feature store name in W/features/ (default: the only one)")
@@ -23,7 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--k-rule", default=d.k_rule,
                         help=f"--k auto: size<m> (each arm ~m cold-start draws) or silhouette "
                              f"(the K scan) (default {d.k_rule})")
-    parser.add_argument("--cold-start", type=float, default=SelectionSpec().cold_start,
+    parser.add_argument("--cold-start", type=float, default=RunConfig().selection.cold_start,
                         help="--k-rule size<m>: the cold start the selection will use")
     parser.add_argument("--condition", default=d.condition,
                         choices=("none", "center", "whiten"),
@@ -113,15 +113,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"note: {store.n_rows:,} x {store.dim} float32 rows would not fit in the memory "
               "available now; clustering in mini-batch (streaming) mode instead",
               file=sys.stderr, flush=True)
-    source: Any = store  # both modes read the store chunk by chunk (full mode keeps one copy)
-    cond = conditioning.Conditioner()
-    if args.condition != "none":
-        if minibatch:
-            raise ValueError(f"--condition {args.condition} needs the features in memory; "
-                             "use --condition none with --minibatch")
-        raw = store.read()
-        cond = conditioning.fit(raw, args.condition, seed=args.seed)
-        source = cond.transform(raw)
+    # both modes read the store chunk by chunk (full mode keeps one copy)
+    cond = conditioning.fit(store, args.condition, seed=args.seed)
+    source: Any = conditioning.conditioned(store, cond)
     scan, why = None, f"K={k} was set by hand"
     if k == 0:
         ks = [int(x) for x in args.ks.split(",") if x.strip()] if args.ks else None

@@ -74,3 +74,31 @@ def test_k_rules_are_deterministic_and_explained():
     assert choose_k("fixed12", 600, 0.05)[0] == 12
     with pytest.raises(ValueError, match="unknown K rule"):
         choose_k("elbow", 600, 0.05)
+
+
+@pytest.mark.parametrize("kind", ["center", "whiten"])
+def test_conditioning_streams_from_a_store_larger_than_a_chunk(tmp_path, kind, monkeypatch):
+    """A pool that does not fit in memory is centred (or whitened) from its store chunk by
+    chunk, and k-means in mini-batch mode reads it through the transform: the same transform
+    and the same rows as fitting on the array in memory."""
+    from clusterucb_core import rowsource
+    from clusterucb_core.kmeans import cluster_features
+    from clusterucb_core.store import FeatureStore
+
+    X, truth = shared_direction_data(n=900)
+    X[5] = np.nan  # a row without features stays out of the fit and comes back NaN
+    store = FeatureStore.create_or_open(tmp_path / "s", len(X), X.shape[1], {"t": 1}, "float32")
+    store.write(np.arange(len(X)), X)
+    monkeypatch.setattr(conditioning, "chunk_rows_for", lambda dim: 128)  # 8 chunks
+    from_store = conditioning.fit(store, kind, dim=8, seed=0)
+    in_memory = conditioning.fit(X, kind, dim=8, seed=0)
+    np.testing.assert_allclose(from_store.mean, in_memory.mean, atol=1e-6)
+    rows = conditioning.conditioned(store, from_store)
+    Y = from_store.transform(X)
+    np.testing.assert_allclose(rows.read(np.arange(100, 300)), Y[100:300], atol=1e-6)
+    assert rows.dim == Y.shape[1] and np.isnan(rows.read(np.array([5]))).all()
+    assert conditioning.conditioned(store, conditioning.Conditioner()) is store
+    res = cluster_features(rows, 4, seed=0, minibatch=True, batch_size=256)
+    ok = np.isfinite(X).all(axis=1)
+    assert purity(res.labels[ok], truth[ok]) > 0.9
+    assert rowsource.as_source(rows).n_rows == len(X)
