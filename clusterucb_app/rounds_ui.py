@@ -184,7 +184,8 @@ def charts(run: selection.SelectionRun, nxt: dict[str, Any] | None, names: dict[
             exhausted=stats.exhausted, banned=stats.banned,
             next_arm=nxt["arm"] if nxt else None,
             names=rounds.arm_names(run, names),
-            value_label=f"{run.spec.policy} value", title="Arms"), key="ucb_arms")
+            value_label=f"{run.spec.policy} value", title="Arms",
+            predicted=stats.expected), key="ucb_arms")
     with right:
         if xy is None:
             st.info("No 2-D map yet: compute it on the Clusters page to see where the draws "

@@ -35,8 +35,11 @@ def arm_chart(mean: Sequence[float], std: Sequence[float], n: Sequence[int],
               value: Sequence[float] | None = None, *, beta: float = 1.0,
               exhausted: Sequence[bool] | None = None, banned: Sequence[bool] | None = None,
               next_arm: int | None = None, names: Sequence[str] | None = None,
-              value_label: str = "policy value", title: str = "Arms") -> go.Figure:
-    """Mean reward per arm with a +-beta*std band, the policy value and the pulls.
+              value_label: str = "policy value", title: str = "Arms",
+              predicted: Sequence[float] | None = None) -> go.Figure:
+    """Mean reward per arm with a +-beta*std band, the policy value and the pulls; with
+    `predicted` (draw order "predicted"), the reward model's mean for each arm's next draws,
+    which is what ucb_beta's value adds the band to.
 
     Greyed: arms that can no longer be played (exhausted or banned). Highlighted: `next_arm`.
     """
@@ -69,6 +72,13 @@ def arm_chart(mean: Sequence[float], std: Sequence[float], n: Sequence[int],
             marker=dict(symbol="diamond-open", size=13, color=colors, line=dict(width=2)),
             hovertext=[f"arm {i}: {value_label} {val[i]:.4g}" for i in range(k)],
             hoverinfo="text"))
+    if predicted is not None:
+        pred = _finite(predicted)
+        fig.add_trace(go.Scatter(
+            x=x, y=pred, mode="markers", name="predicted mean of the next draws",
+            marker=dict(symbol="line-ew-open", size=16, color=colors, line=dict(width=3)),
+            hovertext=[f"arm {i}: predicted mean of its next draws {pred[i]:.4g}"
+                       for i in range(k)], hoverinfo="text"))
     # arms with no mean yet (never drawn: banned before the cold start, or empty) still show,
     # as a hollow marker on the axis: grey × when they cannot be played
     empty = np.flatnonzero(~np.isfinite(mean))

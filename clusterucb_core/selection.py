@@ -373,10 +373,9 @@ class SelectionRun:
         if self.spec.draw_order == "similar":
             rows = self._most_similar(arm, m)
         expl = decision.explain()
-        which = {"random": "", "similar": " most like the best rows so far",
-                 "predicted": " the reward model ranks highest"}[self.spec.draw_order]
-        expl["sentence"] += f" Drew the {m}{which} of its {int(self.remaining[arm])} undrawn " \
-                            "members."
+        which = {"random": "", "similar": ": those most like the best rows so far",
+                 "predicted": ": those the reward model ranks highest"}[self.spec.draw_order]
+        expl["sentence"] += f" Drew {m} of its {int(self.remaining[arm])} undrawn members{which}."
         return arm, rows, expl
 
     def _batch(self, arm: int) -> int:

@@ -89,3 +89,12 @@ def test_user_text_in_names_and_legends_is_escaped():
     xy = np.random.default_rng(0).normal(size=(4, 2))
     fig = pr.cluster_map(xy, [evil, evil, "b", "b"])
     assert {tr.name for tr in fig.data} >= {"&lt;img src=x onerror=alert(1)&gt;"}
+
+
+def test_arm_chart_shows_the_predicted_mean_ucb_adds_its_band_to():
+    fig = pr.arm_chart([0.1, 0.2], [0.01, 0.02], [3, 4], value=[0.4, 0.22],
+                       predicted=[0.39, np.nan])
+    pred = [t for t in fig.data if t.name == "predicted mean of the next draws"]
+    assert len(pred) == 1 and pred[0].y[0] == 0.39 and np.isnan(pred[0].y[1])
+    assert not [t for t in pr.arm_chart([0.1], [0.0], [1]).data
+                if t.name == "predicted mean of the next draws"]
