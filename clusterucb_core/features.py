@@ -285,7 +285,8 @@ class FeatureEngine:
         total = int(sum(len(c) for c in chunks))
         done = 0
         t0 = time.perf_counter()
-        report(progress, 0, total, f"rows 0/{total}", rate=0.0, eta_s=None)
+        report(progress, 0, total, f"rows 0/{total}" if total else
+               f"all {out.n_rows:,} rows already computed", rate=0.0, eta_s=None)
         for chunk in chunks:  # groups of rows (see plan)
             feats, valid = self.featurize(self.encode(chunk))
             out.write(chunk, feats, flagged=~valid)
