@@ -9,7 +9,9 @@ Randomness, all derived from `spec.seed` so that a resumed run equals an uninter
 every cluster's members are put in a random order once, from `(seed, cluster)`; drawing
 `m` members uniformly without replacement is taking the next `m` of that order. A policy
 that needs randomness in round `r` (`random`, `thompson`) gets a generator from
-`(seed, round)`. Nothing depends on a generator that advances across rounds.
+`(seed, round)`. Nothing depends on a generator that advances across rounds. Under
+`draw_order = "predicted"` the undrawn part of each order is re-sorted by a reward model
+refitted from the rounds so far, so it too is a function of the log.
 
 Fractions are of the pool size N and exact for the decimal typed: `floor(N * b)` with
 b = 0.29 and N = 100 is 29 (plain float arithmetic gives 28).
