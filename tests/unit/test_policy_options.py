@@ -126,7 +126,8 @@ def test_predicted_order_finds_what_the_features_predict_and_ucb_uses_it():
     assert recall(pred.selected(), scores, pred.n_top) >= 0.8
     assert recall(plain.selected(), scores, plain.n_top) < 0.4
     sentence = pred.records[-1].explanation["sentence"]
-    assert "predicted mean of its next draws" in sentence and "those the reward model ranks highest" in sentence
+    assert "predicted mean of its next draws" in sentence
+    assert "those the reward model ranks highest" in sentence
     with pytest.raises(ValueError, match="draw_order = 'predicted' needs the cluster features"):
         SelectionRun(labels, TableOracle(scores), SelectionSpec(draw_order="predicted"))
 
