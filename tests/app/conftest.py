@@ -117,3 +117,16 @@ def app_env(tmp_path, monkeypatch):
 
     make.root = root
     return make
+
+
+def ok(at) -> None:
+    """The AppTest run raised nothing (the messages of what it raised, if it did)."""
+    assert not at.exception, [e.message for e in at.exception]
+
+
+def metric(at, label: str):
+    """The value of the metric labelled `label` on the page."""
+    for m in at.metric:
+        if m.label == label:
+            return m.value
+    raise AssertionError(f"no metric {label!r}: {[m.label for m in at.metric]}")

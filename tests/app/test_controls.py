@@ -8,19 +8,9 @@ import numpy as np
 import pytest
 
 from clusterucb_core.workspace import Workspace
+from tests.app.conftest import metric, ok
 
 START = "FormSubmitter:ucb_settings-Start a new run"
-
-
-def _ok(at):
-    assert not at.exception, [e.message for e in at.exception]
-
-
-def _metric(at, label):
-    for m in at.metric:
-        if m.label == label:
-            return m.value
-    raise AssertionError(f"no metric {label!r}: {[m.label for m in at.metric]}")
 
 
 def _frame(at, column):
@@ -42,7 +32,7 @@ def test_new_workspace_opens_it_in_url_and_picker(app_env):
     assert at.session_state["ws_picker_fixture"] == "fixture"
     at.sidebar.text_input(key="ws_new_name").set_value("mine")
     at.sidebar.button(key="ws_create").click().run()
-    _ok(at)
+    ok(at)
     assert (app_env.root / "mine" / "workspace.json").exists()
     # AppTest reruns only the page after a widget callback (not the sidebar), so the URL
     # and the picker's label are checked in the browser (tests/e2e/test_user_data_flow.py)
@@ -58,7 +48,7 @@ def test_url_for_a_missing_workspace_does_not_create_it(app_env):
     at = AppTest.from_file(str(ENTRY), default_timeout=60)
     at.query_params["ws"] = "typo"
     at.run()
-    _ok(at)
+    ok(at)
     assert not (app_env.root / "typo").exists()
     assert at.query_params["ws"] == "demo"
     assert any("no workspace named 'typo'" in w.value for w in at.sidebar.warning)
@@ -89,22 +79,22 @@ def test_new_run_and_reset_show_the_new_run(app_env):
     at.run()
     at.button(key=START).click().run()
     at.button(key="ucb_end").click().run()
-    assert _metric(at, "Rows scored") == "24 / 24"
+    assert metric(at, "Rows scored") == "24 / 24"
     at.button(key=START).click().run()
-    _ok(at)
-    assert _metric(at, "Rows scored") == "0 / 24"
+    ok(at)
+    assert metric(at, "Rows scored") == "0 / 24"
     ws = Workspace.open(app_env.root / "fixture")
     assert len(ws.list("runs")) == 2
     at.button(key="ucb_step1").click().run()
     at.button(key="ucb_reset").click().run()
-    _ok(at)
-    assert _metric(at, "Rows scored") == "0 / 24"
+    ok(at)
+    assert metric(at, "Rows scored") == "0 / 24"
     assert at.button(key="ucb_reset").disabled  # nothing to reset in a fresh run
     at.button(key=START).click().run()  # replaces the empty run, keeps the others
     assert len(ws.list("runs")) == 3
     again = app_env("pages/5_rounds.py")  # a reload shows the same (new) run
     again.run()
-    assert _metric(again, "Rows scored") == "0 / 24"
+    assert metric(again, "Rows scored") == "0 / 24"
     (picker,) = [s for s in again.selectbox if s.label == "Run"]
     labels = picker.options
     assert all("ucb_beta β=1 · budget" in s for s in labels), labels  # named by settings
@@ -117,8 +107,8 @@ def test_cold_start_button_relabels_at_once(app_env):
     at.button(key=START).click().run()
     assert at.button(key="ucb_step1").label == "Cold start"
     at.button(key="ucb_step1").click().run()
-    _ok(at)
-    assert _metric(at, "Rows scored") == "4 / 24"
+    ok(at)
+    assert metric(at, "Rows scored") == "4 / 24"
     assert at.button(key="ucb_step1").label == "Step 1 round"
 
 
@@ -143,7 +133,7 @@ def test_stale_exhaustive_table_is_not_used(app_env):
     side.write_text(json.dumps(data))
     at = app_env("pages/5_rounds.py")
     at.run()
-    _ok(at)
+    ok(at)
     reward = next(s for s in at.selectbox if s.label == "Reward source")
     assert "exhaustive" not in reward.options
 
@@ -171,12 +161,12 @@ def test_ban_says_what_it_did_marks_the_cluster_and_undoes(app_env):
     at.run()
     at.multiselect(key="cl_ban_pick").set_value([3]).run()
     at.button(key="cl_ban").click().run()
-    _ok(at)
+    ok(at)
     assert any(t.value.startswith("Banned cluster: ") for t in at.toast)
     assert _frame(at, "curation").set_index("cluster")["curation"][3] == "banned"
     assert 3 in Ledger(ws.ledger_path).state().banned
     at.button(key="cl_undo").click().run()
-    _ok(at)
+    ok(at)
     assert 3 not in Ledger(ws.ledger_path).state().banned
     assert _frame(at, "curation").set_index("cluster")["curation"][3] == ""
 
@@ -187,14 +177,14 @@ def test_ban_then_unban_touches_only_the_chosen_cluster(app_env):
     at.run()
     at.multiselect(key="cl_ban_pick").set_value([1]).run()
     at.button(key="cl_ban").click().run()
-    _ok(at)
+    ok(at)
     assert at.multiselect(key="cl_ban_pick").value == []  # cleared after the edit
     assert any("Banned cluster" in t.value for t in at.toast)
     at.multiselect(key="cl_ban_pick").set_value([2]).run()
     at.button(key="cl_ban").click().run()
     at.multiselect(key="cl_ban_pick").set_value([2]).run()
     at.button(key="cl_unban").click().run()
-    _ok(at)
+    ok(at)
     status = _frame(at, "curation").set_index("cluster")["curation"]
     assert status[1] == "banned" and status[2] == ""
 
@@ -211,8 +201,8 @@ def test_selection_rule_in_words_matches_the_selection(app_env):
     Ledger(ws.ledger_path).pin([0, 1])
     ex = app_env("pages/6_export.py")
     ex.run()
-    _ok(ex)
-    assert _metric(ex, "Selected") == "6"  # floor(120 × 0.05): the pins took 2 slots
+    ok(ex)
+    assert metric(ex, "Selected") == "6"  # floor(120 × 0.05): the pins took 2 slots
     rule = " ".join(c.value for c in ex.caption)
     assert "every pinned row first (2), then the 4 best-scored rows" in rule
     table = _frame(ex, "rank")
@@ -230,7 +220,7 @@ def test_cluster_features_label_is_what_the_job_builds(app_env, kind):
     assert tasks.run_config(ws.root).cluster_features.kind == kind
     at = app_env("pages/3_features.py")
     at.run()
-    _ok(at)
+    ok(at)
     words = {"hidden": "Hidden-state embeddings", "gradient": "Gradient features"}[kind]
     assert any(c.value.startswith(words) for c in at.caption), [c.value for c in at.caption]
 
@@ -248,7 +238,7 @@ def test_pool_page_names_id_and_source_columns(app_env, tmp_path):
     at.text_input(key="pool_id_field").set_value("uid")
     at.text_input(key="pool_source_field").set_value("origin")
     at.button(key="pool_use_path").click().run()
-    _ok(at)
+    ok(at)
     counts = _frame(at, "rows")
     assert dict(zip(counts["source"], counts["rows"])) == {"a": 3, "b": 3}
     assert _frame(at, "prompt")["id"].tolist()[:2] == ["u0", "u1"]
@@ -261,5 +251,5 @@ def test_empty_pool_hint_points_at_the_chosen_source(app_env):
     at = app_env("pages/1_pool.py", ws="fresh")
     at.run()
     at.radio(key="pool_source").set_value("Local path").run()
-    _ok(at)
+    ok(at)
     assert any("type the path of your file above" in i.value for i in at.info)

@@ -9,22 +9,12 @@ import pytest
 
 from clusterucb_core import jobs
 from clusterucb_core.workspace import Workspace
+from tests.app.conftest import metric, ok
 
 ROOT = Path(__file__).resolve().parents[2]
 PAGES = ["pages/1_pool.py", "pages/2_target.py", "pages/3_features.py", "pages/4_clusters.py",
          "pages/5_rounds.py", "pages/6_export.py"]
 START = "FormSubmitter:ucb_settings-Start a new run"
-
-
-def _ok(at):
-    assert not at.exception, [e.message for e in at.exception]
-
-
-def _metric(at, label):
-    for m in at.metric:
-        if m.label == label:
-            return m.value
-    raise AssertionError(f"no metric {label!r}: {[m.label for m in at.metric]}")
 
 
 def _arm_table(at):
@@ -37,7 +27,7 @@ def _arm_table(at):
 def test_every_page_renders(app_env, page):
     at = app_env(page)
     at.run()
-    _ok(at)
+    ok(at)
     assert at.title and at.title[0].value
     assert not at.error, [e.value for e in at.error]
     assert any(e.label == "What is this step?" for e in at.expander)
@@ -46,7 +36,7 @@ def test_every_page_renders(app_env, page):
 def test_workspace_name_goes_into_the_url(app_env):
     at = app_env()  # the default page (Pool)
     at.run()
-    _ok(at)
+    ok(at)
     assert at.query_params["ws"] == "fixture"
     assert at.sidebar.selectbox(key="ws_picker_fixture").value == "fixture"
 
@@ -58,7 +48,7 @@ def test_fresh_session_opens_the_demo_workspace(monkeypatch, tmp_path):
     at = AppTest.from_file(str(ROOT / "clusterucb_app" / "streamlit_app.py"),
                             default_timeout=60)
     at.run()
-    _ok(at)
+    ok(at)
     assert at.query_params["ws"] == "demo"
     meta = json.loads((tmp_path / "ws" / "demo" / "workspace.json").read_text())
     assert meta.get("pool"), "the demo workspace points at the bundled pool"
@@ -67,29 +57,29 @@ def test_fresh_session_opens_the_demo_workspace(monkeypatch, tmp_path):
 def test_stepping_rounds_changes_arms_and_budget(app_env):
     at = app_env("pages/5_rounds.py")
     at.run()
-    _ok(at)
+    ok(at)
     at.button(key=START).click().run()
-    _ok(at)
-    assert _metric(at, "Rows scored") == "0 / 24"
+    ok(at)
+    assert metric(at, "Rows scored") == "0 / 24"
     before = _arm_table(at)
     assert before["pulls"].sum() == 0
     at.button(key="ucb_step1").click().run()  # the cold start
-    _ok(at)
-    assert _metric(at, "Rows scored") == "4 / 24"
+    ok(at)
+    assert metric(at, "Rows scored") == "4 / 24"
     cold = _arm_table(at)
     assert list(cold["pulls"]) == [1, 1, 1, 1]
     assert any("Next:" in i.value for i in at.info)  # the why-sentence of the next round
     at.button(key="ucb_step1").click().run()
-    _ok(at)
+    ok(at)
     after = _arm_table(at)
-    assert _metric(at, "Rows scored") == "12 / 24"
+    assert metric(at, "Rows scored") == "12 / 24"
     assert after["pulls"].sum() == 12 and not after["pulls"].equals(cold["pulls"])
     at.button(key="ucb_end").click().run()
-    _ok(at)
-    assert _metric(at, "Rows scored") == "24 / 24"
+    ok(at)
+    assert metric(at, "Rows scored") == "24 / 24"
     assert any("Finished" in s.value for s in at.success)
     # exhaustive scores exist in the fixture: recall is reported
-    assert "%" in _metric(at, "Recall of the exhaustive top-p")
+    assert "%" in metric(at, "Recall of the exhaustive top-p")
 
 
 def test_run_survives_a_new_session(app_env):
@@ -100,8 +90,8 @@ def test_run_survives_a_new_session(app_env):
     at.button(key="ucb_step1").click().run()
     again = app_env("pages/5_rounds.py")  # a refresh: new session, state from the log
     again.run()
-    _ok(again)
-    assert _metric(again, "Rows scored") == "12 / 24"
+    ok(again)
+    assert metric(again, "Rows scored") == "12 / 24"
 
 
 def test_bad_settings_give_a_message(app_env):
@@ -112,7 +102,7 @@ def test_bad_settings_give_a_message(app_env):
     nums["Top-p (fraction selected)"].set_value(0.5)
     nums["Budget (fraction of the pool scored)"].set_value(0.1)
     at.button(key=START).click().run()
-    _ok(at)
+    ok(at)
     assert any("top_p" in e.value for e in at.error)
     assert form is not None
 
@@ -120,11 +110,11 @@ def test_bad_settings_give_a_message(app_env):
 def test_ban_from_cluster_table_reaches_the_bandit(app_env):
     at = app_env("pages/4_clusters.py")
     at.run()
-    _ok(at)
+    ok(at)
     at.multiselect(key="cl_ban_pick").set_value([2]).run()
     at.button(key="cl_ban").click().run()
-    _ok(at)
-    assert _metric(at, "Banned clusters") == "1"
+    ok(at)
+    assert metric(at, "Banned clusters") == "1"
     rounds = app_env("pages/5_rounds.py")
     rounds.run()
     rounds.button(key=START).click().run()
@@ -137,19 +127,19 @@ def test_ban_from_cluster_table_reaches_the_bandit(app_env):
 def test_bad_pool_file_gives_an_error_and_keeps_the_page(app_env, tmp_path):
     at = app_env("pages/1_pool.py")
     at.run()
-    before = _metric(at, "Usable rows")
+    before = metric(at, "Usable rows")
     at.radio(key="pool_source").set_value("Upload a file").run()
     at.file_uploader(key="pool_upload").upload("broken.jsonl", b"{not json\n\x00\xff\n",
                                                "application/jsonl").run()
     at.button(key="pool_use_upload").click().run()
-    _ok(at)
+    ok(at)
     assert any("failed" in e.value for e in at.error)
-    assert _metric(at, "Usable rows") == before  # the previous pool is still shown
+    assert metric(at, "Usable rows") == before  # the previous pool is still shown
     # a missing path too
     at.radio(key="pool_source").set_value("Local path").run()
     at.text_input(key="pool_path").set_value(str(tmp_path / "nope.jsonl")).run()
     at.button(key="pool_use_path").click().run()
-    _ok(at)
+    ok(at)
     assert any("not found" in e.value for e in at.error)
 
 
@@ -163,8 +153,8 @@ def test_pool_with_some_bad_lines_loads_with_a_report(app_env, tmp_path):
     at.radio(key="pool_source").set_value("Local path").run()
     at.text_input(key="pool_path").set_value(str(path)).run()
     at.button(key="pool_use_path").click().run()
-    _ok(at)
-    assert _metric(at, "Usable rows") == "2"
+    ok(at)
+    assert metric(at, "Usable rows") == "2"
     report = [d.value for d in at.dataframe if "line" in d.value.columns]
     assert report
     errors = report[0][report[0]["severity"] == "error"]
@@ -179,9 +169,9 @@ def test_bad_target_gives_an_error(app_env, tmp_path):
     at.radio(key="target_source").set_value("LESS folder or local file").run()
     at.text_input(key="target_path").set_value(str(bad)).run()
     at.button(key="target_use_path").click().run()
-    _ok(at)
+    ok(at)
     assert any("failed" in e.value for e in at.error)
-    assert _metric(at, "Subtasks") == "2"  # the fixture target is still the one shown
+    assert metric(at, "Subtasks") == "2"  # the fixture target is still the one shown
 
 
 def test_export_writes_original_lines(app_env):
@@ -191,11 +181,11 @@ def test_export_writes_original_lines(app_env):
     at.button(key="ucb_end").click().run()
     ex = app_env("pages/6_export.py")
     ex.run()
-    _ok(ex)
-    assert _metric(ex, "Selected") == "6"
+    ok(ex)
+    assert metric(ex, "Selected") == "6"
     ex.checkbox(key="ex_ds").uncheck().run()
     ex.button(key="ex_save").click().run()
-    _ok(ex)
+    ok(ex)
     assert any("Export written" in s.value for s in ex.success)
     ws = Workspace.open(app_env.root / "fixture")
     (run_id,) = ws.list("exports")
@@ -222,12 +212,12 @@ def test_job_panel_shows_finished_and_crashed_jobs(app_env):
     prog.write_text(json.dumps(data))  # as if the process had been killed mid-way
     at = app_env("pages/3_features.py")
     at.run()
-    _ok(at)
+    ok(at)
     assert any("Warm-up" in s.value and "finished" in s.value for s in at.success)
     assert any("stopped unexpectedly" in w.value for w in at.warning)
     assert at.button(key="job_exhaustive_resume")
     at.button(key="job_exhaustive_resume").click().run()
-    _ok(at)
+    ok(at)
     assert jobs.wait(ws, crashed, timeout_s=60).status == jobs.DONE
 
 
@@ -238,16 +228,16 @@ def test_play_advances_until_paused(app_env):
     at.run()
     at.button(key=START).click().run()
     at.button(key="ucb_play_btn").click().run()
-    _ok(at)
+    ok(at)
     assert at.session_state["ucb_play"] is True
     assert at.button(key="ucb_pause_btn").label == "Pause"
     at.run()  # a tick of the auto-advance (the fragment's timer reruns it in a browser)
-    assert _metric(at, "Rows scored") != "0 / 24"
+    assert metric(at, "Rows scored") != "0 / 24"
     at.button(key="ucb_pause_btn").click().run()
-    _ok(at)
+    ok(at)
     assert at.session_state["ucb_play"] is False
     assert at.button(key="ucb_play_btn").label == "Play"
-    scored = _metric(at, "Rows scored")
+    scored = metric(at, "Rows scored")
     for _ in range(3):  # more timer ticks after the pause
         at.run()
-        assert _metric(at, "Rows scored") == scored  # paused: nothing moves
+        assert metric(at, "Rows scored") == scored  # paused: nothing moves
