@@ -10,9 +10,10 @@ never wrong.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,6 +23,26 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
 POLL_MS = 150
 JOB_TIMEOUT_S = 900
+
+
+@contextlib.contextmanager
+def browser_page(height: int, timeout_ms: int) -> Iterator[object]:
+    """A page in headless Chromium, 1500 px wide and `height` tall, that accepts downloads and
+    waits up to `timeout_ms` for an element; the browser is closed after."""
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
+        ctx = browser.new_context(viewport={"width": 1500, "height": height},
+                                  accept_downloads=True)
+        pg = ctx.new_page()
+        pg.set_default_timeout(timeout_ms)
+        try:
+            yield pg
+        finally:
+            ctx.close()
+            browser.close()
 
 
 def wait_until(page, condition: Callable[[], object], what: str, timeout: float = 180) -> None:

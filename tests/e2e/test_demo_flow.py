@@ -13,7 +13,16 @@ import json
 from pathlib import Path
 
 import pytest
-from e2e_support import ARGS, ARTIFACTS, CHROMIUM, click_key, go, idle, no_error, shot, wait_job
+from e2e_support import (
+    ARTIFACTS,
+    browser_page,
+    click_key,
+    go,
+    idle,
+    no_error,
+    shot,
+    wait_job,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -26,17 +35,8 @@ def server(tmp_path_factory, start_app):
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        ctx = browser.new_context(viewport={"width": 1500, "height": 1700}, accept_downloads=True)
-        pg = ctx.new_page()
-        pg.set_default_timeout(60_000)
+    with browser_page(1700, 60_000) as pg:
         yield pg
-        ctx.close()
-        browser.close()
 
 
 def _use_small_model_if_needed(server, request) -> str:

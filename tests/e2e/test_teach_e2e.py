@@ -13,7 +13,16 @@ import re
 from pathlib import Path
 
 import pytest
-from e2e_support import ARGS, ARTIFACTS, CHROMIUM, ROOT, go, idle, no_error, shot, wait_until
+from e2e_support import (
+    ARTIFACTS,
+    ROOT,
+    browser_page,
+    go,
+    idle,
+    no_error,
+    shot,
+    wait_until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -56,15 +65,7 @@ def server(tmp_path_factory, start_app):
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        ctx = browser.new_context(viewport={"width": 1500, "height": 2200},
-                                  accept_downloads=True)
-        pg = ctx.new_page()
-        pg.set_default_timeout(60_000)
+    with browser_page(2200, 60_000) as pg:
         # A deep link (/playground) as the server's very first request is served in
         # Streamlit's old pages/ mode (no entry script, no sidebar) until one session has
         # run streamlit_app.py's st.navigation; open the root once, as a user's first visit does.
@@ -72,8 +73,6 @@ def page(server):
         pg.get_by_role("heading", level=1).first.wait_for()
         idle(pg)
         yield pg
-        ctx.close()
-        browser.close()
 
 
 def _rows_scored(page) -> list[int]:

@@ -15,9 +15,8 @@ import json
 
 import pytest
 from e2e_support import (
-    ARGS,
     ARTIFACTS,
-    CHROMIUM,
+    browser_page,
     click_key,
     go,
     idle,
@@ -88,17 +87,8 @@ def server(tmp_path_factory, start_app):
 
 @pytest.fixture(scope="module")
 def page(server):
-    from playwright.sync_api import sync_playwright
-
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)
-        ctx = browser.new_context(viewport={"width": 1500, "height": 1900}, accept_downloads=True)
-        pg = ctx.new_page()
-        pg.set_default_timeout(120_000)
+    with browser_page(1900, 120_000) as pg:
         yield pg
-        ctx.close()
-        browser.close()
 
 
 def _round(page) -> int:
