@@ -27,66 +27,22 @@ from clusterucb_app import tour, ui  # noqa: E402
 
 st.set_page_config(page_title="ClusterUCB Studio", page_icon="🎯", layout="wide")
 
+# (file in pages/, title, icon, url path): the six steps in order, then the teaching pages
 PAGES = [
-    st.Page(
-        str(_HERE / "pages" / "1_pool.py"),
-        title="1 · Pool",
-        icon=":material/dataset:",
-        url_path="pool",
-        default=True,
-    ),
-    st.Page(
-        str(_HERE / "pages" / "2_target.py"),
-        title="2 · Target",
-        icon=":material/flag:",
-        url_path="target",
-    ),
-    st.Page(
-        str(_HERE / "pages" / "3_features.py"),
-        title="3 · Model & Features",
-        icon=":material/functions:",
-        url_path="features",
-    ),
-    st.Page(
-        str(_HERE / "pages" / "4_clusters.py"),
-        title="4 · Clusters",
-        icon=":material/scatter_plot:",
-        url_path="clusters",
-    ),
-    st.Page(
-        str(_HERE / "pages" / "5_rounds.py"),
-        title="5 · UCB Rounds",
-        icon=":material/casino:",
-        url_path="rounds",
-    ),
-    st.Page(
-        str(_HERE / "pages" / "6_export.py"),
-        title="6 · Curate & Export",
-        icon=":material/inventory_2:",
-        url_path="export",
-    ),
-    # learn and compare (teaching pages)
-    st.Page(
-        str(_HERE / "pages" / "7_playground.py"),
-        title="Playground",
-        icon=":material/science:",
-        url_path="playground",
-    ),
-    st.Page(
-        str(_HERE / "pages" / "8_race.py"),
-        title="Policy race",
-        icon=":material/sports_score:",
-        url_path="race",
-    ),
-    st.Page(
-        str(_HERE / "pages" / "9_compare.py"),
-        title="Compare runs",
-        icon=":material/compare_arrows:",
-        url_path="compare",
-    ),
+    ("1_pool.py", "1 · Pool", "dataset", "pool"),
+    ("2_target.py", "2 · Target", "flag", "target"),
+    ("3_features.py", "3 · Model & Features", "functions", "features"),
+    ("4_clusters.py", "4 · Clusters", "scatter_plot", "clusters"),
+    ("5_rounds.py", "5 · UCB Rounds", "casino", "rounds"),
+    ("6_export.py", "6 · Curate & Export", "inventory_2", "export"),
+    ("7_playground.py", "Playground", "science", "playground"),
+    ("8_race.py", "Policy race", "sports_score", "race"),
+    ("9_compare.py", "Compare runs", "compare_arrows", "compare"),
 ]
 
-nav = st.navigation(PAGES)
+nav = st.navigation([st.Page(str(_HERE / "pages" / file), title=title,
+                             icon=f":material/{icon}:", url_path=url, default=i == 0)
+                     for i, (file, title, icon, url) in enumerate(PAGES)])
 with st.sidebar:
     st.markdown("## ClusterUCB Studio")
     tour_slot = st.container()
