@@ -124,9 +124,11 @@ def load_clusters(ws: Workspace, name: str, features_fingerprint: str | None = N
 
 
 def cluster_rows(ws: Workspace, cs: ClusterSet) -> np.ndarray:
-    """The features a clustering was made from, conditioned as it was ([N, d] float32): what a
-    run whose settings need them (`SelectionSpec.needs_features`) reads."""
+    """The features a clustering was made from, conditioned as it was ([N, d] float32, unit
+    rows; zeros for rows without features): what a run whose settings need them
+    (`SelectionSpec.needs_features`) reads. Filled chunk by chunk: one [N, d] array in all."""
     from .conditioning import Conditioner
+    from .rowsource import as_source, chunk_rows_for
     from .store import FeatureStore
 
     name = cs.meta.get("features")
@@ -137,4 +139,9 @@ def cluster_rows(ws: Workspace, cs: ClusterSet) -> np.ndarray:
     if cs.meta.get("features_fingerprint") not in (None, store.fingerprint):
         raise ValueError(f"the feature store {name!r} changed since clusters {cs.name!r} were "
                          "made from it; re-run `clusterucb cluster`")
-    return Conditioner.load(cs.path).transform(store.read())  # one float32 copy
+    cond = Conditioner.load(cs.path)
+    out = np.empty((store.n_rows, cond.out_dim(store.dim)), dtype=np.float32)
+    for start, chunk in as_source(store).chunks(chunk_rows_for(store.dim)):
+        # rows without features (in no arm) become zeros, so the run uses `out` uncopied
+        out[start:start + len(chunk)] = np.nan_to_num(cond.transform(chunk))
+    return out

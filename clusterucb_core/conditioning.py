@@ -28,6 +28,10 @@ class Conditioner:
     mean: np.ndarray | None = None  # [d]
     components: np.ndarray | None = None  # [d, r]: principal directions scaled by 1/sqrt(var)
 
+    def out_dim(self, dim: int) -> int:
+        """Columns of the transformed rows, for input rows of `dim` columns."""
+        return dim if self.components is None else int(self.components.shape[1])
+
     def transform(self, X: np.ndarray) -> np.ndarray:
         """Rows conditioned and L2-normalised (float32); non-finite rows stay NaN, zero rows
         stay zero."""
@@ -116,7 +120,7 @@ class ConditionedRows:
         self.source = as_source(source)
         self.cond = cond
         self.n_rows = self.source.n_rows
-        self.dim = self.source.dim if cond.components is None else cond.components.shape[1]
+        self.dim = cond.out_dim(self.source.dim)
 
     def read(self, rows: np.ndarray | None = None) -> np.ndarray:
         X = self.source.read_all() if rows is None else self.source.take(rows)

@@ -65,6 +65,19 @@ def draw_order_help() -> str:
 REFIT_GROWTH = 1.02
 
 
+def unit_rows(features: Any) -> np.ndarray:
+    """The rows as float32 of norm 1 (or 0 where a row is all zeros or not finite). Rows that
+    already are (what `clusterset.cluster_rows` gives) are used as they are, not copied: on a
+    big pool the features are the largest thing a run holds."""
+    f = np.asarray(features, dtype=np.float32)
+    sq = np.einsum("ij,ij->i", f, f)  # no [N, d] temporary
+    if np.isfinite(sq).all() and (np.abs(sq - 1) < 1e-4)[sq > 0].all():
+        return f
+    f = np.nan_to_num(f)  # a copy: the caller's array is never changed
+    f /= np.maximum(np.sqrt(np.einsum("ij,ij->i", f, f)), 1e-30)[:, None]
+    return f
+
+
 def count_of(fraction: float, n: int) -> int:
     """`floor(n * fraction)`, exact for the decimal written (0.29 of 100 is 29, not 28)."""
     fraction = float(fraction)
@@ -247,8 +260,7 @@ class SelectionRun:
                          else "split_hot")
                 raise ValueError(f"{which} needs the cluster features, one row per pool row "
                                  "(pass features=)")
-            f = np.nan_to_num(np.asarray(features, dtype=np.float32))
-            self.features = f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-30)
+            self.features = unit_rows(features)
 
         self.K0 = self.K  # clusters; K grows when an arm splits
         self.arm_cluster = np.arange(self.K, dtype=np.int64)

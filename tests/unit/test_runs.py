@@ -229,3 +229,36 @@ def test_cli_draws_at_random_for_clusters_without_features(tmp_path):
     bad = _cli("select", "-w", str(ws.root), "--clusters", "bare", "--run-id", "p",
                "--draw-order", "predicted", "--rounds", "1", check=False)
     assert bad.returncode != 0 and "record their feature store" in bad.stderr
+
+
+def test_cluster_rows_are_unit_rows_filled_chunk_by_chunk_and_used_uncopied(tmp_path,
+                                                                           monkeypatch):
+    """A run reads its clustering's features as unit rows (zeros where a row has none), filled
+    chunk by chunk into one array that SelectionRun then uses without a copy."""
+    from clusterucb_core import rowsource
+    from clusterucb_core.clusterset import cluster_rows, load_clusters, save_clusters
+    from clusterucb_core.kmeans import KMeansResult
+    from clusterucb_core.selection import unit_rows
+    from clusterucb_core.store import FeatureStore
+
+    ws, labels, scores = _workspace(tmp_path)
+    raw = 2.0 + np.random.default_rng(3).normal(size=(N, 8)).astype(np.float32)
+    raw[5] = np.nan  # a row without features
+    store = FeatureStore.create_or_open(ws.features("gap"), N, 8, {"gap": 1}, "float32")
+    store.write(np.arange(N), raw)
+    save_clusters(ws, "gap", KMeansResult(labels=labels, centroids=np.eye(8, dtype=np.float32),
+                                          inertia=0.0, n_iter=1),
+                  features_fingerprint=store.fingerprint, features_name="gap")
+    monkeypatch.setattr(rowsource, "chunk_rows_for", lambda dim: 64)  # 7 chunks
+    F = cluster_rows(ws, load_clusters(ws, "gap"))
+    ok = np.arange(N) != 5
+    np.testing.assert_allclose(F[ok], raw[ok] / np.linalg.norm(raw[ok], axis=1, keepdims=True),
+                               atol=1e-6)
+    assert (F[5] == 0).all()
+    run = SelectionRun(labels, TableOracle(scores), replace(SPEC, draw_order="predicted"),
+                       features=F)
+    assert run.features is F and unit_rows(F) is F
+    X = np.array([[3.0, 4.0], [np.nan, 1.0], [0.0, 0.0]], dtype=np.float32)
+    U = unit_rows(X)
+    assert U is not X and np.isnan(X[1, 0])  # the caller's array is left as it was
+    np.testing.assert_allclose(U, [[0.6, 0.8], [0.0, 1.0], [0.0, 0.0]])
