@@ -84,15 +84,7 @@ def arms_form(ws: Any, settings: dict[str, Any], pg: Any) -> None:
                                       "spread": float(r["spread"])} for _, r in rows.iterrows()]}
             made = st.form_submit_button("Make these arms", type="primary")
         if made:
-            trial = {**settings, "arms": new_arms, "rounds": 0}
-            try:
-                teach.check_settings(trial)
-            except ValueError as exc:
-                ui.show_error(exc, "Making the arms", "change the setting named above")
-            else:
-                teach.save_settings(ws, trial)
-                st.session_state["pg_play"] = False
-                st.rerun()
+            _start_over(ws, {**settings, "arms": new_arms, "rounds": 0}, "Making the arms")
 
 
 def policies_form(ws: Any, settings: dict[str, Any]) -> None:
@@ -133,18 +125,25 @@ def policies_form(ws: Any, settings: dict[str, Any]) -> None:
             seed = c[4].number_input("Seed (draw order)", 0, 10**6, int(sh["seed"]))
             applied = st.form_submit_button("Apply (starts the rounds over)", type="primary")
         if applied:
-            trial = {**settings, "A": side_inputs["A"], "B": side_inputs["B"],
-                     "side_by_side": bool(both), "rounds": 0,
-                     "shared": {"cold_start": float(cold), "budget": float(budget),
-                                "top_p": float(top_p), "draw_batch": int(draw), "seed": int(seed)}}
-            try:
-                teach.check_settings(trial)
-            except ValueError as exc:
-                ui.show_error(exc, "Applying the settings", "change the setting named above")
-            else:
-                teach.save_settings(ws, trial)
-                st.session_state["pg_play"] = False
-                st.rerun()
+            _start_over(ws, {**settings, "A": side_inputs["A"], "B": side_inputs["B"],
+                             "side_by_side": bool(both), "rounds": 0,
+                             "shared": {"cold_start": float(cold), "budget": float(budget),
+                                        "top_p": float(top_p), "draw_batch": int(draw),
+                                        "seed": int(seed)}},
+                        "Applying the settings")
+
+
+def _start_over(ws: Any, trial: dict[str, Any], what: str) -> None:
+    """Check the settings a form made; if they hold, save them, stop Play and rerun from
+    round 0, else say which setting is wrong (nothing is saved)."""
+    try:
+        teach.check_settings(trial)
+    except ValueError as exc:
+        ui.show_error(exc, what, "change the setting named above")
+    else:
+        teach.save_settings(ws, trial)
+        st.session_state["pg_play"] = False
+        st.rerun()
 
 
 def plain(text: str) -> str:
