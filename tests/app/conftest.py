@@ -130,3 +130,10 @@ def metric(at, label: str):
         if m.label == label:
             return m.value
     raise AssertionError(f"no metric {label!r}: {[m.label for m in at.metric]}")
+
+
+def frame(at, column: str):
+    """The first table on the page with a `column` column (a pandas DataFrame)."""
+    tables = [d.value for d in at.dataframe if column in d.value.columns]
+    assert tables, f"no table with a {column!r} column"
+    return tables[0]

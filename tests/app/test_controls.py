@@ -8,15 +8,9 @@ import numpy as np
 import pytest
 
 from clusterucb_core.workspace import Workspace
-from tests.app.conftest import metric, ok
+from tests.app.conftest import frame, metric, ok
 
 START = "FormSubmitter:ucb_settings-Start a new run"
-
-
-def _frame(at, column):
-    tables = [d.value for d in at.dataframe if column in d.value.columns]
-    assert tables, f"no table with a {column!r} column"
-    return tables[0]
 
 
 # ---------------------------------------------------------------------------------- workspaces
@@ -144,10 +138,10 @@ def test_arm_and_drawn_tables_show_scores_and_marks(app_env):
     at.run()
     at.button(key=START).click().run()
     at.button(key="ucb_step1").click().run()
-    drawn = _frame(at, "status")
+    drawn = frame(at, "status")
     assert {"score", "cluster", "status"} <= set(drawn.columns)
     assert np.isfinite(drawn["score"]).all()
-    arms = _frame(at, "pulls")
+    arms = frame(at, "pulls")
     assert {"state", "curation", "mean"} <= set(arms.columns)
 
 
@@ -163,12 +157,12 @@ def test_ban_says_what_it_did_marks_the_cluster_and_undoes(app_env):
     at.button(key="cl_ban").click().run()
     ok(at)
     assert any(t.value.startswith("Banned cluster: ") for t in at.toast)
-    assert _frame(at, "curation").set_index("cluster")["curation"][3] == "banned"
+    assert frame(at, "curation").set_index("cluster")["curation"][3] == "banned"
     assert 3 in Ledger(ws.ledger_path).state().banned
     at.button(key="cl_undo").click().run()
     ok(at)
     assert 3 not in Ledger(ws.ledger_path).state().banned
-    assert _frame(at, "curation").set_index("cluster")["curation"][3] == ""
+    assert frame(at, "curation").set_index("cluster")["curation"][3] == ""
 
 
 def test_ban_then_unban_touches_only_the_chosen_cluster(app_env):
@@ -185,7 +179,7 @@ def test_ban_then_unban_touches_only_the_chosen_cluster(app_env):
     at.multiselect(key="cl_ban_pick").set_value([2]).run()
     at.button(key="cl_unban").click().run()
     ok(at)
-    status = _frame(at, "curation").set_index("cluster")["curation"]
+    status = frame(at, "curation").set_index("cluster")["curation"]
     assert status[1] == "banned" and status[2] == ""
 
 
@@ -205,7 +199,7 @@ def test_selection_rule_in_words_matches_the_selection(app_env):
     assert metric(ex, "Selected") == "6"  # floor(120 × 0.05): the pins took 2 slots
     rule = " ".join(c.value for c in ex.caption)
     assert "every pinned row first (2), then the 4 best-scored rows" in rule
-    table = _frame(ex, "rank")
+    table = frame(ex, "rank")
     assert "None" not in table["rank"].astype(str).tolist()
 
 
@@ -239,9 +233,9 @@ def test_pool_page_names_id_and_source_columns(app_env, tmp_path):
     at.text_input(key="pool_source_field").set_value("origin")
     at.button(key="pool_use_path").click().run()
     ok(at)
-    counts = _frame(at, "rows")
+    counts = frame(at, "rows")
     assert dict(zip(counts["source"], counts["rows"])) == {"a": 3, "b": 3}
-    assert _frame(at, "prompt")["id"].tolist()[:2] == ["u0", "u1"]
+    assert frame(at, "prompt")["id"].tolist()[:2] == ["u0", "u1"]
     assert any("`uid`" in c.value for c in at.caption)  # the columns are listed
 
 

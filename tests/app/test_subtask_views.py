@@ -15,21 +15,12 @@ import pytest
 from clusterucb_core import runs, subtasks
 from clusterucb_core.config import DEMO_DIR
 from clusterucb_core.workspace import Workspace
+from tests.app.conftest import frame, ok
 
 START = "FormSubmitter:ucb_settings-Start a new run"
 
 needs_demo = pytest.mark.skipif(not (DEMO_DIR / "demo_workspace" / "workspace.json").exists(),
                                 reason="sample_data/demo_workspace is missing")
-
-
-def _ok(at):
-    assert not at.exception, [e.message for e in at.exception]
-
-
-def _frame(at, column):
-    tables = [d.value for d in at.dataframe if column in d.value.columns]
-    assert tables, f"no table with a {column!r} column"
-    return tables[0]
 
 
 def _bars(at, key):
@@ -63,15 +54,15 @@ def _coverage(pipe, run, balance):
 def test_ucb_page_shows_best_subtask_and_coverage_for_both_rules(app_env):
     at = app_env("pages/5_rounds.py", ws="demo")
     at.run()
-    _ok(at)
+    ok(at)
     at.button(key=START).click().run()  # the default rule: top-p by score
     at.button(key="ucb_end").click().run()
-    _ok(at)
+    ok(at)
     ws = Workspace.open(app_env.root / "demo")
     rid = ws.meta()["current_run"]
     run = runs.open_run(ws, rid)
     pipe = _engine(ws.root)
-    shown = _frame(at, "best subtask")
+    shown = frame(at, "best subtask")
     rows = shown["row"].tolist()
     assert rows == [int(r) for r in run.records[-1].rows]
     want = pipe.best_subtasks(np.array(rows))
@@ -81,7 +72,7 @@ def test_ucb_page_shows_best_subtask_and_coverage_for_both_rules(app_env):
     for rule in ("max", "subtasks"):
         if rule != "max":
             at.radio(key="ucb_balance").set_value(rule).run()
-            _ok(at)
+            ok(at)
         res, table = _coverage(pipe, run, rule)
         x, y = _bars(at, "ucb_coverage")
         assert x == list(table["subtask"]) == ["add", "multiply"]
@@ -94,7 +85,7 @@ def test_ucb_page_shows_best_subtask_and_coverage_for_both_rules(app_env):
     # the choice is kept with the workspace: a new session on the Curate page shows it
     ex = app_env("pages/6_export.py", ws="demo")
     ex.run()
-    _ok(ex)
+    ok(ex)
     assert ex.radio(key="ex_balance").value == "subtasks"
     assert _bars(ex, "ex_coverage")[1] == counts["subtasks"]
 
@@ -106,7 +97,7 @@ def test_curate_page_table_coverage_and_export_follow_the_rule(app_env):
     at.selectbox(key="ucb_new_balance").set_value("subtasks")
     at.button(key=START).click().run()
     at.button(key="ucb_end").click().run()
-    _ok(at)
+    ok(at)
     ws = Workspace.open(app_env.root / "demo")
     rid = ws.meta()["current_run"]
     run = runs.open_run(ws, rid)
@@ -114,21 +105,21 @@ def test_curate_page_table_coverage_and_export_follow_the_rule(app_env):
     pipe = _engine(ws.root)
     ex = app_env("pages/6_export.py", ws="demo")
     ex.run()
-    _ok(ex)
+    ok(ex)
     assert ex.radio(key="ex_balance").value == "subtasks"
     for rule in ("subtasks", "max"):
         if rule != "subtasks":
             ex.radio(key="ex_balance").set_value(rule).run()
-            _ok(ex)
+            ok(ex)
         res, table = _coverage(pipe, run, rule)
-        shown = _frame(ex, "best subtask")  # the selected rows, best first
+        shown = frame(ex, "best subtask")  # the selected rows, best first
         assert sorted(shown["row"]) == sorted(res.rows.tolist())
         want = pipe.best_subtasks(shown["row"].to_numpy())
         assert list(shown["best subtask"]) == [want[int(r)] for r in shown["row"]]
         assert _bars(ex, "ex_coverage")[1] == list(table["rows"])
     ex.checkbox(key="ex_ds").uncheck().run()
     ex.button(key="ex_save").click().run()  # exported under the rule shown: max
-    _ok(ex)
+    ok(ex)
     out = ws.exports(rid)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["spec"].get("balance", "max") == "max"
@@ -139,14 +130,20 @@ def test_curate_page_table_coverage_and_export_follow_the_rule(app_env):
     assert list(chosen["best_subtask"]) == [want[int(r)] for r in chosen["row"]]
 
 
-def test_without_stored_reward_features_the_pages_say_why(app_env):
-    """The fixture workspace has two subtasks but no feature store: no column, a reason."""
+def _one_round_without_the_column(app_env):
+    """The UCB page after a new run's first round, showing no best-subtask column."""
     at = app_env("pages/5_rounds.py")
     at.run()
     at.button(key=START).click().run()
     at.button(key="ucb_step1").click().run()
-    _ok(at)
+    ok(at)
     assert not [d for d in at.dataframe if "best subtask" in d.value.columns]
+    return at
+
+
+def test_without_stored_reward_features_the_pages_say_why(app_env):
+    """The fixture workspace has two subtasks but no feature store: no column, a reason."""
+    at = _one_round_without_the_column(app_env)
     assert any("not computed yet" in c.value for c in at.caption)
 
 
@@ -155,11 +152,6 @@ def test_one_subtask_target_gets_a_short_note_and_no_column(app_env):
     one = root / "target.jsonl"
     lines = [json.loads(x) for x in one.read_text().splitlines()]
     one.write_text("".join(json.dumps({**x, "subtask": "math"}) + "\n" for x in lines))
-    at = app_env("pages/5_rounds.py")
-    at.run()
-    at.button(key=START).click().run()
-    at.button(key="ucb_step1").click().run()
-    _ok(at)
-    assert not [d for d in at.dataframe if "best subtask" in d.value.columns]
+    at = _one_round_without_the_column(app_env)
     assert any("The target has one subtask" in c.value for c in at.caption)
     assert not at.get("radio")  # no rule to choose

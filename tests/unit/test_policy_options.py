@@ -4,6 +4,8 @@ predicted by a reward model on the features)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -11,6 +13,13 @@ from clusterucb_core.config import SelectionSpec
 from clusterucb_core.oracle import TableOracle, recall
 from clusterucb_core.policies import ArmStats, UcbBeta, pooled_std
 from clusterucb_core.selection import SelectionRun
+
+
+def _played(labels, scores, spec, features=None) -> SelectionRun:
+    """A run over a table of scores, played to the end."""
+    run = SelectionRun(labels, TableOracle(scores), spec, features=features)
+    run.run_to_end()
+    return run
 
 
 def test_pooled_std_shrinks_few_draw_arms_toward_the_pool():
@@ -45,12 +54,8 @@ def test_similar_order_draws_the_members_like_the_best_rows_first():
     scores = np.where(kind == 1, 1.0, 0.0) + 0.01 * rng.normal(size=n)
     labels = np.zeros(n, dtype=np.int64)
     spec = SelectionSpec(cold_start=0.05, budget=0.2, top_p=0.1, draw_batch=8, seed=3)
-    plain = SelectionRun(labels, TableOracle(scores), spec)
-    plain.run_to_end()
-    sim = SelectionRun(labels, TableOracle(scores), SelectionSpec(**{**spec.__dict__,
-                                                                     "draw_order": "similar"}),
-                       features=X)
-    sim.run_to_end()
+    plain = _played(labels, scores, spec)
+    sim = _played(labels, scores, replace(spec, draw_order="similar"), X)
     n_top = sim.n_top
     assert recall(sim.selected(), scores, n_top) == 1.0
     assert recall(plain.selected(), scores, n_top) < 0.8
@@ -117,12 +122,8 @@ def test_predicted_order_finds_what_the_features_predict_and_ucb_uses_it():
     F = rng.normal(size=(n, d))
     scores = 0.2 * labels + F[:, 0] + 0.05 * rng.normal(size=n)
     spec = SelectionSpec(cold_start=0.05, budget=0.2, top_p=0.05, draw_batch=8, seed=1)
-    plain = SelectionRun(labels, TableOracle(scores), spec)
-    plain.run_to_end()
-    pred = SelectionRun(labels, TableOracle(scores), SelectionSpec(**{**spec.__dict__,
-                                                                      "draw_order": "predicted"}),
-                        features=F)
-    pred.run_to_end()
+    plain = _played(labels, scores, spec)
+    pred = _played(labels, scores, replace(spec, draw_order="predicted"), F)
     assert recall(pred.selected(), scores, pred.n_top) >= 0.8
     assert recall(plain.selected(), scores, plain.n_top) < 0.4
     sentence = pred.records[-1].explanation["sentence"]
@@ -133,8 +134,6 @@ def test_predicted_order_finds_what_the_features_predict_and_ucb_uses_it():
 
 
 def test_ucb_beta_takes_the_predicted_mean_where_there_is_one():
-    from dataclasses import replace
-
     stats = ArmStats.from_rewards([[0.1, 0.3], [0.5, 0.5], [0.2]], remaining=[4, 4, 4])
     with_pred = replace(stats, expected=np.array([0.9, np.nan, 0.0]))
     plain = UcbBeta(beta=0.0).values(stats)
