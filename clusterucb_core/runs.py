@@ -62,14 +62,13 @@ def _clusters(ws: Workspace, meta: RunMeta, run_id: str):
     return load_clusters(ws, meta.clustering)
 
 
-def _features(ws: Workspace, meta: RunMeta, run_id: str, spec: SelectionSpec
-              ) -> np.ndarray | None:
+def _features(ws: Workspace, cs: Any, spec: SelectionSpec) -> np.ndarray | None:
     """The clustering's conditioned features when the run's settings draw by them."""
     if not spec.needs_features:
         return None
     from .clusterset import cluster_rows
 
-    return cluster_rows(ws, _clusters(ws, meta, run_id))
+    return cluster_rows(ws, cs)
 
 
 def _ledger(ws: Workspace, clustering: str | None) -> Any:
@@ -94,13 +93,15 @@ def open_run(workspace: Workspace | str | Path, run_id: str, oracle: OracleSourc
 
     ws = _workspace(workspace)
     log = run_log(ws, run_id)
-    meta = log.meta()
+    header = log.header()
+    meta = RunMeta.from_dict(header.get("meta"))
+    spec = from_dict(SelectionSpec, header["spec"])
+    cs = _clusters(ws, meta, run_id) if labels is None or spec.needs_features else None
     if labels is None:
-        labels = np.asarray(_clusters(ws, meta, run_id).labels)
+        labels = cs.labels
     lg = _ledger(ws, meta.clustering) if ledger else None
-    spec = from_dict(SelectionSpec, log.header()["spec"])
     return SelectionRun.open(log.folder, np.asarray(labels), _oracle(oracle, meta, len(labels)),
-                             lg, features=_features(ws, meta, run_id, spec))
+                             lg, features=_features(ws, cs, spec))
 
 
 def new_run(workspace: Workspace | str | Path, run_id: str, spec: SelectionSpec,
@@ -114,7 +115,7 @@ def new_run(workspace: Workspace | str | Path, run_id: str, spec: SelectionSpec,
     try:  # the log is created under the run's writer lock: one creator wins
         return SelectionRun(labels, _oracle(oracle, meta, len(labels)), spec, ws.runs(run_id),
                             _ledger(ws, meta.clustering), n_clusters=cs.k, meta=meta,
-                            features=_features(ws, meta, run_id, spec))
+                            features=_features(ws, cs, spec))
     except FileExistsError:
         run = open_run(ws, run_id, oracle)
     if run.spec != spec or run.meta.clustering != meta.clustering:
