@@ -43,16 +43,16 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clusterucb_core import conditioning  # noqa: E402
+from clusterucb_core.clustering import conditioning  # noqa: E402
+from clusterucb_core.clustering.kmeans import cluster_features  # noqa: E402
+from clusterucb_core.clustering.krule import RULES, choose_k  # noqa: E402
 from clusterucb_core.config import (  # noqa: E402
     DEMO_DIR,
     FeatureSpec,
     RunConfig,  # noqa: E402
-    )
-from clusterucb_core.kmeans import cluster_features  # noqa: E402
-from clusterucb_core.krule import RULES, choose_k  # noqa: E402
-from clusterucb_core.oracle import TableOracle, exhaustive_top, mass_share, recall  # noqa: E402
-from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
+)
+from clusterucb_core.selection.oracle import TableOracle, exhaustive_top, mass_share, recall  # noqa: E402
+from clusterucb_core.selection.run import SelectionRun, count_of  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "fidelity"
 # ../shared/data/real beside the checkout or the folder of worktrees, or $FIDELITY_REAL
@@ -109,7 +109,7 @@ def candidates(n_layers: int, quick: bool, sketch: bool = True) -> dict[str, Fea
 
 
 def engine_for(pipe, spec: FeatureSpec, tag: str):
-    from clusterucb_core.features import FeatureEngine
+    from clusterucb_core.features.engine import FeatureEngine
 
     ckpt = pipe.checkpoints[-1] if spec.kind == "gradient" else None
     return FeatureEngine(pipe.pool, pipe.cfg.model, pipe.cfg.lora, ckpt, spec,
@@ -128,8 +128,8 @@ def one_pass_hidden(engine, specs: dict[str, FeatureSpec], n: int) -> dict[str, 
     (all layers' states at once); `check_against_product` shows they equal the product path."""
     import torch
 
-    from clusterucb_core import gradients as G
-    from clusterucb_core.formatting import collate
+    from clusterucb_core.data.formatting import collate
+    from clusterucb_core.features import gradients as G
 
     encs = engine.encode(np.arange(n))
     model = engine.model
@@ -165,7 +165,7 @@ def build_features(pipe, name: str, quick: bool, sample: int, log, sketch: bool 
 
     Features for every row are cached; costs are timed now, through the product's own
     FeatureEngine, on a seeded sample of rows, alternated with the reward gradients."""
-    from clusterucb_core.gradients import decoder_layers
+    from clusterucb_core.features.gradients import decoder_layers
 
     folder = CACHE / name / "candidates"
     folder.mkdir(parents=True, exist_ok=True)
@@ -441,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def default_candidate(spec: FeatureSpec, pipe) -> str:
     """The bench's name for the configured cluster features."""
-    from clusterucb_core.gradients import decoder_layers
+    from clusterucb_core.features.gradients import decoder_layers
 
     n_layers = len(decoder_layers(pipe.reward_engines[0].model))
     for name, cand in candidates(n_layers, quick=False).items():

@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
 
     from clusterucb_core.cli.demo import DEMO_CONFIG
     from clusterucb_core.config import load_config
-    from clusterucb_core.evaluate import compare_subsets
-    from clusterucb_core.oracle import exhaustive_top
+    from clusterucb_core.data.targets import load_target
     from clusterucb_core.pipeline import Pipeline
-    from clusterucb_core.targets import load_target
+    from clusterucb_core.selection.evaluate import compare_subsets
+    from clusterucb_core.selection.oracle import exhaustive_top
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer steps, one random subset")
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_path = args.eval_target or DEMO_DIR / "targets" / "heldout" / f"{args.target_name}.jsonl"
     eval_target = load_target(eval_path)
     n = len(pipe.pool.table)
-    from clusterucb_core.subtasks import balanced_top
+    from clusterucb_core.selection.subtasks import balanced_top
 
     run = pipe.selection(pipe.cfg.run_id)
     scored = np.flatnonzero(np.isfinite(run.scores))

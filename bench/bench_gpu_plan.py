@@ -3,7 +3,7 @@ measurement.
 
 For a Llama-style model (default: Llama-2-7B's shape, LoRA r=128 on q/k/v/o, bf16) at
 max_length tokens (default 2048), print for each device memory size the plan the feature
-engine starts from (clusterucb_core/memplan.py): weights, the count sketch's resident hash,
+engine starts from (clusterucb_core/features/memplan.py): weights, the count sketch's resident hash,
 bytes per row, rows and tokens per batch, and the overhead over a plain forward+backward
 expected from counted work (datasheet rates derated 50%).
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from clusterucb_core import memplan  # noqa: E402
+from clusterucb_core.features import memplan  # noqa: E402
 
 GB = 1e9
 
@@ -58,7 +58,7 @@ def build_model(shape: memplan.ModelShape, device):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from clusterucb_core.config import LoraSpec
-    from clusterucb_core.model import add_lora
+    from clusterucb_core.features.model import add_lora
 
     cfg = LlamaConfig(vocab_size=shape.vocab, hidden_size=shape.hidden,
                       intermediate_size=shape.intermediate, num_hidden_layers=shape.layers,
@@ -89,7 +89,7 @@ def build_model(shape: memplan.ModelShape, device):
 def make_rows(n: int, length: int, vocab: int, seed: int = 0):
     import torch
 
-    from clusterucb_core.formatting import IGNORE_INDEX
+    from clusterucb_core.data.formatting import IGNORE_INDEX
 
     g = torch.Generator().manual_seed(seed)
 
@@ -109,11 +109,11 @@ def time_features(shape: memplan.ModelShape, max_length: int, n_rows: int, dim: 
                   device) -> None:
     import torch
 
-    from clusterucb_core import features as F
-    from clusterucb_core import gradients as G
     from clusterucb_core.config import FeatureSpec
-    from clusterucb_core.formatting import collate
-    from clusterucb_core.projection import make_projector
+    from clusterucb_core.data.formatting import collate
+    from clusterucb_core.features import engine as F
+    from clusterucb_core.features import gradients as G
+    from clusterucb_core.features.projection import make_projector
 
     t0 = time.perf_counter()
     model = build_model(shape, device)

@@ -46,9 +46,6 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clusterucb_core import features as F  # noqa: E402
-from clusterucb_core import gradients as G  # noqa: E402
-from clusterucb_core import model as M  # noqa: E402
 from clusterucb_core.config import (  # noqa: E402
     DEMO_MODEL,
     DEMO_POOL,
@@ -56,9 +53,12 @@ from clusterucb_core.config import (  # noqa: E402
     LoraSpec,
     ModelSpec,
 )
-from clusterucb_core.formatting import Encoded, collate, encode_chats  # noqa: E402
-from clusterucb_core.projection import make_projector  # noqa: E402
-from clusterucb_core.rowsource import normalize_rows  # noqa: E402
+from clusterucb_core.data.formatting import Encoded, collate, encode_chats  # noqa: E402
+from clusterucb_core.features import engine as F  # noqa: E402
+from clusterucb_core.features import gradients as G  # noqa: E402
+from clusterucb_core.features import model as M  # noqa: E402
+from clusterucb_core.features.projection import make_projector  # noqa: E402
+from clusterucb_core.features.rowsource import normalize_rows  # noqa: E402
 
 LESS_INTERVAL = 16  # LESS projects every 16 rows
 TRAK_BLOCK = 128  # LESS passes block_size=128 to TRAK's projector

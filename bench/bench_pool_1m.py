@@ -90,7 +90,7 @@ def make_pool(path: Path, n: int, seed: int = 0) -> int:
 LOAD_SCRIPT = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from clusterucb_core.pool import load_pool
+from clusterucb_core.data.pool import load_pool
 t0 = time.perf_counter()
 pool = load_pool(sys.argv[2], cache_dir=sys.argv[3] if sys.argv[3] != "-" else None)
 n = len(pool)
@@ -109,7 +109,7 @@ def load_in_fresh_process(pool: Path, cache: Path | None) -> tuple[int, float, i
 
 def synthetic_store(path: Path, n: int, seed: int = 0):
     """Float16 256-d clustered features written through FeatureStore; returns (store, truth)."""
-    from clusterucb_core.store import FeatureStore
+    from clusterucb_core.features.store import FeatureStore
 
     rng = np.random.default_rng(seed)
     centers = rng.standard_normal((K_TRUE, DIM)).astype(np.float32)
@@ -139,13 +139,13 @@ def main() -> None:
     args = ap.parse_args()
     n = 200_000 if args.quick else args.rows
 
+    from clusterucb_core.clustering.embedding2d import compute_map
+    from clusterucb_core.clustering.kmeans import cluster_features
     from clusterucb_core.config import SelectionSpec
-    from clusterucb_core.embedding2d import compute_map
-    from clusterucb_core.export import export_selection
-    from clusterucb_core.kmeans import cluster_features
-    from clusterucb_core.oracle import TableOracle
-    from clusterucb_core.pool import load_pool
-    from clusterucb_core.selection import SelectionRun
+    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.export.files import export_selection
+    from clusterucb_core.selection.oracle import TableOracle
+    from clusterucb_core.selection.run import SelectionRun
     from clusterucb_core.workspace import Workspace
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_pool_1m.") if args.dir is None else None

@@ -10,7 +10,7 @@ LESS-faithful Rademacher projector measured in the same run.
 Gradient sources:
   synthetic  LoRA-like: per module a low-rank (outer product) structure shared within
              clusters of samples, heavy-tailed scales across modules, plus noise.
-  model      real per-sample LoRA gradients (clusterucb_core.gradients) of a randomly
+  model      real per-sample LoRA gradients (clusterucb_core.features.gradients) of a randomly
              initialised Llama with LoRA B randomised (as after a warm-up), on demo-pool chats
              fed as UTF-8 bytes (so the task families give real structure). Uses the bundled
              demo model instead when sample_data/demo_model exists.
@@ -38,8 +38,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from clusterucb_core.projection import make_projector  # noqa: E402
-from clusterucb_core.rowsource import normalize_rows  # noqa: E402
+from clusterucb_core.features.projection import make_projector  # noqa: E402
+from clusterucb_core.features.rowsource import normalize_rows  # noqa: E402
 
 CONFIGS = [  # (label, name, options)
     ("rademacher", "rademacher", {}),
@@ -81,8 +81,8 @@ def synthetic_gradients(B: int, dim_in: int, seed: int = 0) -> torch.Tensor:
 
 def model_gradients(B: int, quick: bool, seed: int = 0) -> tuple[torch.Tensor, str]:
     from clusterucb_core.config import DEMO_MODEL, DEMO_POOL, LoraSpec
-    from clusterucb_core.gradients import per_sample_gradients
-    from clusterucb_core.model import add_lora
+    from clusterucb_core.features.gradients import per_sample_gradients
+    from clusterucb_core.features.model import add_lora
 
     torch.manual_seed(seed)
     rows = [json.loads(line) for line in DEMO_POOL.read_text().splitlines()[:4 * B]]
@@ -91,8 +91,8 @@ def model_gradients(B: int, quick: bool, seed: int = 0) -> tuple[torch.Tensor, s
     max_len = 48 if quick else 96
     if (DEMO_MODEL / "config.json").exists():
         from clusterucb_core.config import ModelSpec
-        from clusterucb_core.formatting import collate, encode_chat
-        from clusterucb_core.model import load_model
+        from clusterucb_core.data.formatting import collate, encode_chat
+        from clusterucb_core.features.model import load_model
 
         model, tok, _, _ = load_model(ModelSpec(device="cpu"))
         encs = [encode_chat(r["messages"], tok, max_len) for r in rows]

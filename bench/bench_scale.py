@@ -135,8 +135,8 @@ def main(argv=None) -> int:
     from sklearn.cluster import KMeans
     from sklearn.metrics import adjusted_rand_score
 
-    from clusterucb_core import embedding2d as e2
-    from clusterucb_core import kmeans
+    from clusterucb_core.clustering import embedding2d as e2
+    from clusterucb_core.clustering import kmeans
 
     sizes = ([int(s) for s in args.sizes.split(",")] if args.sizes
              else [1_000, 2_000, 4_000] if args.quick else [10_000, 50_000, 100_000])

@@ -37,9 +37,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from clusterucb_core.config import SelectionSpec  # noqa: E402
-from clusterucb_core.oracle import TableOracle, exhaustive_top, recall  # noqa: E402
-from clusterucb_core.policies import POLICIES  # noqa: E402
-from clusterucb_core.selection import SelectionRun, count_of  # noqa: E402
+from clusterucb_core.selection.oracle import TableOracle, exhaustive_top, recall  # noqa: E402
+from clusterucb_core.selection.policies import POLICIES  # noqa: E402
+from clusterucb_core.selection.run import SelectionRun, count_of  # noqa: E402
 
 BUDGETS = (0.1, 0.2, 0.3, 0.5)
 COLDS = (0.0, 0.05)
@@ -62,7 +62,7 @@ def synthetic(n: int, k: int, seed: int, between: float = 0.03, within: float = 
 
 
 def from_workspace(root: str, clusters: str | None) -> tuple[np.ndarray, np.ndarray, str]:
-    from clusterucb_core.clusterset import load_clusters
+    from clusterucb_core.clustering.clusterset import load_clusters
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(root, create=False)

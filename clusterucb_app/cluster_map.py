@@ -16,9 +16,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from clusterucb_app import curation_ui, engine, find, marks, rounds, state, ui
-from clusterucb_core import mapselect
-from clusterucb_core import plots_rounds as pr
-from clusterucb_core.plots import escape
+from clusterucb_app import plots_rounds as pr
+from clusterucb_app.plots import escape
+from clusterucb_core.clustering import mapselect
 
 FOUND = "cl_found"  # session key of the search / neighbour results
 MAP_KEY = "cl_map_fig"

@@ -10,7 +10,7 @@ import numpy as np
 import streamlit as st
 
 from clusterucb_app import clusters_view, curation_ui, engine, state, ui
-from clusterucb_core import plots_rounds as pr
+from clusterucb_app import plots_rounds as pr
 
 K_AUTO, K_FIXED = "auto: pick K by the rule", "fixed K"
 
@@ -72,7 +72,7 @@ def cluster_table(cs: Any, lg: Any, names: dict[int, str], scores: Any) -> None:
 
 
 def kscan(ws: Any, cs: Any) -> None:
-    from clusterucb_core.krule import clusters_sentences
+    from clusterucb_core.clustering.krule import clusters_sentences
 
     st.subheader("K scan")
     for line in clusters_sentences(cs.meta):  # which features, their cost, why K

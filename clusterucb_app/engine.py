@@ -35,7 +35,7 @@ def specs(ws: Workspace) -> dict[str, Any]:
 
 def checkpoints(ws: Workspace) -> list[Path]:
     """Every warm-up checkpoint in the workspace (newest set last)."""
-    from clusterucb_core.model import find_checkpoints
+    from clusterucb_core.features.model import find_checkpoints
 
     root = ws.checkpoints()
     if not root.is_dir():

@@ -44,7 +44,7 @@ def breakdowns(selected: Any, names: dict[int, str]) -> None:
 
 def section(ws: Any, rid: str, run_name: str, run: Any, pool: Any, result: Any,
             clustering: str, names: dict[int, str], lg: Any) -> None:
-    from clusterucb_core.export import export_selection
+    from clusterucb_core.export.files import export_selection
 
     st.subheader("Export")
     out_dir = ws.exports(rid)
@@ -100,8 +100,8 @@ def _zip(folder: str, stamp: float) -> bytes:
 
 def publish(out_dir: Path) -> None:
     """Push the saved export to a Hub dataset repository, with its card."""
-    from clusterucb_core.export import load_manifest
-    from clusterucb_core.hub_export import dataset_card, push_to_hub
+    from clusterucb_core.export.files import load_manifest
+    from clusterucb_core.export.hub import dataset_card, push_to_hub
 
     with st.expander("Publish to the Hugging Face Hub"):
         c = st.columns([3, 1])

@@ -9,7 +9,7 @@ from typing import Any
 import streamlit as st
 
 from clusterucb_core import config
-from clusterucb_core.projection import PROJECTORS
+from clusterucb_core.features.projection import PROJECTORS
 from clusterucb_core.workspace import Workspace
 
 from . import state

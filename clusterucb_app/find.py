@@ -15,8 +15,8 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from clusterucb_core import search
-from clusterucb_core.plots import escape
+from clusterucb_app.plots import escape
+from clusterucb_core.clustering import search
 
 MAX_FOUND = 100_000  # search results kept (the map highlights them all)
 
@@ -84,7 +84,7 @@ def pool_texts(pool: Any) -> list[str]:
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _store(path: str, mtime: int) -> Any | None:
-    from clusterucb_core.store import FeatureStore
+    from clusterucb_core.features.store import FeatureStore
 
     try:
         return FeatureStore.open(path)

@@ -10,11 +10,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from clusterucb_app import plots_rounds as pr
+from clusterucb_app import plots_teach as pt
 from clusterucb_app import teach, ui
-from clusterucb_core import playground as pgm
-from clusterucb_core import plots_rounds as pr
-from clusterucb_core import plots_teach as pt
-from clusterucb_core.race import RACE_POLICIES
+from clusterucb_core.teach import playground as pgm
+from clusterucb_core.teach.race import RACE_POLICIES
 
 HELP = r"""
 **What you see.** Each arm is a cluster. Scoring a row (one *draw*) reveals its reward, as

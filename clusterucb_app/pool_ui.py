@@ -13,8 +13,9 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from clusterucb_core import atomic, config
-from clusterucb_core import pool as pool_mod
+from clusterucb_core import config
+from clusterucb_core.data import pool as pool_mod
+from clusterucb_core.runtime import atomic
 from clusterucb_core.workspace import Workspace
 
 from . import state, ui
@@ -30,7 +31,7 @@ def columns_of(pool: Any) -> list[str]:
         return []
     raw = pool.records([0])[0].decode("utf-8", "replace")
     if pool.format in ("csv", "tsv"):
-        from clusterucb_core.export import delimited_header
+        from clusterucb_core.export.files import delimited_header
 
         head = delimited_header(pool.path, "," if pool.format == "csv" else "\t")
         row = next(csv.reader(io.StringIO(head.decode("utf-8", "replace").lstrip("\ufeff")),
@@ -137,8 +138,8 @@ def empty_hint(source: str | None) -> str:
 @st.cache_data(show_spinner="Counting tokens...", max_entries=4)
 def _lengths(ws_root: str, fingerprint: str, model_path: str, template: str,
              sample: int) -> list[int] | None:
-    from clusterucb_core.formatting import token_lengths
-    from clusterucb_core.model import load_tokenizer
+    from clusterucb_core.data.formatting import token_lengths
+    from clusterucb_core.features.model import load_tokenizer
 
     rows = _sample(state.load_pool(Workspace.open(ws_root, create=False)), sample)
     if model_path.startswith(("/", ".", "~")) and not Path(model_path).expanduser().exists():

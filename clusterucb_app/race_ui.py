@@ -6,10 +6,10 @@ from typing import Any
 
 import streamlit as st
 
+from clusterucb_app import plots_teach as pt
 from clusterucb_app import teach
-from clusterucb_core import plots_teach as pt
-from clusterucb_core import race as rc
-from clusterucb_core.race import Contestant, RaceResult, RaceSpec
+from clusterucb_core.teach import race as rc
+from clusterucb_core.teach.race import Contestant, RaceResult, RaceSpec
 
 HELP = r"""
 **Recall vs budget.** The share of the *true* top-p rows (what scoring every row would

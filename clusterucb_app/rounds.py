@@ -17,9 +17,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from clusterucb_core import policies, runs, selection
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.runlog import RunMeta
+from clusterucb_core.selection import policies, runs
+from clusterucb_core.selection import run as selection
+from clusterucb_core.selection.runlog import RunMeta
 from clusterucb_core.workspace import Workspace
 
 from . import marks, state
@@ -58,7 +59,7 @@ def lazy_available(ws: Workspace) -> bool:
 
 
 def make_oracle(ws: Workspace, source: str, n_rows: int) -> Any:
-    from clusterucb_core.oracle import TableOracle
+    from clusterucb_core.selection.oracle import TableOracle
 
     if source == REWARD_EXHAUSTIVE:
         scores = state.exhaustive_scores(ws, n_rows)

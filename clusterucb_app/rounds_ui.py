@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from clusterucb_core import plots_rounds as pr
-from clusterucb_core import policies, selection, subtasks
+from clusterucb_app import plots_rounds as pr
+from clusterucb_core.selection import policies, subtasks
+from clusterucb_core.selection import run as selection
 from clusterucb_core.workspace import Workspace
 
 from . import curation_ui, rounds, state, ui
@@ -241,7 +242,7 @@ def against_exhaustive(ws: Workspace, run: selection.SelectionRun) -> None:
         return
     if not run.records:
         return
-    from clusterucb_core.oracle import run_metrics
+    from clusterucb_core.selection.oracle import run_metrics
 
     met = run_metrics(run, ex)
     c = st.columns(3)
@@ -254,7 +255,7 @@ def against_exhaustive(ws: Workspace, run: selection.SelectionRun) -> None:
     if len(tab):
         st.plotly_chart(pr.regret_chart(tab["round"], tab["recall_so_far"], tab["cum_regret"]),
                         key="ucb_regret")
-    from clusterucb_core import fidelity
+    from clusterucb_core.selection import fidelity
 
     curve = fidelity.run_curve(run.round_drawn, ex, run.n_top)
     rand = fidelity.random_curve(ex, run.n_top, exclude=run.labels < 0)

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def resolve(ws: Workspace, path: str | Path) -> Path:
     """A path typed by the user: absolute, relative to the workspace, the project or the
     working folder, or a Hub dataset (hf://ORG/NAME...), saved once as a local folder."""
-    from clusterucb_core import sources
+    from clusterucb_core.data import sources
 
     p = Path(path).expanduser()
     if p.is_absolute():
@@ -135,7 +135,7 @@ def apply_demo_defaults(ws: Workspace) -> None:
 
 
 def bundled_targets() -> dict[str, Path]:
-    from clusterucb_core.targets import bundled_targets as _bt
+    from clusterucb_core.data.targets import bundled_targets as _bt
 
     return dict(_bt())
 
@@ -161,14 +161,14 @@ def _load_pool(key: tuple, format: str, shape: str, cache_dir: str, id_field: st
     """One Pool per file version, named columns and process: memory-mapped from the
     workspace's pool cache (parsed there once, shared with the CLI), so a rerun never copies
     the pool."""
-    from clusterucb_core.pool import load_pool
+    from clusterucb_core.data.pool import load_pool
 
     return load_pool(Path(key[0]), format=format, shape=shape, cache_dir=cache_dir,
                      id_field=id_field or None, source_field=source_field or None)
 
 
 def load_pool(ws: Workspace) -> Any | None:
-    """The workspace's pool (`clusterucb_core.pool.Pool`), or None when none is chosen."""
+    """The workspace's pool (`clusterucb_core.data.pool.Pool`), or None when none is chosen."""
     ref = pool_ref(ws)
     if not ref:
         return None
@@ -182,7 +182,7 @@ def load_pool(ws: Workspace) -> Any | None:
 
 @st.cache_resource(max_entries=4, show_spinner="Reading the target...")
 def _load_target(key: tuple, kind: str, trim: bool) -> Any:
-    from clusterucb_core.targets import load_target
+    from clusterucb_core.data.targets import load_target
 
     return load_target(Path(key[0]), kind=kind, trim=trim)
 
@@ -238,7 +238,7 @@ def current_clusters_name(ws: Workspace) -> str | None:
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _load_clusters(root: str, name: str, mtime: int) -> Any:
-    from clusterucb_core.clusterset import load_clusters
+    from clusterucb_core.clustering.clusterset import load_clusters
 
     return load_clusters(Workspace.open(root, create=False), name)
 
@@ -285,7 +285,7 @@ def load_map(ws: Workspace, n_rows: int) -> Any | None:
 def map_note(ws: Workspace, n_rows: int) -> str | None:
     """How the newest map was made (fit on a sample or on everything), when known."""
     try:
-        from clusterucb_core.embedding2d import cached_maps
+        from clusterucb_core.clustering.embedding2d import cached_maps
         maps = [m for m in cached_maps(ws) if m.n_rows == n_rows]
     except (ImportError, OSError, ValueError):
         return None
@@ -359,6 +359,6 @@ def exhaustive_scores(ws: Workspace, n_rows: int | None = None) -> Any | None:
 
 
 def ledger(ws: Workspace, clustering: str | None = None) -> Any:
-    from clusterucb_core.curation import Ledger
+    from clusterucb_core.selection.curation import Ledger
 
     return Ledger(ws.ledger_path, clustering=clustering)

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from clusterucb_core import subtasks
+from clusterucb_core.selection import subtasks
 
 NONE = "—"
 COLUMN = "best subtask"

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from clusterucb_core import fidelity, subtasks
+from clusterucb_core.selection import fidelity, subtasks
 from clusterucb_core.workspace import Workspace
 
 from . import state, subtask_view, ui
@@ -64,7 +64,7 @@ def balance_picker(ws: Workspace, run_id: str, run_spec: Any, key: str) -> str:
     now = balance(ws, run_id, run_spec)
 
     def keep() -> None:
-        from clusterucb_core.runs import run_ids
+        from clusterucb_core.selection.runs import run_ids
 
         known = set(run_ids(ws))  # runs deleted since lose their choice
         old = {r: b for r, b in (ws.meta().get(_CHOICES) or {}).items() if r in known}

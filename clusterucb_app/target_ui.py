@@ -16,8 +16,8 @@ from . import state
 def _truncation_sentence(_ws: Workspace, _target: Any, fingerprint: str, model_path: str,
                          max_length: int) -> str:
     """How max_length cuts the target's examples (tokenizer only; cached per target)."""
-    from clusterucb_core.model import load_tokenizer
-    from clusterucb_core.scorable import target_report, target_sentence
+    from clusterucb_core.features.model import load_tokenizer
+    from clusterucb_core.features.scorable import target_report, target_sentence
 
     spec = replace(state.settings(_ws, "model"), name_or_path=model_path)
     return target_sentence(target_report(_target.examples, load_tokenizer(spec), max_length))

@@ -1,4 +1,4 @@
-"""Background tasks the app starts through `clusterucb_core.jobs` (run in a child process).
+"""Background tasks the app starts through `clusterucb_core.runtime.jobs` (run in a child process).
 
 Each task runs one stage of `clusterucb_core.pipeline.Pipeline` — the same code
 `clusterucb run` and `clusterucb demo` use — configured from the workspace's saved settings,
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterucb_core.config import config_from_dict
-from clusterucb_core.progress import Progress
+from clusterucb_core.runtime.progress import Progress
 from clusterucb_core.workspace import Workspace
 
 STAGES = ("warmup", "cluster_features", "clusters", "map", "kscan", "exhaustive")
@@ -91,8 +91,8 @@ def stage(workspace: str, name: str, progress: Progress | None = None) -> dict[s
         Workspace.open(workspace).update_meta(clusters=cs.name)
         return {"clusters": cs.name, "k": int(cs.k)}
     if name == "kscan":
-        from clusterucb_core import atomic
-        from clusterucb_core.kscan import k_scan
+        from clusterucb_core.clustering.kscan import k_scan
+        from clusterucb_core.runtime import atomic
 
         store = pipe.cluster_store
         scan = k_scan(store, seed=pipe.cfg.clusters.seed, progress=progress)

@@ -15,10 +15,11 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from clusterucb_core import atomic, selection
-from clusterucb_core import playground as pgm
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.race import ORACLE, RACE_POLICIES
+from clusterucb_core.runtime import atomic
+from clusterucb_core.selection import run as selection
+from clusterucb_core.teach import playground as pgm
+from clusterucb_core.teach.race import ORACLE, RACE_POLICIES
 from clusterucb_core.workspace import Workspace
 
 PG_FILE = "playground.json"

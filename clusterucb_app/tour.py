@@ -17,7 +17,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from clusterucb_core import atomic
+from clusterucb_core.runtime import atomic
 
 
 @dataclass(frozen=True)

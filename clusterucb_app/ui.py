@@ -19,7 +19,8 @@ from typing import Any
 import streamlit as st
 from streamlit.runtime.scriptrunner_utils.exceptions import RerunException, StopException
 
-from clusterucb_core import config, jobs
+from clusterucb_core import config
+from clusterucb_core.runtime import jobs
 from clusterucb_core.workspace import Workspace, check_name
 
 log = logging.getLogger("clusterucb_app")
@@ -380,7 +381,7 @@ class RowHover:
         self.names, self.status = names or {}, status
 
     def __getitem__(self, i: int) -> str:
-        from clusterucb_core.plots import escape
+        from clusterucb_app.plots import escape
 
         i = int(i)
         head = f"row {i}"

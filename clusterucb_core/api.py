@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
-from .config import ClusterSpec, ConfigError, SelectionSpec, check_device
+from clusterucb_core.config import ClusterSpec, ConfigError, SelectionSpec, check_device
 
 
 def _build(cls: type, names: dict[str, str], **params: Any) -> Any:
@@ -61,7 +61,7 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
 
     def fit(self, X: Any, y: None = None) -> SphericalKMeans:
         """Cluster the rows of X ([N, d] array, memmap or FeatureStore)."""
-        from .kmeans import cluster_features
+        from clusterucb_core.clustering.kmeans import cluster_features
 
         spec = self._spec()
         res = cluster_features(X, int(spec.k), seed=spec.seed, max_iter=spec.max_iter,
@@ -76,7 +76,7 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """The nearest centre (largest cosine) of each row; -1 for rows without a direction."""
-        from .rowsource import normalize_rows
+        from clusterucb_core.features.rowsource import normalize_rows
 
         if not hasattr(self, "cluster_centers_"):
             raise ValueError("this SphericalKMeans is not fitted yet; call fit(X) first")
@@ -137,8 +137,8 @@ class ClusterUCB(BaseEstimator):
     def fit(self, labels: Any, rewards: Any, features: Any = None) -> ClusterUCB:
         import pandas as pd
 
-        from .oracle import TableOracle
-        from .selection import SelectionRun
+        from clusterucb_core.selection.oracle import TableOracle
+        from clusterucb_core.selection.run import SelectionRun
 
         spec = self._spec()
         labels = np.asarray(labels)

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import tomli_w
 
-from .demo_data import find_demo_dir
+from clusterucb_core.data.demo import find_demo_dir
 
 DEMO_DIR = find_demo_dir()  # the checkout's sample_data/, or the installed demo
 DEMO_MODEL = DEMO_DIR / "demo_model"
@@ -401,7 +401,7 @@ class RunConfig(Spec):
     export_dir: str = ""  # default: <workspace>/exports/<run_id>
 
     def check(self) -> None:
-        from .workspace import check_name
+        from clusterucb_core.workspace import check_name
 
         try:
             check_name(self.run_id, "run id")

@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from . import atomic
-from .config import (
+from clusterucb_core.config import (
     FeatureSpec,
     RunConfig,
     SelectionSpec,
@@ -31,7 +30,8 @@ from .config import (
     fingerprint,
     to_dict,
 )
-from .workspace import Workspace, check_name
+from clusterucb_core.runtime import atomic
+from clusterucb_core.workspace import Workspace, check_name
 
 Log = Callable[[str], None]
 SCORES_DIR = "scores"
@@ -107,7 +107,7 @@ class Pipeline:
     # ------------------------------------------------------------------ inputs
     @cached_property
     def pool(self):
-        from .pool import load_pool
+        from clusterucb_core.data.pool import load_pool
 
         pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape,
                          cache_dir=self.ws.pool_cache(),
@@ -125,7 +125,7 @@ class Pipeline:
 
     @cached_property
     def target(self):
-        from .targets import load_target
+        from clusterucb_core.data.targets import load_target
 
         target = load_target(self.cfg.target)
         self.log(f"target: {target.name} ({len(target.examples)} examples, "
@@ -138,8 +138,13 @@ class Pipeline:
     def format_report(self):
         """How truncation treats the pool's rows and which rows cannot be scored (tokenizer
         only; computed once per pool and formatting setting, kept in the workspace)."""
-        from .model import load_tokenizer
-        from .scorable import format_report, load_report, report_key, save_report
+        from clusterucb_core.features.model import load_tokenizer
+        from clusterucb_core.features.scorable import (
+            format_report,
+            load_report,
+            report_key,
+            save_report,
+        )
 
         key = report_key(self.pool.fingerprint, self.cfg.model)
         rep = load_report(self.ws.root, key)
@@ -156,7 +161,7 @@ class Pipeline:
     @property
     def warmup_dir(self) -> Path:
         """Where this pool/model/LoRA/warm-up setting's checkpoints live."""
-        from .model import weights_fingerprint
+        from clusterucb_core.features.model import weights_fingerprint
 
         c = self.cfg
         # The model by content, not path: a moved repository or workspace keeps its warm-up.
@@ -166,7 +171,7 @@ class Pipeline:
 
     def warmup_ready(self) -> bool:
         """True when the warm-up for these settings is trained (nothing to compute)."""
-        from .warmup import json_load
+        from clusterucb_core.features.warmup import json_load
 
         info = self.warmup_dir / "warmup.json"
         try:
@@ -179,8 +184,8 @@ class Pipeline:
         """The warm-up checkpoints (epoch order), trained once per distinct setting."""
         if not self.cfg.use_warmup:
             return []
-        from .model import find_checkpoints
-        from .warmup import warmup
+        from clusterucb_core.features.model import find_checkpoints
+        from clusterucb_core.features.warmup import warmup
 
         out = self.warmup_dir
         if self.warmup_ready():
@@ -217,7 +222,7 @@ class Pipeline:
         cks = self.reward_checkpoints
         if len(cks) < 2:
             return None
-        from .model import checkpoint_meta
+        from clusterucb_core.features.model import checkpoint_meta
 
         lrs = [float(checkpoint_meta(c)["avg_lr"]) for c in cks]
         total = sum(lrs)
@@ -226,7 +231,7 @@ class Pipeline:
     # ------------------------------------------------------------------ clustering
     @cached_property
     def cluster_store(self):
-        from .features import FeatureEngine, store_name
+        from clusterucb_core.features.engine import FeatureEngine, store_name
 
         spec = self.cfg.cluster_features
         # Hidden states come from the base model; gradients use the warm-up checkpoint.
@@ -237,7 +242,7 @@ class Pipeline:
         todo = len(engine.store().missing())
         t0 = time.perf_counter()
         if spec.engine == "ray":
-            from .ray_engine import compute_with_ray
+            from clusterucb_core.features.ray_engine import compute_with_ray
 
             compute_with_ray(engine, progress=self.progress("cluster features"))
             store = engine.store()
@@ -258,9 +263,9 @@ class Pipeline:
 
     @cached_property
     def clusters(self):
-        from .clusterset import load_clusters, save_clusters
-        from .kmeans import cluster_features, fits_in_memory
-        from .summaries import summarize_clusters
+        from clusterucb_core.clustering.clusterset import load_clusters, save_clusters
+        from clusterucb_core.clustering.kmeans import cluster_features, fits_in_memory
+        from clusterucb_core.clustering.summaries import summarize_clusters
 
         store, spec = self.cluster_store, self.cfg.clusters
         name = self.clusters_name
@@ -271,8 +276,8 @@ class Pipeline:
                 return cs
         except (FileNotFoundError, ValueError):
             pass
-        from . import conditioning
-        from .krule import choose_k_with_scan
+        from clusterucb_core.clustering import conditioning
+        from clusterucb_core.clustering.krule import choose_k_with_scan
 
         # The store is read in chunks; one float32 copy is made only when it fits.
         minibatch = spec.minibatch or not fits_in_memory(store.n_rows, store.dim)
@@ -306,7 +311,7 @@ class Pipeline:
     def cluster_feature_cost(self) -> dict[str, Any]:
         """What the cluster features are and what they cost, in the words the Clusters page
         uses: kind, options and the rows computed."""
-        from .config import feature_options
+        from clusterucb_core.config import feature_options
 
         spec = self.cfg.cluster_features
         return {"kind": spec.kind, "options": feature_options(spec),
@@ -316,7 +321,7 @@ class Pipeline:
 
     @cached_property
     def map(self):
-        from .embedding2d import compute_map
+        from clusterucb_core.clustering.embedding2d import compute_map
 
         store = self.cluster_store
         res = compute_map(store, self.ws, features_fingerprint=store.fingerprint,
@@ -329,8 +334,8 @@ class Pipeline:
     def reward_engines(self):
         """One engine per reward checkpoint, kept alive so lazy rounds reuse it; they share
         one base model, each checkpoint a named adapter on it."""
-        from .features import FeatureEngine
-        from .model import SharedBase
+        from clusterucb_core.features.engine import FeatureEngine
+        from clusterucb_core.features.model import SharedBase
 
         spec = self.reward_spec
         if spec.mode != self.cfg.reward_features.mode:
@@ -356,7 +361,7 @@ class Pipeline:
 
     def reward_store_paths(self) -> list[Path]:
         """Where each reward checkpoint's features are stored (known without the model)."""
-        from .features import store_name
+        from clusterucb_core.features.engine import store_name
 
         return [self.ws.features(store_name(self.reward_spec, ck))
                 for ck in self.reward_checkpoints]
@@ -365,8 +370,8 @@ class Pipeline:
         """None when the per-subtask scores of `rows` can be read without computing a
         gradient (their reward features and the target's are stored); else why not. Reads
         files only: no model is loaded."""
-        from .features import TARGET_FEATURES, target_name
-        from .store import FeatureStore
+        from clusterucb_core.features.engine import TARGET_FEATURES, target_name
+        from clusterucb_core.features.store import FeatureStore
 
         rows = np.asarray(rows, dtype=np.int64)
         for ck, path in zip(self.reward_checkpoints, self.reward_store_paths()):
@@ -383,7 +388,7 @@ class Pipeline:
 
     def release_engines(self) -> None:
         """Free the reward engines' model (before a warm-up loads another in this process)."""
-        from .model import free_memory
+        from clusterucb_core.features.model import free_memory
 
         for eng in self.__dict__.pop("reward_engines", []):
             eng.release()
@@ -391,7 +396,7 @@ class Pipeline:
 
     @cached_property
     def target_features(self) -> tuple[list[np.ndarray], np.ndarray]:
-        from .features import target_features, target_name
+        from clusterucb_core.features.engine import target_features, target_name
 
         feats, ids = [], None
         for eng in self.reward_engines:
@@ -406,8 +411,8 @@ class Pipeline:
 
     def target_sentence(self) -> str:
         """How truncation treated the target examples (from the target features' manifest)."""
-        from .features import TARGET_MANIFEST, target_name
-        from .scorable import target_manifest_sentence
+        from clusterucb_core.features.engine import TARGET_MANIFEST, target_name
+        from clusterucb_core.features.scorable import target_manifest_sentence
 
         eng = self.reward_engines[-1]
         path = self.ws.targets(target_name(self.target, eng.checkpoint_dir)) / TARGET_MANIFEST
@@ -423,7 +428,7 @@ class Pipeline:
 
     @cached_property
     def oracle(self):
-        from .oracle import LazyOracle
+        from clusterucb_core.selection.oracle import LazyOracle
 
         feats, ids = self.target_features
         stores = [eng.store() for eng in self.reward_engines]
@@ -477,15 +482,15 @@ class Pipeline:
 
     # ------------------------------------------------------------------ selection
     def ledger(self):
-        from .curation import Ledger
+        from clusterucb_core.selection.curation import Ledger
 
         return Ledger(self.ws.ledger_path, clustering=self.clusters.name)
 
     def selection(self, run_id: str | None = None, spec: SelectionSpec | None = None):
         """A SelectionRun with the lazy oracle: the saved one reopened (refused when `spec` is
         given and differs), or a new one with `spec` (default: the config's)."""
-        from .runlog import RunLog, RunMeta
-        from .runs import new_run, open_run
+        from clusterucb_core.selection.runlog import RunLog, RunMeta
+        from clusterucb_core.selection.runs import new_run, open_run
 
         run_id = check_name(run_id or self.cfg.run_id, "run id")
         if RunLog(self.ws.runs(run_id)).exists():
@@ -526,14 +531,14 @@ class Pipeline:
                    "unscorable_rows": rep.n_unscorable, "truncated_rows": rep.n_truncated,
                    "formatting": rep.sentence(), "target_truncation": self.target_sentence()}
         if exhaustive is not None:
-            from .oracle import run_metrics
+            from clusterucb_core.selection.oracle import run_metrics
 
             metrics = run_metrics(run, exhaustive)
             table = metrics.pop("rounds")  # per round: a file beside the summary, not JSON
             table.to_csv(self.ws.runs(run_id) / "rounds.csv", index=False)
             summary["metrics"] = {**metrics, "rounds_csv": str(self.ws.runs(run_id) /
                                                                  "rounds.csv")}
-        from .subtasks import coverage
+        from clusterucb_core.selection.subtasks import coverage
 
         meta = self.clusters.meta
         summary["clusters"] = {"name": self.clusters.name, "k": int(self.clusters.k),
@@ -554,7 +559,7 @@ class Pipeline:
         checkpoint; take the new checkpoint (new target gradients, new reward features); select
         again with the same clusters and a fresh bandit. Records the gradient work spent
         against recomputing every row at every checkpoint."""
-        from .warmup import warmup
+        from clusterucb_core.features.warmup import warmup
 
         if not self.checkpoints:
             raise ValueError("the dynamic variant continues a warm-up checkpoint: enable "
@@ -591,7 +596,7 @@ class Pipeline:
     def subtask_scores(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), S]: each scored row's mean cosine to every target subtask (the columns
         whose max is its score). The rows' reward features must exist."""
-        from .influence import subtask_scores
+        from clusterucb_core.features.influence import subtask_scores
 
         rows = np.asarray(rows, dtype=np.int64)
         S = len(self.target.subtasks)
@@ -608,7 +613,7 @@ class Pipeline:
 
     def best_subtasks(self, rows: np.ndarray) -> dict[int, str]:
         """Scored row -> the target subtask it serves best (rows without a score left out)."""
-        from .subtasks import best_subtask
+        from clusterucb_core.selection.subtasks import best_subtask
 
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
@@ -625,7 +630,7 @@ class Pipeline:
         in the result's spec, so an export says which rule made it."""
         from dataclasses import replace as _replace
 
-        from .subtasks import BALANCES, balanced_top
+        from clusterucb_core.selection.subtasks import BALANCES, balanced_top
 
         balance = run.spec.balance if balance is None else balance
         if balance not in BALANCES:
@@ -644,7 +649,7 @@ class Pipeline:
 
     def export(self, run, run_id: str, out_dir: str | Path | None = None) -> Path:
         """The selection as files ready for training (see export.py), written atomically."""
-        from .export import export_selection
+        from clusterucb_core.export.files import export_selection
 
         out = Path(out_dir or self.cfg.export_dir or self.ws.exports(run_id))
         result = self.result(run)

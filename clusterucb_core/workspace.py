@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import atomic
+from clusterucb_core.runtime import atomic
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -66,7 +66,7 @@ class Workspace:
         """workspace.json (older forms migrated on read; the next write stores the new one)."""
         import json
 
-        from .config import migrate_workspace_meta
+        from clusterucb_core.config import migrate_workspace_meta
 
         return migrate_workspace_meta(json.loads(self.meta_path.read_text()))
 

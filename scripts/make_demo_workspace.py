@@ -20,10 +20,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from clusterucb_core import atomic  # noqa: E402
 from clusterucb_core.cli.demo import DEMO_CONFIG  # noqa: E402
 from clusterucb_core.config import load_config  # noqa: E402
 from clusterucb_core.pipeline import Pipeline  # noqa: E402
+from clusterucb_core.runtime import atomic  # noqa: E402
 
 # Settings carry this machine's absolute paths; the app fills in its own when it opens the
 # copy (clusterucb_app.state.apply_demo_defaults), so they are not shipped.

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clusterucb_core import atomic
+from clusterucb_core.runtime import atomic
 
 
 def demo_task(total: int = 20, delay_s: float = 0.05, fail_at: int | None = None,

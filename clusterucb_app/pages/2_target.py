@@ -9,7 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from clusterucb_app import state, target_ui, ui
-from clusterucb_core import atomic
+from clusterucb_core.runtime import atomic
 
 ws = ui.workspace()
 ui.header(
@@ -28,7 +28,7 @@ whose rows carry a `subtask` field. Only the completion (the answer) is trained 
 """)
 
 try:
-    from clusterucb_core import targets as targets_mod
+    from clusterucb_core.data import targets as targets_mod
     KINDS = ("auto",) + tuple(getattr(targets_mod, "KINDS", ()))
 except ImportError:
     targets_mod = None
@@ -40,7 +40,7 @@ bundled = state.bundled_targets()
 
 def _try_use(path: Path, kind: str, trim: bool) -> bool:
     if targets_mod is None:
-        st.error("The target reader (clusterucb_core.targets) is not installed yet.")
+        st.error("The target reader (clusterucb_core.data.targets) is not installed yet.")
         return False
     try:
         targets_mod.load_target(path, kind=kind, trim=trim)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from clusterucb_app import engine, features_ui, state, ui
 from clusterucb_core import config
-from clusterucb_core.scorable import workspace_sentence as scorable_sentence
+from clusterucb_core.features.scorable import workspace_sentence as scorable_sentence
 
 ws = ui.workspace()
 ui.header(
@@ -46,7 +46,7 @@ def _device_found() -> tuple[str, str]:
     try:
         import torch
 
-        from clusterucb_core.model import resolve_device
+        from clusterucb_core.features.model import resolve_device
     except ImportError:
         return "unknown", "torch is not importable"
     dev = resolve_device("auto")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 from clusterucb_app import curation_ui, rounds, rounds_ui, state, subtasks_ui, ui
-from clusterucb_core import plots_rounds as pr
-from clusterucb_core import selection
-from clusterucb_core.scorable import workspace_sentence as scorable_sentence
+from clusterucb_app import plots_rounds as pr
+from clusterucb_core.features.scorable import workspace_sentence as scorable_sentence
+from clusterucb_core.selection import run as selection
 
 ws = ui.workspace()
 ui.header(

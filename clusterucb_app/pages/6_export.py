@@ -53,7 +53,7 @@ if len(pool) != run.N:
              "pool the run was made on (Pool page).")
     st.stop()
 
-from clusterucb_core.export import selection_table  # noqa: E402
+from clusterucb_core.export.files import selection_table  # noqa: E402
 
 lg = state.ledger(ws, clustering)
 led = lg.state()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from clusterucb_app import playground_ui, teach, ui
-from clusterucb_core import selection
+from clusterucb_core.selection import run as selection
 
 ws = ui.workspace()
 ui.header(

@@ -7,8 +7,8 @@ import json
 import streamlit as st
 
 from clusterucb_app import race_ui, state, teach, ui
-from clusterucb_core import atomic
-from clusterucb_core import race as rc
+from clusterucb_core.runtime import atomic
+from clusterucb_core.teach import race as rc
 
 RACE_FILE = "race.json"  # W/race.json: the last race's settings (to restore the form)
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
+from clusterucb_app import plots_teach as pt
 from clusterucb_app import rounds, state, ui
-from clusterucb_core import plots_teach as pt
-from clusterucb_core import race as rc
+from clusterucb_core.teach import race as rc
 
 ws = ui.workspace()
 ui.header(

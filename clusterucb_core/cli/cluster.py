@@ -11,7 +11,7 @@ HELP = "cluster the pool's features (spherical k-means) into the workspace"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import RunConfig
+    from clusterucb_core.config import RunConfig
 
     d = RunConfig().clusters  # the defaults `clusterucb run` and the app use
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
@@ -56,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def pick_store(ws: Any, name: str | None):
     """The named feature store (or the only one), opened read-only."""
-    from ..store import FeatureStore
+    from clusterucb_core.features.store import FeatureStore
 
     names = ws.list("features")
     if name is None:
@@ -77,7 +77,7 @@ def pick_store(ws: Any, name: str | None):
 
 def parse_k(text: str) -> int:
     """--k as ClusterSpec reads it (same rule, same message); 0 means the automatic K."""
-    from ..config import ClusterSpec
+    from clusterucb_core.config import ClusterSpec
 
     t = str(text).strip().lower()
     spec = ClusterSpec(k=t if t == "auto" else int(t) if t.lstrip("-").isdigit() else text)
@@ -87,12 +87,12 @@ def parse_k(text: str) -> int:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..clusterset import save_clusters
-    from ..config import ClusterSpec
-    from ..kmeans import cluster_features, fits_in_memory
-    from ..summaries import summarize_clusters
-    from ..workspace import Workspace, check_name
-    from .features import ProgressLine
+    from clusterucb_core.cli.features import ProgressLine
+    from clusterucb_core.clustering.clusterset import save_clusters
+    from clusterucb_core.clustering.kmeans import cluster_features, fits_in_memory
+    from clusterucb_core.clustering.summaries import summarize_clusters
+    from clusterucb_core.config import ClusterSpec
+    from clusterucb_core.workspace import Workspace, check_name
 
     ws = Workspace.open(args.workspace, create=False)
     fname, store = pick_store(ws, args.features)
@@ -104,8 +104,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"cluster: {store.n_rows:,} rows x {store.dim} dims from {fname} "
           f"({int(store.flagged.sum()):,} flagged rows without features get label -1)",
           file=sys.stderr, flush=True)
-    from .. import conditioning
-    from ..krule import choose_k_with_scan
+    from clusterucb_core.clustering import conditioning
+    from clusterucb_core.clustering.krule import choose_k_with_scan
 
     minibatch = bool(args.minibatch)
     if not minibatch and not fits_in_memory(store.n_rows, store.dim):
@@ -171,7 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _pool(args: argparse.Namespace, ws: Any):
-    from .features import open_pool
+    from clusterucb_core.cli.features import open_pool
 
     try:
         return open_pool(args, ws)

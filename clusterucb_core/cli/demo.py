@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..config import DEMO_DIR
-from .run import add_overrides
+from clusterucb_core.cli.run import add_overrides
+from clusterucb_core.config import DEMO_DIR
 
 HELP = "run the whole pipeline on the bundled demo pool, target and model (a few CPU minutes)"
 DEMO_CONFIG = DEMO_DIR / "demo_run.toml"  # may be missing: `run` says how to get the demo
@@ -23,9 +23,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..config import load_config
-    from ..demo_data import require_demo
-    from .run import run_config
+    from clusterucb_core.cli.run import run_config
+    from clusterucb_core.config import load_config
+    from clusterucb_core.data.demo import require_demo
 
     require_demo("demo_run.toml", "demo_pool.jsonl", "demo_model", "targets")
     cfg = load_config(DEMO_CONFIG)

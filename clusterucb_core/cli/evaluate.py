@@ -27,10 +27,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
     import pandas as pd
 
-    from ..evaluate import compare_subsets
-    from ..oracle import exhaustive_top
-    from ..pipeline import Pipeline
-    from ..targets import load_target
+    from clusterucb_core.data.targets import load_target
+    from clusterucb_core.pipeline import Pipeline
+    from clusterucb_core.selection.evaluate import compare_subsets
+    from clusterucb_core.selection.oracle import exhaustive_top
 
     pipe = Pipeline.from_workspace(args.workspace)
     run_id = args.run or pipe.cfg.run_id
@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
                                          pipe.cfg.lora, train))
     print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     if args.out:
-        from ..atomic import write_text
+        from clusterucb_core.runtime.atomic import write_text
 
         write_text(args.out, table.to_csv(index=False))
     return 0

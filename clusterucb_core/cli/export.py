@@ -1,5 +1,5 @@
 """`clusterucb export`: write a run's selection as the user's own records, LESS's files, a
-`datasets` folder and a manifest (see clusterucb_core/export.py), atomically."""
+`datasets` folder and a manifest (see clusterucb_core/export/files.py), atomically."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ..pool import FORMATS, SHAPES
+from clusterucb_core.data.pool import FORMATS, SHAPES
 
 HELP = "export a selection run: original records, LESS files, datasets folder, manifest"
 
@@ -63,12 +63,12 @@ def pool_ref(ws: Any, recorded: Any, args: argparse.Namespace) -> dict[str, Any]
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..clusterset import load_clusters
-    from ..export import export_selection
-    from ..pool import load_pool
-    from ..runs import open_run
-    from ..workspace import Workspace
-    from .select import SCORES_DIR
+    from clusterucb_core.cli.select import SCORES_DIR
+    from clusterucb_core.clustering.clusterset import load_clusters
+    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.export.files import export_selection
+    from clusterucb_core.selection.runs import open_run
+    from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(args.workspace, create=False)
     run_id = args.run or ws.meta().get("current_run")
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.push_to_hub:
         if args.no_dataset:
             raise ValueError("--push-to-hub uploads the datasets folder: drop --no-dataset")
-        from ..hub_export import push_to_hub
+        from clusterucb_core.export.hub import push_to_hub
 
         url = push_to_hub(out, args.push_to_hub, private=args.private)
         print(f"pushed to {url}")

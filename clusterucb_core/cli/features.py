@@ -26,7 +26,7 @@ HELP = "compute per-row gradient features (LESS) into a resumable feature store"
 
 # ----------------------------------------------------------------------- shared with warmup
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import LoraSpec, ModelSpec
+    from clusterucb_core.config import LoraSpec, ModelSpec
 
     m, lo = ModelSpec(), LoraSpec()
     g = parser.add_argument_group("model")
@@ -58,7 +58,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def model_spec_from(args: argparse.Namespace):
-    from ..config import ModelSpec
+    from clusterucb_core.config import ModelSpec
 
     return ModelSpec(name_or_path=args.model or ModelSpec().name_or_path, device=args.device,
                      dtype=args.dtype, trust_remote_code=bool(args.trust_remote_code),
@@ -67,7 +67,7 @@ def model_spec_from(args: argparse.Namespace):
 
 
 def lora_spec_from(args: argparse.Namespace):
-    from ..config import LoraSpec
+    from clusterucb_core.config import LoraSpec
 
     targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
     layers = [t.strip() for t in args.lora_layers.split(",") if t.strip()]
@@ -81,7 +81,7 @@ def lora_spec_from(args: argparse.Namespace):
 
 def open_pool(args: argparse.Namespace, ws: Any):
     """--pool, else the pool recorded in the workspace; through the workspace's pool cache."""
-    from ..pool import load_pool
+    from clusterucb_core.data.pool import load_pool
 
     cache = ws.pool_cache()
     if args.pool:
@@ -134,7 +134,7 @@ class ProgressLine:
 
 # ----------------------------------------------------------------------- the command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import FeatureSpec
+    from clusterucb_core.config import FeatureSpec
 
     f = FeatureSpec()
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
@@ -177,7 +177,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resolve_checkpoint(ws: Any, value: str | None) -> Path | None:
-    from ..model import find_checkpoints
+    from clusterucb_core.features.model import find_checkpoints
 
     value = (value or "last").strip()
     if value.lower() == "none":
@@ -232,7 +232,7 @@ def _init_distributed() -> tuple[int, int, bool]:
 
     if not dist.is_initialized():
         if torch.cuda.is_available():
-            from ..model import local_cuda_index
+            from clusterucb_core.features.model import local_cuda_index
 
             local = torch.device("cuda", local_cuda_index())
             torch.cuda.set_device(local)
@@ -260,9 +260,9 @@ def wait_for_ranks(tag: str) -> None:
 
 def _merge_only(args: argparse.Namespace) -> int:
     """`--merge`: check and merge the shards of W/features/NAME, computing nothing."""
-    from ..shards import merge_shards, shard_names
-    from ..store import FeatureStore
-    from ..workspace import Workspace
+    from clusterucb_core.features.shards import merge_shards, shard_names
+    from clusterucb_core.features.store import FeatureStore
+    from clusterucb_core.workspace import Workspace
 
     if not args.name:
         raise ValueError("--merge needs --name: the store whose shards to merge")
@@ -278,9 +278,14 @@ def _merge_only(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from ..config import FeatureSpec
-    from ..features import FeatureEngine, store_name, target_features, target_name
-    from ..workspace import Workspace
+    from clusterucb_core.config import FeatureSpec
+    from clusterucb_core.features.engine import (
+        FeatureEngine,
+        store_name,
+        target_features,
+        target_name,
+    )
+    from clusterucb_core.workspace import Workspace
 
     if args.merge:
         return _merge_only(args)
@@ -313,7 +318,7 @@ def run(args: argparse.Namespace) -> int:
                   f"store {ws.features(name)}", flush=True)
         rows = parse_rows(args.rows, len(pool))
         if args.engine == "ray":
-            from ..ray_engine import compute_with_ray
+            from clusterucb_core.features.ray_engine import compute_with_ray
 
             compute_with_ray(engine, rows, workers=args.workers, progress=ProgressLine("rows"))
         else:
@@ -323,7 +328,7 @@ def run(args: argparse.Namespace) -> int:
         if distributed:
             wait_for_ranks("features")
         if rank == 0:
-            from ..shards import merge_shards, shard_names
+            from clusterucb_core.features.shards import merge_shards, shard_names
 
             if shard_names(store.path):
                 n_shards = len(shard_names(store.path))
@@ -334,7 +339,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{flagged} flagged (no trained token within max_length: no feature, "
                   f"never scored)", flush=True)
             if args.target:
-                from ..targets import load_target
+                from clusterucb_core.data.targets import load_target
 
                 target = load_target(args.target)
                 out = ws.targets(target_name(target, ckpt))

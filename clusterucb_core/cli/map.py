@@ -25,10 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..embedding2d import compute_map
-    from ..workspace import Workspace
-    from .cluster import pick_store
-    from .features import ProgressLine
+    from clusterucb_core.cli.cluster import pick_store
+    from clusterucb_core.cli.features import ProgressLine
+    from clusterucb_core.clustering.embedding2d import compute_map
+    from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(args.workspace, create=False)
     fname, store = pick_store(ws, args.features)

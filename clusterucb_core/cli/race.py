@@ -41,8 +41,8 @@ def _resolve(path: str, base: Path) -> Path:
 
 def load_config(path: str | Path) -> tuple[dict, object]:
     """(config dict, RaceSpec) from a race TOML, with the errors a user can make named."""
-    from ..config import load_toml
-    from ..race import RaceSpec
+    from clusterucb_core.config import load_toml
+    from clusterucb_core.teach.race import RaceSpec
 
     path = Path(path)
     if not path.exists():
@@ -63,8 +63,8 @@ def load_config(path: str | Path) -> tuple[dict, object]:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .. import playground as pgm
-    from .. import race as rc
+    from clusterucb_core.teach import playground as pgm
+    from clusterucb_core.teach import race as rc
 
     cfg_path = Path(args.config)
     cfg, spec = load_config(cfg_path)
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         labels, rewards, names, source = rc.playground_source(pg)
         print(f"playground: {pg.describe()}", flush=True)
     else:
-        from ..workspace import Workspace
+        from clusterucb_core.workspace import Workspace
 
         w = cfg["workspace"]
         unknown = sorted(set(w) - {"path", "clusters", "scores"})

@@ -23,7 +23,7 @@ def add_overrides(parser: argparse.ArgumentParser, workspace_default: str | None
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import check_runnable, load_config
+    from clusterucb_core.config import check_runnable, load_config
 
     cfg = load_config(args.config)
     if args.workspace:
@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_config(cfg, args: argparse.Namespace) -> int:
     """Shared by `run` and `demo`: apply the command-line overrides, run, print the summary."""
-    from ..pipeline import Pipeline
+    from clusterucb_core.pipeline import Pipeline
 
     if args.workspace:
         cfg = replace(cfg, workspace=args.workspace)

@@ -23,9 +23,9 @@ _SPEC_FLAGS = {"policy": "policy", "beta": "beta", "cold_start": "cold_start",
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import RunConfig
-    from ..policies import POLICIES
-    from ..selection import DRAW_ORDERS, draw_order_help
+    from clusterucb_core.config import RunConfig
+    from clusterucb_core.selection.policies import POLICIES
+    from clusterucb_core.selection.run import DRAW_ORDERS, draw_order_help
 
     d = RunConfig().selection
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
@@ -80,7 +80,7 @@ def clusters_name(ws: Any, name: str | None) -> str:
 
 def load_labels(ws: Any, name: str) -> tuple[Any, int, Any]:
     """(labels, K, ClusterSet) of a saved clustering."""
-    from ..clusterset import load_clusters
+    from clusterucb_core.clustering.clusterset import load_clusters
 
     cs = load_clusters(ws, name)
     return cs.labels, int(cs.k), cs
@@ -120,7 +120,7 @@ def resolve_scores(ws: Any, value: str | None) -> tuple[Path | None, str]:
 def lazy_oracle(ws: Any, clustering: str, n_rows: int) -> Any:
     """The lazy reward oracle (gradients of the drawn rows only), built from the run
     settings saved in the workspace by `clusterucb run`/`demo` or the app."""
-    from ..pipeline import Pipeline
+    from clusterucb_core.pipeline import Pipeline
 
     try:
         pipe = Pipeline.from_workspace(ws.root)
@@ -135,7 +135,7 @@ def lazy_oracle(ws: Any, clustering: str, n_rows: int) -> Any:
 
 def make_oracle(ws: Any, meta: Any, n_rows: int) -> Any:
     """The oracle a run's `RunMeta` names."""
-    from ..oracle import TableOracle
+    from clusterucb_core.selection.oracle import TableOracle
 
     kind = meta.reward
     if kind == "lazy":
@@ -154,7 +154,7 @@ def spec_from_args(args: argparse.Namespace, base: Any = None) -> tuple[Any, lis
     """The spec the flags ask for, and the names of flags given explicitly."""
     import dataclasses
 
-    from ..config import RunConfig
+    from clusterucb_core.config import RunConfig
 
     base = base or RunConfig().selection
     given = {f: getattr(args, a) for a, f in _SPEC_FLAGS.items() if getattr(args, a) is not None}
@@ -175,12 +175,12 @@ def _fmt(x: float) -> str:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from .. import selection
-    from ..clusterset import load_clusters
-    from ..oracle import run_metrics
-    from ..runlog import RunLog, RunMeta
-    from ..runs import new_run, open_run
-    from ..workspace import Workspace, check_name
+    from clusterucb_core.clustering.clusterset import load_clusters
+    from clusterucb_core.selection import run as selection
+    from clusterucb_core.selection.oracle import run_metrics
+    from clusterucb_core.selection.runlog import RunLog, RunMeta
+    from clusterucb_core.selection.runs import new_run, open_run
+    from clusterucb_core.workspace import Workspace, check_name
 
     ws = Workspace.open(args.workspace, create=False)
     run_id = check_name(args.run_id, "run id") if args.run_id else new_run_id()

@@ -12,7 +12,7 @@ HELP = "check a pool file: format, rows per source, token lengths, problems with
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..pool import FORMATS, SHAPES
+    from clusterucb_core.data.pool import FORMATS, SHAPES
 
     parser.add_argument("pool", metavar="POOL",
                         help="pool file (.gz too), datasets or Parquet-shards folder, or a Hub "
@@ -55,7 +55,7 @@ def _pct(sorted_vals: list[int], q: float) -> int:
 def _token_summary(pool, args, out) -> None:
     from transformers import AutoTokenizer
 
-    from ..formatting import encode_chats
+    from clusterucb_core.data.formatting import encode_chats
 
     try:
         tok = AutoTokenizer.from_pretrained(args.tokenizer)
@@ -86,7 +86,7 @@ def _token_summary(pool, args, out) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..pool import PoolError, load_pool
+    from clusterucb_core.data.pool import PoolError, load_pool
 
     out = sys.stdout
     print(f"pool: {args.pool}", file=out)

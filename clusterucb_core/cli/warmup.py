@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import argparse
 
-from .features import ProgressLine, add_model_arguments, lora_spec_from, model_spec_from, open_pool
+from clusterucb_core.cli.features import (
+    ProgressLine,
+    add_model_arguments,
+    lora_spec_from,
+    model_spec_from,
+    open_pool,
+)
 
 HELP = "train LoRA briefly on a random fraction of the pool (checkpoints with Adam state)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import WarmupSpec
+    from clusterucb_core.config import WarmupSpec
 
     d = WarmupSpec()
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
@@ -49,9 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from ..config import WarmupSpec
-    from ..warmup import warmup
-    from ..workspace import Workspace
+    from clusterucb_core.config import WarmupSpec
+    from clusterucb_core.features.warmup import warmup
+    from clusterucb_core.workspace import Workspace
 
     rank = int(os.environ.get("RANK", "0"))
     if rank != 0:  # under torchrun: one trainer, never N identical ones racing on one folder

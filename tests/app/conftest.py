@@ -42,10 +42,10 @@ def _pool_lines() -> list[str]:
 
 
 def build_workspace(root: Path, name: str = "fixture") -> Path:
-    from clusterucb_core.clusterset import save_clusters
-    from clusterucb_core.kmeans import spherical_kmeans
-    from clusterucb_core.pool import load_pool
-    from clusterucb_core.summaries import summarize_clusters
+    from clusterucb_core.clustering.clusterset import save_clusters
+    from clusterucb_core.clustering.kmeans import spherical_kmeans
+    from clusterucb_core.clustering.summaries import summarize_clusters
+    from clusterucb_core.data.pool import load_pool
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(root / name)
@@ -73,7 +73,7 @@ def build_workspace(root: Path, name: str = "fixture") -> Path:
     kscan = pd.DataFrame({"k": [2, 3, 4, 5], "inertia": [40.0, 30.0, 12.0, 11.0],
                           "silhouette": [0.3, 0.4, 0.7, 0.6]})
     kscan["chosen"] = kscan["k"] == 4
-    from clusterucb_core.store import FeatureStore
+    from clusterucb_core.features.store import FeatureStore
 
     # the store the clusters were made from: runs read it to order their draws
     store = FeatureStore.create_or_open(ws.features("synthetic"), n, 16, {"synthetic": 1},
@@ -88,7 +88,7 @@ def build_workspace(root: Path, name: str = "fixture") -> Path:
     (ws.root / "scores").mkdir(exist_ok=True)
     np.save(ws.root / "scores" / "exhaustive.npy", scores)
     # the identity Pipeline.exhaustive_scores writes beside its table (no feature store here)
-    from clusterucb_core.targets import load_target
+    from clusterucb_core.data.targets import load_target
 
     (ws.root / "scores" / "exhaustive.json").write_text(json.dumps(
         {"identity": {"stores": [], "target": load_target(target_path).fingerprint,

@@ -148,7 +148,7 @@ def test_arm_and_drawn_tables_show_scores_and_marks(app_env):
 # ---------------------------------------------------------------------------------- curation
 def test_ban_says_what_it_did_marks_the_cluster_and_undoes(app_env):
     """Item 11: Ban gave no feedback, no marks in the cluster table, and no undo."""
-    from clusterucb_core.curation import Ledger
+    from clusterucb_core.selection.curation import Ledger
 
     ws = Workspace.open(app_env.root / "fixture")
     at = app_env("pages/4_clusters.py")
@@ -185,7 +185,7 @@ def test_ban_then_unban_touches_only_the_chosen_cluster(app_env):
 
 def test_selection_rule_in_words_matches_the_selection(app_env):
     """Bug 6: the help said 'top floor(N·p) plus every pin' while pins take slots."""
-    from clusterucb_core.curation import Ledger
+    from clusterucb_core.selection.curation import Ledger
 
     ws = Workspace.open(app_env.root / "fixture")
     at = app_env("pages/5_rounds.py")

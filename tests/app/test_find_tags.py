@@ -3,8 +3,8 @@ brute-force search, tags land in the ledger on disk and are shown after a restar
 
 from __future__ import annotations
 
-from clusterucb_core.curation import Ledger
-from clusterucb_core.pool import load_pool
+from clusterucb_core.data.pool import load_pool
+from clusterucb_core.selection.curation import Ledger
 from clusterucb_core.workspace import Workspace
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterucb_core import jobs
+from clusterucb_core.runtime import jobs
 from clusterucb_core.workspace import Workspace
 from tests.app.conftest import metric, ok
 

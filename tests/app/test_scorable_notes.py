@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from clusterucb_core.scorable import FormatReport, save_report
+from clusterucb_core.features.scorable import FormatReport, save_report
 
 
 def test_unscorable_rows_are_said_on_features_and_rounds_pages(app_env):

@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterucb_core import runs, subtasks
 from clusterucb_core.config import DEMO_DIR
+from clusterucb_core.selection import runs, subtasks
 from clusterucb_core.workspace import Workspace
 from tests.app.conftest import frame, ok
 

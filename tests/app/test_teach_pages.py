@@ -104,10 +104,10 @@ def test_race_page_runs_on_the_playground_and_on_the_workspace(app_env):
 
 
 def _two_runs(root):
-    from clusterucb_core.clusterset import load_clusters
+    from clusterucb_core.clustering.clusterset import load_clusters
     from clusterucb_core.config import SelectionSpec
-    from clusterucb_core.oracle import TableOracle
-    from clusterucb_core.selection import SelectionRun
+    from clusterucb_core.selection.oracle import TableOracle
+    from clusterucb_core.selection.run import SelectionRun
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(root / "fixture")

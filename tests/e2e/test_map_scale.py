@@ -27,8 +27,8 @@ K = 12
 
 
 def build(root, n: int) -> str:
-    from clusterucb_core.clusterset import save_clusters
-    from clusterucb_core.kmeans import KMeansResult
+    from clusterucb_core.clustering.clusterset import save_clusters
+    from clusterucb_core.clustering.kmeans import KMeansResult
     from clusterucb_core.workspace import Workspace
 
     name = f"map{n // 1000}k"

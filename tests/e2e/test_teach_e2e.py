@@ -37,10 +37,10 @@ def _fixture_workspace(root: Path) -> None:
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     mod.build_workspace(root)
-    from clusterucb_core.clusterset import load_clusters
+    from clusterucb_core.clustering.clusterset import load_clusters
     from clusterucb_core.config import SelectionSpec
-    from clusterucb_core.oracle import TableOracle
-    from clusterucb_core.selection import SelectionRun
+    from clusterucb_core.selection.oracle import TableOracle
+    from clusterucb_core.selection.run import SelectionRun
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(root / "fixture")

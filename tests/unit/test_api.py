@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from clusterucb_core import ClusterUCB, SphericalKMeans
-from clusterucb_core.kmeans import spherical_kmeans
-from clusterucb_core.oracle import TableOracle
-from clusterucb_core.selection import SelectionRun
+from clusterucb_core.clustering.kmeans import spherical_kmeans
+from clusterucb_core.selection.oracle import TableOracle
+from clusterucb_core.selection.run import SelectionRun
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 
 from clusterucb_app import clusters_view, export_view, marks, rounds
-from clusterucb_core import plots_rounds as pr
-from clusterucb_core.curation import Ledger, LedgerState
+from clusterucb_app import plots_rounds as pr
+from clusterucb_core.selection.curation import Ledger, LedgerState
 
 
 def _state(banned=(), pinned=(), rejected=()):

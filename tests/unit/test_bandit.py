@@ -12,9 +12,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.curation import Ledger
-from clusterucb_core.oracle import TableOracle
-from clusterucb_core.policies import (
+from clusterucb_core.selection.curation import Ledger
+from clusterucb_core.selection.oracle import TableOracle
+from clusterucb_core.selection.policies import (
     POLICIES,
     ArmStats,
     NoEligibleArm,
@@ -22,7 +22,7 @@ from clusterucb_core.policies import (
     policy_rng,
     top_quantile,
 )
-from clusterucb_core.selection import RunFinished, SelectionRun, count_of
+from clusterucb_core.selection.run import RunFinished, SelectionRun, count_of
 
 
 def spec(**kw) -> SelectionSpec:

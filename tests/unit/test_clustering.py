@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from clusterucb_core import clusterset, kmeans, kscan, summaries
+from clusterucb_core.clustering import clusterset, kmeans, kscan, summaries
 from clusterucb_core.config import ClusterSpec
 from clusterucb_core.workspace import Workspace
 
@@ -258,7 +258,7 @@ def test_cluster_cli_writes_labels_summaries_and_scan(tmp_path, capsys):
     import json as _json
 
     from clusterucb_core.cli import main
-    from clusterucb_core.store import FeatureStore
+    from clusterucb_core.features.store import FeatureStore
 
     table, topic = topic_table()
     pool_path = tmp_path / "pool.jsonl"

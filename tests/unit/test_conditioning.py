@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clusterucb_core import conditioning
-from clusterucb_core.kmeans import spherical_kmeans
-from clusterucb_core.krule import choose_k, size_k
+from clusterucb_core.clustering import conditioning
+from clusterucb_core.clustering.kmeans import spherical_kmeans
+from clusterucb_core.clustering.krule import choose_k, size_k
 
 
 def shared_direction_data(seed: int = 1, n: int = 600, k: int = 4, dim: int = 16):
@@ -81,9 +81,9 @@ def test_conditioning_streams_from_a_store_larger_than_a_chunk(tmp_path, kind, m
     """A pool that does not fit in memory is centred (or whitened) from its store chunk by
     chunk, and k-means in mini-batch mode reads it through the transform: the same transform
     and the same rows as fitting on the array in memory."""
-    from clusterucb_core import rowsource
-    from clusterucb_core.kmeans import cluster_features
-    from clusterucb_core.store import FeatureStore
+    from clusterucb_core.clustering.kmeans import cluster_features
+    from clusterucb_core.features import rowsource
+    from clusterucb_core.features.store import FeatureStore
 
     X, truth = shared_direction_data(n=900)
     X[5] = np.nan  # a row without features stays out of the fit and comes back NaN

@@ -16,7 +16,7 @@ import tomli_w
 
 from clusterucb_core import config as C
 from clusterucb_core.cli import main
-from clusterucb_core.pool import FORMATS, SHAPES
+from clusterucb_core.data.pool import FORMATS, SHAPES
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -133,8 +133,8 @@ def test_the_same_message_from_a_form_a_flag_and_toml(tmp_path, capsys):
 
 
 def test_literals_match_what_the_engine_accepts():
-    from clusterucb_core.policies import POLICIES
-    from clusterucb_core.projection import PROJECTORS
+    from clusterucb_core.features.projection import PROJECTORS
+    from clusterucb_core.selection.policies import POLICIES
 
     assert typing.get_args(C.POOL_FORMAT) == ("auto", *FORMATS)
     assert typing.get_args(C.POOL_SHAPE) == ("auto", *SHAPES)

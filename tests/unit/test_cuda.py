@@ -13,12 +13,12 @@ import torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
-from clusterucb_core import features as F  # noqa: E402
-from clusterucb_core import gradients as G  # noqa: E402
-from clusterucb_core import model as M  # noqa: E402
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec, WarmupSpec  # noqa: E402
-from clusterucb_core.pool import load_pool  # noqa: E402
-from clusterucb_core.projection import make_projector  # noqa: E402
+from clusterucb_core.data.pool import load_pool  # noqa: E402
+from clusterucb_core.features import engine as F  # noqa: E402
+from clusterucb_core.features import gradients as G  # noqa: E402
+from clusterucb_core.features import model as M  # noqa: E402
+from clusterucb_core.features.projection import make_projector  # noqa: E402
 
 LORA = LoraSpec(rank=4, alpha=16, dropout=0.0)
 SPEC = FeatureSpec(kind="gradient", mode="sgd", dim=48, batch_size=8, store_dtype="float32")
@@ -40,7 +40,7 @@ def _features(pool, spec: ModelSpec, path, fspec=SPEC) -> tuple[np.ndarray, F.Fe
 
 
 def test_countsketch_on_cuda_is_the_cpu_map_and_built_once(monkeypatch):
-    from clusterucb_core import projection as P
+    from clusterucb_core.features import projection as P
 
     n, d = 3 * 65536 + 77, 512
     g = torch.Generator().manual_seed(0)
@@ -112,7 +112,7 @@ def test_oom_on_cuda_is_recovered(monkeypatch, pool, tiny_model_dir, tmp_path):
 def test_warmup_micro_batches_on_cuda(pool, tiny_model_dir, tmp_path):
     from safetensors.torch import load_file
 
-    from clusterucb_core.warmup import warmup
+    from clusterucb_core.features.warmup import warmup
 
     spec = WarmupSpec(fraction=0.2, epochs=1, batch_size=4, learning_rate=5e-3, seed=3)
     out = []

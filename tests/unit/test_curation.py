@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.curation import Ledger, fold
-from clusterucb_core.oracle import TableOracle
-from clusterucb_core.selection import SelectionRun
+from clusterucb_core.selection.curation import Ledger, fold
+from clusterucb_core.selection.oracle import TableOracle
+from clusterucb_core.selection.run import SelectionRun
 
 
 def test_edits_fold_in_order(tmp_path):

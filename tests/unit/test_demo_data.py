@@ -176,7 +176,7 @@ def test_data_script_regenerates_the_same_bytes(tmp_path):
 
 
 def test_heldout_targets_are_new_examples_of_the_same_subtasks(targets):
-    from clusterucb_core.targets import load_target
+    from clusterucb_core.data.targets import load_target
 
     for name, rows in targets.items():
         heldout = load_target(TARGETS / "heldout" / f"{name}.jsonl")

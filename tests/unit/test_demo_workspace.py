@@ -26,8 +26,8 @@ def demo_pipe(tmp_path_factory):
 
 
 def test_shipped_stages_are_reused_not_recomputed(demo_pipe, monkeypatch):
-    import clusterucb_core.kmeans as kmeans
-    import clusterucb_core.warmup as warmup
+    import clusterucb_core.clustering.kmeans as kmeans
+    import clusterucb_core.features.warmup as warmup
 
     def refuse(*_a, **_k):
         raise AssertionError("a shipped stage was recomputed")
@@ -38,7 +38,7 @@ def test_shipped_stages_are_reused_not_recomputed(demo_pipe, monkeypatch):
     assert len(demo_pipe.checkpoints) == demo_pipe.cfg.warmup.epochs
     store = demo_pipe.cluster_store
     assert store.complete
-    from clusterucb_core.krule import choose_k
+    from clusterucb_core.clustering.krule import choose_k
 
     spec = demo_pipe.cfg.clusters
     want = spec.k or choose_k(spec.k_rule, store.n_rows, demo_pipe.cfg.selection.cold_start)[0]

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 
 from clusterucb_core.cli import features as cli_features
-from clusterucb_core.store import FeatureStore
+from clusterucb_core.features.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -63,7 +63,7 @@ def short(*a, **k):
     k["timeout"] = datetime.timedelta(seconds=3)
     return real_init(*a, **k)
 dist.init_process_group = short
-from clusterucb_core import features as F
+from clusterucb_core.features import engine as F
 real_compute = F.FeatureEngine.compute
 def late(self, *a, **k):
     out = real_compute(self, *a, **k)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import silhouette_score
 
-from clusterucb_core import embedding2d as e2
+from clusterucb_core.clustering import embedding2d as e2
 from clusterucb_core.workspace import Workspace
 
 
@@ -91,7 +91,7 @@ def test_tiny_input_falls_back_to_pca():
 
 def test_map_cli_computes_then_reads_the_cache(tmp_path, capsys):
     from clusterucb_core.cli import main
-    from clusterucb_core.store import FeatureStore
+    from clusterucb_core.features.store import FeatureStore
 
     ws = Workspace.open(tmp_path / "ws")
     X, _ = blobs(n_per=15, d=8, seed=2)

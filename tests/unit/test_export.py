@@ -12,12 +12,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterucb_core import export as ex
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.curation import Ledger
-from clusterucb_core.oracle import TableOracle
-from clusterucb_core.pool import load_pool
-from clusterucb_core.selection import SelectionRun
+from clusterucb_core.data.pool import load_pool
+from clusterucb_core.export import files as ex
+from clusterucb_core.selection.curation import Ledger
+from clusterucb_core.selection.oracle import TableOracle
+from clusterucb_core.selection.run import SelectionRun
 
 N = 40
 
@@ -229,11 +229,11 @@ def test_export_killed_midway_leaves_no_folder_that_looks_whole(tmp_path):
     write_jsonl(src)
     code = textwrap.dedent(f"""
         import os, numpy as np
-        from clusterucb_core import export as ex
-        from clusterucb_core.selection import SelectionRun
+        from clusterucb_core.export import files as ex
+        from clusterucb_core.selection.run import SelectionRun
         from clusterucb_core.config import SelectionSpec
-        from clusterucb_core.oracle import TableOracle
-        from clusterucb_core.pool import load_pool
+        from clusterucb_core.selection.oracle import TableOracle
+        from clusterucb_core.data.pool import load_pool
         pool = load_pool({str(src)!r})
         run = SelectionRun(np.arange({N}) % 4, TableOracle(np.linspace(0, 1, {N})),
                            SelectionSpec(cold_start=0.1, budget=0.5, top_p=0.2))
@@ -271,8 +271,8 @@ def _cli(argv: list[str]) -> int:
 
 
 def _workspace(tmp_path: Path):
-    from clusterucb_core.clusterset import save_clusters
-    from clusterucb_core.kmeans import KMeansResult
+    from clusterucb_core.clustering.clusterset import save_clusters
+    from clusterucb_core.clustering.kmeans import KMeansResult
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "ws")
@@ -291,7 +291,7 @@ def _workspace(tmp_path: Path):
 
 
 def test_cli_select_resume_and_export(tmp_path, capsys):
-    from clusterucb_core.export import load_manifest, reproduce_selection, verify_export
+    from clusterucb_core.export.files import load_manifest, reproduce_selection, verify_export
 
     ws, lines, labels, scores = _workspace(tmp_path)
     argv = ["select", "-w", str(ws.root), "--clusters", "k4", "--budget", "0.5",
@@ -320,8 +320,8 @@ def test_cli_select_resume_and_export(tmp_path, capsys):
     assert man["metrics"]["recall_of_exhaustive_top_p"] == 1.0
     rows = man["selected"]["rows"]
     assert 7 not in rows and len(rows) == 4
-    assert reproduce_selection(man, labels, __import__(
-        "clusterucb_core.oracle", fromlist=["TableOracle"]).TableOracle(scores)).tolist() == rows
+    oracle = __import__("clusterucb_core.selection.oracle", fromlist=["TableOracle"])
+    assert reproduce_selection(man, labels, oracle.TableOracle(scores)).tolist() == rows
     line_no = load_pool(tmp_path / "pool.jsonl").table["line_no"].to_numpy()
     assert (exp / "selected.jsonl").read_bytes() == b"".join(
         lines[line_no[r] - 1] + b"\n" for r in sorted(rows))

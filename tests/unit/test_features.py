@@ -15,15 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from clusterucb_core import features as F
-from clusterucb_core import gradients as G
-from clusterucb_core import model as M
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec, WarmupSpec
-from clusterucb_core.formatting import collate, encode_chats
-from clusterucb_core.pool import load_pool
-from clusterucb_core.projection import make_projector
-from clusterucb_core.rowsource import normalize_rows
-from clusterucb_core.store import FeatureStore, StoreMismatch
+from clusterucb_core.data.formatting import collate, encode_chats
+from clusterucb_core.data.pool import load_pool
+from clusterucb_core.features import engine as F
+from clusterucb_core.features import gradients as G
+from clusterucb_core.features import model as M
+from clusterucb_core.features.projection import make_projector
+from clusterucb_core.features.rowsource import normalize_rows
+from clusterucb_core.features.store import FeatureStore, StoreMismatch
 
 REPO = Path(__file__).resolve().parents[2]
 LORA = LoraSpec(rank=4, alpha=16)
@@ -102,9 +102,9 @@ def test_lazy_subset_then_rest_equals_all_at_once(pool, mspec, full_store, tmp_p
 
 _RUN = """
 import os, signal, sys
-from clusterucb_core import features as F
+from clusterucb_core.features import engine as F
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec
-from clusterucb_core.pool import load_pool
+from clusterucb_core.data.pool import load_pool
 spec = FeatureSpec(kind="gradient", mode="sgd", dim=48, batch_size=2, store_dtype="float32")
 kill_after = int(sys.argv[4])
 def progress(done, total, message, **kw):
@@ -188,7 +188,7 @@ class _Target:
 
 
 def test_warmup_checkpoints_then_adam_and_target_features(pool, mspec, tmp_path):
-    from clusterucb_core.warmup import select_rows, warmup
+    from clusterucb_core.features.warmup import select_rows, warmup
 
     wspec = WarmupSpec(fraction=0.3, epochs=2, batch_size=4, learning_rate=1e-3, seed=0)
     saved = warmup(pool, mspec, LORA, wspec, tmp_path / "ck")
@@ -226,7 +226,7 @@ def test_warmup_checkpoints_then_adam_and_target_features(pool, mspec, tmp_path)
     assert feats.shape == (3, 48) and ids.tolist() == [1, 0, 0]  # the empty one is left out
     # targets are SGD features: the same as a pool row's SGD feature of the same text
     sgd_engine = engine.as_sgd()
-    from clusterucb_core.formatting import encode_prompt_completion
+    from clusterucb_core.data.formatting import encode_prompt_completion
 
     enc = encode_prompt_completion(target.examples[0].prompt, " sat", engine.tok, 64)
     direct, _ = sgd_engine.featurize([enc])

@@ -5,10 +5,15 @@ from __future__ import annotations
 import numpy as np
 
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.fidelity import budget_figure, coverage_figure, random_curve, run_curve
-from clusterucb_core.oracle import TableOracle, recall
-from clusterucb_core.selection import SelectionRun
-from clusterucb_core.subtasks import coverage
+from clusterucb_core.selection.fidelity import (
+    budget_figure,
+    coverage_figure,
+    random_curve,
+    run_curve,
+)
+from clusterucb_core.selection.oracle import TableOracle, recall
+from clusterucb_core.selection.run import SelectionRun
+from clusterucb_core.selection.subtasks import coverage
 
 
 def test_run_curve_ends_at_the_runs_recall_and_random_recall_tracks_the_budget():

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clusterucb_core.formatting import (
+from clusterucb_core.data.formatting import (
     IGNORE_INDEX,
     Encoded,
     collate,

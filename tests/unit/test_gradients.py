@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from clusterucb_core import gradients as G
-from clusterucb_core import model as M
 from clusterucb_core.config import LoraSpec, ModelSpec
-from clusterucb_core.formatting import IGNORE_INDEX, Encoded, collate, encode_chats
+from clusterucb_core.data.formatting import IGNORE_INDEX, Encoded, collate, encode_chats
+from clusterucb_core.features import gradients as G
+from clusterucb_core.features import model as M
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterucb_core import export as ex
-from clusterucb_core import hub_export, sources
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.curation import Ledger
-from clusterucb_core.oracle import TableOracle
-from clusterucb_core.pool import load_pool
-from clusterucb_core.selection import SelectionRun
+from clusterucb_core.data import sources
+from clusterucb_core.data.pool import load_pool
+from clusterucb_core.export import files as ex
+from clusterucb_core.export import hub as hub_export
+from clusterucb_core.selection.curation import Ledger
+from clusterucb_core.selection.oracle import TableOracle
+from clusterucb_core.selection.run import SelectionRun
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -181,9 +182,9 @@ def test_hub_ids_resolve_from_a_local_cache_offline(tmp_path):
            "PYTHONPATH": str(ROOT)}
     code = textwrap.dedent("""
         import json
-        from clusterucb_core.pool import load_pool
-        from clusterucb_core.targets import load_target
-        from clusterucb_core import sources
+        from clusterucb_core.data.pool import load_pool
+        from clusterucb_core.data.targets import load_target
+        from clusterucb_core.data import sources
         a = load_pool("hf://org/pool?split=train")
         b = load_pool("org/pool")
         t = load_target("hf://org/target")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clusterucb_core.influence import checkpoint_weights, influence_scores, subtask_scores
+from clusterucb_core.features.influence import checkpoint_weights, influence_scores, subtask_scores
 
 
 def direct(trains, targets, ids, weights):

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from clusterucb_core import demo_data
 from clusterucb_core.cli import app as app_cli
 from clusterucb_core.cli import build_parser
+from clusterucb_core.data import demo as demo_data
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def test_every_flag_has_help_and_choices_match_the_engine():
                     if not a.help]
     assert undocumented == []
     by_flag = {(cmd, s): a for cmd, a in _actions(build_parser()) for s in a.option_strings}
-    from clusterucb_core.projection import PROJECTORS
+    from clusterucb_core.features.projection import PROJECTORS
 
     assert tuple(by_flag[("features", "--projection")].choices) == PROJECTORS
     assert "bfloat16" in by_flag[("features", "--dtype")].choices

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from clusterucb_core import jobs
+from clusterucb_core.runtime import jobs
 from clusterucb_core.workspace import Workspace
 
 
@@ -62,7 +62,7 @@ def test_bad_target_and_bad_kwargs_are_refused_or_reported(ws):
         jobs.start(ws, "demo")
     with pytest.raises(TypeError):
         jobs.start(ws, "demo", target="x:y", kwargs={"obj": object()})
-    job_id = jobs.start(ws, "demo2", target="clusterucb_core.jobs:no_such_function")
+    job_id = jobs.start(ws, "demo2", target="clusterucb_core.runtime.jobs:no_such_function")
     state = jobs.wait(ws, job_id, timeout_s=60)
     assert state.status == jobs.ERROR and "no_such_function" in state.error
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from clusterucb_core.less_import import find_source, import_features
-from clusterucb_core.store import FeatureStore, StoreMismatch
+from clusterucb_core.features.less_import import find_source, import_features
+from clusterucb_core.features.store import FeatureStore, StoreMismatch
 
 
 def less_datastore(root, N=120, d=64, seed=0):

@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterucb_core import mapselect, search
-from clusterucb_core.plots_rounds import cluster_map
+from clusterucb_app.plots_rounds import cluster_map
+from clusterucb_core.clustering import mapselect, search
 
 
 def brute_in_polygon(pts: np.ndarray, vx, vy) -> np.ndarray:
@@ -125,7 +125,7 @@ def test_neighbours_match_brute_force(k, monkeypatch):
 
 
 def test_neighbours_read_a_feature_store(tmp_path):
-    from clusterucb_core.store import FeatureStore
+    from clusterucb_core.features.store import FeatureStore
 
     rng = np.random.default_rng(2)
     X = rng.normal(size=(300, 8)).astype(np.float32)

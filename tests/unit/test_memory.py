@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from clusterucb_core import features as F
-from clusterucb_core import gradients as G
-from clusterucb_core import memplan
-from clusterucb_core import model as M
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec, WarmupSpec
-from clusterucb_core.pool import load_pool
-from clusterucb_core.projection import make_projector
+from clusterucb_core.data.pool import load_pool
+from clusterucb_core.features import engine as F
+from clusterucb_core.features import gradients as G
+from clusterucb_core.features import memplan
+from clusterucb_core.features import model as M
+from clusterucb_core.features.projection import make_projector
 
 LORA = LoraSpec(rank=4, alpha=16, dropout=0.0)
 SPEC = FeatureSpec(kind="gradient", mode="sgd", dim=48, batch_size=8, store_dtype="float32")
@@ -160,7 +160,7 @@ def test_gradient_buffer_is_sized_to_the_batch_not_the_row_limit(monkeypatch, po
 def test_two_checkpoints_share_one_base_model(monkeypatch, pool, mspec, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from clusterucb_core.warmup import warmup
+    from clusterucb_core.features.warmup import warmup
 
     ckpts = warmup(pool, mspec, LORA, WarmupSpec(fraction=0.25, epochs=2, batch_size=4,
                                                  learning_rate=1e-2), tmp_path / "ck",
@@ -215,7 +215,7 @@ def test_bf16_compute_keeps_float32_lora_and_gradients(monkeypatch, pool, tiny_m
         return real(model, batch, checking, *args, **kwargs)
 
     monkeypatch.setattr(G, "run_per_sample", spy)
-    from clusterucb_core.formatting import encode_chats
+    from clusterucb_core.data.formatting import encode_chats
 
     msgs = [list(pool.table["messages"].iat[i]) for i in range(4)]
     encs, _ = encode_chats(msgs, tok, 64, "tulu")
@@ -333,7 +333,7 @@ def test_memory_plan_saved_bytes_match_autograd(tmp_path):
     the output layer) is what autograd saves, measured on bf16 Llamas of 1 and 2 layers."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from clusterucb_core.formatting import collate
+    from clusterucb_core.data.formatting import collate
 
     class Row:
         def __init__(self, ids):

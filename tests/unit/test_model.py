@@ -7,8 +7,8 @@ import json
 import pytest
 import torch
 
-from clusterucb_core import model as M
 from clusterucb_core.config import DEMO_MODEL, LoraSpec, ModelSpec
+from clusterucb_core.features import model as M
 
 
 def test_load_model_cpu_float32_frozen_and_pad(tiny_model_dir):

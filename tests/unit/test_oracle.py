@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.oracle import (
+from clusterucb_core.selection.oracle import (
     LazyOracle,
     TableOracle,
     cluster_means,
@@ -17,7 +17,7 @@ from clusterucb_core.oracle import (
     recall,
     run_metrics,
 )
-from clusterucb_core.selection import SelectionRun
+from clusterucb_core.selection.run import SelectionRun
 
 
 def test_table_oracle_lookup_and_bounds():
@@ -142,8 +142,8 @@ def test_regret_table_and_run_metrics():
 
 
 def test_from_store_with_the_real_feature_store_and_influence(tmp_path):
-    from clusterucb_core.influence import influence_scores
-    from clusterucb_core.store import FeatureStore
+    from clusterucb_core.features.influence import influence_scores
+    from clusterucb_core.features.store import FeatureStore
 
     rng = np.random.default_rng(0)
     n, d = 30, 16

@@ -175,8 +175,8 @@ def test_pool_format_and_shape_overrides_reach_the_loader(tmp_path, tiny_pool_fi
 
 def test_warmup_is_reproducible(tmp_path, tiny_pool_file, tiny_model_dir):
     """Same seed, same checkpoint bytes (LoRA dropout included)."""
-    from clusterucb_core.pool import load_pool
-    from clusterucb_core.warmup import warmup
+    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.features.warmup import warmup
 
     pool = load_pool(tiny_pool_file)
     spec = WarmupSpec(fraction=0.5, epochs=1, learning_rate=1e-2, batch_size=4)
@@ -193,7 +193,7 @@ def test_unscorable_rows_are_counted_said_and_never_drawn(tmp_path, tiny_pool_fi
     """Under LESS's right cut row 5 (a long question) keeps no answer token: the summary, the
     reward store's manifest and the workspace say so, and the bandit never draws it, even
     with a budget of every row; keep_answer gives it back its gradient."""
-    from clusterucb_core.scorable import load_report
+    from clusterucb_core.features.scorable import load_report
 
     cfg = tiny_config(tmp_path, tiny_pool_file, target_file, tiny_model_dir)
     right = replace(cfg, model=replace(cfg.model, truncation="right"),

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clusterucb_core import playground as pgm
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.playground import Arm, PlaygroundSpec
+from clusterucb_core.teach import playground as pgm
+from clusterucb_core.teach.playground import Arm, PlaygroundSpec
 
 
 def test_build_is_deterministic_and_the_truth_is_exact():

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from clusterucb_core import plots
+from clusterucb_app import plots
 
 
 def test_escape_makes_markup_inert():

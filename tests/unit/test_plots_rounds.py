@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from clusterucb_core import plots_rounds as pr
+from clusterucb_app import plots_rounds as pr
 
 
 def test_arm_chart_band_greys_and_next_arm():

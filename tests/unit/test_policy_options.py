@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.oracle import TableOracle, recall
-from clusterucb_core.policies import ArmStats, UcbBeta, pooled_std
-from clusterucb_core.selection import SelectionRun
+from clusterucb_core.selection.oracle import TableOracle, recall
+from clusterucb_core.selection.policies import ArmStats, UcbBeta, pooled_std
+from clusterucb_core.selection.run import SelectionRun
 
 
 def _played(labels, scores, spec, features=None) -> SelectionRun:
@@ -89,7 +89,7 @@ def test_a_draw_order_reopens_from_its_log(tmp_path, order):
 def test_reward_model_fit_from_sums_equals_the_fixed_effects_ridge():
     """The model's w is the ridge of the within-cluster deviations, computed from running
     sums; here it is checked against the deviations built explicitly."""
-    from clusterucb_core.surrogate import RewardModel
+    from clusterucb_core.selection.surrogate import RewardModel
 
     rng = np.random.default_rng(2)
     n, d, k = 200, 5, 4

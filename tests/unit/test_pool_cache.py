@@ -11,8 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from clusterucb_core import pool_cache
-from clusterucb_core.pool import FORMATS, PoolError, load_pool
+from clusterucb_core.data import pool_cache
+from clusterucb_core.data.pool import FORMATS, PoolError, load_pool
 
 from .test_pool import _EXT, _record, _write
 

@@ -8,14 +8,14 @@ import numpy as np
 import pytest
 import torch
 
-from clusterucb_core.projection import (
+from clusterucb_core.features.projection import (
     GEN_ROWS,
     PROJECTION_VERSION,
     PROJECTORS,
     SRHTProjector,
     make_projector,
 )
-from clusterucb_core.rowsource import normalize_rows
+from clusterucb_core.features.rowsource import normalize_rows
 
 
 def grads(B: int, n: int, seed: int = 0) -> torch.Tensor:
@@ -172,7 +172,7 @@ def test_gpu_code_paths_give_the_same_map_on_cpu():
 
 
 def _count_rng_calls(monkeypatch) -> list[int]:
-    from clusterucb_core import projection as P
+    from clusterucb_core.features import projection as P
 
     calls: list[int] = []
     real = P._rng

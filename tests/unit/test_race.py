@@ -8,13 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterucb_core import playground as pgm
-from clusterucb_core import plots_teach as pt
-from clusterucb_core import race as rc
+from clusterucb_app import plots_teach as pt
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.oracle import TableOracle
-from clusterucb_core.race import Contestant, RaceSpec
-from clusterucb_core.selection import SelectionRun
+from clusterucb_core.selection.oracle import TableOracle
+from clusterucb_core.selection.run import SelectionRun
+from clusterucb_core.teach import playground as pgm
+from clusterucb_core.teach import race as rc
+from clusterucb_core.teach.race import Contestant, RaceSpec
 
 
 @pytest.fixture(scope="module")
@@ -136,8 +136,8 @@ def test_figures_have_one_line_per_contestant(result):
 
 
 def _workspace(tmp_path):
-    from clusterucb_core.clusterset import save_clusters
-    from clusterucb_core.kmeans import KMeansResult
+    from clusterucb_core.clustering.clusterset import save_clusters
+    from clusterucb_core.clustering.kmeans import KMeansResult
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "ws")
@@ -212,7 +212,7 @@ def test_comparison_csv_matches_the_logs(tmp_path):
     sel = cmp.scores[(cmp.scores.run == "A") & (cmp.scores.set == "selected")]
     assert set(sel["row"]) == top_a
     # a pin in the ledger is in the selection (what an export gives), unless asked not to
-    from clusterucb_core.curation import Ledger
+    from clusterucb_core.selection.curation import Ledger
 
     outside = next(r for r in range(len(labels)) if r not in top_a and labels[r] >= 0)
     Ledger(ws.ledger_path, clustering="k4").pin([outside])

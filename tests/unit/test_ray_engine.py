@@ -10,10 +10,10 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec  # noqa: E402
-from clusterucb_core.features import FeatureEngine  # noqa: E402
-from clusterucb_core.pool import load_pool  # noqa: E402
-from clusterucb_core.ray_engine import compute_with_ray  # noqa: E402
-from clusterucb_core.shards import shard_names  # noqa: E402
+from clusterucb_core.data.pool import load_pool  # noqa: E402
+from clusterucb_core.features.engine import FeatureEngine  # noqa: E402
+from clusterucb_core.features.ray_engine import compute_with_ray  # noqa: E402
+from clusterucb_core.features.shards import shard_names  # noqa: E402
 
 pytestmark = pytest.mark.slow
 

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.oracle import TableOracle
-from clusterucb_core.runlog import RunLocked, RunLog, RunMeta
-from clusterucb_core.runs import new_run, open_run, read_meta
-from clusterucb_core.selection import SelectionRun
+from clusterucb_core.selection.oracle import TableOracle
+from clusterucb_core.selection.run import SelectionRun
+from clusterucb_core.selection.runlog import RunLocked, RunLog, RunMeta
+from clusterucb_core.selection.runs import new_run, open_run, read_meta
 
 ROOT = Path(__file__).resolve().parents[2]
 N = 400
@@ -35,8 +35,8 @@ def _cli(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def _workspace(tmp_path: Path):
-    from clusterucb_core.clusterset import save_clusters
-    from clusterucb_core.kmeans import KMeansResult
+    from clusterucb_core.clustering.clusterset import save_clusters
+    from clusterucb_core.clustering.kmeans import KMeansResult
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "ws")
@@ -45,7 +45,7 @@ def _workspace(tmp_path: Path):
         {"role": "user", "content": f"question {i}"},
         {"role": "assistant", "content": f"answer {i}"}]}) + "\n" for i in range(N)))
     ws.update_meta(pool={"path": str(pool), "format": "auto", "shape": "auto"})
-    from clusterucb_core.store import FeatureStore
+    from clusterucb_core.features.store import FeatureStore
 
     labels = np.arange(N) % 8
     km = KMeansResult(labels=labels, centroids=np.eye(8, dtype=np.float32), inertia=0.0,
@@ -63,7 +63,7 @@ def _workspace(tmp_path: Path):
     np.save(ws.root / "scores" / "exhaustive.npy", scores)
     # a target and the identity Pipeline.exhaustive_scores writes beside its table: the app
     # uses the table only for this pool and target
-    from clusterucb_core.targets import load_target
+    from clusterucb_core.data.targets import load_target
 
     target = tmp_path / "target.jsonl"
     chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]
@@ -101,7 +101,7 @@ def test_writers_racing_on_one_run_leave_a_valid_log(tmp_path):
     assert len(rounds) == 120  # four writers x 30 rounds, none lost, none doubled
     # the same log as one writer playing 120 rounds (the CLI's default draw order reads the
     # clustering's features: each writer refits its reward model as it catches up)
-    from clusterucb_core.clusterset import cluster_rows, load_clusters
+    from clusterucb_core.clustering.clusterset import cluster_rows, load_clusters
 
     spec = replace(SPEC, draw_order="predicted")
     assert open_run(ws, "c").spec == spec
@@ -155,8 +155,8 @@ def test_legacy_meta_key_clusters_is_read_as_clustering():
 
 def _export_everywhere(ws, run_id: str, tmp_path: Path) -> None:
     """Reopen and export one run through every entry point that reads runs."""
-    from clusterucb_core.export import verify_export
-    from clusterucb_core.race import compare_runs, load_run
+    from clusterucb_core.export.files import verify_export
+    from clusterucb_core.teach.race import compare_runs, load_run
 
     run = open_run(ws, run_id)
     assert run.meta.clustering
@@ -217,8 +217,8 @@ def test_cli_draws_at_random_for_clusters_without_features(tmp_path):
     """Clusters made elsewhere (no feature store recorded) cannot order draws by features:
     the default falls back to the paper's random draws and says so; asking for predicted
     draws there is a one-line error."""
-    from clusterucb_core.clusterset import save_clusters
-    from clusterucb_core.kmeans import KMeansResult
+    from clusterucb_core.clustering.clusterset import save_clusters
+    from clusterucb_core.clustering.kmeans import KMeansResult
 
     ws, labels, _ = _workspace(tmp_path)
     save_clusters(ws, "bare", KMeansResult(labels=labels, centroids=np.eye(8, dtype=np.float32),
@@ -235,11 +235,11 @@ def test_cluster_rows_are_unit_rows_filled_chunk_by_chunk_and_used_uncopied(tmp_
                                                                            monkeypatch):
     """A run reads its clustering's features as unit rows (zeros where a row has none), filled
     chunk by chunk into one array that SelectionRun then uses without a copy."""
-    from clusterucb_core import rowsource
-    from clusterucb_core.clusterset import cluster_rows, load_clusters, save_clusters
-    from clusterucb_core.kmeans import KMeansResult
-    from clusterucb_core.selection import unit_rows
-    from clusterucb_core.store import FeatureStore
+    from clusterucb_core.clustering.clusterset import cluster_rows, load_clusters, save_clusters
+    from clusterucb_core.clustering.kmeans import KMeansResult
+    from clusterucb_core.features import rowsource
+    from clusterucb_core.features.store import FeatureStore
+    from clusterucb_core.selection.run import unit_rows
 
     ws, labels, scores = _workspace(tmp_path)
     raw = 2.0 + np.random.default_rng(3).normal(size=(N, 8)).astype(np.float32)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec
-from clusterucb_core.features import FeatureEngine
-from clusterucb_core.pool import load_pool
-from clusterucb_core.shards import MergeError, merge_shards, open_shard, shard_names
-from clusterucb_core.store import FeatureStore
+from clusterucb_core.data.pool import load_pool
+from clusterucb_core.features.engine import FeatureEngine
+from clusterucb_core.features.shards import MergeError, merge_shards, open_shard, shard_names
+from clusterucb_core.features.store import FeatureStore
 
 
 def _engine(pool_file, model_dir, path):

@@ -11,9 +11,9 @@ import pytest
 
 from clusterucb_app import rounds
 from clusterucb_core.config import ConfigError, SelectionSpec, from_dict, to_dict
-from clusterucb_core.export import reproduce_selection
-from clusterucb_core.oracle import TableOracle, recall
-from clusterucb_core.selection import LedgerView, SelectionRun
+from clusterucb_core.export.files import reproduce_selection
+from clusterucb_core.selection.oracle import TableOracle, recall
+from clusterucb_core.selection.run import LedgerView, SelectionRun
 
 SPEC = SelectionSpec(cold_start=0.02, budget=0.2, top_p=0.05, draw_batch=8, seed=1)
 

@@ -15,7 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clusterucb_core.store import FeatureStore, StoreIncomplete, StoreMismatch, StoreVersionWarning
+from clusterucb_core.features.store import (
+    FeatureStore,
+    StoreIncomplete,
+    StoreMismatch,
+    StoreVersionWarning,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 N, D = 300, 48
@@ -32,7 +37,7 @@ WRITER = textwrap.dedent("""
     import sys, time, json
     import numpy as np
     sys.path.insert(0, {root!r})
-    from clusterucb_core.store import FeatureStore
+    from clusterucb_core.features.store import FeatureStore
     path, rows, delay, dtype = sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
     hang_at = int(sys.argv[5])
     D = {D}

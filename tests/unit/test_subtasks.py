@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from clusterucb_core.influence import subtask_scores
-from clusterucb_core.subtasks import balanced_top, best_subtask, coverage
+from clusterucb_core.features.influence import subtask_scores
+from clusterucb_core.selection.subtasks import balanced_top, best_subtask, coverage
 
 
 def test_best_subtask_is_the_column_of_the_max():

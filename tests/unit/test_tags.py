@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from clusterucb_core import export as ex
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.curation import Ledger
-from clusterucb_core.oracle import TableOracle
-from clusterucb_core.pool import load_pool
-from clusterucb_core.selection import SelectionRun
+from clusterucb_core.data.pool import load_pool
+from clusterucb_core.export import files as ex
+from clusterucb_core.selection.curation import Ledger
+from clusterucb_core.selection.oracle import TableOracle
+from clusterucb_core.selection.run import SelectionRun
 
 N = 30
 

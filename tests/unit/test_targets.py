@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterucb_core.targets import (
+from clusterucb_core.data.targets import (
     TYDIQA_TEMPLATES,
     TargetError,
     bundled_targets,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from clusterucb_core import features as F
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec
-from clusterucb_core.pool import load_pool
-from clusterucb_core.store import FeatureStore
+from clusterucb_core.data.pool import load_pool
+from clusterucb_core.features import engine as F
+from clusterucb_core.features.store import FeatureStore
 
 REPO = Path(__file__).resolve().parents[2]
 

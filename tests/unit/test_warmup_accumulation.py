@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clusterucb_core import gradients as G
 from clusterucb_core.config import LoraSpec, ModelSpec, WarmupSpec
-from clusterucb_core.pool import load_pool
-from clusterucb_core.warmup import warmup
+from clusterucb_core.data.pool import load_pool
+from clusterucb_core.features import gradients as G
+from clusterucb_core.features.warmup import warmup
 
 LORA = LoraSpec(rank=4, alpha=16, dropout=0.0)  # no dropout: micro-batches draw other masks
 SPEC = WarmupSpec(fraction=0.2, epochs=1, batch_size=4, learning_rate=5e-3, seed=3,
