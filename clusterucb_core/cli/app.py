@@ -1,21 +1,24 @@
 """`clusterucb app`: start the Streamlit app from the installed package.
 
-The server settings of the checkout's `.streamlit/config.toml` ship as
-`clusterucb_app/streamlit_config.toml` and are passed as flags, so the app behaves the same
-wherever it is started from (Streamlit reads `.streamlit/` only from the working folder).
+The app's entry (`app.py`), its `pages/` and the checkout's `.streamlit/config.toml` ship as
+the `clusterucb_site` package, found by name so the engine never imports its UI. The server
+settings are passed as flags, so the app behaves the same wherever it is started from
+(Streamlit reads `.streamlit/` only from the working folder).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tomllib
 from pathlib import Path
 
 HELP = "start the ClusterUCB Studio app in the browser (bound to 127.0.0.1 by default)"
-ENTRY = "streamlit_app.py"
-CONFIG = "streamlit_config.toml"
+SITE = "clusterucb_site"
+ENTRY = "app.py"
+CONFIG = ".streamlit/config.toml"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,9 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def app_dir() -> Path:
-    import clusterucb_app
-
-    return Path(clusterucb_app.__file__).resolve().parent
+    """The folder holding app.py: the checkout's root, or the installed `clusterucb_site`."""
+    spec = importlib.util.find_spec(SITE)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the app is not installed ({SITE} not found): pip install "
+                                "'clusterucb-studio[app]'")
+    return Path(next(iter(spec.submodule_search_locations))).resolve()
 
 
 def streamlit_flags(config: Path) -> list[str]:

@@ -45,7 +45,7 @@ def test_fresh_session_opens_the_demo_workspace(monkeypatch, tmp_path):
     from streamlit.testing.v1 import AppTest
 
     monkeypatch.setenv("CLUSTERUCB_WORKSPACES", str(tmp_path / "ws"))
-    at = AppTest.from_file(str(ROOT / "clusterucb_app" / "streamlit_app.py"),
+    at = AppTest.from_file(str(ROOT / "app.py"),
                             default_timeout=60)
     at.run()
     ok(at)

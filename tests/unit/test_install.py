@@ -55,12 +55,11 @@ def test_version_flag(capsys):
 
 
 def test_app_command_carries_the_checkout_server_settings():
-    packaged = tomllib.loads((ROOT / "clusterucb_app" / app_cli.CONFIG).read_text())
-    assert packaged == tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert app_cli.app_dir() == ROOT  # the editable install maps clusterucb_site to the root
     args = build_parser().parse_args(["app", "--port", "9123"])
     cmd = app_cli.command(args)
     assert cmd[1:4] == ["-m", "streamlit", "run"]
-    assert cmd[4].endswith("streamlit_app.py")
+    assert cmd[4] == str(ROOT / "app.py")
     assert "--server.maxUploadSize=1024" in cmd and "--server.headless=true" in cmd
     assert cmd[-3:] == ["--server.address=127.0.0.1", "--server.port=9123",
                         "--browser.serverAddress=127.0.0.1"]
@@ -83,7 +82,8 @@ def test_the_wheel_lists_every_package_folder():
              for top in ("clusterucb_core", "clusterucb_app")
              for p in (ROOT / top).rglob("__init__.py")}
     assert found <= set(conf["packages"])
-    assert conf["package-dir"]["clusterucb_demo"] == "sample_data"
+    assert conf["package-dir"] == {"clusterucb_demo": "sample_data", "clusterucb_site": "."}
+    assert (ROOT / "app.py").is_file() and len(list((ROOT / "pages").glob("*.py"))) == 9
 
 
 def _free_port() -> int:

@@ -1,15 +1,14 @@
 """ClusterUCB Studio: the Streamlit entry point (navigation + workspace sidebar).
 
-Run with `make run` (or `streamlit run clusterucb_app/streamlit_app.py` from the repository
-root, whose .streamlit/config.toml applies). It lives inside the package so an installed wheel
-can run it. Each workflow step is a page in clusterucb_app/pages/; they are thin: read the
-workspace, call the engine (clusterucb_core), render.
+Run with `make run`, or `streamlit run app.py` from the repository root (whose
+.streamlit/config.toml applies). Each workflow step is a page in pages/; they are thin: read
+the workspace, call the engine (clusterucb_core), render. The wheel ships this file, pages/
+and .streamlit/ as the `clusterucb_site` package, which `clusterucb app` runs.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 # Before torch or scikit-learn load: their two OpenMP runtimes starve each other on small
@@ -17,9 +16,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 _HERE = Path(__file__).resolve().parent
-_SRC = str(_HERE.parent)  # the folder holding the clusterucb_app package (a checkout, uninstalled)
-if _SRC not in sys.path:
-    sys.path.insert(0, _SRC)
 
 import streamlit as st  # noqa: E402
 
