@@ -1,4 +1,4 @@
-"""Browser tests' shared pieces: a `streamlit run clusterucb_app/streamlit_app.py` server on a
+"""Browser tests' shared pieces: a `streamlit run app.py` server on a
 free localhost port.
 
 Skips every browser test, with the reason, when Debian's Chromium or Playwright is missing.
@@ -38,7 +38,7 @@ def _streamlit(base: Path, env: dict[str, str]) -> Iterator[str]:
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run",
-             str(ROOT / "clusterucb_app" / "streamlit_app.py"),
+             str(ROOT / "app.py"),
              "--server.port", str(port), "--server.address", "127.0.0.1",
              "--server.headless", "true", "--browser.gatherUsageStats", "false"],
             cwd=ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1", **env), stdout=log,

@@ -1,5 +1,5 @@
 """The whole demo flow in a real browser: pool -> target -> features -> clusters -> 10 UCB
-rounds -> export, against `streamlit run clusterucb_app/streamlit_app.py` on a free localhost
+rounds -> export, against `streamlit run app.py` on a free localhost
 port.
 
 Needs Debian's Chromium at /usr/bin/chromium (skipped with the reason otherwise). Screenshots

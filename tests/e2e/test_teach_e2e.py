@@ -68,7 +68,7 @@ def page(server):
     with browser_page(2200, 60_000) as pg:
         # A deep link (/playground) as the server's very first request is served in
         # Streamlit's old pages/ mode (no entry script, no sidebar) until one session has
-        # run streamlit_app.py's st.navigation; open the root once, as a user's first visit does.
+        # run app.py's st.navigation; open the root once, as a user's first visit does.
         pg.goto(server["url"] + "/?ws=demo")
         pg.get_by_role("heading", level=1).first.wait_for()
         idle(pg)
