@@ -71,7 +71,7 @@ def set_target_ref(ws: Workspace, path: str | Path, kind: str = "auto",
 
 
 def settings(ws: Workspace, name: str) -> Any:
-    """The spec of section `name` (or its older alias) in the workspace's config; the
+    """The spec of section `name` in the workspace's config; the
     defaults when none was saved, or when what was saved no longer passes the rules."""
     section = config.section_name(name)
     saved = (ws.meta().get("config") or {}).get(section) or {}
@@ -82,8 +82,18 @@ def settings(ws: Workspace, name: str) -> Any:
     return getattr(cfg, section)
 
 
+def use_warmup(ws: Workspace) -> bool:
+    """`[warmup] enabled` of the workspace's config."""
+    return bool(((ws.meta().get("config") or {}).get("warmup") or {}).get("enabled", True))
+
+
+def set_use_warmup(ws: Workspace, enabled: bool) -> None:
+    """Store `[warmup] enabled` in the workspace's config, beside the warm-up's settings."""
+    ws.update_config("warmup", {"enabled": bool(enabled)})
+
+
 def save_settings(ws: Workspace, **specs: Any) -> None:
-    """Store specs (by section name or alias) in the workspace's one config."""
+    """Store specs (by section name) in the workspace's one config."""
     cfg = dict(ws.meta().get("config") or {})
     for name, spec in specs.items():
         cfg[config.section_name(name)] = config.to_dict(spec)
@@ -161,7 +171,7 @@ def _load_pool(key: tuple, format: str, shape: str, cache_dir: str, id_field: st
     """One Pool per file version, named columns and process: memory-mapped from the
     workspace's pool cache (parsed there once, shared with the CLI), so a rerun never copies
     the pool."""
-    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.data.load import load_pool
 
     return load_pool(Path(key[0]), format=format, shape=shape, cache_dir=cache_dir,
                      id_field=id_field or None, source_field=source_field or None)

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import tomli_w
 
 from clusterucb_core.data.demo import find_demo_dir
+from clusterucb_core.workspace import check_name
 
 DEMO_DIR = find_demo_dir()  # the checkout's sample_data/, or the installed demo
 DEMO_MODEL = DEMO_DIR / "demo_model"
@@ -401,8 +402,6 @@ class RunConfig(Spec):
     export_dir: str = ""  # default: <workspace>/exports/<run_id>
 
     def check(self) -> None:
-        from clusterucb_core.workspace import check_name
-
         try:
             check_name(self.run_id, "run id")
         except ValueError as exc:
@@ -423,15 +422,12 @@ class RunConfig(Spec):
 SECTIONS: dict[str, type] = {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
                              "cluster_features": FeatureSpec, "reward_features": FeatureSpec,
                              "clusters": ClusterSpec, "selection": SelectionSpec}
-# names the app used for two sections before there was one config
-SECTION_ALIASES = {"features": "reward_features", "cluster": "clusters"}
 _TOP = {f.name for f in dataclasses.fields(RunConfig)} - set(SECTIONS) - {"use_warmup",
                                                                           "export_dir"}
 
 
 def section_name(name: str) -> str:
-    """The section a name stands for (an old alias, or the name itself); ValueError if none."""
-    name = SECTION_ALIASES.get(name, name)
+    """`name` when it is a settings section; ValueError naming the sections if not."""
     if name not in SECTIONS:
         raise ValueError(f"unknown settings section {name!r}; sections: {', '.join(SECTIONS)}")
     return name
@@ -525,26 +521,6 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     out["warmup"]["enabled"] = cfg.use_warmup
     out["export"] = {"out": cfg.export_dir}
     return out
-
-
-def migrate_workspace_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """workspace.json as written before there was one config: the app kept its forms under
-    `settings` (with its own section names) and `use_warmup` beside the pipeline's `config`;
-    both fold into `config` (the forms win: they are what the user chose last)."""
-    if "settings" not in meta and "use_warmup" not in meta:
-        return meta
-    meta = dict(meta)
-    settings = meta.pop("settings", None) or {}
-    use_warmup = meta.pop("use_warmup", None)
-    cfg = dict(meta.get("config") or {})
-    for name, values in settings.items():
-        key = SECTION_ALIASES.get(name, name)
-        if key in SECTIONS and isinstance(values, dict):
-            cfg[key] = {**(cfg.get(key) or {}), **values}
-    if use_warmup is not None:
-        cfg["warmup"] = {**(cfg.get("warmup") or {}), "enabled": bool(use_warmup)}
-    meta["config"] = cfg
-    return meta
 
 
 def check_runnable(cfg: RunConfig) -> None:

@@ -107,7 +107,7 @@ class Pipeline:
     # ------------------------------------------------------------------ inputs
     @cached_property
     def pool(self):
-        from clusterucb_core.data.pool import load_pool
+        from clusterucb_core.data.load import load_pool
 
         pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape,
                          cache_dir=self.ws.pool_cache(),

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
 
     from clusterucb_core.cli.select import SCORES_DIR
     from clusterucb_core.clustering.clusterset import load_clusters
-    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.data.load import load_pool
     from clusterucb_core.export.files import export_selection
     from clusterucb_core.selection.runs import open_run
     from clusterucb_core.workspace import Workspace

@@ -81,7 +81,7 @@ def lora_spec_from(args: argparse.Namespace):
 
 def open_pool(args: argparse.Namespace, ws: Any):
     """--pool, else the pool recorded in the workspace; through the workspace's pool cache."""
-    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.data.load import load_pool
 
     cache = ws.pool_cache()
     if args.pool:

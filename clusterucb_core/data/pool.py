@@ -241,28 +241,6 @@ class Pool:
         return self._table
 
 
-# --------------------------------------------------------------------------- entry point
-def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
-              strict: bool = False, cache_dir: str | Path | None = None,
-              id_field: str | None = None, source_field: str | None = None) -> Pool:
-    """Read a pool file (or `datasets` folder) into the columnar table; see module doc.
-
-    With `cache_dir` (a workspace's pool cache) the table is parsed once, written there and
-    memory-mapped by every later call while the file is unchanged (`pool_cache.py`).
-    `id_field` / `source_field` name the column holding each record's id / source, for pools
-    that do not use `id` and `dataset`/`source`; a named column no record has is an error."""
-    path = sources.resolve(path)  # a Hub dataset or a .gz file: its local, plain copy
-    if cache_dir is not None:
-        from clusterucb_core.data.pool_cache import cached_pool
-
-        return cached_pool(path, cache_dir, format=format, shape=shape, strict=strict,
-                           id_field=id_field, source_field=source_field)
-    parsed = parse_pool(path, format, shape, id_field=id_field, source_field=source_field)
-    pool = Pool(data=pa.Table.from_batches(parsed.batches, SCHEMA), **parsed.meta())
-    check_pool(pool, strict)
-    return pool
-
-
 def check_pool(pool: Pool, strict: bool) -> None:
     """The errors every load raises: no usable row, or any problem in strict mode."""
     report, path = pool.report, pool.path
@@ -1098,4 +1076,4 @@ def chats(pool: Any, rows: Any) -> list[list[dict]]:
 
 
 __all__ = ["FORMATS", "SHAPES", "Pool", "PoolError", "Problem", "ValidationReport", "chats",
-           "load_pool", "parse_pool"]
+           "parse_pool"]

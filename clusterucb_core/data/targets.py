@@ -328,7 +328,8 @@ def _tydiqa(path: Path) -> list[TargetExample]:
 # --------------------------------------------------------------------------- pool files
 def _pool_target(path: Path) -> list[TargetExample]:
     from clusterucb_core.data.formatting import render_tulu_prompt
-    from clusterucb_core.data.pool import PoolError, load_pool
+    from clusterucb_core.data.load import load_pool
+    from clusterucb_core.data.pool import PoolError
 
     try:
         pool = load_pool(path)
