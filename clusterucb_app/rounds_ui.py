@@ -259,6 +259,6 @@ def against_exhaustive(ws: Workspace, run: selection.SelectionRun) -> None:
 
     curve = fidelity.run_curve(run.round_drawn, ex, run.n_top)
     rand = fidelity.random_curve(ex, run.n_top, exclude=run.labels < 0)
-    st.plotly_chart(fidelity.budget_figure(curve, rand), key="ucb_budget_curve")
+    st.plotly_chart(pr.budget_figure(curve, rand), key="ucb_budget_curve")
     st.caption("What the budget bought: this run after each round, random draws of the same "
                "size (mean of 5 seeds), and exhaustive LESS (every row scored).")
