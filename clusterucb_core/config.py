@@ -37,6 +37,9 @@ POLICY = Literal["ucb_beta", "ucb1", "thresh_hard", "thresh_normal", "random", "
 POOL_FORMAT = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "datasets"]
 POOL_SHAPE = Literal["auto", "messages", "alpaca", "sharegpt", "prompt_completion"]
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# how K is picked when k = "auto" (clustering/krule.py): the K scan's silhouette, about m
+# cold-start draws per arm, or a fixed K
+K_RULE = re.compile(r"^(silhouette|size[1-9]\d*|fixed[1-9]\d*)$")
 
 
 def check_device(device: Any) -> str:
@@ -268,6 +271,11 @@ class ClusterSpec(Spec):
     batch_size: int = _f(4096, 1)
     # k-means++ restarts, the lowest inertia kept
     n_init: int = field(default=3, metadata={"lo": 1, "added": True})
+
+    def check(self) -> None:
+        if not K_RULE.match(self.k_rule):
+            raise ConfigError("k_rule", self.k_rule, "must be silhouette, size<m> (each arm "
+                              "about m cold-start draws, m >= 1) or fixed<K> (K >= 1)")
 
     @property
     def auto_k(self) -> bool:
