@@ -14,20 +14,15 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from clusterucb_core.cli.spec_flags import add_spec_flags, spec_from_flags
+from clusterucb_core.config import RunConfig, SelectionSpec
+
 HELP = "select data: a UCB bandit over clusters spends the budget, the top-p rows are kept"
 
 SCORES_DIR = "scores"
-_SPEC_FLAGS = {"policy": "policy", "beta": "beta", "cold_start": "cold_start",
-               "budget": "budget", "top_p": "top_p", "draw_batch": "draw_batch",
-               "seed": "seed", "quantile": "quantile", "draw_order": "draw_order"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from clusterucb_core.config import RunConfig
-    from clusterucb_core.selection.policies import POLICIES
-    from clusterucb_core.selection.run import DRAW_ORDERS, draw_order_help
-
-    d = RunConfig().selection
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
     parser.add_argument("--clusters", help="clustering name in W/clusters/ (default: the "
                                            "workspace's current one, else the newest)")
@@ -37,23 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "W/scores/exhaustive.npy when present)")
     src.add_argument("--lazy", action="store_true",
                      help="compute gradients only for the drawn rows (needs features set up)")
-    parser.add_argument("--policy", choices=POLICIES, default=None,
-                        help=f"arm rule (default {d.policy})")
-    parser.add_argument("--beta", type=float, default=None,
-                        help=f"ucb_beta: mean + beta*std (default {d.beta})")
-    parser.add_argument("--cold-start", type=float, default=None,
-                        help=f"fraction of each cluster drawn first (default {d.cold_start})")
-    parser.add_argument("--budget", type=float, default=None,
-                        help=f"fraction of the pool scored in all (default {d.budget})")
-    parser.add_argument("--top-p", type=float, default=None,
-                        help=f"fraction of the pool selected (default {d.top_p})")
-    parser.add_argument("--draw-batch", type=int, default=None,
-                        help=f"rows drawn per round (default {d.draw_batch})")
-    parser.add_argument("--seed", type=int, default=None, help=f"seed (default {d.seed})")
-    parser.add_argument("--quantile", type=float, default=None,
-                        help=f"thresh_* policies: tau = top-q quantile (default {d.quantile})")
-    parser.add_argument("--draw-order", choices=DRAW_ORDERS, default=None,
-                        help=f"{draw_order_help()} (default {d.draw_order})")
+    add_spec_flags(parser, SelectionSpec, RunConfig().selection)
     parser.add_argument("--run-id", help="run name (default: run-<date>-<time>); an existing "
                                          "run is continued")
     parser.add_argument("--rounds", type=int, default=None,
@@ -152,13 +131,7 @@ def make_oracle(ws: Any, meta: Any, n_rows: int) -> Any:
 
 def spec_from_args(args: argparse.Namespace, base: Any = None) -> tuple[Any, list[str]]:
     """The spec the flags ask for, and the names of flags given explicitly."""
-    import dataclasses
-
-    from clusterucb_core.config import RunConfig
-
-    base = base or RunConfig().selection
-    given = {f: getattr(args, a) for a, f in _SPEC_FLAGS.items() if getattr(args, a) is not None}
-    return dataclasses.replace(base, **given), sorted(given)
+    return spec_from_flags(args, SelectionSpec, base or RunConfig().selection)
 
 
 def new_run_id() -> str:

@@ -29,7 +29,7 @@ from typing import Any, get_args
 
 import numpy as np
 
-from clusterucb_core.config import DRAW_ORDER, SelectionSpec, from_dict, to_dict
+from clusterucb_core.config import DRAW_ORDER, SelectionSpec, field_info, from_dict, to_dict
 from clusterucb_core.selection import runlog
 from clusterucb_core.selection.oracle import Oracle
 from clusterucb_core.selection.policies import (
@@ -44,19 +44,7 @@ from clusterucb_core.selection.policies import (
 from clusterucb_core.selection.surrogate import RewardModel
 
 DRAW_ORDERS: tuple[str, ...] = get_args(DRAW_ORDER)
-DRAW_ORDER_LABELS = {"predicted": "predicted (a reward model on the cluster features)",
-                     "random": "random (the paper)",
-                     "similar": "similar to the best rows so far"}
-
-
-def draw_order_help() -> str:
-    """What each draw order does, for the app's and the CLI's help."""
-    return ("Which undrawn rows of the chosen cluster a round scores. random: uniformly, as in "
-            "the paper. predicted: the ones a ridge model of the reward on the cluster "
-            "features ranks highest; the model is refitted on every row scored so far, and "
-            "UCB's mean for a cluster becomes the predicted mean of its next draws. similar: "
-            "the ones closest to the best rows scored so far. predicted and similar read the "
-            "cluster features.")
+DRAW_ORDER_LABELS: dict[str, str] = field_info(SelectionSpec, "draw_order")["labels"]
 
 
 # draw_order "predicted" refits its reward model when the scored rows have grown by this
