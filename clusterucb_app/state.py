@@ -20,6 +20,7 @@ from typing import Any
 import streamlit as st
 
 from clusterucb_core import config
+from clusterucb_core.selection.exhaustive import saved_exhaustive
 from clusterucb_core.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -228,8 +229,6 @@ def progress_summary(ws: Workspace) -> list[tuple[str, bool]]:
 # clusters, map, scores (engine files in the workspace)
 # ---------------------------------------------------------------------------------------------
 
-SCORES_DIR = "scores"
-
 
 def cluster_names(ws: Workspace) -> list[str]:
     return [n for n in ws.list("clusters") if (ws.clusters(n) / "meta.json").exists()]
@@ -323,49 +322,16 @@ def load_kscan(ws: Workspace, features: str | None) -> Any | None:
     return df
 
 
-def scores_path(ws: Workspace, name: str = "exhaustive") -> Path:
-    return ws.root / SCORES_DIR / f"{name}.npy"
-
-
 def exhaustive_scores(ws: Workspace, n_rows: int | None = None) -> Any | None:
-    """The exhaustive scores when they are this pool's and this target's, else None.
-
-    Only the pipeline's own table (`W/scores/exhaustive.npy`, see Pipeline.scores_path) with
-    the identity `Pipeline.exhaustive_scores` records beside it: the same target fingerprint,
-    and every feature store it was scored from present in the workspace and made from this
-    pool. Checked from the files, without loading the model (as Pipeline.known_exhaustive
-    would), so the pages stay fast.
-    """
-    import json
-
-    import numpy as np
-
-    from clusterucb_core.config import fingerprint
-
-    path = scores_path(ws)
-    side = path.with_suffix(".json")
-    if not (path.exists() and side.exists()):
-        return None
+    """The exhaustive scores when they are this pool's and this target's, else None (the
+    engine's check, from the files: the pages stay fast)."""
     try:
-        ident = json.loads(side.read_text()).get("identity") or {}
         pool, target = load_pool(ws), load_target(ws)
     except (OSError, ValueError):
         return None
-    if pool is None or target is None or ident.get("target") != target.fingerprint:
+    if pool is None or target is None or (n_rows is not None and n_rows != len(pool)):
         return None
-    stores = {}
-    for name in ws.list("features"):
-        manifest = ws.features(name) / "manifest.json"
-        with_ident = json.loads(manifest.read_text()).get("identity") if manifest.exists() else None
-        if isinstance(with_ident, dict):
-            stores[fingerprint(with_ident)] = with_ident
-    for fp in ident.get("stores") or []:
-        if fp not in stores or stores[fp].get("pool") != pool.fingerprint:
-            return None
-    arr = np.load(path, mmap_mode="r")
-    if arr.ndim != 1 or len(arr) != len(pool) or (n_rows is not None and len(arr) != n_rows):
-        return None
-    return np.asarray(arr, dtype=np.float64)
+    return saved_exhaustive(ws, pool.fingerprint, target.fingerprint, len(pool))
 
 
 def ledger(ws: Workspace, clustering: str | None = None) -> Any:

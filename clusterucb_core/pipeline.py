@@ -31,10 +31,10 @@ from clusterucb_core.config import (
     to_dict,
 )
 from clusterucb_core.runtime import atomic
+from clusterucb_core.selection import exhaustive
 from clusterucb_core.workspace import Workspace, check_name
 
 Log = Callable[[str], None]
-SCORES_DIR = "scores"
 
 
 def warmup_key(spec: WarmupSpec) -> dict[str, Any]:
@@ -449,7 +449,7 @@ class Pipeline:
     @property
     def scores_path(self) -> Path:
         """Exhaustive scores, where `clusterucb select` and the app look for them."""
-        return self.ws.root / SCORES_DIR / "exhaustive.npy"
+        return self.ws.scores()
 
     def _scores_identity(self) -> dict[str, Any]:
         return {"stores": [eng.fingerprint for eng in self.reward_engines],
@@ -457,14 +457,12 @@ class Pipeline:
 
     def known_exhaustive(self) -> np.ndarray | None:
         """The saved exhaustive scores when they were made from these features and target."""
-        meta = self.scores_path.with_suffix(".json")
-        if not (self.scores_path.exists() and meta.exists()):
+        ident = exhaustive.identity(self.ws)
+        if ident is None or ident.get("weights") != self.checkpoint_weights():
             return None
-        import json
-
-        if json.loads(meta.read_text()).get("identity") != self._scores_identity():
-            return None
-        return np.load(self.scores_path)
+        return exhaustive.saved_exhaustive(
+            self.ws, self.pool.fingerprint, self.target.fingerprint, len(self.pool),
+            stores=[eng.fingerprint for eng in self.reward_engines])
 
     def exhaustive_scores(self) -> np.ndarray:
         """Every row scored (LESS without the bandit): for teaching and recall figures."""

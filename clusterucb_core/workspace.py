@@ -107,6 +107,10 @@ class Workspace:
     def jobs(self, job_id: str | None = None) -> Path:
         return self._sub("jobs", job_id)
 
+    def scores(self, name: str = "exhaustive") -> Path:
+        """A score table (one score per pool row): `exhaustive` is the pipeline's own."""
+        return self._sub("scores", f"{name}.npy")
+
     def pool_cache(self) -> Path:
         return self._sub("pool_cache")
 

@@ -63,7 +63,6 @@ def pool_ref(ws: Any, recorded: Any, args: argparse.Namespace) -> dict[str, Any]
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from clusterucb_core.cli.select import SCORES_DIR
     from clusterucb_core.clustering.clusterset import load_clusters
     from clusterucb_core.data.load import load_pool
     from clusterucb_core.export.files import export_selection
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     pool = load_pool(resolve_path(ws, ref["path"]), ref.get("format", "auto"),
                      ref.get("shape", "auto"), cache_dir=ws.pool_cache())
     exhaustive = None
-    ex_path = ws.root / SCORES_DIR / "exhaustive.npy"
+    ex_path = ws.scores()
     if ex_path.exists():
         arr = np.load(ex_path)
         exhaustive = arr if arr.ndim == 1 and len(arr) == len(labels) else None

@@ -19,7 +19,6 @@ from clusterucb_core.config import RunConfig, SelectionSpec
 
 HELP = "select data: a UCB bandit over clusters spends the budget, the top-p rows are kept"
 
-SCORES_DIR = "scores"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,12 +84,12 @@ def load_scores(path: Path):
 def resolve_scores(ws: Any, value: str | None) -> tuple[Path | None, str]:
     """(path, reward kind) for --scores; (None, 'lazy') when there is no table."""
     if value is None:
-        default = ws.root / SCORES_DIR / "exhaustive.npy"
+        default = ws.scores()
         return (default, "exhaustive") if default.exists() else (None, "lazy")
     p = Path(value).expanduser()
     if p.exists():
         return p.resolve(), "table"
-    named = ws.root / SCORES_DIR / f"{value}.npy"
+    named = ws.scores(value)
     if named.exists():
         return named, "exhaustive" if value == "exhaustive" else "table"
     raise FileNotFoundError(f"no scores at {value} nor {named}")
@@ -120,7 +119,7 @@ def make_oracle(ws: Any, meta: Any, n_rows: int) -> Any:
     if kind == "lazy":
         return lazy_oracle(ws, meta.clustering, n_rows)
     path = Path(meta.scores_path) if meta.scores_path else \
-        ws.root / SCORES_DIR / "exhaustive.npy"
+        ws.scores()
     if not path.exists():
         raise FileNotFoundError(f"this run's reward table {path} is gone")
     scores = load_scores(path)
