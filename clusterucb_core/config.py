@@ -268,6 +268,12 @@ class FeatureSpec(Spec):
     max_length: int = field(default=0, metadata={"lo": 0, "added": True})
 
 
+def effective_max_length(spec: FeatureSpec, model_max_length: int) -> int:
+    """Tokens a row keeps for these features: the model's max_length, or the features' own
+    `max_length` when that is set and shorter."""
+    return min(spec.max_length or model_max_length, model_max_length)
+
+
 def feature_options(spec: FeatureSpec) -> dict[str, Any]:
     """The cluster-feature options that differ from their defaults (for identities and store
     names: stores made before the options existed keep their keys)."""

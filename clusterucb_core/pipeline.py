@@ -27,6 +27,7 @@ from clusterucb_core.config import (
     WarmupSpec,
     config_from_dict,
     config_to_dict,
+    effective_max_length,
     fingerprint,
     to_dict,
 )
@@ -51,7 +52,7 @@ def warmup_key(spec: WarmupSpec) -> dict[str, Any]:
 
 def describe_features(spec: FeatureSpec, model_max_length: int) -> str:
     """One sentence naming the cluster features and why they cost what they do."""
-    ml = min(spec.max_length or model_max_length, model_max_length)
+    ml = effective_max_length(spec, model_max_length)
     if spec.kind == "hidden":
         depth = (f"the first {spec.layers} decoder block(s) only (early exit)" if spec.layers
                  else "the whole model")
