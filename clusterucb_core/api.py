@@ -27,7 +27,7 @@ def _build(cls: type, names: dict[str, str], **params: Any) -> Any:
 
 
 class SphericalKMeans(ClusterMixin, BaseEstimator):
-    """Spherical k-means: rows are L2-normalised, similarity is the cosine (METHOD.md s.3).
+    """Spherical k-means: rows are L2-normalised, similarity is the cosine (docs/METHOD.md s.3).
 
     k-means++ seeding, Lloyd iterations to `tol`, empty clusters re-seeded; rows that cannot be
     normalised (NaN/inf or all zero) get the label -1. `minibatch=True` streams the rows in
@@ -104,7 +104,7 @@ _SEL = SelectionSpec()  # the defaults, declared once in config.py
 
 class ClusterUCB(BaseEstimator):
     """ClusterUCB selection: a bandit over clusters spends a scoring budget, then keeps the
-    top-p of the scored rows (METHOD.md s.4).
+    top-p of the scored rows (docs/METHOD.md s.4).
 
     `fit(labels, rewards)`: `labels` is the cluster of each pool row (-1: never drawn);
     `rewards` is one score per row (an array), or a function `rows -> scores` called only for

@@ -320,7 +320,7 @@ BALANCE_HELP = {
 
 @dataclass(frozen=True)
 class SelectionSpec(Spec):
-    """ClusterUCB settings; fractions are of the pool size N (METHOD.md section 4). Each
+    """ClusterUCB settings; fractions are of the pool size N (docs/METHOD.md section 4). Each
     field's help and label here are the only ones: the CLI flags (`clusterucb select`), the
     app's new-run form and the Python API (`ClusterUCB`) are built from them."""
 
@@ -447,7 +447,7 @@ class RunConfig(Spec):
     lora: LoraSpec = LoraSpec()
     use_warmup: bool = True
     warmup: WarmupSpec = WarmupSpec()
-    # The clustering features need not be the reward features (METHOD.md s.3): forward-only
+    # The clustering features need not be the reward features (docs/METHOD.md s.3): forward-only
     # hidden states cost one forward pass per row, so clustering the whole pool stays cheap.
     # Early exit after the first decoder block: the best recall per cost on the demo and the
     # Flan + MMLU pools (bench/bench_fidelity.py; README "Selection fidelity").
@@ -458,7 +458,7 @@ class RunConfig(Spec):
     selection: SelectionSpec = SelectionSpec(draw_order="predicted")
     make_map: bool = True
     exhaustive: bool = False  # also score every row (teaching, recall figures)
-    # Dynamic ClusterUCB (METHOD.md s.5): > 1 trains one epoch on each selection and selects
+    # Dynamic ClusterUCB (docs/METHOD.md s.5): > 1 trains one epoch on each selection and selects
     # again at the new checkpoint with the same clusters and a fresh bandit.
     dynamic_rounds: int = _f(1, 1)
     export_dir: str = ""  # default: <workspace>/exports/<run_id>

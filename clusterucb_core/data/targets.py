@@ -1,4 +1,4 @@
-"""Target validation sets: what the selected data should help with (METHOD.md section 2b).
+"""Target validation sets: what the selected data should help with (docs/METHOD.md section 2b).
 
 A target is a list of (subtask, prompt, completion) examples; only the completion is trained on
 when its gradient is taken (`formatting.encode_prompt_completion`). Influence is the max over

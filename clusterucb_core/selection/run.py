@@ -1,4 +1,4 @@
-"""The ClusterUCB selection run (METHOD.md section 4); the arm policies live in policies.py.
+"""The ClusterUCB selection run (docs/METHOD.md section 4); the arm policies live in policies.py.
 
 `SelectionRun`: cold start, budget, rounds (`step()` returns a `RoundRecord`), final top-p
 with the curation ledger applied. Its state is an append-only log (runlog.py); a run reopens
@@ -183,7 +183,7 @@ class SelectionResult:
 
 
 class SelectionRun:
-    """One ClusterUCB selection over a fixed clustering (METHOD.md section 4).
+    """One ClusterUCB selection over a fixed clustering (docs/METHOD.md section 4).
 
     labels: cluster index per pool row (0..K-1); a negative label keeps the row out of the
       bandit (never drawn) but it still counts in N. Empty clusters are exhausted arms.
