@@ -11,8 +11,9 @@ from pathlib import Path
 import pyarrow as pa
 
 from clusterucb_core.data import sources
-from clusterucb_core.data.pool import SCHEMA, Pool, check_pool, parse_pool
+from clusterucb_core.data.pool import Pool, check_pool, parse_pool
 from clusterucb_core.data.pool_cache import cached_pool
+from clusterucb_core.data.schema import SCHEMA
 
 
 def load_pool(path: str | Path, format: str = "auto", shape: str = "auto",
