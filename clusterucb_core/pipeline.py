@@ -31,6 +31,7 @@ from clusterucb_core.config import (
     fingerprint,
     to_dict,
 )
+from clusterucb_core.data.pool_record import problems_sentence, problems_summary, record_pool
 from clusterucb_core.runtime import atomic
 from clusterucb_core.selection import exhaustive
 from clusterucb_core.workspace import Workspace, check_name
@@ -48,6 +49,24 @@ def warmup_key(spec: WarmupSpec) -> dict[str, Any]:
     if not d["max_grad_norm"]:
         d.pop("max_grad_norm")
     return d
+
+
+def warmup_name(pool_fingerprint: str, model: Any, lora: Any, warmup: WarmupSpec) -> str:
+    """The checkpoint set `warmup-<key>` of one pool/model/LoRA/warm-up setting (`run` trains
+    it, `features` finds it)."""
+    from clusterucb_core.features.model import weights_fingerprint
+
+    # The model by content, not path: a moved repository or workspace keeps its warm-up.
+    key = fingerprint(pool_fingerprint, weights_fingerprint(model.name_or_path),
+                      replace(model, name_or_path=""), lora, warmup_key(warmup))
+    return f"warmup-{key[:8]}"
+
+
+def clusters_name(store: str, spec: Any) -> str:
+    """A clustering's folder name, from its feature store and settings (`run`, `cluster`)."""
+    cond = f"-{spec.condition}" if spec.condition != "none" else ""
+    k = ("auto" if spec.k_rule == "silhouette" else spec.k_rule) if spec.auto_k else spec.k
+    return check_name(f"{store}{cond}-k{k}")
 
 
 def describe_features(spec: FeatureSpec, model_max_length: int) -> str:
@@ -114,15 +133,17 @@ class Pipeline:
                          cache_dir=self.ws.pool_cache(),
                          id_field=self.cfg.pool_id_field or None,
                          source_field=self.cfg.pool_source_field or None)
-        rep = pool.report
+        self.__dict__["pool_problems"] = problems = problems_summary(self.ws.root, pool)
+        said = problems_sentence(problems)
         self.log(f"pool: {len(pool)} rows from {pool.path} ({pool.format}, {pool.shape})"
-                 + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))
-        self.ws.update_meta(pool={"path": str(pool.path), "fingerprint": pool.fingerprint,
-                                  "format": pool.format, "shape": pool.shape,
-                                  "id_field": self.cfg.pool_id_field,
-                                  "source_field": self.cfg.pool_source_field,
-                                  "n_rows": len(pool)})
+                 + (f"; {said}" if said else ""))
+        record_pool(self.ws, pool, self.cfg.pool_id_field, self.cfg.pool_source_field)
         return pool
+
+    @cached_property
+    def pool_problems(self) -> dict[str, Any]:
+        """Dropped rows and warnings of the pool (set when the pool is read)."""
+        return problems_summary(self.ws.root, self.pool)
 
     @cached_property
     def target(self):
@@ -162,13 +183,8 @@ class Pipeline:
     @property
     def warmup_dir(self) -> Path:
         """Where this pool/model/LoRA/warm-up setting's checkpoints live."""
-        from clusterucb_core.features.model import weights_fingerprint
-
         c = self.cfg
-        # The model by content, not path: a moved repository or workspace keeps its warm-up.
-        key = fingerprint(self.pool.fingerprint, weights_fingerprint(c.model.name_or_path),
-                          replace(c.model, name_or_path=""), c.lora, warmup_key(c.warmup))
-        return self.ws.checkpoints(f"warmup-{key[:8]}")
+        return self.ws.checkpoints(warmup_name(self.pool.fingerprint, c.model, c.lora, c.warmup))
 
     def warmup_ready(self) -> bool:
         """True when the warm-up for these settings is trained (nothing to compute)."""
@@ -257,10 +273,7 @@ class Pipeline:
 
     @property
     def clusters_name(self) -> str:
-        spec = self.cfg.clusters
-        cond = f"-{spec.condition}" if spec.condition != "none" else ""
-        k = ("auto" if spec.k_rule == "silhouette" else spec.k_rule) if spec.auto_k else spec.k
-        return check_name(f"{self.cluster_store.path.name}{cond}-k{k}")
+        return clusters_name(self.cluster_store.path.name, self.cfg.clusters)
 
     @cached_property
     def clusters(self):
@@ -528,7 +541,8 @@ class Pipeline:
                    "budget_used": int(run.budget_used), "budget_total": int(run.budget_total),
                    "rounds": len(run.records), "work": dict(self.work),
                    "unscorable_rows": rep.n_unscorable, "truncated_rows": rep.n_truncated,
-                   "formatting": rep.sentence(), "target_truncation": self.target_sentence()}
+                   "formatting": rep.sentence(), "target_truncation": self.target_sentence(),
+                   "pool_problems": self.pool_problems}
         if exhaustive is not None:
             from clusterucb_core.selection.oracle import run_metrics
 

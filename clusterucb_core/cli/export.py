@@ -63,13 +63,13 @@ def pool_ref(ws: Any, recorded: Any, args: argparse.Namespace) -> dict[str, Any]
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from clusterucb_core.cli.stage import open_workspace
     from clusterucb_core.clustering.clusterset import load_clusters
     from clusterucb_core.data.load import load_pool
     from clusterucb_core.export.files import export_selection
     from clusterucb_core.selection.runs import open_run
-    from clusterucb_core.workspace import Workspace
 
-    ws = Workspace.open(args.workspace, create=False)
+    ws = open_workspace(args.workspace)
     run_id = args.run or ws.meta().get("current_run")
     if not run_id:
         raise ValueError("which run? pass --run (no current run in the workspace)")

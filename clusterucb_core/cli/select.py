@@ -128,6 +128,13 @@ def make_oracle(ws: Any, meta: Any, n_rows: int) -> Any:
     return TableOracle(scores, name=kind or "table")
 
 
+def scores_source(meta: Any) -> str:
+    """What a run's recall is measured against: the exhaustive scores, or the user's table."""
+    if meta.reward == "table":
+        return f"the whole score table {Path(meta.scores_path).name} (the run's rewards)"
+    return "exhaustive scores"
+
+
 def spec_from_args(args: argparse.Namespace, base: Any = None) -> tuple[Any, list[str]]:
     """The spec the flags ask for, and the names of flags given explicitly."""
     return spec_from_flags(args, SelectionSpec, base or RunConfig().selection)
@@ -147,14 +154,15 @@ def _fmt(x: float) -> str:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from clusterucb_core.cli.stage import open_workspace, settings
     from clusterucb_core.clustering.clusterset import load_clusters
     from clusterucb_core.selection import run as selection
     from clusterucb_core.selection.oracle import run_metrics
     from clusterucb_core.selection.runlog import RunLog, RunMeta
     from clusterucb_core.selection.runs import new_run, open_run
-    from clusterucb_core.workspace import Workspace, check_name
+    from clusterucb_core.workspace import check_name
 
-    ws = Workspace.open(args.workspace, create=False)
+    ws = open_workspace(args.workspace)
     run_id = check_name(args.run_id, "run id") if args.run_id else new_run_id()
 
     def oracle_for(meta: RunMeta, n_rows: int) -> Any:
@@ -173,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
               f"({sel.budget_used}/{sel.budget_total} rows scored)")
     else:
         name = clusters_name(ws, args.clusters)
-        spec, given = spec_from_args(args)
+        spec, given = spec_from_args(args, settings(ws).selection)
         if spec.draw_order != "random" and "draw_order" not in given and \
                 not load_clusters(ws, name).meta.get("features"):
             spec = dataclasses.replace(spec, draw_order="random")
@@ -206,7 +214,7 @@ def run(args: argparse.Namespace) -> int:
           f"scored, {len(sel.selected())} selected")
     metrics = run_metrics(sel)
     if metrics is not None:
-        print(f"against exhaustive scores: recall of the top-{sel.spec.top_p:g} "
+        print(f"against {scores_source(sel.meta)}: recall of the top-{sel.spec.top_p:g} "
               f"{_fmt(metrics['recall'])}, score mass {_fmt(metrics['mass_share'])}")
     print(f"log: {sel.log_path}")
     print(f"export with: clusterucb export --workspace {ws.root} --run {run_id}",
