@@ -120,7 +120,9 @@ def new_run(workspace: Workspace | str | Path, run_id: str, spec: SelectionSpec,
                             _ledger(ws, meta.clustering), n_clusters=cs.k, meta=meta,
                             features=_features(ws, cs, spec))
     except FileExistsError:
-        run = open_run(ws, run_id, made)
+        theirs = read_meta(ws, run_id)
+        same = (theirs.reward, theirs.scores_path) == (meta.reward, meta.scores_path)
+        run = open_run(ws, run_id, made if same else oracle)
     if run.spec != spec or run.meta.clustering != meta.clustering:
         raise FileExistsError(f"run {run_id!r} already exists with other settings; "
                               "choose another run id")
