@@ -217,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"against {scores_source(sel.meta)}: recall of the top-{sel.spec.top_p:g} "
               f"{_fmt(metrics['recall'])}, score mass {_fmt(metrics['mass_share'])}")
     print(f"log: {sel.log_path}")
-    print(f"export with: clusterucb export --workspace {ws.root} --run {run_id}",
+    known = sel.meta.pool or ws.meta().get("pool")  # what export will read (else --pool)
+    print(f"export with: clusterucb export --workspace {ws.root} --run {run_id}"
+          + ("" if known else " --pool POOL (no pool is recorded for this workspace)"),
           file=sys.stderr)
     return 0

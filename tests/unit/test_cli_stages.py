@@ -148,8 +148,12 @@ def _small_workspace(tmp_path: Path):
 def test_a_writer_that_waits_too_long_gets_one_line_and_exit_2(tmp_path, capsys, monkeypatch):
     """Item 12: RunLocked from the CLI is one `error:` line, exit 2, not a traceback."""
     ws, table, _ = _small_workspace(tmp_path)
-    assert cli(capsys, "select", "-w", ws.root, "--scores", table, "--run-id", "r",
-               "--rounds", 1)[0] == 0
+    code, out, err = cli(capsys, "select", "-w", ws.root, "--scores", table, "--run-id", "r",
+                         "--rounds", 1)
+    assert code == 0
+    # no pool is recorded here: the export hint asks for one instead of giving a command
+    # that fails
+    assert f"export --workspace {ws.root} --run r --pool POOL (no pool is recorded" in err
     monkeypatch.setattr(runlog, "LOCK_WAIT_S", 0.0)  # the wait ran out
     with RunLog(ws.runs("r")).writer():  # another process is stepping the run
         code, out, err = cli(capsys, "select", "-w", ws.root, "--run-id", "r", "--rounds", 1)
