@@ -97,8 +97,8 @@ def test_a_copy_of_the_demo_workspace_stage_by_stage(demo_copy, capsys, demo_mod
     assert code == 0, err
     assert "max_length 256" in out
     assert "checkpoints/warmup-7d52d621/ckpt-2" in out, out
-    assert "store " + str(ws.resolve() / "features" / "gradient-adam-ckpt-2-countsketch-d1024") \
-        in out
+    store = ws.resolve() / "features" / "gradient-adam-ckpt-2-countsketch-d1024"
+    assert f"store {store}: 3372/3372 rows done" in out  # reused, nothing recomputed
     # the cluster features: the shipped hidden states (first block, answer-pooled)
     code, out, err = cli(capsys, "features", "-w", ws, "--kind", "hidden", "--rows", "0:8")
     assert code == 0, err
@@ -122,6 +122,27 @@ def test_a_copy_of_the_demo_workspace_stage_by_stage(demo_copy, capsys, demo_mod
     assert code == 0, err
     exported = (ws / "exports" / "c" / "selected.jsonl").read_bytes().splitlines()
     assert len(exported) == int(3372 * 0.05)
+
+
+def test_the_issue_commands_on_a_demo_copy_as_subprocesses(demo_copy):
+    """Item 10 as reported: `cp -r sample_data/demo_workspace W; clusterucb select -w W
+    --run-id c; clusterucb export -w W --run c`, each its own process."""
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=str(root))
+
+    def run(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "clusterucb_core.cli", *argv],
+                              cwd=demo_copy.parent, env=env, capture_output=True, text=True)
+
+    sel = run("select", "-w", "W", "--run-id", "c")
+    assert sel.returncode == 0, sel.stderr
+    hint = next(line for line in sel.stderr.splitlines() if line.startswith("export with:"))
+    exp = run(*hint.split(": ", 1)[1].split()[1:])  # the command select printed
+    assert exp.returncode == 0, exp.stderr
+    assert f"exported run c (finished): {int(3372 * 0.05)} rows" in exp.stdout
 
 
 # ----------------------------------------------------------------------------- small runs
