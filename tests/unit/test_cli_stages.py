@@ -241,3 +241,15 @@ def test_run_names_the_rows_it_dropped(tmp_path, make_chats, target_file, tiny_m
                         "kept_with_warnings": 1, "report": str(next(report.iterdir()))}
     text = Path(problems["report"]).read_text()
     assert "line 3: error" in text and "line 7: error" in text and "line 10: warning" in text
+
+
+def test_a_checkout_finds_its_demo_without_the_installed_data_package(monkeypatch):
+    """Run from a checkout on PYTHONPATH (no editable install maps `clusterucb_demo`), the
+    demo is the checkout's sample_data/ (the stage commands read its settings from there)."""
+    import importlib.util
+
+    import clusterucb_core.data.demo as demo_data
+
+    monkeypatch.delenv(demo_data.ENV, raising=False)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    assert demo_data.find_demo_dir() == Path(__file__).resolve().parents[2] / "sample_data"
