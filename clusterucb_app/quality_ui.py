@@ -42,14 +42,16 @@ def meter(run: Any) -> None:
                    "guesses on.")
         return
     c = st.columns([1, 1, 2])
-    c[0].metric("Estimated recall of the exhaustive top-p", a.recall.text(),
+    c[0].metric("Estimated recall", f"{a.recall.value:.2f}",
                 help="The share of the rows exhaustive LESS would select that this run "
                      "selects, estimated without scoring every row: a ridge model on the "
                      "cluster features fills in the unscored rows, its errors measured on the "
                      "cold start (a uniform sample of every cluster), bootstrapped for the "
                      f"{a.level:.0%} interval. It is a model's guess; exhaustive scoring "
                      "checks it.")
-    c[1].metric("Estimated score mass", a.mass_share.text())
+    c[1].metric("Estimated score mass", f"{a.mass_share.value:.2f}",
+                help="The selection's summed scores over the exhaustive top-p's, estimated "
+                     "the same way.")
     c[2].caption(ui.plain(a.sentence() + "."))
 
 

@@ -177,6 +177,7 @@ def run(args: argparse.Namespace) -> int:
 
     from clusterucb_core.clustering.clusterset import load_clusters
     from clusterucb_core.selection import run as selection
+    from clusterucb_core.selection.audit import audit_run
     from clusterucb_core.selection.oracle import run_metrics
     from clusterucb_core.selection.runlog import RunLog, RunMeta
     from clusterucb_core.selection.runs import new_run, open_run
@@ -236,6 +237,8 @@ def run(args: argparse.Namespace) -> int:
     if metrics is not None:
         print(f"against exhaustive scores: recall of the top-{sel.spec.top_p:g} "
               f"{_fmt(metrics['recall'])}, score mass {_fmt(metrics['mass_share'])}")
+    if (audit := audit_run(sel)) is not None:
+        print(audit.sentence())
     print(f"log: {sel.log_path}")
     print(f"export with: clusterucb export --workspace {ws.root} --run {run_id}",
           file=sys.stderr)
