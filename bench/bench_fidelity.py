@@ -22,10 +22,12 @@ Feature matrices and exhaustive scores are cached under bench/.cache/fidelity/ (
 so reruns only replay.
 
     python bench/bench_fidelity.py [--quick] [--seeds 5] [--pools demo,flan_mmlu,synthetic] [--e2e]
+        [--audit]
 
 Last line: recall_at_20=<demo> recall_real_at_20=<flan+mmlu> mass_share_at_20=<demo>
 e2e_speedup_vs_exhaustive=<demo> (the whole path timed with --e2e; otherwise estimated from
-the measured costs and marked so on the line before).
+the measured costs and marked so on the line before); with --audit also audit_coverage=<c>
+audit_median_err=<e> (bench_audit.py).
 """
 
 from __future__ import annotations
@@ -354,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="rows timed for the costs (default 384; 128 with --quick)")
     ap.add_argument("--no-sketch", action="store_true",
                     help="leave out the top-block gradient sketch (a backward pass per row)")
+    ap.add_argument("--audit", action="store_true",
+                    help="also measure the audit meter (bench_audit.py, 20 seeds per pool) and "
+                         "add audit_coverage and audit_median_err to the last line")
     ap.add_argument("--e2e", action="store_true",
                     help="also time the whole path against exhaustive LESS on the demo")
     args = ap.parse_args(argv)
@@ -434,8 +439,13 @@ def main(argv: list[str] | None = None) -> int:
         e2e = f"{1.0 / (c + 0.2):.2f}"
         print(f"e2e speed-up estimated as 1 / (cluster-feature cost {c:.3f} + 20% budget), "
               "without k-means, targets and model loading; --e2e times the whole path")
+    audit = ""
+    if args.audit:
+        from bench_audit import audit_line
+
+        audit = " " + audit_line(["demo", "flan_mmlu", "syn0", "syn1"], 20)
     print(f"recall_at_20={rec_demo:.3f} recall_real_at_20={rec_real:.3f} "
-          f"mass_share_at_20={mass_demo:.3f} e2e_speedup_vs_exhaustive={e2e}")
+          f"mass_share_at_20={mass_demo:.3f} e2e_speedup_vs_exhaustive={e2e}{audit}")
     return 0
 
 

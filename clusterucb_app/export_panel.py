@@ -61,7 +61,8 @@ def section(ws: Any, rid: str, run_name: str, run: Any, pool: Any, result: Any,
                                               if hasattr(run, "header") else None),
                                  ledger_state=lg.state(), log_path=run.log_path,
                                  exhaustive=state.exhaustive_scores(ws, run.N),
-                                 with_dataset=with_ds, extra=card_extra(ws))
+                                 with_dataset=with_ds, extra=card_extra(ws),
+                                 features=run.features)  # the audit meter's, as on the UCB page
             except Exception as exc:  # noqa: BLE001
                 ui.show_error(exc, "Writing the export", "check free disk space; nothing half-"
                               "written was left behind")

@@ -60,16 +60,23 @@ def balance(ws: Workspace, run_id: str, run_spec: Any) -> str:
     return chosen if chosen in subtasks.BALANCES else run_spec.balance
 
 
+def set_balance(ws: Workspace, run_id: str, rule: str) -> None:
+    """Choose the final-selection rule of a run (kept in the workspace)."""
+    from clusterucb_core.selection.runs import run_ids
+
+    known = set(run_ids(ws))  # runs deleted since lose their choice
+    old = {r: b for r, b in (ws.meta().get(_CHOICES) or {}).items() if r in known}
+    ws.update_meta(**{_CHOICES: {**old, run_id: rule}})
+
+
 def balance_picker(ws: Workspace, run_id: str, run_spec: Any, key: str) -> str:
     """Radio for the final-selection rule of this run; both pages show the same choice."""
     now = balance(ws, run_id, run_spec)
+    if st.session_state.get(key) not in (None, now):
+        st.session_state[key] = now  # switched elsewhere (the takeover note's button)
 
     def keep() -> None:
-        from clusterucb_core.selection.runs import run_ids
-
-        known = set(run_ids(ws))  # runs deleted since lose their choice
-        old = {r: b for r, b in (ws.meta().get(_CHOICES) or {}).items() if r in known}
-        ws.update_meta(**{_CHOICES: {**old, run_id: st.session_state[key]}})
+        set_balance(ws, run_id, st.session_state[key])
 
     st.radio("Final selection", subtasks.BALANCES, index=subtasks.BALANCES.index(now),
              key=key, horizontal=True, format_func=subtasks.BALANCE_LABELS.get,

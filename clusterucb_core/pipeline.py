@@ -551,18 +551,17 @@ class Pipeline:
             table.to_csv(self.ws.runs(run_id) / "rounds.csv", index=False)
             summary["metrics"] = {**metrics, "rounds_csv": str(self.ws.runs(run_id) /
                                                                  "rounds.csv")}
-        from clusterucb_core.selection.subtasks import coverage
-
         meta = self.clusters.meta
         summary["clusters"] = {"name": self.clusters.name, "k": int(self.clusters.k),
                                "k_reason": meta.get("k_reason"),
                                "condition": meta.get("condition", "none"),
                                "features": (meta.get("feature_cost") or {}).get("what")}
         result = self.result(run)
-        names = list(self.target.subtasks)
-        code = {s: i for i, s in enumerate(names)}
-        best = np.array([code.get(result.best_subtask.get(int(r), ""), -1) for r in result.rows])
-        summary["subtask_coverage"] = dict(zip(names, coverage(best, names)["rows"].tolist()))
+        summary["subtask_coverage"] = self.subtask_counts(result)
+        quality = self.quality(run, result)
+        if "metrics" in quality:
+            summary["metrics"] = {**summary.get("metrics", {}), **quality.pop("metrics")}
+        summary.update(quality)
         summary["export"] = str(self.export(run, run_id, export_dir))
         atomic.write_json(self.ws.runs(run_id) / "summary.json", summary)
         return summary
@@ -605,6 +604,30 @@ class Pipeline:
                             "fraction_of_exhaustive": round(spent / (rounds * n), 4)}}
         atomic.write_json(self.ws.root / "dynamic" / f"{self.cfg.run_id}.json", summary)
         return summary
+
+    def subtask_counts(self, result) -> dict[str, int]:
+        """Per target subtask, how many of a result's rows serve it best."""
+        from clusterucb_core.selection.takeover import counts_of
+
+        return counts_of(result.rows, result.best_subtask or {}, list(self.target.subtasks))
+
+    def quality(self, run, result, audit: bool = True) -> dict[str, Any]:
+        """What a summary says about how good a selection is without exhaustive scores:
+        `metrics` with `recall_estimate` and `mass_share_estimate` (selection/audit.py) and,
+        when one subtask takes a max-rule selection, `subtask_note` with what the balanced
+        rule would pick per subtask (selection/takeover.py)."""
+        from clusterucb_core.selection.audit import audit_run
+        from clusterucb_core.selection.takeover import takeover
+
+        out: dict[str, Any] = {}
+        estimate = audit_run(run) if audit else None
+        if estimate is not None:
+            out["metrics"] = estimate.to_dict()
+        counts = self.subtask_counts(result)
+        if takeover(counts, result.spec.balance) is not None:
+            balanced = self.subtask_counts(self.result(run, balance="subtasks"))
+            out["subtask_note"] = takeover(counts, result.spec.balance, balanced).to_dict()
+        return out
 
     def subtask_scores(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), S]: each scored row's mean cosine to every target subtask (the columns
@@ -666,10 +689,13 @@ class Pipeline:
 
         out = Path(out_dir or self.cfg.export_dir or self.ws.exports(run_id))
         result = self.result(run)
+        note = {k: v for k, v in self.quality(run, result, audit=False).items()
+                if k == "subtask_note"}
         path = export_selection(
             out, self.pool, result, run_id=run_id, clustering=self.clusters.name,
             cluster_names=self.clusters.cluster_names(), oracle_info=self.oracle.describe(),
             ledger_state=self.ledger().state(), log_path=run.log_path,
-            exhaustive=self.known_exhaustive(), extra={"config": config_to_dict(self.cfg)})
+            exhaustive=self.known_exhaustive(), features=run.features,
+            extra={"config": config_to_dict(self.cfg), **note})
         self.log(f"export: {len(result.rows)} rows -> {path}")
         return path

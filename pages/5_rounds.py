@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from clusterucb_app import curation_ui, rounds, rounds_ui, state, subtasks_ui, ui
+from clusterucb_app import curation_ui, quality_ui, rounds, rounds_ui, state, subtasks_ui, ui
 from clusterucb_app import plots_rounds as pr
 from clusterucb_core.features.scorable import workspace_sentence as scorable_sentence
 from clusterucb_core.selection import run as selection
@@ -103,8 +103,10 @@ def live() -> None:
             st.rerun(scope="app")
     nxt = rounds.preview(run)
     rounds_ui.status(run, nxt)
+    quality_ui.meter(run)
     values = rounds_ui.charts(run, nxt, names, xy, pool)
     sub = subtasks_ui.view(ws, run, cur_id)
+    quality_ui.takeover_note(ws, run, sub, cur_id, key="ucb")
     tabs = st.tabs(["Last round's rows", "Arm table", "History", "Against exhaustive",
                     "Subtask coverage"])
     with tabs[0]:

@@ -12,6 +12,7 @@ from clusterucb_app import (
     export_view,
     find,
     marks,
+    quality_ui,
     rounds,
     state,
     subtasks_ui,
@@ -74,6 +75,7 @@ m[1].metric("Scored (budget)", f"{result.budget_used:,} / {result.budget_total:,
 m[2].metric("Pinned", len(result.pinned))
 m[3].metric("Rejected", len(result.rejected))
 m[4].metric("Banned clusters", len(result.banned))
+quality_ui.takeover_note(ws, run, sub, rid, key="ex")
 if sub.result is not None and sub.shown:
     subtasks_ui.balance_picker(ws, rid, run.spec, key="ex_balance")
 st.caption(ui.plain(marks.selection_rule(result.n_top, len(result.pinned), run.N,

@@ -157,6 +157,7 @@ def run(args: argparse.Namespace) -> int:
     from clusterucb_core.cli.stage import open_workspace, settings
     from clusterucb_core.clustering.clusterset import load_clusters
     from clusterucb_core.selection import run as selection
+    from clusterucb_core.selection.audit import audit_run
     from clusterucb_core.selection.oracle import run_metrics
     from clusterucb_core.selection.runlog import RunLog, RunMeta
     from clusterucb_core.selection.runs import new_run, open_run
@@ -216,6 +217,8 @@ def run(args: argparse.Namespace) -> int:
     if metrics is not None:
         print(f"against {scores_source(sel.meta)}: recall of the top-{sel.spec.top_p:g} "
               f"{_fmt(metrics['recall'])}, score mass {_fmt(metrics['mass_share'])}")
+    if (audit := audit_run(sel)) is not None:
+        print(audit.sentence())
     print(f"log: {sel.log_path}")
     known = sel.meta.pool or ws.meta().get("pool")  # what export will read (else --pool)
     print(f"export with: clusterucb export --workspace {ws.root} --run {run_id}"

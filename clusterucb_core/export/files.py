@@ -50,6 +50,7 @@ import numpy as np
 from clusterucb_core.config import SelectionSpec, from_dict, to_dict
 from clusterucb_core.data.sources import source_facts
 from clusterucb_core.runtime import atomic
+from clusterucb_core.selection.audit import audit_result
 from clusterucb_core.selection.oracle import mass_share, recall, scores_fingerprint
 from clusterucb_core.selection.run import (
     LedgerView,
@@ -303,8 +304,10 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
                      oracle_info: dict[str, Any] | None = None,
                      ledger_state: Any = None, log_path: str | Path | None = None,
                      exhaustive: np.ndarray | None = None, with_dataset: bool = True,
-                     extra: dict[str, Any] | None = None) -> Path:
-    """Write the export folder (see the module docstring); returns its path."""
+                     extra: dict[str, Any] | None = None,
+                     features: np.ndarray | None = None) -> Path:
+    """Write the export folder (see the module docstring); returns its path. features: the
+    run's cluster features, for the audit meter's estimates (selection/audit.py)."""
     out_dir = Path(out_dir)
     n = len(pool)
     if len(result.scores) != n:
@@ -316,6 +319,7 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
         metrics = {"recall_of_exhaustive_top_p": recall(rows, exhaustive, result.n_top),
                    "mass_share_of_exhaustive_top_p": mass_share(rows, exhaustive,
                                                                 result.n_top)}
+    audit = audit_result(result, features)
     ledger = {"banned": sorted(result.banned), "pinned": sorted(result.pinned),
               "rejected": sorted(result.rejected),
               "ban_changes": [[r, list(b)] for r, b in result.ban_changes],
@@ -361,6 +365,7 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
             "scores_fingerprint": scores_fingerprint(result.scores),
             "ledger": ledger,
             "metrics": metrics,
+            "audit": None if audit is None else {**audit.to_dict(), "sentence": audit.sentence()},
             "selected": {"rows": [int(r) for r in rows],
                          "ids": [str(x) for x in pool.column("id", rows)],
                          "line_no": [int(x) for x in pool.column("line_no", rows)],

@@ -69,7 +69,32 @@ def card_facts(manifest: dict[str, Any]) -> dict[str, Any]:
         "tags": _get(manifest, "tags", "counts") or {},
         "created": manifest.get("created"),
         "version": _get(manifest, "versions", "clusterucb-studio"),
+        "audit": manifest.get("audit"), "metrics": manifest.get("metrics"),
+        "subtask_note": _get(extra, "subtask_note", "sentence"),
     }
+
+
+def quality_lines(f: dict[str, Any]) -> list[str]:
+    """The card's "How good is it" section: the audit meter's estimates of the recall and
+    mass share of exhaustive LESS's top-p, the measured ones when every row was scored, and a
+    subtask takeover (empty when none is known)."""
+    out = []
+    audit, metrics = f.get("audit"), f.get("metrics")
+    if metrics:
+        out.append(f"* measured against every row's score: recall of the exhaustive top-p "
+                   f"{metrics['recall_of_exhaustive_top_p']:.2f}, score mass "
+                   f"{metrics['mass_share_of_exhaustive_top_p']:.2f}.")
+    if audit:
+        r, m = audit["recall_estimate"], audit["mass_share_estimate"]
+        a = audit.get("audit") or {}
+        out.append(f"* estimated without scoring every row (audit meter, {a.get('level', 0.9):.0%}"
+                   f" interval): recall of the exhaustive top-p {r['value']:.2f} "
+                   f"[{r['low']:.2f}, {r['high']:.2f}], score mass {m['value']:.2f} "
+                   f"[{m['low']:.2f}, {m['high']:.2f}]; checking it would cost "
+                   f"{a.get('unscored_rows', 0):,} more gradients.")
+    if f.get("subtask_note"):
+        out.append(f"* {f['subtask_note']}")
+    return ["## How good is it", "", *out, ""] if out else []
 
 
 def dataset_card(manifest: dict[str, Any], repo_id: str | None = None) -> str:
@@ -109,6 +134,7 @@ def dataset_card(manifest: dict[str, Any], repo_id: str | None = None) -> str:
         *[f"| {k.replace('_', ' ')} | {v:,} |" if isinstance(v, int) else
           f"| {k.replace('_', ' ')} | {v} |" for k, v in counts.items()], "",
     ]
+    body += quality_lines(f)
     if f["tags"]:
         body += ["## Tags", "", "| tag | rows |", "|---|---|",
                  *[f"| {t} | {c:,} |" for t, c in f["tags"].items()], ""]

@@ -83,11 +83,19 @@ def test_rerun_reuses_every_stage(tmp_path, tiny_pool_file, target_file, tiny_mo
 
 def test_exhaustive_scores_give_recall(tmp_path, tiny_pool_file, target_file, tiny_model_dir):
     cfg = tiny_config(tmp_path, tiny_pool_file, target_file, tiny_model_dir, exhaustive=True)
+    # a cold start of >= 10 rows, what the audit meter measures its errors on
+    cfg = replace(cfg, selection=replace(cfg.selection, cold_start=0.3))
     pipe = Pipeline(cfg, log=None)
     summary = pipe.run_all()
     scores = np.load(pipe.scores_path)
     assert scores.shape == (len(pipe.pool.table),)
     assert 0.0 <= summary["metrics"]["recall"] <= 1.0
+    # beside the measured recall, the audit meter's estimate (what a run without them shows)
+    for key in ("recall_estimate", "mass_share_estimate"):
+        est = summary["metrics"][key]
+        assert set(est) == {"value", "low", "high"} and est["low"] <= est["value"] <= est["high"]
+    manifest = json.loads((Path(summary["export"]) / "manifest.json").read_text())
+    assert manifest["audit"]["recall_estimate"] == summary["metrics"]["recall_estimate"]
     # The bandit's scores are the exhaustive ones on the rows it drew.
     run = pipe.selection()
     drawn = run.round_drawn >= 0
