@@ -78,7 +78,7 @@ def test_the_cold_start_is_the_seeded_uniform_draw_under_predicted_draws():
 
 
 def test_the_manifest_and_the_card_carry_the_estimate(tmp_path):
-    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.data.load import load_pool
 
     src = tmp_path / "pool.jsonl"
     import json
