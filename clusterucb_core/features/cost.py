@@ -132,6 +132,7 @@ class Calibration:
     train: OpCost  # one warm-up step (forward + backward + AdamW)
     seconds: float = 0.0  # what the calibration itself took
     note: str = ""
+    kmeans_row_s: float = 0.0  # k-means seconds per row at the run's K and dimension
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -141,7 +142,8 @@ class Calibration:
         return cls(device=str(d["device"]), model_load_s=float(d["model_load_s"]),
                    gradient=OpCost(**d["gradient"]), forward=OpCost(**d["forward"]),
                    train=OpCost(**d["train"]), seconds=float(d.get("seconds", 0.0)),
-                   note=str(d.get("note", "")))
+                   note=str(d.get("note", "")),
+                   kmeans_row_s=float(d.get("kmeans_row_s", 0.0)))
 
 
 # ------------------------------------------------------------------------------ batching
@@ -188,24 +190,48 @@ class Work:
         return Work(self.batches * k, self.rows * k, self.flops * k, self.tokens * k)
 
 
-def sorted_pass(tokens: Tokens, batch_rows: int, flops_of, chunk_rows: int | None = None
-                ) -> Work:
-    """Every row once, in chunks of `chunk_rows` consecutive rows, sorted by length inside a
-    chunk and cut into batches of `batch_rows` padded to their longest (the engine's plan).
-    `flops_of(rows, length, labelled)` counts one batch."""
-    batch_rows = max(1, int(batch_rows))
-    chunk_rows = int(chunk_rows or CHUNK_BATCHES * batch_rows)
+@dataclass(frozen=True)
+class Batching:
+    """How the engine cuts length-sorted rows into batches (features/engine.TokenBudget): at
+    most `max_rows`, and on a GPU at most what `limit_bytes` holds, n rows padded to L
+    costing n * row_bytes + n * L * token_bytes."""
+
+    max_rows: int
+    limit_bytes: int = 0  # 0: no memory limit (the CPU)
+    token_bytes: int = 0
+    row_bytes: int = 0
+
+    def rows_at(self, length: float) -> int:
+        """Rows of `length` tokens in one batch (at least one)."""
+        if not self.limit_bytes:
+            return max(1, self.max_rows)
+        fit = self.limit_bytes // max(1, int(self.row_bytes + length * self.token_bytes))
+        return int(max(1, min(self.max_rows, fit)))
+
+
+def sorted_pass(tokens: Tokens, batching: Batching | int, flops_of,
+                chunk_rows: int | None = None) -> Work:
+    """Every row once, in chunks of `chunk_rows` consecutive rows (default: 8 batches of
+    max_rows), sorted by length inside a chunk and cut into batches padded to their longest
+    (the engine's plan). `flops_of(rows, length, labelled)` counts one batch."""
+    if isinstance(batching, int):
+        batching = Batching(batching)
+    chunk_rows = int(chunk_rows or CHUNK_BATCHES * max(1, batching.max_rows))
     work = Work()
     n = len(tokens)
     for lo in range(0, n, chunk_rows):
         order = np.argsort(tokens.lengths[lo:lo + chunk_rows], kind="stable")
         lens = tokens.lengths[lo:lo + chunk_rows][order]
         labs = tokens.labelled[lo:lo + chunk_rows][order]
-        for b in range(0, len(lens), batch_rows):
-            r = len(lens[b:b + batch_rows])
-            longest = int(lens[b:b + batch_rows].max())
-            work += Work(1, r, flops_of(r, longest, float(labs[b:b + batch_rows].sum())),
-                         r * longest)
+        b = 0
+        while b < len(lens):  # TokenBudget.rows: grow while the next (longer) row fits
+            r = 1
+            while (r < batching.max_rows and b + r < len(lens)
+                   and batching.rows_at(lens[b + r]) >= r + 1):
+                r += 1
+            longest = int(lens[b + r - 1])
+            work += Work(1, r, flops_of(r, longest, float(labs[b:b + r].sum())), r * longest)
+            b += r
     return work
 
 
@@ -220,14 +246,22 @@ def expected_max(lengths: np.ndarray, k: int) -> float:
     return float((lens * p_max).sum())
 
 
-def random_batches(tokens: Tokens, n_batches: float, batch_rows: int, flops_of) -> Work:
-    """`n_batches` batches of `batch_rows` random rows, each padded to its longest."""
-    if n_batches <= 0 or len(tokens) == 0:
+def random_batches(tokens: Tokens, n_groups: float, group_rows: int, flops_of,
+                   batching: Batching | None = None) -> Work:
+    """`n_groups` calls of `group_rows` random rows each (a warm-up step, a bandit round), cut
+    into batches by `batching` (default: one batch a call), each padded to its longest."""
+    if n_groups <= 0 or len(tokens) == 0 or group_rows <= 0:
         return Work()
-    longest = expected_max(tokens.lengths, batch_rows)
-    lab = float(tokens.labelled.mean()) * batch_rows
-    return Work(1, batch_rows, flops_of(batch_rows, longest, lab),
-                batch_rows * longest).scaled(n_batches)
+    longest = expected_max(tokens.lengths, group_rows)
+    per = group_rows if batching is None else min(group_rows, batching.rows_at(longest))
+    work = Work()
+    left = group_rows
+    while left > 0:
+        r = min(per, left)
+        L = longest if r == group_rows else expected_max(tokens.lengths, r)
+        work += Work(1, r, flops_of(r, L, float(tokens.labelled.mean()) * r), r * L)
+        left -= r
+    return work.scaled(n_groups)
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -251,6 +285,8 @@ class RunShape:
     cluster_batch: int = 32
     cluster_dim: int = 0  # the cluster features' dimension (the hidden size when 0)
     reward_batch: int = 16
+    reward_batching: Batching | None = None  # on a GPU: the memory plan's limit
+    cluster_batching: Batching | None = None
     kmeans_init: int = 3
     kmeans_iter: int = 30  # a typical count to the tolerance (max_iter bounds it)
 
@@ -363,24 +399,29 @@ def plan_stages(shape: ModelShape, cal: Calibration, pool: Tokens, target: Token
                                  f"{steps} steps of {run.warmup_batch} rows")
     # cluster features: a sorted pass over every row
     ct = pool.capped(run.cluster_max_length)
+    cb = run.cluster_batching or Batching(run.cluster_batch)
+    rb = run.reward_batching or Batching(run.reward_batch)
     if run.cluster_kind == "hidden":
-        w = sorted_pass(ct, run.cluster_batch, lambda r, L, y: forward_flops(
+        w = sorted_pass(ct, cb, lambda r, L, y: forward_flops(
             shape, r, L, y, layers=run.cluster_layers, head=False))
         op, what = cal.forward, (f"forward-only, {run.cluster_layers or shape.layers} of "
                                  f"{shape.layers} blocks")
     else:
-        w = sorted_pass(ct, run.cluster_batch, grad)
+        w = sorted_pass(ct, cb, grad)
         op, what = g, "LoRA gradients"
     stages["cluster_features"] = Stage("cluster_features", cost(op, w), w.rows, w.tokens,
                                        f"{n:,} rows, {what}")
-    # k-means: K x N x d multiply-adds per iteration and restart, at the forward's rate
+    # k-means: timed on a sample when calibrated, else K x N x d multiply-adds per iteration
+    # and restart at the forward's rate
     k, dim = arms(run), run.cluster_dim or shape.hidden
-    km_flops = 2.0 * n * k * dim * run.kmeans_iter * run.kmeans_init
-    stages["kmeans"] = Stage("kmeans", cal.forward.per_flop_s * km_flops, n, 0,
-                             f"K={k}, {run.kmeans_init} restarts x ~{run.kmeans_iter} "
-                             "iterations (an estimate)")
+    if cal.kmeans_row_s:
+        km, how = cal.kmeans_row_s * n, "timed on a synthetic sample, scaled to N"
+    else:
+        km = cal.forward.per_flop_s * 2.0 * n * k * dim * run.kmeans_iter * run.kmeans_init
+        how = f"{run.kmeans_init} restarts x ~{run.kmeans_iter} iterations"
+    stages["kmeans"] = Stage("kmeans", km, n, 0, f"K={k}, d={dim}: {how} (an estimate)")
     # target gradients: a sorted pass over the target examples
-    w = sorted_pass(target, run.reward_batch, grad)
+    w = sorted_pass(target, rb, grad)
     stages["target_gradients"] = Stage("target_gradients", cost(g, w), w.rows, w.tokens,
                                        f"{len(target):,} target examples")
     # the bandit: the cold start sorted, then one padded call per round
@@ -388,9 +429,9 @@ def plan_stages(shape: ModelShape, cal: Calibration, pool: Tokens, target: Token
     n_cold = min(budget, int(round(n * run.cold_start)) + k // 2 if run.cold_start else 0)
     rng = np.random.default_rng(seed)
     cold = pool.subset(np.sort(rng.choice(n, size=n_cold, replace=False))) if n_cold else None
-    w = sorted_pass(cold, run.reward_batch, grad) if cold is not None else Work()
+    w = sorted_pass(cold, rb, grad) if cold is not None else Work()
     rounds = math.ceil(max(budget - n_cold, 0) / run.draw_batch)
-    w += random_batches(pool, rounds, min(run.draw_batch, run.reward_batch), grad)
+    w += random_batches(pool, rounds, run.draw_batch, grad, rb)
     if lazy_row_s is not None:
         secs, how = budget * lazy_row_s, f"{lazy_row_s * 1e3:.2f} ms a row (measured)"
     else:
@@ -400,7 +441,7 @@ def plan_stages(shape: ModelShape, cal: Calibration, pool: Tokens, target: Token
                                        f"{budget:,} rows: cold start {n_cold:,} + {rounds:,} "
                                        f"rounds of {run.draw_batch}; {how}")
     # exhaustive LESS: a sorted pass over every row
-    w = sorted_pass(pool, run.reward_batch, grad)
+    w = sorted_pass(pool, rb, grad)
     stages["exhaustive_gradients"] = Stage(
         "exhaustive_gradients", cost(g, w), w.rows, w.tokens,
         f"{n:,} rows, {cost(g, w) / max(n, 1) * 1e3:.2f} ms a row")

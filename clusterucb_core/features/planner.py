@@ -87,12 +87,14 @@ def target_tokens(target, cfg: RunConfig, tok) -> cost.Tokens:
 
 # ------------------------------------------------------------------------------ calibration
 def calibration_key(cfg: RunConfig, device: str) -> str:
-    """What a calibration depends on: the device, the model, LoRA and the batch settings."""
+    """What a calibration depends on: the device, the model, LoRA, the batch settings and
+    what sizes the k-means (its settings, K through the cold start)."""
     from clusterucb_core.features.model import weights_fingerprint
 
     return fingerprint(device, weights_fingerprint(cfg.model.name_or_path),
                        replace(cfg.model, name_or_path=""), cfg.lora, cfg.reward_features,
-                       cfg.cluster_features, cfg.warmup.batch_size)
+                       cfg.cluster_features, cfg.warmup.batch_size, cfg.clusters,
+                       cfg.selection.cold_start)
 
 
 def _pick(tokens: cost.Tokens, q: float, k: int) -> np.ndarray:
@@ -115,6 +117,23 @@ def _timed(fn, repeats: int, warm: bool) -> float:
         fn()
         best = min(best, time.perf_counter() - t0)
     return best
+
+
+def time_kmeans(cfg: RunConfig, n_rows: int, k: int, dim: int, sample: int = 2000) -> float:
+    """Seconds per row of the run's k-means, timed on `sample` synthetic rows around K
+    centres (the features do not exist before the run; an estimate)."""
+    from clusterucb_core.clustering.kmeans import cluster_features
+
+    n = min(sample, n_rows)
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((k, dim)).astype(np.float32)
+    X = centres[rng.integers(0, k, n)] + 0.5 * rng.standard_normal((n, dim)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    c = cfg.clusters
+    t0 = time.perf_counter()
+    cluster_features(X, min(k, n), seed=c.seed, max_iter=c.max_iter, tol=c.tol,
+                     n_init=c.n_init)
+    return (time.perf_counter() - t0) / n
 
 
 def calibrate(cfg: RunConfig, pool, tokens: cost.Tokens, repeats: int = 2,
@@ -239,7 +258,9 @@ def calibrate(cfg: RunConfig, pool, tokens: cost.Tokens, repeats: int = 2,
     say("warm-up steps timed")
     model = proj = adam = opt = None  # the calibration's model, freed before a run loads
     M.free_memory()
-    return cost.Calibration(
+    run = run_shape(cfg, len(tokens), shape)
+    km = time_kmeans(cfg, len(tokens), cost.arms(run), run.cluster_dim)
+    return cost.Calibration(kmeans_row_s=km,
         device=str(device), model_load_s=load_s, gradient=cost.fit_op(grad_samples),
         forward=cost.fit_op(fwd_samples), train=cost.fit_op(train_samples, per_row=False),
         seconds=time.perf_counter() - t_start,
@@ -248,15 +269,27 @@ def calibrate(cfg: RunConfig, pool, tokens: cost.Tokens, repeats: int = 2,
 
 
 # ------------------------------------------------------------------------------ the plan
-def run_shape(cfg: RunConfig, n_rows: int, shape) -> cost.RunShape:
+def run_shape(cfg: RunConfig, n_rows: int, shape, device_bytes: int = 0) -> cost.RunShape:
+    """The run's cost-relevant settings; on a GPU (`device_bytes`) batches are also limited
+    by the memory plan the engine starts from."""
+    from clusterucb_core.features import memplan
+
     c, s, w = cfg.clusters, cfg.selection, cfg.warmup
     k = 0 if c.auto_k else int(c.k)
     if c.auto_k and c.k_rule.startswith("size"):
         from clusterucb_core.clustering.krule import size_k
 
         k = size_k(n_rows, s.cold_start, int(c.k_rule[4:] or 4))
-    cf = cfg.cluster_features
+    cf, rf = cfg.cluster_features, cfg.reward_features
+
+    def batching(spec) -> cost.Batching | None:
+        if not device_bytes:
+            return None
+        p = memplan.plan(shape, device_bytes, cfg.model.max_length, kind=spec.kind)
+        return cost.Batching(spec.batch_size, p.usable_bytes, p.token_bytes, p.row_fixed_bytes)
+
     return cost.RunShape(
+        reward_batching=batching(rf), cluster_batching=batching(cf),
         n_rows=n_rows, budget=s.budget, cold_start=s.cold_start, draw_batch=s.draw_batch,
         k=k, warmup=cfg.use_warmup, warmup_fraction=w.fraction, warmup_epochs=w.epochs,
         warmup_max_steps=w.max_steps, warmup_batch=w.batch_size, cluster_kind=cf.kind,
@@ -304,7 +337,13 @@ def make_plan(cfg: RunConfig, recalibrate: bool = False, lazy_row_s: float | Non
     shape = _shape(cfg)
     warm = select_rows(len(pool), cfg.warmup.fraction, cfg.warmup.seed) if cfg.use_warmup \
         else None
-    plan = cost.plan_stages(shape, cal, tokens, target, run_shape(cfg, len(pool), shape),
+    device_bytes = 0
+    if device.startswith("cuda"):
+        import torch
+
+        device_bytes = int(torch.cuda.mem_get_info(torch.device(device))[1])
+    plan = cost.plan_stages(shape, cal, tokens, target,
+                            run_shape(cfg, len(pool), shape, device_bytes),
                             warmup_rows=warm, lazy_row_s=lazy_row_s)
     out = plan.to_dict()
     out.update(config_key=plan_config_key(cfg), calibration=cal.to_dict(),
