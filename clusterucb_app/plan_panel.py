@@ -48,7 +48,7 @@ def plan_table(plan: dict[str, Any]) -> pd.DataFrame:
     hours = "GPU-hours" if plan["device"].startswith("cuda") else "CPU-hours"
     return pd.DataFrame([{"stage": s["title"], "predicted": ui.fmt_duration(s["seconds"]),
                           "seconds": round(s["seconds"], 1), hours: round(s["seconds"] / 3600, 4),
-                          "what": s["note"]} for s in plan["stages"].values()])
+                          "what": s["note"]} for s in cost.ordered_stages(plan)])
 
 
 def plan_panel(ws: Workspace) -> None:

@@ -250,7 +250,7 @@ class Pipeline:
         ckpt = self.checkpoints[0] if spec.kind == "gradient" and self.checkpoints else None
         path = self.ws.features(store_name(spec, ckpt))
         self.log(f"cluster features: {spec.kind} -> {path.name}")
-        with self.clock.stage("model_load", key="cluster_features", rows=1):
+        with self.clock.stage("model_load", key="loads", rows=1):
             engine = FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path)
         todo = len(engine.store().missing())
         t0 = time.perf_counter()
@@ -360,7 +360,7 @@ class Pipeline:
         spec = self.reward_spec
         if spec.mode != self.cfg.reward_features.mode:
             self.log("reward features: no warm-up checkpoint, so plain SGD gradients")
-        with self.clock.stage("model_load", key="rewards", rows=1):
+        with self.clock.stage("model_load", key="loads", rows=1):
             base = SharedBase(self.cfg.model)
             engines = [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec, path,
                                      base=base)

@@ -457,6 +457,12 @@ def plan_stages(shape: ModelShape, cal: Calibration, pool: Tokens, target: Token
     return Plan(ordered, cal.device, inputs=inputs)
 
 
+def ordered_stages(plan: dict[str, Any]) -> list[dict[str, Any]]:
+    """A plan dict's stages in path order (a saved plan's keys come back sorted)."""
+    stages = plan.get("stages", {})
+    return [stages[n] for n in STAGES if n in stages]
+
+
 # ------------------------------------------------------------------------------ judging
 def planner_error(predicted: dict[str, float], actual: dict[str, float]) -> float:
     """The largest |predicted - actual| / actual over the stages both have (actual > 0)."""

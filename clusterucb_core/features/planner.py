@@ -5,8 +5,11 @@ The calibration loads the model once (timed: a model load), builds the projector
 the engine's own calls on real pool rows of a short, a long and a middling length: per-row
 LoRA gradients (`engine.featurize`, the reward features' settings, a stand-in Adam state of
 the right shape), forward-only hidden states (the cluster features' settings), and warm-up
-steps (forward + backward + AdamW). Each call is timed twice after one untimed call, the
-faster kept; `cost.fit_op` fits the per-batch, per-FLOP and per-row rates from them.
+steps (forward + backward + AdamW), and k-means on a synthetic sample of the run's K and
+dimension. Each call is timed three times (the median kept: a run meets the machine's average
+load), after one untimed first call per operation; `cost.fit_op` fits the per-batch, per-FLOP
+and per-row rates from them. Modules are imported before the model load is timed (a run
+imports them once; its loads do not pay for it).
 
 Token counts and calibrations are kept in W/plan/ (keyed by what they depend on), so the app's
 panel and `clusterucb plan` recompute nothing they already know; the plan itself is saved as
@@ -109,14 +112,16 @@ def _pick(tokens: cost.Tokens, q: float, k: int) -> np.ndarray:
 
 
 def _timed(fn, repeats: int, warm: bool) -> float:
+    """The median seconds of `repeats` calls (a run meets the machine's average load, not
+    its best moment), after an untimed first call when `warm`."""
     if warm:  # the first call of an operation pays for kernels, allocator, caches
         fn()
-    best = float("inf")
+    times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
 
 
 def time_kmeans(cfg: RunConfig, n_rows: int, k: int, dim: int, sample: int = 2000) -> float:
@@ -136,10 +141,12 @@ def time_kmeans(cfg: RunConfig, n_rows: int, k: int, dim: int, sample: int = 200
     return (time.perf_counter() - t0) / n
 
 
-def calibrate(cfg: RunConfig, pool, tokens: cost.Tokens, repeats: int = 2,
+def calibrate(cfg: RunConfig, pool, tokens: cost.Tokens, repeats: int = 3,
               progress=None) -> cost.Calibration:
     """Time the engine's calls on this device (see the module docstring)."""
+    import peft  # noqa: F401 - imported before the clock: a run's loads find them imported
     import torch
+    import transformers  # noqa: F401
 
     from clusterucb_core.data.formatting import encode_chats
     from clusterucb_core.data.pool import chats
@@ -265,7 +272,7 @@ def calibrate(cfg: RunConfig, pool, tokens: cost.Tokens, repeats: int = 2,
         forward=cost.fit_op(fwd_samples), train=cost.fit_op(train_samples, per_row=False),
         seconds=time.perf_counter() - t_start,
         note=f"{len(grad_samples) + len(fwd_samples) + len(train_samples)} calls on real "
-             f"pool rows, best of {repeats}")
+             f"pool rows, median of {repeats}")
 
 
 # ------------------------------------------------------------------------------ the plan
@@ -414,7 +421,7 @@ def format_plan(plan: dict[str, Any]) -> str:
     hours = "GPU-h" if plan["device"].startswith("cuda") else "CPU-h"
     lines = [f"{'stage':<27} {'seconds':>10} {hours:>9}  what",
              "-" * 78]
-    for st in plan["stages"].values():
+    for st in cost.ordered_stages(plan):
         lines.append(f"{st['title']:<27} {st['seconds']:>10.1f} {st['seconds'] / 3600:>9.4f}  "
                      f"{st['note']}")
     lines += ["-" * 78,

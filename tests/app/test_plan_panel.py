@@ -5,10 +5,12 @@ predicted against measured on the UCB page."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 
 from clusterucb_app import tasks
+from clusterucb_core.config import config_to_dict
 from clusterucb_core.features import cost, planner
 from clusterucb_core.features.memplan import ModelShape
 from clusterucb_core.features.model import resolve_device
@@ -60,7 +62,8 @@ def test_a_saved_plan_is_shown_per_stage(app_env):
     assert metric(at, "Predicted speed-up") == f"{plan['predicted_speedup']:.2f}x"
     assert metric(at, "Bound") == f"{plan['bound']:.2f}x"
     table = frame(at, "CPU-hours")
-    assert list(table["stage"]) == [s["title"] for s in plan["stages"].values()]
+    assert list(table["stage"]) == [s["title"] for s in cost.ordered_stages(plan)]
+    assert list(table["stage"])[:2] == ["model loads", "warm-up"]
     assert "bandit gradients" in set(table["stage"])
     assert not any("other settings" in w.value for w in at.warning)
 
@@ -73,9 +76,8 @@ def test_a_changed_setting_replans_from_the_kept_calibration(app_env):
     key = planner.calibration_key(cfg, str(resolve_device(cfg.model.device)))
     (planner.plan_dir(ws.root) / f"calibration-{key}.json").write_text(
         json.dumps(_calibration().to_dict()))
-    meta = ws.meta()
-    meta["config"]["selection"]["budget"] = 0.5
-    ws.update_meta(config=meta["config"])
+    ws.update_meta(config=config_to_dict(replace(cfg, selection=replace(cfg.selection,
+                                                                       budget=0.5))))
     at = app_env(PAGE)
     at.run()
     ok(at)
