@@ -55,6 +55,7 @@ if pool is not None and len(pool) != n_rows:
 cur_id = rounds.current_id(ws)
 rounds_ui.settings_form(ws, clusters, clusters_name, rounds.reward_sources(ws, n_rows),
                         expanded=cur_id is None)
+plan_panel.comparison_panel(ws)  # each stage's predicted and measured seconds
 if cur_id is None:
     st.info("Press **Start a new run** above (the defaults are the paper's), then step through "
             "the rounds.")
@@ -131,5 +132,4 @@ def live() -> None:
 
 curation_ui.flush_toast()
 live()
-plan_panel.comparison_panel(ws)  # each stage's predicted and measured seconds
 st.page_link("pages/6_export.py", label="Next: curate & export", icon=":material/arrow_forward:")
