@@ -20,4 +20,5 @@ def plan(workspace: str, recalibrate: bool = True, progress: Progress | None = N
             progress(0, None, msg.strip(), stage="calibration", unit="")
 
     out = make_plan(run_config(workspace), recalibrate=recalibrate, log=say)
+    say(f"plan saved: predicted speed-up {out['predicted_speedup']:.2f}x (an estimate)")
     return {"predicted_speedup": out["predicted_speedup"], "device": out["device"]}

@@ -44,6 +44,15 @@ def _replan(ws: Workspace, cfg) -> dict[str, Any] | None:
         return planner.make_plan(cfg)
 
 
+def short(seconds: float) -> str:
+    """A duration that fits a metric: seconds, minutes or hours."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def plan_table(plan: dict[str, Any]) -> pd.DataFrame:
     hours = "GPU-hours" if plan["device"].startswith("cuda") else "CPU-hours"
     return pd.DataFrame([{"stage": s["title"], "predicted": ui.fmt_duration(s["seconds"]),
@@ -80,10 +89,10 @@ def plan_panel(ws: Workspace) -> None:
     if stale:
         st.warning("This plan was made for other settings; calibrate again to plan these.")
     c = st.columns(4)
-    c[0].metric("ClusterUCB path", ui.fmt_duration(plan["ucb_path_seconds"]),
+    c[0].metric("ClusterUCB path", short(plan["ucb_path_seconds"]),
                 help="2 model loads, cluster features, k-means, target gradients, the "
                      "bandit's gradients (the warm-up is shared by both paths)")
-    c[1].metric("Exhaustive LESS path", ui.fmt_duration(plan["exhaustive_path_seconds"]),
+    c[1].metric("Exhaustive LESS path", short(plan["exhaustive_path_seconds"]),
                 help="1 model load, target gradients, every row's gradient")
     c[2].metric("Predicted speed-up", f"{plan['predicted_speedup']:.2f}x",
                 help="An estimate: exhaustive LESS path / ClusterUCB path, from the calibration")

@@ -48,10 +48,21 @@ def test_sorted_pass_sorts_inside_chunks_only():
         seen.append((rows, length, labelled))
         return float(rows * length)
 
-    w = cost.sorted_pass(t, batch_rows=2, flops_of=flops_of, chunk_rows=4)
+    w = cost.sorted_pass(t, 2, flops_of=flops_of, chunk_rows=4)
     # chunk [5 1 4 2] sorted -> (1 2) (4 5); chunk [9 3] -> (3 9)
     assert seen == [(2, 2, 2.0), (2, 5, 2.0), (2, 9, 2.0)]
     assert (w.batches, w.rows, w.tokens) == (3, 6, 2 * 2 + 2 * 5 + 2 * 9)
+
+
+def test_a_memory_limit_caps_rows_as_the_engine_does():
+    # a row costs 10 bytes + 1 a token; 60 bytes hold 2 rows of 20 tokens, 1 of 40
+    b = cost.Batching(max_rows=8, limit_bytes=60, token_bytes=1, row_bytes=10)
+    assert (b.rows_at(20), b.rows_at(40), b.rows_at(500)) == (2, 1, 1)
+    t = cost.Tokens(np.array([20, 20, 20, 40]), np.ones(4, dtype=int))
+    w = cost.sorted_pass(t, b, flops_of=lambda r, L, y: 0.0)
+    assert (w.batches, w.tokens) == (3, 2 * 20 + 20 + 40)
+    rounds = cost.random_batches(t, 1, 4, lambda r, L, y: 0.0, b)
+    assert rounds.rows == 4 and rounds.batches >= 2
 
 
 def test_fit_op_recovers_known_rates():
