@@ -119,7 +119,8 @@ def comparison_table(ws: Workspace) -> pd.DataFrame | None:
         return None
     rows = cost.compare(plan, read_timings(ws.root))
     return pd.DataFrame([{"stage": r["title"], "rows": int(r["rows"]),
-                          "predicted s": r["predicted_s"], "measured s": r["actual_s"],
+                          "predicted s": round(r["predicted_s"], 1),
+                          "measured s": round(r["actual_s"], 1),
                           "error": f"{r['error']:.0%}"} for r in rows])
 
 
