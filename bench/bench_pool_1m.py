@@ -90,7 +90,7 @@ def make_pool(path: Path, n: int, seed: int = 0) -> int:
 LOAD_SCRIPT = """
 import sys, time
 sys.path.insert(0, sys.argv[1])
-from clusterucb_core.data.pool import load_pool
+from clusterucb_core.data.load import load_pool
 t0 = time.perf_counter()
 pool = load_pool(sys.argv[2], cache_dir=sys.argv[3] if sys.argv[3] != "-" else None)
 n = len(pool)
@@ -142,7 +142,7 @@ def main() -> None:
     from clusterucb_core.clustering.embedding2d import compute_map
     from clusterucb_core.clustering.kmeans import cluster_features
     from clusterucb_core.config import SelectionSpec
-    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.data.load import load_pool
     from clusterucb_core.export.files import export_selection
     from clusterucb_core.selection.oracle import TableOracle
     from clusterucb_core.selection.run import SelectionRun

@@ -16,7 +16,7 @@ K_AUTO, K_FIXED = "auto: pick K by the rule", "fixed K"
 
 
 def clustering_form(ws: Any, stores: list[str]) -> None:
-    spec = state.settings(ws, "cluster")
+    spec = state.settings(ws, "clusters")
     st.caption("Features: " + ", ".join(f"`{n}`" for n in stores) + ". The clustering uses "
                "the cluster features set on the Model & Features page.")
     c = st.columns([1.4, 1, 1, 1])
@@ -30,7 +30,7 @@ def clustering_form(ws: Any, stores: list[str]) -> None:
     mb = c[3].checkbox("Mini-batch (large pools)", value=bool(spec.minibatch), key="cl_mb")
     b = st.columns(2)
     if b[0].button("Run clustering", type="primary", key="cl_run"):
-        state.save_settings(ws, cluster=replace(spec, k=0 if mode == K_AUTO else int(k),
+        state.save_settings(ws, clusters=replace(spec, k=0 if mode == K_AUTO else int(k),
                                                 seed=int(seed), minibatch=bool(mb)))
         engine.start_stage(ws, "clusters", "Clustering", unit="iterations")
     if b[1].button("Compute the 2-D map (UMAP)", key="cl_map",

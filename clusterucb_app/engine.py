@@ -28,9 +28,8 @@ def start_stage(ws: Workspace, name: str, title: str, unit: str = "rows") -> str
 
 
 def specs(ws: Workspace) -> dict[str, Any]:
-    """Every settings section, by its name and by the older alias the pages use."""
-    names = [*config.SECTIONS, *config.SECTION_ALIASES]
-    return {name: state.settings(ws, name) for name in names}
+    """Every settings section, by its name."""
+    return {name: state.settings(ws, name) for name in config.SECTIONS}
 
 
 def checkpoints(ws: Workspace) -> list[Path]:
@@ -51,11 +50,6 @@ def checkpoints(ws: Workspace) -> list[Path]:
 def checkpoint(ws: Workspace) -> Path | None:
     found = checkpoints(ws)
     return found[-1] if found else None
-
-
-def use_warmup(ws: Workspace) -> bool:
-    """`[warmup] enabled` of the workspace's config (a page's `use_warmup=` write folds in)."""
-    return bool(((ws.meta().get("config") or {}).get("warmup") or {}).get("enabled", True))
 
 
 def model_available(ws: Workspace) -> bool:

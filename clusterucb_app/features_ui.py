@@ -16,7 +16,7 @@ from . import state
 
 
 def settings_form(ws: Workspace, s: dict[str, Any]) -> None:
-    model, lora, warm, feat, cfeat = (s["model"], s["lora"], s["warmup"], s["features"],
+    model, lora, warm, feat, cfeat = (s["model"], s["lora"], s["warmup"], s["reward_features"],
                                       s["cluster_features"])
     with st.expander("Settings (model, LoRA, features)", expanded=False):
         with st.form("features_settings"):
@@ -86,8 +86,8 @@ def settings_form(ws: Workspace, s: dict[str, Any]) -> None:
                                      dropout=float(dropout), target_modules=mods),
                         warmup=replace(warm, fraction=float(w_frac), epochs=int(w_epochs),
                                        max_steps=int(w_steps), learning_rate=float(w_lr)),
-                        features=replace(feat, mode=mode, projection=proj, dim=int(dim),
-                                         batch_size=int(bs)),
+                        reward_features=replace(feat, mode=mode, projection=proj, dim=int(dim),
+                                                batch_size=int(bs)),
                         cluster_features=replace(cfeat, kind=ckind, dim=int(dim),
                                                  projection=proj, batch_size=int(bs)))
                     st.success("Saved. The next jobs use these settings.")

@@ -8,6 +8,8 @@
 * `draws_map`: the 2-D map with drawn rows coloured by their score (the last round's rows
   outlined); every point carries its pool row index in `customdata`.
 * `regret_chart`: recall of the exhaustive top-p so far and cumulative regret per round.
+* `budget_figure`: recall and mass share against budget (selection.fidelity's curves).
+* `coverage_figure`: selected rows per target subtask (selection.subtasks.coverage).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.subplots import make_subplots
 
 from clusterucb_app.plots import escape  # plotly renders hover and legend text as HTML
 
@@ -298,4 +301,36 @@ def kscan_chart(k: Sequence[int], silhouette: Sequence[float], inertia: Sequence
                       yaxis=dict(title="silhouette"),
                       yaxis2=dict(title="inertia", overlaying="y", side="right"),
                       margin=dict(l=40, r=40, t=50, b=40), legend=dict(orientation="h", y=-0.25))
+    return fig
+
+
+def budget_figure(run, rand, title: str = "What the budget bought"):
+    """Recall and mass share against budget: this run, random draws, exhaustive LESS."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("recall of the exhaustive top-p",
+                                                        "mass share of the exhaustive top-p"))
+    for col, metric in ((1, "recall"), (2, "mass_share")):
+        fig.add_trace(go.Scatter(x=run["budget"], y=run[metric], mode="lines+markers",
+                                 name="this run", legendgroup="run", showlegend=col == 1,
+                                 line={"color": "#1f77b4"}), row=1, col=col)
+        fig.add_trace(go.Scatter(x=rand["budget"], y=rand[metric], mode="lines",
+                                 name="random draws", legendgroup="random",
+                                 showlegend=col == 1, line={"color": "#999", "dash": "dash"}),
+                      row=1, col=col)
+        fig.add_trace(go.Scatter(x=[1.0], y=[1.0], mode="markers", name="exhaustive LESS",
+                                 legendgroup="exhaustive", showlegend=col == 1,
+                                 marker={"color": "#d62728", "size": 10, "symbol": "star"}),
+                      row=1, col=col)
+        fig.update_xaxes(title_text="budget (fraction of the pool scored)", range=[0, 1.02],
+                         tickformat=".0%", row=1, col=col)
+    fig.update_yaxes(range=[0, 1.05], row=1, col=1)
+    fig.update_layout(title=title, height=360, margin={"t": 60, "b": 40})
+    return fig
+
+
+def coverage_figure(table, title: str = "Selected rows per target subtask"):
+    """One bar per subtask: how many selected rows serve it best (subtasks.coverage)."""
+    fig = go.Figure(go.Bar(x=list(table["subtask"]), y=list(table["rows"]),
+                           marker={"color": "#1f77b4"}))
+    fig.update_layout(title=title, xaxis_title="subtask", yaxis_title="selected rows",
+                      height=320, margin={"t": 50, "b": 40})
     return fig

@@ -14,6 +14,7 @@ import plotly.express as px
 import streamlit as st
 
 from clusterucb_core import config
+from clusterucb_core.data import load as load_mod
 from clusterucb_core.data import pool as pool_mod
 from clusterucb_core.runtime import atomic
 from clusterucb_core.workspace import Workspace
@@ -48,7 +49,7 @@ def _try_use(ws: Workspace, path: Path, fmt: str, shape: str, id_f: str, src_f: 
     """Load the pool; only a pool that loads becomes the workspace's pool."""
     had = state.pool_ref(ws) is not None
     try:
-        pool_mod.load_pool(path, format=fmt, shape=shape, cache_dir=ws.pool_cache(),
+        load_mod.load_pool(path, format=fmt, shape=shape, cache_dir=ws.pool_cache(),
                            id_field=id_f or None, source_field=src_f or None)
     except (pool_mod.PoolError, FileNotFoundError, NotADirectoryError, OSError) as exc:
         ui.show_error(exc, f"Reading {path.name}",

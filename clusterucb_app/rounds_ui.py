@@ -14,7 +14,8 @@ import numpy as np
 import streamlit as st
 
 from clusterucb_app import plots_rounds as pr
-from clusterucb_core.selection import policies, subtasks
+from clusterucb_app.spec_form import widget
+from clusterucb_core.config import SelectionSpec
 from clusterucb_core.selection import run as selection
 from clusterucb_core.workspace import Workspace
 
@@ -41,37 +42,23 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
                        "checkpoint and target) so rows can be scored on demand.")
         with st.form("ucb_settings"):
             c = st.columns(4)
-            policy = c[0].selectbox("Policy", policies.POLICIES, index=policies.POLICIES.index(
-                d.policy) if d.policy in policies.POLICIES else 0,
-                help="ucb_beta: mean + β·std (the paper). ucb1: classic UCB1. thresh_*: share "
-                     "of draws above the top-quantile. random: baseline. thompson: Gaussian "
-                     "Thompson sampling.")
-            beta = c[1].number_input("β (exploration)", 0.0, 10.0, float(d.beta), 0.1)
-            cold = c[2].number_input("Cold start (fraction per cluster)", 0.0, 1.0,
-                                     float(d.cold_start), 0.01, format="%.3f")
-            budget = c[3].number_input("Budget (fraction of the pool scored)", 0.001, 1.0,
-                                       float(d.budget), 0.01, format="%.3f")
+            policy = widget(c[0], SelectionSpec, "policy", d.policy)
+            beta = widget(c[1], SelectionSpec, "beta", d.beta)
+            cold = widget(c[2], SelectionSpec, "cold_start", d.cold_start)
+            budget = widget(c[3], SelectionSpec, "budget", d.budget)
             c = st.columns(4)
-            top_p = c[0].number_input("Top-p (fraction selected)", 0.001, 1.0, float(d.top_p),
-                                      0.01, format="%.3f")
-            draw = c[1].number_input("Draw batch (rows per round)", 1, 10_000, int(d.draw_batch))
-            seed = c[2].number_input("Seed", 0, 2**31 - 1, int(d.seed))
+            top_p = widget(c[0], SelectionSpec, "top_p", d.top_p)
+            draw = widget(c[1], SelectionSpec, "draw_batch", d.draw_batch)
+            seed = widget(c[2], SelectionSpec, "seed", d.seed)
             opts = sources or ["(none yet)"]
             reward = c[3].selectbox("Reward source", opts,
                                     index=opts.index(saved) if saved in opts else 0,
                                     format_func=lambda s: rounds.REWARD_LABELS.get(s, s),
                                     help="Remembered per workspace.")
             c = st.columns(4)
-            order = c[1].selectbox(
-                "Draw order (within the chosen cluster)", selection.DRAW_ORDERS,
-                index=selection.DRAW_ORDERS.index(d.draw_order),
-                format_func=selection.DRAW_ORDER_LABELS.get, key="ucb_new_draw_order",
-                help=selection.draw_order_help())
-            rule = c[0].selectbox(
-                "Final selection", subtasks.BALANCES, format_func=subtasks.BALANCE_LABELS.get,
-                index=subtasks.BALANCES.index(d.balance), key="ucb_new_balance",
-                help=subtasks.balance_help()
-                + "  \nOnly the final pick; it can be switched later for this run.")
+            rule = widget(c[0], SelectionSpec, "balance", d.balance, key="ucb_new_balance")
+            order = widget(c[1], SelectionSpec, "draw_order", d.draw_order,
+                           key="ucb_new_draw_order")
             st.caption(f"Pool: {n_rows:,} rows in {clusters.k} clusters ('{clusters_name}'). "
                        f"Budget {budget:g} → {selection.count_of(budget, n_rows):,} rows scored; "
                        f"top-p {top_p:g} → {selection.count_of(top_p, n_rows):,} rows selected.")
@@ -259,6 +246,6 @@ def against_exhaustive(ws: Workspace, run: selection.SelectionRun) -> None:
 
     curve = fidelity.run_curve(run.round_drawn, ex, run.n_top)
     rand = fidelity.random_curve(ex, run.n_top, exclude=run.labels < 0)
-    st.plotly_chart(fidelity.budget_figure(curve, rand), key="ucb_budget_curve")
+    st.plotly_chart(pr.budget_figure(curve, rand), key="ucb_budget_curve")
     st.caption("What the budget bought: this run after each round, random draws of the same "
                "size (mean of 5 seeds), and exhaustive LESS (every row scored).")

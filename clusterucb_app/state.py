@@ -20,6 +20,7 @@ from typing import Any
 import streamlit as st
 
 from clusterucb_core import config
+from clusterucb_core.selection.exhaustive import saved_exhaustive
 from clusterucb_core.workspace import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,7 @@ def set_target_ref(ws: Workspace, path: str | Path, kind: str = "auto",
 
 
 def settings(ws: Workspace, name: str) -> Any:
-    """The spec of section `name` (or its older alias) in the workspace's config; the
+    """The spec of section `name` in the workspace's config; the
     defaults when none was saved, or when what was saved no longer passes the rules."""
     section = config.section_name(name)
     saved = (ws.meta().get("config") or {}).get(section) or {}
@@ -82,8 +83,18 @@ def settings(ws: Workspace, name: str) -> Any:
     return getattr(cfg, section)
 
 
+def use_warmup(ws: Workspace) -> bool:
+    """`[warmup] enabled` of the workspace's config."""
+    return bool(((ws.meta().get("config") or {}).get("warmup") or {}).get("enabled", True))
+
+
+def set_use_warmup(ws: Workspace, enabled: bool) -> None:
+    """Store `[warmup] enabled` in the workspace's config, beside the warm-up's settings."""
+    ws.update_config("warmup", {"enabled": bool(enabled)})
+
+
 def save_settings(ws: Workspace, **specs: Any) -> None:
-    """Store specs (by section name or alias) in the workspace's one config."""
+    """Store specs (by section name) in the workspace's one config."""
     cfg = dict(ws.meta().get("config") or {})
     for name, spec in specs.items():
         cfg[config.section_name(name)] = config.to_dict(spec)
@@ -161,7 +172,7 @@ def _load_pool(key: tuple, format: str, shape: str, cache_dir: str, id_field: st
     """One Pool per file version, named columns and process: memory-mapped from the
     workspace's pool cache (parsed there once, shared with the CLI), so a rerun never copies
     the pool."""
-    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.data.load import load_pool
 
     return load_pool(Path(key[0]), format=format, shape=shape, cache_dir=cache_dir,
                      id_field=id_field or None, source_field=source_field or None)
@@ -217,8 +228,6 @@ def progress_summary(ws: Workspace) -> list[tuple[str, bool]]:
 # ---------------------------------------------------------------------------------------------
 # clusters, map, scores (engine files in the workspace)
 # ---------------------------------------------------------------------------------------------
-
-SCORES_DIR = "scores"
 
 
 def cluster_names(ws: Workspace) -> list[str]:
@@ -313,49 +322,16 @@ def load_kscan(ws: Workspace, features: str | None) -> Any | None:
     return df
 
 
-def scores_path(ws: Workspace, name: str = "exhaustive") -> Path:
-    return ws.root / SCORES_DIR / f"{name}.npy"
-
-
 def exhaustive_scores(ws: Workspace, n_rows: int | None = None) -> Any | None:
-    """The exhaustive scores when they are this pool's and this target's, else None.
-
-    Only the pipeline's own table (`W/scores/exhaustive.npy`, see Pipeline.scores_path) with
-    the identity `Pipeline.exhaustive_scores` records beside it: the same target fingerprint,
-    and every feature store it was scored from present in the workspace and made from this
-    pool. Checked from the files, without loading the model (as Pipeline.known_exhaustive
-    would), so the pages stay fast.
-    """
-    import json
-
-    import numpy as np
-
-    from clusterucb_core.config import fingerprint
-
-    path = scores_path(ws)
-    side = path.with_suffix(".json")
-    if not (path.exists() and side.exists()):
-        return None
+    """The exhaustive scores when they are this pool's and this target's, else None (the
+    engine's check, from the files: the pages stay fast)."""
     try:
-        ident = json.loads(side.read_text()).get("identity") or {}
         pool, target = load_pool(ws), load_target(ws)
     except (OSError, ValueError):
         return None
-    if pool is None or target is None or ident.get("target") != target.fingerprint:
+    if pool is None or target is None or (n_rows is not None and n_rows != len(pool)):
         return None
-    stores = {}
-    for name in ws.list("features"):
-        manifest = ws.features(name) / "manifest.json"
-        with_ident = json.loads(manifest.read_text()).get("identity") if manifest.exists() else None
-        if isinstance(with_ident, dict):
-            stores[fingerprint(with_ident)] = with_ident
-    for fp in ident.get("stores") or []:
-        if fp not in stores or stores[fp].get("pool") != pool.fingerprint:
-            return None
-    arr = np.load(path, mmap_mode="r")
-    if arr.ndim != 1 or len(arr) != len(pool) or (n_rows is not None and len(arr) != n_rows):
-        return None
-    return np.asarray(arr, dtype=np.float64)
+    return saved_exhaustive(ws, pool.fingerprint, target.fingerprint, len(pool))
 
 
 def ledger(ws: Workspace, clustering: str | None = None) -> Any:

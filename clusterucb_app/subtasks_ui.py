@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 import streamlit as st
 
-from clusterucb_core.selection import fidelity, subtasks
+from clusterucb_app import plots_rounds
+from clusterucb_core.selection import subtasks
 from clusterucb_core.workspace import Workspace
 
 from . import state, subtask_view, ui
@@ -137,7 +138,7 @@ def coverage_panel(ws: Workspace, sub: SubtaskView, run_id: str, run_spec: Any, 
         balance_picker(ws, run_id, run_spec, key=f"{key}_balance")
     rows = sub.result.rows
     table = subtask_view.coverage_of(rows, sub.best, sub.names)
-    st.plotly_chart(fidelity.coverage_figure(table, title="Selected rows per target subtask"),
+    st.plotly_chart(plots_rounds.coverage_figure(table, title="Selected rows per target subtask"),
                     key=f"{key}_coverage")
     final = sub.result.budget_used >= sub.result.budget_total
     st.caption(ui.plain(subtask_view.coverage_caption(table, sub.balance, len(rows), final)))

@@ -81,7 +81,7 @@ def stage(workspace: str, name: str, progress: Progress | None = None) -> dict[s
     if name == "warmup":
         pipe.cfg = dataclasses.replace(pipe.cfg, use_warmup=True)
         ckpts = pipe.checkpoints
-        Workspace.open(workspace).update_meta(use_warmup=True)
+        Workspace.open(workspace).update_config("warmup", {"enabled": True})
         return {"checkpoints": [str(c) for c in ckpts]}
     if name == "cluster_features":
         store = pipe.cluster_store

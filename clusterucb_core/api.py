@@ -27,7 +27,7 @@ def _build(cls: type, names: dict[str, str], **params: Any) -> Any:
 
 
 class SphericalKMeans(ClusterMixin, BaseEstimator):
-    """Spherical k-means: rows are L2-normalised, similarity is the cosine (METHOD.md s.3).
+    """Spherical k-means: rows are L2-normalised, similarity is the cosine (docs/METHOD.md s.3).
 
     k-means++ seeding, Lloyd iterations to `tol`, empty clusters re-seeded; rows that cannot be
     normalised (NaN/inf or all zero) get the label -1. `minibatch=True` streams the rows in
@@ -99,9 +99,12 @@ class _CallableOracle:
         return {"kind": "callable", "name": getattr(self.fn, "__name__", "rewards")}
 
 
+_SEL = SelectionSpec()  # the defaults, declared once in config.py
+
+
 class ClusterUCB(BaseEstimator):
     """ClusterUCB selection: a bandit over clusters spends a scoring budget, then keeps the
-    top-p of the scored rows (METHOD.md s.4).
+    top-p of the scored rows (docs/METHOD.md s.4).
 
     `fit(labels, rewards)`: `labels` is the cluster of each pool row (-1: never drawn);
     `rewards` is one score per row (an array), or a function `rows -> scores` called only for
@@ -110,14 +113,19 @@ class ClusterUCB(BaseEstimator):
     (each cluster's draws ordered by a reward model on them; the pipeline's default) and
     `"similar"`; the default `"random"` draws as the paper does.
 
+    Parameters are `SelectionSpec`'s fields, with its defaults, rules and help
+    (`random_state` is its `seed`; `clusterucb select --help` prints the help).
+
     Fitted attributes: `selected_` (row indices, best first), `scores_` (float [N], NaN where
     not scored), `history_` (DataFrame, one row per round: arm, rows drawn, mean reward,
     budget used and why), `run_` (the `SelectionRun`, for everything else).
     """
 
-    def __init__(self, policy: str = "ucb_beta", *, beta: float = 1.0, budget: float = 0.2,
-                 top_p: float = 0.05, cold_start: float = 0.05, draw_batch: int = 8,
-                 quantile: float = 0.25, draw_order: str = "random", random_state: int = 42):
+    def __init__(self, policy: str = _SEL.policy, *, beta: float = _SEL.beta,
+                 budget: float = _SEL.budget, top_p: float = _SEL.top_p,
+                 cold_start: float = _SEL.cold_start, draw_batch: int = _SEL.draw_batch,
+                 quantile: float = _SEL.quantile, draw_order: str = _SEL.draw_order,
+                 random_state: int = _SEL.seed):
         self.policy = policy
         self.beta = beta
         self.budget = budget

@@ -25,6 +25,7 @@ from typing import Any, Literal
 import tomli_w
 
 from clusterucb_core.data.demo import find_demo_dir
+from clusterucb_core.workspace import check_name
 
 DEMO_DIR = find_demo_dir()  # the checkout's sample_data/, or the installed demo
 DEMO_MODEL = DEMO_DIR / "demo_model"
@@ -36,6 +37,9 @@ POLICY = Literal["ucb_beta", "ucb1", "thresh_hard", "thresh_normal", "random", "
 POOL_FORMAT = Literal["auto", "jsonl", "json", "csv", "tsv", "parquet", "datasets"]
 POOL_SHAPE = Literal["auto", "messages", "alpaca", "sharegpt", "prompt_completion"]
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+# how K is picked when k = "auto" (clustering/krule.py): the K scan's silhouette, about m
+# cold-start draws per arm, or a fixed K
+K_RULE = re.compile(r"^(silhouette|size[1-9]\d*|fixed[1-9]\d*)$")
 
 
 def check_device(device: Any) -> str:
@@ -59,10 +63,31 @@ class ConfigError(ValueError):
 
 
 def _f(default: Any, lo: float | None = None, hi: float | None = None, *,
-       lo_open: bool = False, hi_open: bool = False, rule: str | None = None) -> Any:
-    """A field with a range: lo <= x <= hi (strict where *_open)."""
-    return field(default=default, metadata={"lo": lo, "hi": hi, "lo_open": lo_open,
-                                            "hi_open": hi_open, "rule": rule})
+       lo_open: bool = False, hi_open: bool = False, rule: str | None = None,
+       help: str = "", label: str = "", choices: dict[str, str] | None = None,
+       added: bool = False) -> Any:
+    """A field and everything said about it, once: its range (lo <= x <= hi, strict where
+    *_open), the rule its error names, and for the CLI flags and the app's widgets built from
+    it (`field_flags`, clusterucb_app/spec_form.py) a help text, a short label and one label
+    per choice of a Literal. `added`: introduced after work was saved (see `to_dict`)."""
+    md = {"lo": lo, "hi": hi, "lo_open": lo_open, "hi_open": hi_open, "rule": rule,
+          "help": help, "label": label, "choices": choices or {}}
+    if added:
+        md["added"] = True
+    return field(default=default, metadata=md)
+
+
+def field_info(cls: type, name: str) -> dict[str, Any]:
+    """What a settings field declares: type, default, choices, range, help and label."""
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    hint = typing.get_type_hints(cls)[name]
+    md = dict(f.metadata)
+    options = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+    return {"name": name, "type": hint, "default": f.default, "options": options,
+            "labels": md.get("choices") or {}, "help": md.get("help", ""),
+            "label": md.get("label") or name.replace("_", " "), "range": _range_text(md),
+            "lo": md.get("lo"), "hi": md.get("hi"), "lo_open": bool(md.get("lo_open")),
+            "hi_open": bool(md.get("hi_open"))}
 
 
 def _range_text(md: dict[str, Any]) -> str:
@@ -243,6 +268,12 @@ class FeatureSpec(Spec):
     max_length: int = field(default=0, metadata={"lo": 0, "added": True})
 
 
+def effective_max_length(spec: FeatureSpec, model_max_length: int) -> int:
+    """Tokens a row keeps for these features: the model's max_length, or the features' own
+    `max_length` when that is set and shorter."""
+    return min(spec.max_length or model_max_length, model_max_length)
+
+
 def feature_options(spec: FeatureSpec) -> dict[str, Any]:
     """The cluster-feature options that differ from their defaults (for identities and store
     names: stores made before the options existed keep their keys)."""
@@ -268,38 +299,70 @@ class ClusterSpec(Spec):
     # k-means++ restarts, the lowest inertia kept
     n_init: int = field(default=3, metadata={"lo": 1, "added": True})
 
+    def check(self) -> None:
+        if not K_RULE.match(self.k_rule):
+            raise ConfigError("k_rule", self.k_rule, "must be silhouette, size<m> (each arm "
+                              "about m cold-start draws, m >= 1) or fixed<K> (K >= 1)")
+
     @property
     def auto_k(self) -> bool:
         return self.k in (0, "auto")
 
 
+# what each final-selection rule does (SelectionSpec.balance; subtasks.py applies them)
+BALANCE_HELP = {
+    "max": "the top-p rows by score, a score being the best cosine over the target's "
+           "subtasks: one easy subtask can take most of the places",
+    "subtasks": "the top-p filled round-robin: each subtask in turn takes its best row not "
+                "taken yet, so every subtask gets a share",
+}
+
+
 @dataclass(frozen=True)
 class SelectionSpec(Spec):
-    """ClusterUCB settings; fractions are of the pool size N (METHOD.md section 4)."""
+    """ClusterUCB settings; fractions are of the pool size N (docs/METHOD.md section 4). Each
+    field's help and label here are the only ones: the CLI flags (`clusterucb select`), the
+    app's new-run form and the Python API (`ClusterUCB`) are built from them."""
 
-    policy: POLICY = "ucb_beta"
-    beta: float = 1.0
-    cold_start: float = _f(0.05, 0, 1)
-    budget: float = _f(0.2, 0, 1, lo_open=True)
-    top_p: float = _f(0.05, 0, 1, lo_open=True)
-    draw_batch: int = _f(8, 1)
-    seed: int = _f(42, 0)
-    quantile: float = _f(0.25, 0, 1, lo_open=True, hi_open=True)  # thresh_*: tau = top-q
+    policy: POLICY = _f("ucb_beta", label="Policy", help=(
+        "arm rule: ucb_beta = mean + beta*std (the paper); ucb1 = classic UCB1; thresh_hard / "
+        "thresh_normal = share of draws above the top-quantile; random = the baseline; "
+        "thompson = Gaussian Thompson sampling"))
+    beta: float = _f(1.0, label="β (exploration)", help="ucb_beta: mean + beta*std")
+    cold_start: float = _f(0.05, 0, 1, label="Cold start (fraction per cluster)",
+                           help="fraction of each cluster drawn first, at random")
+    budget: float = _f(0.2, 0, 1, lo_open=True, label="Budget (fraction of the pool scored)",
+                       help="fraction of the pool scored in all, cold start included")
+    top_p: float = _f(0.05, 0, 1, lo_open=True, label="Top-p (fraction selected)",
+                      help="fraction of the pool selected")
+    draw_batch: int = _f(8, 1, label="Draw batch (rows per round)",
+                         help="rows drawn per round")
+    seed: int = _f(42, 0, label="Seed", help="seed of every random draw")
+    quantile: float = _f(0.25, 0, 1, lo_open=True, hi_open=True, label="Quantile (thresh_*)",
+                         help="thresh_* policies: tau = the top-q quantile of the draws")
     # Beyond the paper, each off unless bench_fidelity.py measured it to help (README):
-    # ucb_beta's std shrunk toward the pool's, as if seen this many more draws (0 = off)
-    pooled_variance: float = field(default=0.0, metadata={"lo": 0, "added": True})
-    # which undrawn members of the chosen arm a round draws (the cluster features needed
-    # beyond random): random = the paper's uniform draw; similar = most like the best rows
-    # scored so far; predicted = the highest under surrogate.RewardModel, whose mean over
-    # them is then ucb_beta's mean. The class keeps the paper's default; RunConfig's
-    # (pipeline, CLI, app) is "predicted", measured to help (README "Selection fidelity").
-    draw_order: DRAW_ORDER = field(default="random", metadata={"added": True})
-    # max: the top-p by score (LESS); subtasks: the top-p filled round-robin over the
-    # target's subtasks, each taking its best row in turn (subtasks.py)
-    balance: Literal["max", "subtasks"] = field(default="max", metadata={"added": True})
-    # split a hot arm in two once it has this many scored draws (0 = off; needs features;
-    # SelectionRun's docstring gives the rule)
-    split_hot: int = field(default=0, metadata={"lo": 0, "added": True})
+    pooled_variance: float = _f(0.0, 0, added=True, label="Pooled variance", help=(
+        "ucb_beta's std shrunk toward the pool's, as if seen this many more draws (0 = off)"))
+    # The class keeps the paper's default; RunConfig's (pipeline, CLI, app) is "predicted",
+    # measured to help (README "Selection fidelity").
+    draw_order: DRAW_ORDER = _f("random", added=True, label="Draw order (within the chosen "
+                                "cluster)", choices={
+        "predicted": "predicted (a reward model on the cluster features)",
+        "random": "random (the paper)",
+        "similar": "similar to the best rows so far"}, help=(
+        "which undrawn rows of the chosen cluster a round scores. random: uniformly, as in the "
+        "paper. predicted: the ones a ridge model of the reward on the cluster features ranks "
+        "highest; the model is refitted on every row scored so far, and UCB's mean for a "
+        "cluster becomes the predicted mean of its next draws. similar: the ones closest to "
+        "the best rows scored so far. predicted and similar read the cluster features"))
+    balance: Literal["max", "subtasks"] = _f("max", added=True, label="Final selection",
+                                             choices={"max": "Top-p by score (LESS)",
+                                                      "subtasks": "Round-robin over subtasks"},
+                                             help="the final pick only, not the draws. " + "; "
+                                             .join(f"{k}: {v}" for k, v in BALANCE_HELP.items()))
+    split_hot: int = _f(0, 0, added=True, label="Split hot arms", help=(
+        "split a hot arm in two once it has this many scored draws (0 = off; needs the "
+        "cluster features)"))
 
     def check(self) -> None:
         if self.top_p > self.budget:
@@ -384,7 +447,7 @@ class RunConfig(Spec):
     lora: LoraSpec = LoraSpec()
     use_warmup: bool = True
     warmup: WarmupSpec = WarmupSpec()
-    # The clustering features need not be the reward features (METHOD.md s.3): forward-only
+    # The clustering features need not be the reward features (docs/METHOD.md s.3): forward-only
     # hidden states cost one forward pass per row, so clustering the whole pool stays cheap.
     # Early exit after the first decoder block: the best recall per cost on the demo and the
     # Flan + MMLU pools (bench/bench_fidelity.py; README "Selection fidelity").
@@ -395,14 +458,12 @@ class RunConfig(Spec):
     selection: SelectionSpec = SelectionSpec(draw_order="predicted")
     make_map: bool = True
     exhaustive: bool = False  # also score every row (teaching, recall figures)
-    # Dynamic ClusterUCB (METHOD.md s.5): > 1 trains one epoch on each selection and selects
+    # Dynamic ClusterUCB (docs/METHOD.md s.5): > 1 trains one epoch on each selection and selects
     # again at the new checkpoint with the same clusters and a fresh bandit.
     dynamic_rounds: int = _f(1, 1)
     export_dir: str = ""  # default: <workspace>/exports/<run_id>
 
     def check(self) -> None:
-        from clusterucb_core.workspace import check_name
-
         try:
             check_name(self.run_id, "run id")
         except ValueError as exc:
@@ -423,15 +484,12 @@ class RunConfig(Spec):
 SECTIONS: dict[str, type] = {"model": ModelSpec, "lora": LoraSpec, "warmup": WarmupSpec,
                              "cluster_features": FeatureSpec, "reward_features": FeatureSpec,
                              "clusters": ClusterSpec, "selection": SelectionSpec}
-# names the app used for two sections before there was one config
-SECTION_ALIASES = {"features": "reward_features", "cluster": "clusters"}
 _TOP = {f.name for f in dataclasses.fields(RunConfig)} - set(SECTIONS) - {"use_warmup",
                                                                           "export_dir"}
 
 
 def section_name(name: str) -> str:
-    """The section a name stands for (an old alias, or the name itself); ValueError if none."""
-    name = SECTION_ALIASES.get(name, name)
+    """`name` when it is a settings section; ValueError naming the sections if not."""
     if name not in SECTIONS:
         raise ValueError(f"unknown settings section {name!r}; sections: {', '.join(SECTIONS)}")
     return name
@@ -525,26 +583,6 @@ def config_to_dict(cfg: RunConfig) -> dict[str, Any]:
     out["warmup"]["enabled"] = cfg.use_warmup
     out["export"] = {"out": cfg.export_dir}
     return out
-
-
-def migrate_workspace_meta(meta: dict[str, Any]) -> dict[str, Any]:
-    """workspace.json as written before there was one config: the app kept its forms under
-    `settings` (with its own section names) and `use_warmup` beside the pipeline's `config`;
-    both fold into `config` (the forms win: they are what the user chose last)."""
-    if "settings" not in meta and "use_warmup" not in meta:
-        return meta
-    meta = dict(meta)
-    settings = meta.pop("settings", None) or {}
-    use_warmup = meta.pop("use_warmup", None)
-    cfg = dict(meta.get("config") or {})
-    for name, values in settings.items():
-        key = SECTION_ALIASES.get(name, name)
-        if key in SECTIONS and isinstance(values, dict):
-            cfg[key] = {**(cfg.get(key) or {}), **values}
-    if use_warmup is not None:
-        cfg["warmup"] = {**(cfg.get("warmup") or {}), "enabled": bool(use_warmup)}
-    meta["config"] = cfg
-    return meta
 
 
 def check_runnable(cfg: RunConfig) -> None:

@@ -27,15 +27,17 @@ from clusterucb_core.config import (
     WarmupSpec,
     config_from_dict,
     config_to_dict,
+    effective_max_length,
     fingerprint,
     to_dict,
 )
+from clusterucb_core.data.pool_record import problems_sentence, problems_summary, record_pool
 from clusterucb_core.runtime import atomic
 from clusterucb_core.runtime.timings import StageClock
+from clusterucb_core.selection import exhaustive
 from clusterucb_core.workspace import Workspace, check_name
 
 Log = Callable[[str], None]
-SCORES_DIR = "scores"
 
 
 def warmup_key(spec: WarmupSpec) -> dict[str, Any]:
@@ -50,9 +52,27 @@ def warmup_key(spec: WarmupSpec) -> dict[str, Any]:
     return d
 
 
+def warmup_name(pool_fingerprint: str, model: Any, lora: Any, warmup: WarmupSpec) -> str:
+    """The checkpoint set `warmup-<key>` of one pool/model/LoRA/warm-up setting (`run` trains
+    it, `features` finds it)."""
+    from clusterucb_core.features.model import weights_fingerprint
+
+    # The model by content, not path: a moved repository or workspace keeps its warm-up.
+    key = fingerprint(pool_fingerprint, weights_fingerprint(model.name_or_path),
+                      replace(model, name_or_path=""), lora, warmup_key(warmup))
+    return f"warmup-{key[:8]}"
+
+
+def clusters_name(store: str, spec: Any) -> str:
+    """A clustering's folder name, from its feature store and settings (`run`, `cluster`)."""
+    cond = f"-{spec.condition}" if spec.condition != "none" else ""
+    k = ("auto" if spec.k_rule == "silhouette" else spec.k_rule) if spec.auto_k else spec.k
+    return check_name(f"{store}{cond}-k{k}")
+
+
 def describe_features(spec: FeatureSpec, model_max_length: int) -> str:
     """One sentence naming the cluster features and why they cost what they do."""
-    ml = min(spec.max_length or model_max_length, model_max_length)
+    ml = effective_max_length(spec, model_max_length)
     if spec.kind == "hidden":
         depth = (f"the first {spec.layers} decoder block(s) only (early exit)" if spec.layers
                  else "the whole model")
@@ -110,21 +130,23 @@ class Pipeline:
     # ------------------------------------------------------------------ inputs
     @cached_property
     def pool(self):
-        from clusterucb_core.data.pool import load_pool
+        from clusterucb_core.data.load import load_pool
 
         pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape,
                          cache_dir=self.ws.pool_cache(),
                          id_field=self.cfg.pool_id_field or None,
                          source_field=self.cfg.pool_source_field or None)
-        rep = pool.report
+        self.__dict__["pool_problems"] = problems = problems_summary(self.ws.root, pool)
+        said = problems_sentence(problems)
         self.log(f"pool: {len(pool)} rows from {pool.path} ({pool.format}, {pool.shape})"
-                 + (f", {len(rep.problems)} problem(s) reported" if rep.problems else ""))
-        self.ws.update_meta(pool={"path": str(pool.path), "fingerprint": pool.fingerprint,
-                                  "format": pool.format, "shape": pool.shape,
-                                  "id_field": self.cfg.pool_id_field,
-                                  "source_field": self.cfg.pool_source_field,
-                                  "n_rows": len(pool)})
+                 + (f"; {said}" if said else ""))
+        record_pool(self.ws, pool, self.cfg.pool_id_field, self.cfg.pool_source_field)
         return pool
+
+    @cached_property
+    def pool_problems(self) -> dict[str, Any]:
+        """Dropped rows and warnings of the pool (set when the pool is read)."""
+        return problems_summary(self.ws.root, self.pool)
 
     @cached_property
     def target(self):
@@ -164,13 +186,8 @@ class Pipeline:
     @property
     def warmup_dir(self) -> Path:
         """Where this pool/model/LoRA/warm-up setting's checkpoints live."""
-        from clusterucb_core.features.model import weights_fingerprint
-
         c = self.cfg
-        # The model by content, not path: a moved repository or workspace keeps its warm-up.
-        key = fingerprint(self.pool.fingerprint, weights_fingerprint(c.model.name_or_path),
-                          replace(c.model, name_or_path=""), c.lora, warmup_key(c.warmup))
-        return self.ws.checkpoints(f"warmup-{key[:8]}")
+        return self.ws.checkpoints(warmup_name(self.pool.fingerprint, c.model, c.lora, c.warmup))
 
     def warmup_ready(self) -> bool:
         """True when the warm-up for these settings is trained (nothing to compute)."""
@@ -270,10 +287,7 @@ class Pipeline:
 
     @property
     def clusters_name(self) -> str:
-        spec = self.cfg.clusters
-        cond = f"-{spec.condition}" if spec.condition != "none" else ""
-        k = ("auto" if spec.k_rule == "silhouette" else spec.k_rule) if spec.auto_k else spec.k
-        return check_name(f"{self.cluster_store.path.name}{cond}-k{k}")
+        return clusters_name(self.cluster_store.path.name, self.cfg.clusters)
 
     @cached_property
     def clusters(self):
@@ -484,7 +498,7 @@ class Pipeline:
     @property
     def scores_path(self) -> Path:
         """Exhaustive scores, where `clusterucb select` and the app look for them."""
-        return self.ws.root / SCORES_DIR / "exhaustive.npy"
+        return self.ws.scores()
 
     def _scores_identity(self) -> dict[str, Any]:
         return {"stores": [eng.fingerprint for eng in self.reward_engines],
@@ -492,14 +506,12 @@ class Pipeline:
 
     def known_exhaustive(self) -> np.ndarray | None:
         """The saved exhaustive scores when they were made from these features and target."""
-        meta = self.scores_path.with_suffix(".json")
-        if not (self.scores_path.exists() and meta.exists()):
+        ident = exhaustive.identity(self.ws)
+        if ident is None or ident.get("weights") != self.checkpoint_weights():
             return None
-        import json
-
-        if json.loads(meta.read_text()).get("identity") != self._scores_identity():
-            return None
-        return np.load(self.scores_path)
+        return exhaustive.saved_exhaustive(
+            self.ws, self.pool.fingerprint, self.target.fingerprint, len(self.pool),
+            stores=[eng.fingerprint for eng in self.reward_engines])
 
     def exhaustive_scores(self) -> np.ndarray:
         """Every row scored (LESS without the bandit): for teaching and recall figures."""
@@ -568,7 +580,8 @@ class Pipeline:
                    "budget_used": int(run.budget_used), "budget_total": int(run.budget_total),
                    "rounds": len(run.records), "work": dict(self.work),
                    "unscorable_rows": rep.n_unscorable, "truncated_rows": rep.n_truncated,
-                   "formatting": rep.sentence(), "target_truncation": self.target_sentence()}
+                   "formatting": rep.sentence(), "target_truncation": self.target_sentence(),
+                   "pool_problems": self.pool_problems}
         if exhaustive is not None:
             from clusterucb_core.selection.oracle import run_metrics
 

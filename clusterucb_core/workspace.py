@@ -18,6 +18,7 @@ distributed `torchrun` job meet at the same files and a browser refresh loses no
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,18 +64,20 @@ class Workspace:
         return self.root / "workspace.json"
 
     def meta(self) -> dict[str, Any]:
-        """workspace.json (older forms migrated on read; the next write stores the new one)."""
-        import json
-
-        from clusterucb_core.config import migrate_workspace_meta
-
-        return migrate_workspace_meta(json.loads(self.meta_path.read_text()))
+        """workspace.json: name, version, the pool and target chosen, the one `config`."""
+        return json.loads(self.meta_path.read_text())
 
     def update_meta(self, **values: Any) -> dict[str, Any]:
         meta = self.meta()
         meta.update(values)
         atomic.write_json(self.meta_path, meta)
         return meta
+
+    def update_config(self, section: str, values: dict[str, Any]) -> None:
+        """Merge `values` into one settings section of the workspace's `config`."""
+        cfg = dict(self.meta().get("config") or {})
+        cfg[section] = {**(cfg.get(section) or {}), **values}
+        self.update_meta(config=cfg)
 
     def _sub(self, kind: str, name: str | None = None) -> Path:
         base = self.root / kind
@@ -103,6 +106,10 @@ class Workspace:
 
     def jobs(self, job_id: str | None = None) -> Path:
         return self._sub("jobs", job_id)
+
+    def scores(self, name: str = "exhaustive") -> Path:
+        """A score table (one score per pool row): `exhaustive` is the pipeline's own."""
+        return self._sub("scores", f"{name}.npy")
 
     def pool_cache(self) -> Path:
         return self._sub("pool_cache")

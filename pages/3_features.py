@@ -34,7 +34,7 @@ the rows already written.
 """)
 
 s = engine.specs(ws)
-model, lora, warm, feat, cfeat = (s["model"], s["lora"], s["warmup"], s["features"],
+model, lora, warm, feat, cfeat = (s["model"], s["lora"], s["warmup"], s["reward_features"],
                                   s["cluster_features"])
 
 features_ui.settings_form(ws, s)
@@ -63,7 +63,7 @@ c[0].metric("Model", Path(model.name_or_path).name or model.name_or_path)
 dev_short, dev_detail = _device_found()
 c[1].metric("Device (auto found)", dev_short, help=dev_detail)
 c[2].metric("LoRA", f"r={lora.rank}, α={lora.alpha}")
-c[3].metric("Reward features", f"{feat.mode if engine.use_warmup(ws) else 'sgd'}, "
+c[3].metric("Reward features", f"{feat.mode if state.use_warmup(ws) else 'sgd'}, "
                                f"d={feat.dim}")
 if not model_ok:
     st.warning(f"No model folder at `{model.name_or_path}`. "
@@ -84,11 +84,11 @@ st.caption(f"LoRA training on {warm.fraction:.1%} of the pool for "
            + ". " + (f"Latest checkpoint: `{ckpt}`." if ckpt else "No checkpoint yet: "
                      "features are taken at the base model with plain (sgd) gradients."))
 uw = st.checkbox("Use a warm-up checkpoint for the reward features (LESS)",
-                 value=engine.use_warmup(ws), key="use_warmup",
+                 value=state.use_warmup(ws), key="use_warmup",
                  help="Off: gradients at the base model (plain sgd). On: the exhaustive job "
                       "trains the warm-up first when it is missing.")
-if uw != engine.use_warmup(ws):
-    ws.update_meta(use_warmup=bool(uw))
+if uw != state.use_warmup(ws):
+    state.set_use_warmup(ws, uw)
 if st.button("Run warm-up", key="btn_warmup", disabled=not model_ok):
     engine.start_stage(ws, "warmup", "Warm-up", unit="steps")
 ui.job_panel(ws, "warmup")

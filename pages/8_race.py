@@ -27,7 +27,7 @@ except (OSError, ValueError):
     saved = {}
 
 clusterings = state.cluster_names(ws)
-have_scores = state.scores_path(ws).exists()
+have_scores = ws.scores().exists()
 options = ["playground"] + (["workspace"] if clusterings and have_scores else [])
 labels = {"playground": "Playground arms", "workspace": f"This workspace ({ws.name}): "
                                                        "clusters + exhaustive scores"}
@@ -55,7 +55,7 @@ else:
     clustering = st.selectbox("Clustering", clusterings,
                               index=clusterings.index(cur) if cur in clusterings else 0,
                               key="race_clustering")
-    src_key = f"{ws.root}|{clustering}|{state.scores_path(ws).stat().st_mtime_ns}"
+    src_key = f"{ws.root}|{clustering}|{ws.scores().stat().st_mtime_ns}"
 
 go_race, form = race_ui.settings_form(saved)
 

@@ -6,7 +6,7 @@
                                           # (about 5 min on 2 CPU cores)
 
 What it does (seeded; same inputs and thread count give the same weights):
-1. Renders every pool chat in the Tulu format of METHOD.md s.1
+1. Renders every pool chat in the Tulu format of docs/METHOD.md s.1
    (`<|system|>\\n..\\n<|user|>\\n..\\n<|assistant|>\\n..</s>\\n`) and holds out 5% of the rows.
 2. Trains a byte-level BPE tokenizer (Hugging Face `tokenizers`) on the training rows, with
    special tokens <unk>, <s>, </s>. Like Llama's tokenizer it prepends <s> and appends nothing.

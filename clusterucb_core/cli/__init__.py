@@ -11,6 +11,8 @@ import argparse
 import importlib
 import sys
 
+from clusterucb_core.selection.runlog import RunLocked
+
 # subcommand -> module in this package
 COMMANDS: dict[str, str] = {
     "app": "app",
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted; finished work is kept and the next run resumes from it",
               file=sys.stderr)
         return 130
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
+    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError,
+            RunLocked) as exc:  # RunLocked: another writer held the run past the wait
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

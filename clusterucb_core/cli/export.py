@@ -63,14 +63,13 @@ def pool_ref(ws: Any, recorded: Any, args: argparse.Namespace) -> dict[str, Any]
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from clusterucb_core.cli.select import SCORES_DIR
+    from clusterucb_core.cli.stage import open_workspace
     from clusterucb_core.clustering.clusterset import load_clusters
-    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.data.load import load_pool
     from clusterucb_core.export.files import export_selection
     from clusterucb_core.selection.runs import open_run
-    from clusterucb_core.workspace import Workspace
 
-    ws = Workspace.open(args.workspace, create=False)
+    ws = open_workspace(args.workspace)
     run_id = args.run or ws.meta().get("current_run")
     if not run_id:
         raise ValueError("which run? pass --run (no current run in the workspace)")
@@ -82,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     pool = load_pool(resolve_path(ws, ref["path"]), ref.get("format", "auto"),
                      ref.get("shape", "auto"), cache_dir=ws.pool_cache())
     exhaustive = None
-    ex_path = ws.root / SCORES_DIR / "exhaustive.npy"
+    ex_path = ws.scores()
     if ex_path.exists():
         arr = np.load(ex_path)
         exhaustive = arr if arr.ndim == 1 and len(arr) == len(labels) else None

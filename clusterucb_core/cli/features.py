@@ -26,70 +26,98 @@ HELP = "compute per-row gradient features (LESS) into a resumable feature store"
 
 # ----------------------------------------------------------------------- shared with warmup
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model and LoRA flags; one left out takes the workspace's recorded setting (stage.py),
+    else the default named in its help."""
     from clusterucb_core.config import LoraSpec, ModelSpec
 
     m, lo = ModelSpec(), LoraSpec()
-    g = parser.add_argument_group("model")
+    g = parser.add_argument_group("model (default: the workspace's recorded settings, else "
+                                  "those below)")
     g.add_argument("--model", default=None,
                    help="model folder or hub id (default: the bundled demo model)")
-    g.add_argument("--max-length", type=int, default=m.max_length,
+    g.add_argument("--max-length", type=int, default=None,
                    help=f"tokens per row, longer rows are cut (default {m.max_length})")
-    g.add_argument("--template", default=m.chat_template, choices=("tulu", "model"),
+    g.add_argument("--template", default=None, choices=("tulu", "model"),
                    help="chat rendering: Tulu (LESS) or the model's own chat template")
-    g.add_argument("--truncation", default=m.truncation, choices=("keep_answer", "right"),
+    g.add_argument("--truncation", default=None, choices=("keep_answer", "right"),
                    help="a row over --max-length loses its oldest prompt tokens (keep_answer, "
                         "default) or its end (right: LESS, which can drop the whole answer)")
-    g.add_argument("--device", default=m.device, help="auto | cpu | cuda | cuda:N | mps")
-    g.add_argument("--dtype", default=m.dtype, choices=DTYPES,
+    g.add_argument("--device", default=None, help=f"auto | cpu | cuda | cuda:N | mps "
+                                                  f"(default {m.device})")
+    g.add_argument("--dtype", default=None, choices=DTYPES,
                    help="auto (bf16 on CUDA, fp32 elsewhere) | float32 | bfloat16 | float16")
     g.add_argument("--trust-remote-code", action="store_true",
                    help="allow the model folder's own Python code to run (only if you trust it)")
-    g.add_argument("--lora-rank", type=int, default=lo.rank,
+    g.add_argument("--lora-rank", type=int, default=None,
                    help=f"LoRA rank (default {lo.rank}; LESS uses 128)")
-    g.add_argument("--lora-alpha", type=int, default=lo.alpha,
+    g.add_argument("--lora-alpha", type=int, default=None,
                    help=f"LoRA alpha (default {lo.alpha}; LESS uses 512)")
-    g.add_argument("--lora-dropout", type=float, default=lo.dropout,
+    g.add_argument("--lora-dropout", type=float, default=None,
                    help=f"LoRA dropout (default {lo.dropout})")
-    g.add_argument("--lora-targets", default=",".join(lo.target_modules),
+    g.add_argument("--lora-targets", default=None,
                    help="comma-separated module names to adapt: leaf names (q_proj) or dotted "
-                        "names (layers.3.self_attn.q_proj)")
-    g.add_argument("--lora-layers", default="",
+                        "names (layers.3.self_attn.q_proj) (default "
+                        f"{','.join(lo.target_modules)})")
+    g.add_argument("--lora-layers", default=None,
                    help="comma-separated decoder layer indices that get adapters (default: all)")
 
 
-def model_spec_from(args: argparse.Namespace):
+_MODEL_FLAGS = {"model": "name_or_path", "device": "device", "dtype": "dtype",
+                "template": "chat_template", "max_length": "max_length",
+                "truncation": "truncation"}
+_LORA_FLAGS = {"lora_rank": "rank", "lora_alpha": "alpha", "lora_dropout": "dropout"}
+
+
+def model_spec_from(args: argparse.Namespace, base: Any = None):
+    """The model flags over `base` (the workspace's ModelSpec; default the built-in one)."""
+    from dataclasses import replace
+
+    from clusterucb_core.cli.stage import merged
     from clusterucb_core.config import ModelSpec
 
-    return ModelSpec(name_or_path=args.model or ModelSpec().name_or_path, device=args.device,
-                     dtype=args.dtype, trust_remote_code=bool(args.trust_remote_code),
-                     chat_template=args.template, max_length=args.max_length,
-                     truncation=args.truncation)
+    spec = merged(base or ModelSpec(), args, _MODEL_FLAGS)
+    return replace(spec, trust_remote_code=True) if args.trust_remote_code else spec
 
 
-def lora_spec_from(args: argparse.Namespace):
+def lora_spec_from(args: argparse.Namespace, base: Any = None):
+    """The LoRA flags over `base` (the workspace's LoraSpec; default the built-in one)."""
+    from dataclasses import replace
+
+    from clusterucb_core.cli.stage import merged
     from clusterucb_core.config import LoraSpec
 
-    targets = tuple(t.strip() for t in args.lora_targets.split(",") if t.strip())
-    layers = [t.strip() for t in args.lora_layers.split(",") if t.strip()]
-    try:
-        layers = [int(t) for t in layers]
-    except ValueError:
-        pass  # LoraSpec names the setting and the rule
-    return LoraSpec(rank=args.lora_rank, alpha=args.lora_alpha, dropout=args.lora_dropout,
-                    target_modules=targets, layers_to_transform=layers)
+    spec = merged(base or LoraSpec(), args, _LORA_FLAGS)
+    given: dict[str, Any] = {}
+    if args.lora_targets is not None:
+        given["target_modules"] = tuple(t.strip() for t in args.lora_targets.split(",")
+                                        if t.strip())
+    if args.lora_layers is not None:
+        layers: list[Any] = [t.strip() for t in args.lora_layers.split(",") if t.strip()]
+        try:
+            layers = [int(t) for t in layers]
+        except ValueError:
+            pass  # LoraSpec names the setting and the rule
+        given["layers_to_transform"] = layers
+    return replace(spec, **given) if given else spec
 
 
 def open_pool(args: argparse.Namespace, ws: Any):
-    """--pool, else the pool recorded in the workspace; through the workspace's pool cache."""
-    from clusterucb_core.data.pool import load_pool
+    """--pool (then recorded as the workspace's pool, for the later stages), else the pool
+    recorded in the workspace; through the workspace's pool cache."""
+    from clusterucb_core.data.load import load_pool
+    from clusterucb_core.data.pool_record import record_pool
 
     cache = ws.pool_cache()
     if args.pool:
-        return load_pool(args.pool, cache_dir=cache)
+        pool = load_pool(args.pool, cache_dir=cache)
+        record_pool(ws, pool)
+        return pool
     ref = ws.meta().get("pool")
     if isinstance(ref, dict) and ref.get("path"):
         return load_pool(ref["path"], format=ref.get("format", "auto"),
-                         shape=ref.get("shape", "auto"), cache_dir=cache)
+                         shape=ref.get("shape", "auto"), cache_dir=cache,
+                         id_field=ref.get("id_field") or None,
+                         source_field=ref.get("source_field") or None)
     if isinstance(ref, str) and ref:
         return load_pool(ref, cache_dir=cache)
     raise FileNotFoundError("no pool: give --pool FILE or choose one for the workspace")
@@ -147,19 +175,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="adam (with the checkpoint's Adam state; default when there is a "
                              "checkpoint) or sgd (plain gradient)")
     parser.add_argument("--checkpoint", default=None,
-                        help="'last' (latest warm-up checkpoint, if any; the default for "
-                             "gradients), 'none' (fresh LoRA / the base model; the default for "
+                        help="'last' (the last checkpoint of the warm-up `run` trained for "
+                             "the workspace's settings, else of the newest warm-up; the default "
+                             "for gradients), 'none' (fresh LoRA / the base model; the default for "
                              "hidden states), ckpt-N, SET/ckpt-N under W/checkpoints, or a folder")
-    parser.add_argument("--dim", type=int, default=f.dim,
-                        help=f"projected dimension (default {f.dim})")
-    parser.add_argument("--projection", default=f.projection, choices=PROJECTIONS,
-                        help="rademacher (LESS), countsketch or srht (default "
-                             f"{f.projection})")
-    parser.add_argument("--seed", type=int, default=f.seed, help="projection seed")
-    parser.add_argument("--batch-size", type=int, default=f.batch_size,
+    # left out: the workspace's recorded reward (gradient) or cluster (hidden) features
+    parser.add_argument("--dim", type=int, default=None,
+                        help=f"projected dimension (default: the workspace's, else {f.dim})")
+    parser.add_argument("--projection", default=None, choices=PROJECTIONS,
+                        help="rademacher (LESS), countsketch or srht (default: the "
+                             f"workspace's, else {f.projection})")
+    parser.add_argument("--seed", type=int, default=None, help="projection seed")
+    parser.add_argument("--batch-size", type=int, default=None,
                         help=f"most rows per batch (default {f.batch_size}); on a GPU batches "
                              "are also sized to its free memory, and shrink on out-of-memory")
-    parser.add_argument("--store-dtype", default=f.store_dtype, choices=("float16", "float32"),
+    parser.add_argument("--store-dtype", default=None, choices=("float16", "float32"),
                         help=f"precision of the features on disk (default {f.store_dtype})")
     parser.add_argument("--rows", default=None,
                         help="only these rows, e.g. '0:100' or '3,7,42' (default: all)")
@@ -176,15 +206,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_model_arguments(parser)
 
 
-def resolve_checkpoint(ws: Any, value: str | None) -> Path | None:
+def resolve_checkpoint(ws: Any, value: str | None, warmed: list[Path] = ()) -> Path | None:
+    """--checkpoint as a folder; 'last' is the last of `warmed` (the workspace's warm-up,
+    stage.warmup_checkpoints)."""
     from clusterucb_core.features.model import find_checkpoints
 
     value = (value or "last").strip()
     if value.lower() == "none":
         return None
     if value.lower() == "last":
-        found = find_checkpoints(ws.checkpoints("warmup"))
-        return found[-1] if found else None
+        return warmed[-1] if warmed else None
     p = Path(value).expanduser()
     candidates = [p, ws.checkpoints() / value, ws.checkpoints("warmup") / value]
     for c in candidates:
@@ -217,6 +248,9 @@ def parse_rows(text: str | None, n: int):
         raise ValueError(f"--rows must lie in 0..{n - 1}")
     return rows
 
+
+_FEATURE_FLAGS = {"projection": "projection", "dim": "dim", "seed": "seed",
+                  "batch_size": "batch_size", "store_dtype": "store_dtype"}
 
 DIST_TIMEOUT = timedelta(hours=6)  # collectives: ranks may start (load a model) far apart
 
@@ -278,7 +312,7 @@ def _merge_only(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from clusterucb_core.config import FeatureSpec
+    from clusterucb_core.cli import stage
     from clusterucb_core.features.engine import (
         FeatureEngine,
         store_name,
@@ -297,24 +331,28 @@ def run(args: argparse.Namespace) -> int:
             if rank == 0:
                 Workspace.open(args.workspace)
             dist.barrier()
-        ws = Workspace.open(args.workspace)
+        ws = stage.open_workspace(args.workspace, create=True)
         pool = open_pool(args, ws)
-        ckpt = resolve_checkpoint(ws, args.checkpoint or
-                                  ("last" if args.kind == "gradient" else "none"))
-        mode = args.mode or ("adam" if ckpt is not None else "sgd")
-        spec = replace(FeatureSpec(), kind=args.kind, mode=mode, projection=args.projection,
-                       dim=args.dim, seed=args.seed, batch_size=args.batch_size,
-                       store_dtype=args.store_dtype)
+        cfg = stage.recorded_config(ws)
+        model = model_spec_from(args, cfg and cfg.model)
+        lora = lora_spec_from(args, cfg and cfg.lora)
+        choice = args.checkpoint or ("last" if args.kind == "gradient" else "none")
+        warmed = stage.warmup_checkpoints(ws, cfg, pool, model, lora) \
+            if choice.strip().lower() == "last" else []
+        ckpt = resolve_checkpoint(ws, choice, warmed)
+        spec = stage.merged(stage.feature_base(cfg, args.kind), args, _FEATURE_FLAGS)
+        mode = args.mode or (spec.mode if ckpt is not None else "sgd")
+        spec = replace(spec, kind=args.kind, mode=mode)
         name = args.name or store_name(spec, ckpt)
         prefix = f"[rank {rank}/{world}] " if distributed else ""
-        engine = FeatureEngine(pool, model_spec_from(args), lora_spec_from(args), ckpt, spec,
-                               ws.features(name))
+        engine = FeatureEngine(pool, model, lora, ckpt, spec, ws.features(name))
         if rank == 0:
             print(f"features: {len(pool)} rows, kind {spec.kind}"
                   + (f", mode {spec.mode}, {spec.projection} d={engine.dim} of "
                      f"{engine.dim_in} LoRA gradient coordinates" if spec.kind == "gradient"
                      else f", d={engine.dim}")
-                  + f", checkpoint {ckpt or 'none (fresh LoRA)'}, device {engine.device}, "
+                  + f", max_length {model.max_length}, checkpoint "
+                  f"{ckpt or 'none (fresh LoRA)'}, device {engine.device}, "
                   f"store {ws.features(name)}", flush=True)
         rows = parse_rows(args.rows, len(pool))
         if args.engine == "ray":
@@ -342,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
                 from clusterucb_core.data.targets import load_target
 
                 target = load_target(args.target)
+                ws.update_meta(target={"path": str(args.target), "name": target.name,
+                                       "fingerprint": target.fingerprint})
                 out = ws.targets(target_name(target, ckpt))
                 feats, ids = target_features(target, engine.model_spec, engine.lora_spec, ckpt,
                                              spec, out_dir=out, engine=engine,

@@ -10,7 +10,8 @@ HELP = "compute the 2-D map (UMAP, cosine) of a feature store into the workspace
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
     parser.add_argument("--features", "-f", default=None,
-                        help="feature store name in W/features/ (default: the only one)")
+                        help="feature store name in W/features/ (default: the only one, else "
+                             "the workspace's cluster features)")
     parser.add_argument("--n-neighbors", type=int, default=15,
                         help="UMAP neighbours: larger keeps more global structure (default 15)")
     parser.add_argument("--min-dist", type=float, default=0.1,
@@ -27,11 +28,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from clusterucb_core.cli.cluster import pick_store
     from clusterucb_core.cli.features import ProgressLine
+    from clusterucb_core.cli.stage import open_workspace, recorded_config
     from clusterucb_core.clustering.embedding2d import compute_map
-    from clusterucb_core.workspace import Workspace
 
-    ws = Workspace.open(args.workspace, create=False)
-    fname, store = pick_store(ws, args.features)
+    ws = open_workspace(args.workspace)
+    fname, store = pick_store(ws, args.features, recorded_config(ws))
     if not store.complete:
         raise ValueError(f"feature store {fname!r} is incomplete ({store.n_done}/{store.n_rows} "
                          "rows); finish `clusterucb features` first (it resumes)")

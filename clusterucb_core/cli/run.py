@@ -6,6 +6,8 @@ import argparse
 import json
 from dataclasses import replace
 
+from clusterucb_core.config import check_runnable, load_config
+
 HELP = "run every stage (warm-up, features, clusters, map, selection, export) from one TOML file"
 
 
@@ -26,12 +28,15 @@ def add_overrides(parser: argparse.ArgumentParser, workspace_default: str | None
 
 
 def run(args: argparse.Namespace) -> int:
-    from clusterucb_core.config import check_runnable, load_config
+    from clusterucb_core.preflight import preflight  # torch + transformers: see cli/__init__
 
     cfg = load_config(args.config)
     if args.workspace:
         cfg = replace(cfg, workspace=args.workspace)
-    check_runnable(cfg)  # every setting and path, before any work or any file is written
+    # every setting and path, then what needs the model's config and the pool's size: all
+    # before any work or any file is written
+    check_runnable(cfg)
+    preflight(cfg)
     return run_config(cfg, args)
 
 

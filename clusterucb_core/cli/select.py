@@ -14,20 +14,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from clusterucb_core.cli.spec_flags import add_spec_flags, spec_from_flags
+from clusterucb_core.config import RunConfig, SelectionSpec
+
 HELP = "select data: a UCB bandit over clusters spends the budget, the top-p rows are kept"
 
-SCORES_DIR = "scores"
-_SPEC_FLAGS = {"policy": "policy", "beta": "beta", "cold_start": "cold_start",
-               "budget": "budget", "top_p": "top_p", "draw_batch": "draw_batch",
-               "seed": "seed", "quantile": "quantile", "draw_order": "draw_order"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from clusterucb_core.config import RunConfig
-    from clusterucb_core.selection.policies import POLICIES
-    from clusterucb_core.selection.run import DRAW_ORDERS, draw_order_help
-
-    d = RunConfig().selection
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
     parser.add_argument("--clusters", help="clustering name in W/clusters/ (default: the "
                                            "workspace's current one, else the newest)")
@@ -37,23 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "W/scores/exhaustive.npy when present)")
     src.add_argument("--lazy", action="store_true",
                      help="compute gradients only for the drawn rows (needs features set up)")
-    parser.add_argument("--policy", choices=POLICIES, default=None,
-                        help=f"arm rule (default {d.policy})")
-    parser.add_argument("--beta", type=float, default=None,
-                        help=f"ucb_beta: mean + beta*std (default {d.beta})")
-    parser.add_argument("--cold-start", type=float, default=None,
-                        help=f"fraction of each cluster drawn first (default {d.cold_start})")
-    parser.add_argument("--budget", type=float, default=None,
-                        help=f"fraction of the pool scored in all (default {d.budget})")
-    parser.add_argument("--top-p", type=float, default=None,
-                        help=f"fraction of the pool selected (default {d.top_p})")
-    parser.add_argument("--draw-batch", type=int, default=None,
-                        help=f"rows drawn per round (default {d.draw_batch})")
-    parser.add_argument("--seed", type=int, default=None, help=f"seed (default {d.seed})")
-    parser.add_argument("--quantile", type=float, default=None,
-                        help=f"thresh_* policies: tau = top-q quantile (default {d.quantile})")
-    parser.add_argument("--draw-order", choices=DRAW_ORDERS, default=None,
-                        help=f"{draw_order_help()} (default {d.draw_order})")
+    add_spec_flags(parser, SelectionSpec, RunConfig().selection)
     parser.add_argument("--run-id", help="run name (default: run-<date>-<time>); an existing "
                                          "run is continued")
     parser.add_argument("--rounds", type=int, default=None,
@@ -106,12 +84,12 @@ def load_scores(path: Path):
 def resolve_scores(ws: Any, value: str | None) -> tuple[Path | None, str]:
     """(path, reward kind) for --scores; (None, 'lazy') when there is no table."""
     if value is None:
-        default = ws.root / SCORES_DIR / "exhaustive.npy"
+        default = ws.scores()
         return (default, "exhaustive") if default.exists() else (None, "lazy")
     p = Path(value).expanduser()
     if p.exists():
         return p.resolve(), "table"
-    named = ws.root / SCORES_DIR / f"{value}.npy"
+    named = ws.scores(value)
     if named.exists():
         return named, "exhaustive" if value == "exhaustive" else "table"
     raise FileNotFoundError(f"no scores at {value} nor {named}")
@@ -141,7 +119,7 @@ def make_oracle(ws: Any, meta: Any, n_rows: int) -> Any:
     if kind == "lazy":
         return lazy_oracle(ws, meta.clustering, n_rows)
     path = Path(meta.scores_path) if meta.scores_path else \
-        ws.root / SCORES_DIR / "exhaustive.npy"
+        ws.scores()
     if not path.exists():
         raise FileNotFoundError(f"this run's reward table {path} is gone")
     scores = load_scores(path)
@@ -150,15 +128,16 @@ def make_oracle(ws: Any, meta: Any, n_rows: int) -> Any:
     return TableOracle(scores, name=kind or "table")
 
 
+def scores_source(meta: Any) -> str:
+    """What a run's recall is measured against: the exhaustive scores, or the user's table."""
+    if meta.reward == "table":
+        return f"the whole score table {Path(meta.scores_path).name} (the run's rewards)"
+    return "exhaustive scores"
+
+
 def spec_from_args(args: argparse.Namespace, base: Any = None) -> tuple[Any, list[str]]:
     """The spec the flags ask for, and the names of flags given explicitly."""
-    import dataclasses
-
-    from clusterucb_core.config import RunConfig
-
-    base = base or RunConfig().selection
-    given = {f: getattr(args, a) for a, f in _SPEC_FLAGS.items() if getattr(args, a) is not None}
-    return dataclasses.replace(base, **given), sorted(given)
+    return spec_from_flags(args, SelectionSpec, base or RunConfig().selection)
 
 
 def new_run_id() -> str:
@@ -175,14 +154,15 @@ def _fmt(x: float) -> str:
 def run(args: argparse.Namespace) -> int:
     import dataclasses
 
+    from clusterucb_core.cli.stage import open_workspace, settings
     from clusterucb_core.clustering.clusterset import load_clusters
     from clusterucb_core.selection import run as selection
     from clusterucb_core.selection.oracle import run_metrics
     from clusterucb_core.selection.runlog import RunLog, RunMeta
     from clusterucb_core.selection.runs import new_run, open_run
-    from clusterucb_core.workspace import Workspace, check_name
+    from clusterucb_core.workspace import check_name
 
-    ws = Workspace.open(args.workspace, create=False)
+    ws = open_workspace(args.workspace)
     run_id = check_name(args.run_id, "run id") if args.run_id else new_run_id()
 
     def oracle_for(meta: RunMeta, n_rows: int) -> Any:
@@ -201,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
               f"({sel.budget_used}/{sel.budget_total} rows scored)")
     else:
         name = clusters_name(ws, args.clusters)
-        spec, given = spec_from_args(args)
+        spec, given = spec_from_args(args, settings(ws).selection)
         if spec.draw_order != "random" and "draw_order" not in given and \
                 not load_clusters(ws, name).meta.get("features"):
             spec = dataclasses.replace(spec, draw_order="random")
@@ -234,9 +214,11 @@ def run(args: argparse.Namespace) -> int:
           f"scored, {len(sel.selected())} selected")
     metrics = run_metrics(sel)
     if metrics is not None:
-        print(f"against exhaustive scores: recall of the top-{sel.spec.top_p:g} "
+        print(f"against {scores_source(sel.meta)}: recall of the top-{sel.spec.top_p:g} "
               f"{_fmt(metrics['recall'])}, score mass {_fmt(metrics['mass_share'])}")
     print(f"log: {sel.log_path}")
-    print(f"export with: clusterucb export --workspace {ws.root} --run {run_id}",
+    known = sel.meta.pool or ws.meta().get("pool")  # what export will read (else --pool)
+    print(f"export with: clusterucb export --workspace {ws.root} --run {run_id}"
+          + ("" if known else " --pool POOL (no pool is recorded for this workspace)"),
           file=sys.stderr)
     return 0

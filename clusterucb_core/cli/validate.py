@@ -86,7 +86,8 @@ def _token_summary(pool, args, out) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from clusterucb_core.data.pool import PoolError, load_pool
+    from clusterucb_core.data.load import load_pool
+    from clusterucb_core.data.pool import PoolError
 
     out = sys.stdout
     print(f"pool: {args.pool}", file=out)

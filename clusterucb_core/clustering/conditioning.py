@@ -1,4 +1,4 @@
-"""Feature conditioning before spherical k-means (METHOD.md section 3).
+"""Feature conditioning before spherical k-means (docs/METHOD.md section 3).
 
 LM hidden states share one dominant direction, so raw cosines between them are all close to 1
 and spherical k-means splits the pool along whatever is left of that direction. Removing the

@@ -1,6 +1,6 @@
 """Spherical k-means over feature rows, in memory or streamed.
 
-METHOD.md section 3. Every row is L2-normalised first, so the dot product of two rows is their
+docs/METHOD.md section 3. Every row is L2-normalised first, so the dot product of two rows is their
 cosine. A row is assigned to the centroid with the largest cosine; a centroid is the
 normalised mean of its members. Against the reference code (K random seeds, 20 fixed
 iterations, a crash on an empty cluster) we do:

@@ -1,4 +1,4 @@
-"""Choosing K: cluster a sample for each candidate K and score it (METHOD.md section 3)."""
+"""Choosing K: cluster a sample for each candidate K and score it (docs/METHOD.md section 3)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 ENV = "CLUSTERUCB_DEMO_DIR"
-_CHECKOUT = Path(__file__).resolve().parent.parent / "sample_data"
+_CHECKOUT = Path(__file__).resolve().parents[2] / "sample_data"  # clusterucb_core/data/ -> root
 
 
 def find_demo_dir() -> Path:

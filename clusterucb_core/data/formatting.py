@@ -1,4 +1,4 @@
-"""Chat rendering and tokenisation with assistant-only labels (METHOD.md section 1).
+"""Chat rendering and tokenisation with assistant-only labels (docs/METHOD.md section 1).
 
 Default rendering is the Tulu format LESS trains with::
 
@@ -17,7 +17,7 @@ character of it. A token that straddles the header/content boundary (rare; only 
 merge across a newline) belongs to the header and is masked. Slow tokenizers (no offsets) fall
 back to tokenising growing prefixes, as open-instruct does.
 
-Truncation of a row longer than `max_length` (`truncation`, METHOD.md section 1):
+Truncation of a row longer than `max_length` (`truncation`, docs/METHOD.md section 1):
 "keep_answer" (default) drops the oldest prompt tokens (the tokenizer's leading special tokens,
 e.g. BOS, stay) so the answer survives, exactly as for target examples; an answer longer than
 `max_length` on its own keeps its start and loses its end. "right" keeps the first

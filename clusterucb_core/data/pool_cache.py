@@ -29,7 +29,6 @@ from typing import Any
 import pyarrow as pa
 
 from clusterucb_core.data.pool import (
-    SCHEMA,
     Pool,
     PoolError,
     Problem,
@@ -38,6 +37,7 @@ from clusterucb_core.data.pool import (
     file_signature,
     parse_pool,
 )
+from clusterucb_core.data.schema import SCHEMA
 from clusterucb_core.runtime import atomic
 
 DATA = "pool.arrow"

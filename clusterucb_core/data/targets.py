@@ -1,4 +1,4 @@
-"""Target validation sets: what the selected data should help with (METHOD.md section 2b).
+"""Target validation sets: what the selected data should help with (docs/METHOD.md section 2b).
 
 A target is a list of (subtask, prompt, completion) examples; only the completion is trained on
 when its gradient is taken (`formatting.encode_prompt_completion`). Influence is the max over
@@ -328,7 +328,8 @@ def _tydiqa(path: Path) -> list[TargetExample]:
 # --------------------------------------------------------------------------- pool files
 def _pool_target(path: Path) -> list[TargetExample]:
     from clusterucb_core.data.formatting import render_tulu_prompt
-    from clusterucb_core.data.pool import PoolError, load_pool
+    from clusterucb_core.data.load import load_pool
+    from clusterucb_core.data.pool import PoolError
 
     try:
         pool = load_pool(path)

@@ -46,6 +46,7 @@ from clusterucb_core.config import (
     FeatureSpec,
     LoraSpec,
     ModelSpec,
+    effective_max_length,
     feature_options,
     fingerprint,
     format_identity,
@@ -255,9 +256,7 @@ class FeatureEngine:
         from clusterucb_core.data.pool import chats
 
         msgs = chats(self.table, rows)
-        max_length = self.model_spec.max_length
-        if self.spec.max_length:
-            max_length = min(max_length, self.spec.max_length)
+        max_length = effective_max_length(self.spec, self.model_spec.max_length)
         encs, _ = encode_chats(msgs, self.tok, max_length,
                                self.model_spec.chat_template, self.model_spec.truncation)
         return encs

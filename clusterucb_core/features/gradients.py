@@ -1,4 +1,4 @@
-"""Per-sample LoRA gradients for a whole batch at once, SGD or Adam-preconditioned (METHOD.md s.2).
+"""Per-sample LoRA gradients for a whole batch, SGD or Adam-preconditioned (docs/METHOD.md s.2).
 
 Technique: per-layer capture (the "hooks" method), chosen by measurement (bench_gradients.py).
 A LoRA pair computes `y = W x + s * B (A x)` with `A` and `B` plain `nn.Linear` layers. For a

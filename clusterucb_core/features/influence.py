@@ -1,4 +1,4 @@
-"""Influence scores of training rows against a target set (METHOD.md section 2).
+"""Influence scores of training rows against a target set (docs/METHOD.md section 2).
 
     score(z) = max over subtasks s of  mean_{z' in s} cos(feat(z), grad(z'))
 

@@ -1,4 +1,4 @@
-"""Loading a causal LM, wrapping it with LoRA, and warm-up checkpoints (METHOD.md section 2).
+"""Loading a causal LM, wrapping it with LoRA, and warm-up checkpoints (docs/METHOD.md section 2).
 
 Model sources: the bundled demo (`sample_data/demo_model`, also reachable as "demo"), any local
 folder in Hugging Face layout, or a hub id (downloaded by `transformers`; only real users go

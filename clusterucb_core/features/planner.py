@@ -318,7 +318,7 @@ def make_plan(cfg: RunConfig, recalibrate: bool = False, lazy_row_s: float | Non
               log=None) -> dict[str, Any]:
     """The plan of `cfg` on this device (calibrating when no calibration is kept for these
     settings, or when asked), saved as W/plan/plan.json; returns its dict."""
-    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.data.load import load_pool
     from clusterucb_core.data.targets import load_target
     from clusterucb_core.features.model import load_tokenizer, resolve_device
     from clusterucb_core.features.warmup import select_rows

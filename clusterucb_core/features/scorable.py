@@ -1,6 +1,6 @@
 """Which pool rows can be scored at all, and how much truncation cost the rows and the target.
 
-A row whose labels are all masked after truncation has no gradient (METHOD.md section 1): it
+A row whose labels are all masked after truncation has no gradient (docs/METHOD.md section 1): it
 is never scored, never drawn by the bandit, and said where the user looks -- the CLI summary,
 the feature-store manifest and the Features / UCB pages all read the same `FormatReport`.
 It is computed from the tokenizer alone (no model), once per pool and formatting setting, and

@@ -1,4 +1,4 @@
-"""Warm-up: a short LoRA training run whose checkpoints give gradient features (METHOD.md s.2).
+"""Warm-up: a short LoRA training run whose checkpoints give gradient features (docs/METHOD.md s.2).
 
 LESS trains LoRA on a random 5% of the pool for 4 epochs and keeps one checkpoint per epoch;
 the Dynamic ClusterUCB variant trains a fixed number of steps. Here: a seeded random fraction

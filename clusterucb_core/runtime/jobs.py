@@ -4,8 +4,7 @@ Warm-up, feature extraction, exhaustive scoring, clustering and the UMAP map tak
 hours. They run here in a child process of their own (own process group, so a cancel stops
 the whole tree, `torchrun` workers included) while the app only reads a small JSON file:
 
-    W/jobs/<job_id>/spec.json       what to run: an engine function "module:function" + kwargs,
-                                    or a `clusterucb` command line
+    W/jobs/<job_id>/spec.json       what to run: an engine function "module:function" + kwargs
     W/jobs/<job_id>/progress.json   status, done, total, rate (rows/s), eta_s, message, pid,
                                     started, finished, error, attempt  (written atomically)
     W/jobs/<job_id>/log.txt         the child's stdout and stderr (the full traceback on error)
@@ -15,8 +14,8 @@ still says "running" (killed, machine rebooted) reads as "crashed"; `resume()` s
 in the same folder, and the engine's stores carry on from the rows already done.
 
 Inside a job, engine code reports through the callback it was handed (`progress=`), or through
-`report(...)` from anywhere in the process (a no-op outside a job), so a CLI command run as a
-job shows progress too. Never imports streamlit.
+`progress.report(None, ...)` from anywhere in the process: the job installs its callback as
+the process's current one (`progress.set_current`). Never imports streamlit.
 """
 
 from __future__ import annotations
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from clusterucb_core.runtime import atomic
+from clusterucb_core.runtime.progress import set_current
 from clusterucb_core.workspace import Workspace, check_name
 
 SPEC = "spec.json"
@@ -226,17 +226,16 @@ def new_job_id(kind: str) -> str:
 
 
 def start(ws: Workspace, kind: str, *, target: str | None = None,
-          kwargs: dict[str, Any] | None = None, argv: list[str] | None = None,
-          title: str = "", unit: str = "rows", job_id: str | None = None,
-          env: dict[str, str] | None = None) -> str:
+          kwargs: dict[str, Any] | None = None, title: str = "", unit: str = "rows",
+          job_id: str | None = None, env: dict[str, str] | None = None) -> str:
     """Start a job in its own process and return its id (the folder name under W/jobs/).
 
-    Give either `target="package.module:function"` with JSON-able `kwargs` (the function is
-    called with `progress=` when it takes one), or `argv` for the `clusterucb` command.
+    `target="package.module:function"` with JSON-able `kwargs`: the function is called with
+    `progress=` when it takes one.
     Refuses to start a second job of the same kind in the same workspace while one runs.
     """
-    if (target is None) == (argv is None):
-        raise ValueError("give exactly one of target= or argv=")
+    if not target:
+        raise ValueError("a job needs a target 'package.module:function'")
     check_name(kind, "job kind")
     for other in active(ws, kind):
         raise ValueError(f"a {kind} job is already running ({other.job_id}); wait for it or "
@@ -245,7 +244,7 @@ def start(ws: Workspace, kind: str, *, target: str | None = None,
     path = ws.jobs(job_id)
     path.mkdir(parents=True, exist_ok=False)
     spec = {"kind": kind, "title": title or kind, "target": target, "kwargs": kwargs or {},
-            "argv": argv, "unit": unit, "workspace": str(ws.root), "created": _now(),
+            "unit": unit, "workspace": str(ws.root), "created": _now(),
             "env": env or {}}
     json.dumps(spec)  # fail here, not in the child, when kwargs are not JSON-able
     atomic.write_json(path / SPEC, spec)
@@ -427,42 +426,6 @@ class Progress:
         self.flush()
 
 
-_CURRENT: Progress | None = None
-
-
-def current() -> Progress | None:
-    """The running job's progress callback in this process, or None outside a job."""
-    return _CURRENT
-
-
-def report(done: Any = None, total: Any = None, message: Any = None, **extra: Any) -> None:
-    """Report progress from anywhere in a job process; does nothing outside a job."""
-    if _CURRENT is not None:
-        _CURRENT(done, total, message, **extra)
-
-
-def run_command(argv: list[str]) -> int:
-    """Run a `clusterucb` subcommand in this process. A command module that exists in
-    clusterucb_core/cli/ runs even before it is registered in the dispatcher's COMMANDS."""
-    from clusterucb_core import cli
-
-    if not argv:
-        raise ValueError("empty command line")
-    if argv[0] in cli.COMMANDS or argv[0].startswith("-"):
-        return int(cli.main(argv) or 0)
-    import argparse
-
-    module = importlib.import_module(f"{cli.__name__}.{argv[0].replace('-', '_')}")
-    parser = argparse.ArgumentParser(prog=f"clusterucb {argv[0]}")
-    module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
-    try:
-        return int(module.run(args) or 0)
-    except (ValueError, FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
 def resolve(target: str) -> Callable[..., Any]:
     module_name, _, func_name = target.partition(":")
     if not module_name or not func_name:
@@ -511,11 +474,7 @@ class _ProgressTee(io.TextIOBase):
     def flush(self) -> None:
         self.inner.flush()
 
-    last_error: str | None = None
-
     def _scan(self, line: str) -> None:
-        if line.startswith("error: "):
-            self.last_error = line[len("error: "):].strip()
         if self.progress.explicit:
             return
         matches = _FRACTION.findall(line)
@@ -532,37 +491,28 @@ def _on_sigterm(signum: int, frame: Any) -> None:
 
 def run_in_process(path: Path, attempt: int = 1) -> int:
     """Body of the job process: run the spec, keep progress.json up to date, return exit code."""
-    global _CURRENT
     spec = json.loads((path / SPEC).read_text())
     progress = Progress(path, attempt=attempt, unit=spec.get("unit", "rows"))
-    _CURRENT = progress
+    set_current(progress)
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         sys.stdout = _ProgressTee(sys.stdout, progress)  # type: ignore[assignment]
-        sys.stderr = tee = _ProgressTee(sys.stderr, progress)  # type: ignore[assignment]
-        if spec.get("argv") is not None:
-            code = run_command(list(spec["argv"]))
-            if code != 0:
-                msg = tee.last_error or (f"the command exited with code {code}; see the job "
-                                         "log for its message")
-                progress.finish(ERROR, error=msg)
-                return code
-        else:
-            func = resolve(spec["target"])
-            kwargs = dict(spec.get("kwargs") or {})
-            if _accepts(func, "progress"):
-                kwargs["progress"] = progress
-            result = func(**kwargs)
-            if result is not None:
-                with contextlib.suppress(TypeError, ValueError):
-                    json.dumps(result, default=str)
-                    progress.state["result"] = json.loads(json.dumps(result, default=str))
+        sys.stderr = _ProgressTee(sys.stderr, progress)  # type: ignore[assignment]
+        func = resolve(spec["target"])
+        kwargs = dict(spec.get("kwargs") or {})
+        if _accepts(func, "progress"):
+            kwargs["progress"] = progress
+        result = func(**kwargs)
+        if result is not None:
+            with contextlib.suppress(TypeError, ValueError):
+                json.dumps(result, default=str)
+                progress.state["result"] = json.loads(json.dumps(result, default=str))
         progress.finish(DONE, message=progress.state.get("message") or "finished")
         return 0
     except (Cancelled, KeyboardInterrupt):
         progress.finish(CANCELLED, message="cancelled by the user")
         return 130
-    except SystemExit as exc:  # argparse errors in a CLI job
+    except SystemExit as exc:  # a target that exits (sys.exit) ends the job with its code
         code = exc.code if isinstance(exc.code, int) else 2
         if code == 0:
             progress.finish(DONE, message="finished")
@@ -574,7 +524,7 @@ def run_in_process(path: Path, attempt: int = 1) -> int:
         progress.finish(ERROR, error=f"{type(exc).__name__}: {exc}")
         return 1
     finally:
-        _CURRENT = None
+        set_current(None)
 
 
 def main(argv: list[str] | None = None) -> int:

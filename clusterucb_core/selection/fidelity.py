@@ -9,6 +9,7 @@ and the benchmarks draw the same curves.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from clusterucb_core.selection.oracle import exhaustive_top, mass_share, recall
 
@@ -22,8 +23,6 @@ def _top_of(rows: np.ndarray, exhaustive: np.ndarray, n_top: int) -> np.ndarray:
 def run_curve(round_drawn: np.ndarray, exhaustive: np.ndarray, n_top: int):
     """After each round: budget spent (fraction of N) and the recall and mass share of the
     top `n_top` among the rows scored so far (a pandas DataFrame)."""
-    import pandas as pd
-
     s = np.asarray(exhaustive, dtype=np.float64)
     drawn = np.asarray(round_drawn, dtype=np.int64)
     n = len(s)
@@ -40,8 +39,6 @@ def random_curve(exhaustive: np.ndarray, n_top: int, budgets: np.ndarray | None 
                  seeds: int = 5, exclude: np.ndarray | None = None):
     """Mean recall and mass share of scoring a random `budget` of the scorable rows and
     keeping their top `n_top`, over `seeds` seeded draws."""
-    import pandas as pd
-
     s = np.asarray(exhaustive, dtype=np.float64)
     n = len(s)
     ok = np.flatnonzero(np.isfinite(s) & (True if exclude is None else ~np.asarray(exclude)))
@@ -58,40 +55,3 @@ def random_curve(exhaustive: np.ndarray, n_top: int, budgets: np.ndarray | None 
         out.append({"budget": float(b), "recall": float(np.mean(rec)),
                     "mass_share": float(np.mean(mass))})
     return pd.DataFrame(out, columns=["budget", "recall", "mass_share"])
-
-
-def budget_figure(run, rand, title: str = "What the budget bought"):
-    """Recall and mass share against budget: this run, random draws, exhaustive LESS."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("recall of the exhaustive top-p",
-                                                        "mass share of the exhaustive top-p"))
-    for col, metric in ((1, "recall"), (2, "mass_share")):
-        fig.add_trace(go.Scatter(x=run["budget"], y=run[metric], mode="lines+markers",
-                                 name="this run", legendgroup="run", showlegend=col == 1,
-                                 line={"color": "#1f77b4"}), row=1, col=col)
-        fig.add_trace(go.Scatter(x=rand["budget"], y=rand[metric], mode="lines",
-                                 name="random draws", legendgroup="random",
-                                 showlegend=col == 1, line={"color": "#999", "dash": "dash"}),
-                      row=1, col=col)
-        fig.add_trace(go.Scatter(x=[1.0], y=[1.0], mode="markers", name="exhaustive LESS",
-                                 legendgroup="exhaustive", showlegend=col == 1,
-                                 marker={"color": "#d62728", "size": 10, "symbol": "star"}),
-                      row=1, col=col)
-        fig.update_xaxes(title_text="budget (fraction of the pool scored)", range=[0, 1.02],
-                         tickformat=".0%", row=1, col=col)
-    fig.update_yaxes(range=[0, 1.05], row=1, col=1)
-    fig.update_layout(title=title, height=360, margin={"t": 60, "b": 40})
-    return fig
-
-
-def coverage_figure(table, title: str = "Selected rows per target subtask"):
-    """One bar per subtask: how many selected rows serve it best (subtasks.coverage)."""
-    import plotly.graph_objects as go
-
-    fig = go.Figure(go.Bar(x=list(table["subtask"]), y=list(table["rows"]),
-                           marker={"color": "#1f77b4"}))
-    fig.update_layout(title=title, xaxis_title="subtask", yaxis_title="selected rows",
-                      height=320, margin={"t": 50, "b": 40})
-    return fig

@@ -1,4 +1,4 @@
-"""Arm policies over clusters (METHOD.md section 4): each turns the arms' reward statistics
+"""Arm policies over clusters (docs/METHOD.md section 4): each turns the arms' reward statistics
 (`ArmStats`) into one value per arm and picks an arm, and can say why (`Decision`: the values
 it compared and a sentence). `make_policy(name, ...)` builds one by name.
 

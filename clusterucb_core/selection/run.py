@@ -1,4 +1,4 @@
-"""The ClusterUCB selection run (METHOD.md section 4); the arm policies live in policies.py.
+"""The ClusterUCB selection run (docs/METHOD.md section 4); the arm policies live in policies.py.
 
 `SelectionRun`: cold start, budget, rounds (`step()` returns a `RoundRecord`), final top-p
 with the curation ledger applied. Its state is an append-only log (runlog.py); a run reopens
@@ -29,7 +29,7 @@ from typing import Any, get_args
 
 import numpy as np
 
-from clusterucb_core.config import DRAW_ORDER, SelectionSpec, from_dict, to_dict
+from clusterucb_core.config import DRAW_ORDER, SelectionSpec, field_info, from_dict, to_dict
 from clusterucb_core.selection import runlog
 from clusterucb_core.selection.oracle import Oracle
 from clusterucb_core.selection.policies import (
@@ -44,19 +44,7 @@ from clusterucb_core.selection.policies import (
 from clusterucb_core.selection.surrogate import RewardModel
 
 DRAW_ORDERS: tuple[str, ...] = get_args(DRAW_ORDER)
-DRAW_ORDER_LABELS = {"predicted": "predicted (a reward model on the cluster features)",
-                     "random": "random (the paper)",
-                     "similar": "similar to the best rows so far"}
-
-
-def draw_order_help() -> str:
-    """What each draw order does, for the app's and the CLI's help."""
-    return ("Which undrawn rows of the chosen cluster a round scores. random: uniformly, as in "
-            "the paper. predicted: the ones a ridge model of the reward on the cluster "
-            "features ranks highest; the model is refitted on every row scored so far, and "
-            "UCB's mean for a cluster becomes the predicted mean of its next draws. similar: "
-            "the ones closest to the best rows scored so far. predicted and similar read the "
-            "cluster features.")
+DRAW_ORDER_LABELS: dict[str, str] = field_info(SelectionSpec, "draw_order")["labels"]
 
 
 # draw_order "predicted" refits its reward model when the scored rows have grown by this
@@ -195,7 +183,7 @@ class SelectionResult:
 
 
 class SelectionRun:
-    """One ClusterUCB selection over a fixed clustering (METHOD.md section 4).
+    """One ClusterUCB selection over a fixed clustering (docs/METHOD.md section 4).
 
     labels: cluster index per pool row (0..K-1); a negative label keeps the row out of the
       bandit (never drawn) but it still counts in N. Empty clusters are exhausted arms.

@@ -112,12 +112,17 @@ def new_run(workspace: Workspace | str | Path, run_id: str, spec: SelectionSpec,
     check_name(run_id, "run id")
     cs = _clusters(ws, meta, run_id)
     labels = np.asarray(cs.labels)
+    # made once: a writer that loses the race reopens the winner's run with the same oracle
+    # (a lazy one holds a model)
+    made = _oracle(oracle, meta, len(labels))
     try:  # the log is created under the run's writer lock: one creator wins
-        return SelectionRun(labels, _oracle(oracle, meta, len(labels)), spec, ws.runs(run_id),
+        return SelectionRun(labels, made, spec, ws.runs(run_id),
                             _ledger(ws, meta.clustering), n_clusters=cs.k, meta=meta,
                             features=_features(ws, cs, spec))
     except FileExistsError:
-        run = open_run(ws, run_id, oracle)
+        theirs = read_meta(ws, run_id)
+        same = (theirs.reward, theirs.scores_path) == (meta.reward, meta.scores_path)
+        run = open_run(ws, run_id, made if same else oracle)
     if run.spec != spec or run.meta.clustering != meta.clustering:
         raise FileExistsError(f"run {run_id!r} already exists with other settings; "
                               "choose another run id")

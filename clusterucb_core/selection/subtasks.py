@@ -14,15 +14,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-BALANCES = ("max", "subtasks")
-# What each rule does, in one place: the app's choices and help text are built from it.
-BALANCE_LABELS = {"max": "Top-p by score (LESS)", "subtasks": "Round-robin over subtasks"}
-BALANCE_HELP = {
-    "max": "the top-p rows by score, a score being the best cosine over the target's "
-           "subtasks: one easy subtask can take most of the places",
-    "subtasks": "the top-p filled round-robin: each subtask in turn takes its best row not "
-                "taken yet, so every subtask gets a share",
-}
+from clusterucb_core.config import BALANCE_HELP, SelectionSpec, field_info
+
+BALANCES: tuple[str, ...] = field_info(SelectionSpec, "balance")["options"]
+BALANCE_LABELS: dict[str, str] = field_info(SelectionSpec, "balance")["labels"]
 
 
 def balance_help() -> str:

@@ -57,7 +57,6 @@ from clusterucb_core.teach.playground import OraclePolicy, use_policy, with_orac
 ORACLE = "oracle"
 RACE_POLICIES: tuple[str, ...] = policies.POLICIES + (ORACLE,)
 METRICS: tuple[str, ...] = ("recall", "cum_regret", "regret_vs_oracle")
-EXHAUSTIVE_SCORES = Path("scores") / "exhaustive.npy"  # in a workspace (the app's location)
 
 METRIC_LABELS = {"recall": "recall of the true top-p",
                  "cum_regret": "cumulative regret (vs the best arm)",
@@ -378,7 +377,7 @@ def workspace_source(ws: Any, clusters: str | None = None,
             raise FileNotFoundError(f"workspace {ws.root} has no clusters; run "
                                     "`clusterucb cluster` (or the Clusters page) first")
     cs = load_clusters(ws, clusters)
-    path = Path(scores) if scores is not None else ws.root / EXHAUSTIVE_SCORES
+    path = Path(scores) if scores is not None else ws.scores()
     if not path.is_absolute() and scores is not None and not path.exists():
         path = ws.root / path
     if not path.exists():

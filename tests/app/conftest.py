@@ -45,7 +45,7 @@ def build_workspace(root: Path, name: str = "fixture") -> Path:
     from clusterucb_core.clustering.clusterset import save_clusters
     from clusterucb_core.clustering.kmeans import spherical_kmeans
     from clusterucb_core.clustering.summaries import summarize_clusters
-    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.data.load import load_pool
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(root / name)

@@ -210,7 +210,7 @@ def test_cluster_features_label_is_what_the_job_builds(app_env, kind):
 
     ws = Workspace.open(app_env.root / "fixture")
     if kind == "gradient":
-        ws.update_meta(settings={"cluster_features": {"kind": "gradient"}})
+        ws.update_config("cluster_features", {"kind": "gradient"})
     assert tasks.run_config(ws.root).cluster_features.kind == kind
     at = app_env("pages/3_features.py")
     at.run()

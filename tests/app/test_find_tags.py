@@ -3,7 +3,7 @@ brute-force search, tags land in the ledger on disk and are shown after a restar
 
 from __future__ import annotations
 
-from clusterucb_core.data.pool import load_pool
+from clusterucb_core.data.load import load_pool
 from clusterucb_core.selection.curation import Ledger
 from clusterucb_core.workspace import Workspace
 

@@ -24,6 +24,8 @@ from e2e_support import (
     wait_job,
 )
 
+from clusterucb_core.workspace import Workspace
+
 pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
@@ -46,10 +48,8 @@ def _use_small_model_if_needed(server, request) -> str:
     if (DEMO_MODEL / "config.json").exists():
         return str(DEMO_MODEL)
     folder = request.getfixturevalue("tiny_model_dir")  # tests/conftest.py
-    meta_path = server["root"] / "demo" / "workspace.json"
-    meta = json.loads(meta_path.read_text())
-    meta.setdefault("settings", {}).setdefault("model", {})["name_or_path"] = str(folder)
-    meta_path.write_text(json.dumps(meta, indent=2))
+    Workspace.open(server["root"] / "demo").update_config("model",
+                                                          {"name_or_path": str(folder)})
     return str(folder)
 
 

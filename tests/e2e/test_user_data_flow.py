@@ -28,6 +28,8 @@ from e2e_support import (
     wait_until,
 )
 
+from clusterucb_core.workspace import Workspace
+
 pytestmark = pytest.mark.e2e
 
 N_ROWS = 240
@@ -129,10 +131,8 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
     wait_until(page, lambda: page.get_by_text("Guided tour").count() == 0,
                "no guided tour outside the demo")
     ws_root = server["root"] / WS
-    meta = json.loads((ws_root / "workspace.json").read_text())
-    meta.setdefault("settings", {})["model"] = {"name_or_path": str(tiny_model_dir),
-                                                "max_length": 128}
-    (ws_root / "workspace.json").write_text(json.dumps(meta))
+    Workspace.open(ws_root).update_config("model", {"name_or_path": str(tiny_model_dir),
+                                                    "max_length": 128})
 
     # -- the pool: a local CSV with multi-line fields, id and source columns named
     go(page, server, "", ws=WS)  # the Pool is the default page: its URL is the root

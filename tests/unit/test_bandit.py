@@ -1,4 +1,4 @@
-"""Arm policies on hand-made reward tables, and SelectionRun's rules (METHOD.md section 4)."""
+"""Arm policies on hand-made reward tables, and SelectionRun's rules (docs/METHOD.md section 4)."""
 
 from __future__ import annotations
 

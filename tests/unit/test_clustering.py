@@ -277,12 +277,12 @@ def test_cluster_cli_writes_labels_summaries_and_scan(tmp_path, capsys):
                  "--ks", "2,3,5"]) == 0
     out = capsys.readouterr()
     assert "clusters: K=3 ->" in out.out and "ARI=" in out.err
-    got = clusterset.load_clusters(ws, "hid-kauto", features_fingerprint=FeatureStore.open(
+    got = clusterset.load_clusters(ws, "hid-center-kauto", features_fingerprint=FeatureStore.open(
         ws.features("hid")).fingerprint)
     assert got.k == 3 and got.labels[4] == -1 and (got.labels[np.arange(90) != 4] >= 0).all()
     assert adjusted_rand_score(topic[got.labels >= 0], got.labels[got.labels >= 0]) == 1.0
     assert got.kscan["k"].tolist() == [2, 3, 5] and got.summary is not None
-    assert ws.meta()["clusters"] == "hid-kauto"
+    assert ws.meta()["clusters"] == "hid-center-kauto"
 
     assert main(["cluster", "-w", str(ws.root), "--k", "3", "--minibatch", "--batch-size",
                  "16", "--name", "mb"]) == 0

@@ -143,32 +143,23 @@ def test_literals_match_what_the_engine_accepts():
     assert POLICIES == typing.get_args(C.POLICY)
 
 
-def test_config_round_trips_and_old_workspace_settings_migrate():
+def test_config_round_trips():
     cfg = C.config_from_dict({"clusters": {"k": "auto"}, "lora": {"layers_to_transform": [1]}})
     assert cfg.clusters.auto_k and cfg.lora.layers_to_transform == (1,)
     assert C.config_from_dict(C.config_to_dict(cfg)) == cfg
-    old = {"name": "w", "use_warmup": False, "config": {"clusters": {"k": 5}},
-           "settings": {"cluster": {"k": 7}, "features": {"dim": 64}}}
-    new = C.migrate_workspace_meta(old)
-    assert "settings" not in new and "use_warmup" not in new
-    assert new["config"]["clusters"] == {"k": 7} and new["config"]["reward_features"] == {"dim": 64}
-    assert C.config_from_dict(new["config"]).use_warmup is False
+    with pytest.raises(ValueError, match="unknown settings section 'cluster'"):
+        C.section_name("cluster")
 
 
-def test_workspace_json_is_migrated_on_read_and_stored_once(tmp_path):
+def test_the_warmup_switch_is_stored_in_the_one_config(tmp_path):
+    from clusterucb_app import state
     from clusterucb_core.workspace import Workspace
 
     ws = Workspace.open(tmp_path / "w")
-    raw = json.loads(ws.meta_path.read_text())
-    raw["settings"] = {"selection": {"budget": 0.3}}
-    ws.meta_path.write_text(json.dumps(raw))
-    assert ws.meta()["config"]["selection"] == {"budget": 0.3}
-    ws.update_meta(note=1)
-    assert "settings" not in json.loads(ws.meta_path.read_text())
-    ws.update_meta(use_warmup=False)  # how the features page stores its checkbox
-    from clusterucb_app import engine
-
-    assert engine.use_warmup(ws) is False and "use_warmup" not in ws.meta()
+    assert state.use_warmup(ws) is True
+    state.set_use_warmup(ws, False)  # how the features page stores its checkbox
+    assert state.use_warmup(ws) is False and "use_warmup" not in ws.meta()
+    assert C.config_from_dict(ws.meta()["config"]).use_warmup is False
 
 
 # ------------------------------------------------------------------ bugs 2 and 3 end to end

@@ -14,7 +14,7 @@ import torch
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec, WarmupSpec  # noqa: E402
-from clusterucb_core.data.pool import load_pool  # noqa: E402
+from clusterucb_core.data.load import load_pool  # noqa: E402
 from clusterucb_core.features import engine as F  # noqa: E402
 from clusterucb_core.features import gradients as G  # noqa: E402
 from clusterucb_core.features import model as M  # noqa: E402

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.data.pool import load_pool
+from clusterucb_core.data.load import load_pool
 from clusterucb_core.export import files as ex
 from clusterucb_core.selection.curation import Ledger
 from clusterucb_core.selection.oracle import TableOracle
@@ -233,7 +233,7 @@ def test_export_killed_midway_leaves_no_folder_that_looks_whole(tmp_path):
         from clusterucb_core.selection.run import SelectionRun
         from clusterucb_core.config import SelectionSpec
         from clusterucb_core.selection.oracle import TableOracle
-        from clusterucb_core.data.pool import load_pool
+        from clusterucb_core.data.load import load_pool
         pool = load_pool({str(src)!r})
         run = SelectionRun(np.arange({N}) % 4, TableOracle(np.linspace(0, 1, {N})),
                            SelectionSpec(cold_start=0.1, budget=0.5, top_p=0.2))

@@ -17,7 +17,7 @@ import torch
 
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec, WarmupSpec
 from clusterucb_core.data.formatting import collate, encode_chats
-from clusterucb_core.data.pool import load_pool
+from clusterucb_core.data.load import load_pool
 from clusterucb_core.features import engine as F
 from clusterucb_core.features import gradients as G
 from clusterucb_core.features import model as M
@@ -104,7 +104,7 @@ _RUN = """
 import os, signal, sys
 from clusterucb_core.features import engine as F
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec
-from clusterucb_core.data.pool import load_pool
+from clusterucb_core.data.load import load_pool
 spec = FeatureSpec(kind="gradient", mode="sgd", dim=48, batch_size=2, store_dtype="float32")
 kill_after = int(sys.argv[4])
 def progress(done, total, message, **kw):

@@ -4,13 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from clusterucb_app.plots_rounds import budget_figure, coverage_figure
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.selection.fidelity import (
-    budget_figure,
-    coverage_figure,
-    random_curve,
-    run_curve,
-)
+from clusterucb_core.selection.fidelity import random_curve, run_curve
 from clusterucb_core.selection.oracle import TableOracle, recall
 from clusterucb_core.selection.run import SelectionRun
 from clusterucb_core.selection.subtasks import coverage

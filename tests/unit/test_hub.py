@@ -19,7 +19,7 @@ import pytest
 
 from clusterucb_core.config import SelectionSpec
 from clusterucb_core.data import sources
-from clusterucb_core.data.pool import load_pool
+from clusterucb_core.data.load import load_pool
 from clusterucb_core.export import files as ex
 from clusterucb_core.export import hub as hub_export
 from clusterucb_core.selection.curation import Ledger
@@ -182,7 +182,7 @@ def test_hub_ids_resolve_from_a_local_cache_offline(tmp_path):
            "PYTHONPATH": str(ROOT)}
     code = textwrap.dedent("""
         import json
-        from clusterucb_core.data.pool import load_pool
+        from clusterucb_core.data.load import load_pool
         from clusterucb_core.data.targets import load_target
         from clusterucb_core.data import sources
         a = load_pool("hf://org/pool?split=train")

@@ -1,4 +1,4 @@
-"""Influence scores against a direct NumPy computation of METHOD.md's formula."""
+"""Influence scores against a direct NumPy computation of docs/METHOD.md's formula."""
 
 from __future__ import annotations
 

@@ -154,3 +154,36 @@ def test_wheel_installs_into_a_fresh_venv_and_runs_demo_and_app(tmp_path):
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
     shutil.rmtree(wheels)
+
+
+_NO_APP_EXTRA = """
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("streamlit", "plotly"):
+            raise ImportError(f"No module named {name!r} (the [app] extra is not installed)")
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_the_engine_and_cli_run_without_the_app_extra(tmp_path):
+    """`pip install clusterucb-studio` without [app]: no Streamlit, no Plotly. Every engine
+    module imports, the CLI works, and `clusterucb app` says which extra it needs."""
+    (tmp_path / "sitecustomize.py").write_text(_NO_APP_EXTRA)
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    modules = sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(
+        ".__init__") for p in (ROOT / "clusterucb_core").rglob("*.py")
+        if p.name != "__main__.py")
+    code = ("import importlib, sys\n"
+            "assert 'streamlit' not in sys.modules\n"
+            f"for m in {modules!r}:\n    importlib.import_module(m)\n"
+            "assert not any(k.split('.')[0] in ('streamlit', 'plotly') for k in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    cli = [sys.executable, "-m", "clusterucb_core.cli"]
+    pool = ROOT / "sample_data" / "demo_pool.jsonl"
+    out = subprocess.run([*cli, "validate", str(pool)], env=env, capture_output=True,
+                         text=True)
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = subprocess.run([*cli, "app", "--port", "9"], env=env, capture_output=True, text=True)
+    assert out.returncode == 2 and "pip install 'clusterucb-studio[app]'" in out.stderr

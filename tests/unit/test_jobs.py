@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from clusterucb_core.runtime import jobs
+from clusterucb_core.runtime import jobs, progress
 from clusterucb_core.workspace import Workspace
 
 
@@ -124,8 +124,8 @@ def test_progress_callback_forms_rate_and_eta(tmp_path):
 
 
 def test_report_is_noop_outside_a_job():
-    assert jobs.current() is None
-    jobs.report(1, 2, "nothing happens")
+    assert progress.current() is None
+    progress.report(None, 1, 2, "nothing happens")
 
 
 def test_cli_output_drives_progress_until_explicit_reports(tmp_path):

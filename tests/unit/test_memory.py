@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec, WarmupSpec
-from clusterucb_core.data.pool import load_pool
+from clusterucb_core.data.load import load_pool
 from clusterucb_core.features import engine as F
 from clusterucb_core.features import gradients as G
 from clusterucb_core.features import memplan

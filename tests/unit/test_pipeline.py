@@ -175,7 +175,7 @@ def test_pool_format_and_shape_overrides_reach_the_loader(tmp_path, tiny_pool_fi
 
 def test_warmup_is_reproducible(tmp_path, tiny_pool_file, tiny_model_dir):
     """Same seed, same checkpoint bytes (LoRA dropout included)."""
-    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.data.load import load_pool
     from clusterucb_core.features.warmup import warmup
 
     pool = load_pool(tiny_pool_file)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from clusterucb_core.data.pool import FORMATS, SHAPES, PoolError, Problem, load_pool
+from clusterucb_core.data.load import load_pool
+from clusterucb_core.data.pool import FORMATS, SHAPES, PoolError, Problem
 
 REPO = Path(__file__).resolve().parents[2]
 REAL = REPO.parent / "shared" / "data" / "real"

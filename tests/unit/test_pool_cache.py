@@ -12,7 +12,8 @@ import pyarrow as pa
 import pytest
 
 from clusterucb_core.data import pool_cache
-from clusterucb_core.data.pool import FORMATS, PoolError, load_pool
+from clusterucb_core.data.load import load_pool
+from clusterucb_core.data.pool import FORMATS, PoolError
 
 from .test_pool import _EXT, _record, _write
 

@@ -9,7 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from clusterucb_core.data.pool import PoolError, load_pool
+from clusterucb_core.data.load import load_pool
+from clusterucb_core.data.pool import PoolError
 
 SETTINGS = settings(max_examples=60, deadline=None,
                     suppress_health_check=[HealthCheck.function_scoped_fixture,

@@ -10,7 +10,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec  # noqa: E402
-from clusterucb_core.data.pool import load_pool  # noqa: E402
+from clusterucb_core.data.load import load_pool  # noqa: E402
 from clusterucb_core.features.engine import FeatureEngine  # noqa: E402
 from clusterucb_core.features.ray_engine import compute_with_ray  # noqa: E402
 from clusterucb_core.features.shards import shard_names  # noqa: E402

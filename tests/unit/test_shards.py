@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec
-from clusterucb_core.data.pool import load_pool
+from clusterucb_core.data.load import load_pool
 from clusterucb_core.features.engine import FeatureEngine
 from clusterucb_core.features.shards import MergeError, merge_shards, open_shard, shard_names
 from clusterucb_core.features.store import FeatureStore

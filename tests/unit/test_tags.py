@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from clusterucb_core.config import SelectionSpec
-from clusterucb_core.data.pool import load_pool
+from clusterucb_core.data.load import load_pool
 from clusterucb_core.export import files as ex
 from clusterucb_core.selection.curation import Ledger
 from clusterucb_core.selection.oracle import TableOracle

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec
-from clusterucb_core.data.pool import load_pool
+from clusterucb_core.data.load import load_pool
 from clusterucb_core.features import engine as F
 from clusterucb_core.features.store import FeatureStore
 

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from clusterucb_core.config import LoraSpec, ModelSpec, WarmupSpec
-from clusterucb_core.data.pool import load_pool
+from clusterucb_core.data.load import load_pool
 from clusterucb_core.features import gradients as G
 from clusterucb_core.features.warmup import warmup
 
