@@ -16,6 +16,15 @@ LoRA training step costs). The last line is
 
     tokens_per_s=<featurized tokens/s> overhead_vs_fwd_bwd=<f/b> peak_mem_gb=<peak in (f)>
 
+Before the timing it prints the cost planner's whole-path prediction for this shape
+(clusterucb_core/features/cost.py, the formula `clusterucb plan` uses): a pool of --pool-rows
+rows of max_length tokens, ClusterUCB at a 20% budget with first-block cluster features
+against exhaustive LESS. Without a GPU its rates are an estimate: the gradient pass at
+--tokens-per-s (default: the H200 measurement in the README), the forward-only features at the
+same FLOP rate, model loads at 2 GB/s; its line is
+
+    predicted_speedup=<s> bound=<1/(c+b)> c=<cluster features / gradient pass> (estimates)
+
     python bench/bench_gpu_plan.py [--device-gb 80,141] [--layers 32] [--rows N] [--no-time]
 """
 
@@ -51,6 +60,42 @@ def print_plan(shape: memplan.ModelShape, device_gb: list[float], max_length: in
               f"{p.projection_bytes / GB:>5.2f}G {p.token_bytes / 1e6:>8.2f}MB "
               f"{p.row_bytes / GB:>7.2f}G {p.rows_at_max_length:>10} {p.tokens_per_batch:>12,} "
               f"{over:>12.3f}x")
+
+
+def print_path_plan(shape: memplan.ModelShape, max_length: int, n_rows: int, n_target: int,
+                    tokens_per_s: float, device_gb: float) -> None:
+    """The planner's stages and whole-path speed-up for this shape, from estimated rates."""
+    import numpy as np
+
+    from clusterucb_core.features import cost
+    from clusterucb_core.features.planner import format_plan
+
+    grad_tok = cost.gradient_flops(shape, 1, max_length, max_length / 2) / max_length
+    op = cost.OpCost(per_batch_s=0.0, per_flop_s=1.0 / (tokens_per_s * grad_tok))
+    cal = cost.Calibration(device="cuda (estimate)", model_load_s=shape.params * 2 / 2e9,
+                           gradient=op, forward=op, train=op,
+                           note=f"no GPU timed: gradient pass at {tokens_per_s:,.0f} tokens/s, "
+                                "forward-only at the same FLOP rate, loads at 2 GB/s")
+    def batching(kind: str, max_rows: int) -> cost.Batching:
+        p = memplan.plan(shape, int(device_gb * GB), max_length, kind=kind)
+        return cost.Batching(max_rows, p.usable_bytes, p.token_bytes, p.row_fixed_bytes)
+
+    rb, cb = batching("gradient", 16), batching("hidden", 32)
+    rows = rb.rows_at(max_length)
+    pool = cost.Tokens(np.full(n_rows, max_length), np.full(n_rows, max_length // 2))
+    target = cost.Tokens(np.full(n_target, max_length), np.full(n_target, 1))
+    run = cost.RunShape(n_rows=n_rows, warmup=False, cluster_layers=1, reward_batching=rb,
+                        cluster_batching=cb, cluster_dim=shape.hidden)
+    plan = cost.plan_stages(shape, cal, pool, target, run).to_dict()
+    plan["calibration"] = cal.to_dict()
+    plan["calibrated_now"] = True
+    print(f"\nthe planner on {n_rows:,} rows of {max_length} tokens, {n_target} target "
+          f"examples, {rows} rows a batch ({device_gb:g} GB), budget 20%, first-block cluster "
+          "features:")
+    print(format_plan(plan))
+    print(f"predicted_speedup={plan['predicted_speedup']:.2f} bound={plan['bound']:.2f} "
+          f"c={plan['feature_cost_ratio']:.4f} (estimates: {plan['bound_formula']})",
+          flush=True)
 
 
 def build_model(shape: memplan.ModelShape, device):
@@ -199,13 +244,23 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=0,
                     help="rows to time (default: 3 planned batches)")
     ap.add_argument("--no-time", action="store_true", help="print the plan only")
+    ap.add_argument("--pool-rows", type=int, default=100_000,
+                    help="pool rows for the whole-path prediction")
+    ap.add_argument("--target-rows", type=int, default=285,
+                    help="target examples for the whole-path prediction (MMLU's dev set: 285)")
+    ap.add_argument("--tokens-per-s", type=float, default=10_621,
+                    help="gradient-pass tokens/s the prediction assumes (default: measured on "
+                         "an H200, README)")
     args = ap.parse_args()
 
     shape = memplan.ModelShape(hidden=args.hidden, layers=args.layers,
                                intermediate=args.intermediate, heads=args.heads,
                                kv_heads=args.kv_heads, vocab=args.vocab,
                                lora_rank=args.lora_rank)
-    print_plan(shape, [float(x) for x in args.device_gb.split(",")], args.max_length)
+    sizes = [float(x) for x in args.device_gb.split(",")]
+    print_plan(shape, sizes, args.max_length)
+    print_path_plan(shape, args.max_length, args.pool_rows, args.target_rows,
+                    args.tokens_per_s, sizes[-1])
     if args.no_time:
         return
     import torch

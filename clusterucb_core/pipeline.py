@@ -33,6 +33,7 @@ from clusterucb_core.config import (
 )
 from clusterucb_core.data.pool_record import problems_sentence, problems_summary, record_pool
 from clusterucb_core.runtime import atomic
+from clusterucb_core.runtime.timings import StageClock
 from clusterucb_core.selection import exhaustive
 from clusterucb_core.workspace import Workspace, check_name
 
@@ -93,6 +94,8 @@ class Pipeline:
         self._reward_override: list[Path] | None = None
         self.work = {"cluster_feature_rows": 0, "reward_gradient_rows": 0,
                      "target_gradient_rows": 0}
+        self.clock = StageClock(self.ws.root)  # measured seconds per stage (the planner's)
+        self._reward_stage = "bandit_gradients"
 
     @classmethod
     def from_workspace(cls, root: str | Path, log: Log | None = print) -> Pipeline:
@@ -211,14 +214,23 @@ class Pipeline:
             return ckpts
         self.log(f"warm-up: training LoRA on {self.cfg.warmup.fraction:.0%} of the pool "
                  f"into {out}")
-        return warmup(self.pool, self.cfg.model, self.cfg.lora, self.cfg.warmup, out,
-                      progress=self.progress("warm-up"))
+        with self.clock.stage("warmup", key=out.name):
+            ckpts = warmup(self.pool, self.cfg.model, self.cfg.lora, self.cfg.warmup, out,
+                           progress=self.progress("warm-up"))
+        from clusterucb_core.features.warmup import json_load
+
+        info = json_load(out / "warmup.json")  # rows passed through the model, all steps
+        with self.clock.stage("warmup", key=out.name, rows=len(info["rows"]) *
+                              info["total_steps"] / max(info["steps_per_epoch"], 1)):
+            pass
+        return ckpts
 
     def at_checkpoint(self, checkpoint: str | Path) -> Pipeline:
         """The same pool, target and clusters, with rewards taken at another checkpoint."""
         other = Pipeline.__new__(Pipeline)
         other.cfg, other.ws, other._log = self.cfg, self.ws, self._log
         other.work = dict.fromkeys(self.work, 0)
+        other.clock, other._reward_stage = self.clock, self._reward_stage
         for name in ("pool", "target", "checkpoints", "cluster_store", "clusters"):
             if name in self.__dict__:
                 other.__dict__[name] = self.__dict__[name]
@@ -255,16 +267,18 @@ class Pipeline:
         ckpt = self.checkpoints[0] if spec.kind == "gradient" and self.checkpoints else None
         path = self.ws.features(store_name(spec, ckpt))
         self.log(f"cluster features: {spec.kind} -> {path.name}")
-        engine = FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path)
+        with self.clock.stage("model_load", key="loads", rows=1):
+            engine = FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ckpt, spec, path)
         todo = len(engine.store().missing())
         t0 = time.perf_counter()
-        if spec.engine == "ray":
-            from clusterucb_core.features.ray_engine import compute_with_ray
+        with self.clock.stage("cluster_features", key=path.name, rows=todo):
+            if spec.engine == "ray":
+                from clusterucb_core.features.ray_engine import compute_with_ray
 
-            compute_with_ray(engine, progress=self.progress("cluster features"))
-            store = engine.store()
-        else:
-            store = engine.compute(progress=self.progress("cluster features"))
+                compute_with_ray(engine, progress=self.progress("cluster features"))
+                store = engine.store()
+            else:
+                store = engine.compute(progress=self.progress("cluster features"))
         self.work["cluster_feature_rows"] = store.n_rows
         if todo:  # what one row cost, kept in the store for the Clusters page
             store.annotate("compute_ms_per_row",
@@ -277,9 +291,7 @@ class Pipeline:
 
     @cached_property
     def clusters(self):
-        from clusterucb_core.clustering.clusterset import load_clusters, save_clusters
-        from clusterucb_core.clustering.kmeans import cluster_features, fits_in_memory
-        from clusterucb_core.clustering.summaries import summarize_clusters
+        from clusterucb_core.clustering.clusterset import load_clusters
 
         store, spec = self.cluster_store, self.cfg.clusters
         name = self.clusters_name
@@ -290,8 +302,18 @@ class Pipeline:
                 return cs
         except (FileNotFoundError, ValueError):
             pass
+        # the k-means fit is the planner's stage; conditioning, K, summaries and saving are
+        # measured beside it
+        with self.clock.stage("clustering_other", key=name, rows=store.n_rows):
+            return self._cluster(store, spec, name)
+
+    def _cluster(self, store, spec, name: str):
+        """Condition, choose K, run k-means, summarise and save the clusters."""
         from clusterucb_core.clustering import conditioning
+        from clusterucb_core.clustering.clusterset import load_clusters, save_clusters
+        from clusterucb_core.clustering.kmeans import cluster_features, fits_in_memory
         from clusterucb_core.clustering.krule import choose_k_with_scan
+        from clusterucb_core.clustering.summaries import summarize_clusters
 
         # The store is read in chunks; one float32 copy is made only when it fits.
         minibatch = spec.minibatch or not fits_in_memory(store.n_rows, store.dim)
@@ -306,9 +328,11 @@ class Pipeline:
                                               cold_start=self.cfg.selection.cold_start, X=X,
                                               seed=spec.seed)
         self.log(f"clusters: {why}")
-        result = cluster_features(X, k, seed=spec.seed, max_iter=spec.max_iter, tol=spec.tol,
-                                  minibatch=minibatch, batch_size=spec.batch_size,
-                                  n_init=spec.n_init, progress=self.progress("k-means"))
+        with self.clock.stage("kmeans", key=name, rows=store.n_rows):
+            result = cluster_features(X, k, seed=spec.seed, max_iter=spec.max_iter,
+                                      tol=spec.tol, minibatch=minibatch,
+                                      batch_size=spec.batch_size, n_init=spec.n_init,
+                                      progress=self.progress("k-means"))
         # rows that cannot be scored are in no arm: the bandit never spends budget on them
         result.labels[unscorable] = -1
         summary = summarize_clusters(self.pool.frame(), result.labels, store, result.centroids)
@@ -354,10 +378,11 @@ class Pipeline:
         spec = self.reward_spec
         if spec.mode != self.cfg.reward_features.mode:
             self.log("reward features: no warm-up checkpoint, so plain SGD gradients")
-        base = SharedBase(self.cfg.model)
-        engines = [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec, path,
-                                 base=base)
-                   for ck, path in zip(self.reward_checkpoints, self.reward_store_paths())]
+        with self.clock.stage("model_load", key="loads", rows=1):
+            base = SharedBase(self.cfg.model)
+            engines = [FeatureEngine(self.pool, self.cfg.model, self.cfg.lora, ck, spec, path,
+                                     base=base)
+                       for ck, path in zip(self.reward_checkpoints, self.reward_store_paths())]
         rep = self.format_report
         note = {k: v for k, v in rep.to_dict().items() if k != "unscorable"}
         for eng in engines:
@@ -410,14 +435,20 @@ class Pipeline:
 
     @cached_property
     def target_features(self) -> tuple[list[np.ndarray], np.ndarray]:
-        from clusterucb_core.features.engine import target_features, target_name
+        from clusterucb_core.features.engine import (
+            TARGET_MANIFEST,
+            target_features,
+            target_name,
+        )
 
         feats, ids = [], None
         for eng in self.reward_engines:
             out = self.ws.targets(target_name(self.target, eng.checkpoint_dir))
-            f, ids = target_features(self.target, self.cfg.model, self.cfg.lora,
-                                     eng.checkpoint_dir, eng.spec, out_dir=out, engine=eng,
-                                     progress=self.progress("target gradients"))
+            todo = 0 if (out / TARGET_MANIFEST).exists() else len(self.target.examples)
+            with self.clock.stage("target_gradients", key=out.name, rows=todo):
+                f, ids = target_features(self.target, self.cfg.model, self.cfg.lora,
+                                         eng.checkpoint_dir, eng.spec, out_dir=out, engine=eng,
+                                         progress=self.progress("target gradients"))
             feats.append(f)
         self.log(f"target: {self.target_sentence()}")
         self.work["target_gradient_rows"] = int(len(ids)) * len(feats)
@@ -437,8 +468,12 @@ class Pipeline:
             "target truncation not recorded (target features made by an older version)"
 
     def compute_reward_rows(self, rows: np.ndarray) -> None:
+        bandit = self._reward_stage == "bandit_gradients"
         for eng in self.reward_engines:
-            eng.compute(rows, progress=self.progress("reward gradients"))
+            todo = len(eng.store().missing(rows))
+            key = self.cfg.run_id if bandit else eng.store_path.name
+            with self.clock.stage(self._reward_stage, key=key, rows=todo):
+                eng.compute(rows, progress=self.progress("reward gradients"))
 
     @cached_property
     def oracle(self):
@@ -484,7 +519,11 @@ class Pipeline:
         if known is not None:
             return known
         self.log("exhaustive scoring: a gradient for every row")
-        scores = self.oracle.score(np.arange(len(self.pool)))
+        self._reward_stage = "exhaustive_gradients"
+        try:
+            scores = self.oracle.score(np.arange(len(self.pool)))
+        finally:
+            self._reward_stage = "bandit_gradients"
         with atomic.atomic_path(self.scores_path) as tmp:
             with open(tmp, "wb") as fh:
                 np.save(fh, scores)
@@ -563,6 +602,9 @@ class Pipeline:
             summary["metrics"] = {**summary.get("metrics", {}), **quality.pop("metrics")}
         summary.update(quality)
         summary["export"] = str(self.export(run, run_id, export_dir))
+        from clusterucb_core.features.planner import plan_summary
+
+        summary["plan"] = plan_summary(self.ws.root, self.cfg)  # predicted vs measured
         atomic.write_json(self.ws.runs(run_id) / "summary.json", summary)
         return summary
 

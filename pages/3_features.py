@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from clusterucb_app import engine, features_ui, state, ui
+from clusterucb_app import engine, features_ui, plan_panel, state, ui
 from clusterucb_core import config
 from clusterucb_core.features.scorable import workspace_sentence as scorable_sentence
 
@@ -74,6 +74,8 @@ if not ui.need(bool(state.pool_ref(ws)), "Choose a pool first.", "pages/1_pool.p
     st.stop()
 
 ckpt = engine.checkpoint(ws)
+if state.target_ref(ws):
+    plan_panel.plan_panel(ws)  # what each stage will cost here, before any work
 
 # ------------------------------------------------------------------------------ 1. warm-up
 st.subheader("1 · Warm-up (optional)")

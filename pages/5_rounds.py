@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from clusterucb_app import curation_ui, quality_ui, rounds, rounds_ui, state, subtasks_ui, ui
+from clusterucb_app import (
+    curation_ui,
+    plan_panel,
+    quality_ui,
+    rounds,
+    rounds_ui,
+    state,
+    subtasks_ui,
+    ui,
+)
 from clusterucb_app import plots_rounds as pr
 from clusterucb_core.features.scorable import workspace_sentence as scorable_sentence
 from clusterucb_core.selection import run as selection
@@ -55,6 +64,7 @@ if pool is not None and len(pool) != n_rows:
 cur_id = rounds.current_id(ws)
 rounds_ui.settings_form(ws, clusters, clusters_name, rounds.reward_sources(ws, n_rows),
                         expanded=cur_id is None)
+plan_panel.comparison_panel(ws)  # each stage's predicted and measured seconds
 if cur_id is None:
     st.info("Press **Start a new run** above (the defaults are the paper's), then step through "
             "the rounds.")

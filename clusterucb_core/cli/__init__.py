@@ -18,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "app": "app",
     "demo": "demo",
     "run": "run",
+    "plan": "plan",
     "validate": "validate",
     "warmup": "warmup",
     "features": "features",

@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pool", default=None,
                         help="another pool instead of the demo's (a path or hf://ORG/NAME)")
     parser.add_argument("--quick", action="store_true",
-                        help="skip the warm-up training and the 2-D map (checks an install "
-                             "in about a minute)")
+                        help="skip the warm-up training, the 2-D map and the cost plan "
+                             "(checks an install in about a minute)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -33,4 +33,5 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, pool=args.pool)
     if args.quick:
         cfg = replace(cfg, use_warmup=False, make_map=False)
+        args.no_plan = True
     return run_config(cfg, args)
