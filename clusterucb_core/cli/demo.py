@@ -33,5 +33,4 @@ def run(args: argparse.Namespace) -> int:
         cfg = replace(cfg, pool=args.pool)
     if args.quick:
         cfg = replace(cfg, use_warmup=False, make_map=False)
-        args.no_plan = True
     return run_config(cfg, args)

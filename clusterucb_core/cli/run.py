@@ -22,9 +22,10 @@ def add_overrides(parser: argparse.ArgumentParser, workspace_default: str | None
                         help="workspace folder to create or reuse (overrides the config)")
     parser.add_argument("--exhaustive", action="store_true",
                         help="also score every row, to report recall against full LESS")
-    parser.add_argument("--no-plan", action="store_true",
-                        help="skip the cost plan printed before the run (and its few seconds "
-                             "of calibration); the summary then has no predicted column")
+    parser.add_argument("--plan", action="store_true",
+                        help="calibrate on this device when no calibration is kept, and print "
+                             "the cost plan before the run (a kept calibration is always "
+                             "used; `clusterucb plan` makes one)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,10 +49,14 @@ def run_config(cfg, args: argparse.Namespace) -> int:
         cfg = replace(cfg, workspace=args.workspace)
     if args.exhaustive:
         cfg = replace(cfg, exhaustive=True)
-    if not args.no_plan:
-        from clusterucb_core.features.planner import format_plan, make_plan
+    from clusterucb_core.features.planner import format_plan, make_plan
 
-        print(format_plan(make_plan(cfg, log=print)), flush=True)
+    plan = make_plan(cfg, log=print, calibrate_missing=args.plan)
+    if plan is None:
+        print("cost plan: no calibration kept for these settings on this device; "
+              "`clusterucb plan --config C` (or --plan) predicts every stage first", flush=True)
+    else:
+        print(format_plan(plan), flush=True)
     summary = Pipeline(cfg).run_all()
     print(json.dumps(summary, indent=2))
     if "stages" in summary.get("plan", {}):

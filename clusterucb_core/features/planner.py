@@ -315,9 +315,10 @@ def load_calibration(workspace: str | Path, key: str) -> cost.Calibration | None
 
 
 def make_plan(cfg: RunConfig, recalibrate: bool = False, lazy_row_s: float | None = None,
-              log=None) -> dict[str, Any]:
+              log=None, calibrate_missing: bool = True) -> dict[str, Any] | None:
     """The plan of `cfg` on this device (calibrating when no calibration is kept for these
-    settings, or when asked), saved as W/plan/plan.json; returns its dict."""
+    settings, or when asked), saved as W/plan/plan.json; returns its dict. With
+    `calibrate_missing=False` and no calibration kept, None (nothing is timed)."""
     from clusterucb_core.data.load import load_pool
     from clusterucb_core.data.targets import load_target
     from clusterucb_core.features.model import load_tokenizer, resolve_device
@@ -326,6 +327,11 @@ def make_plan(cfg: RunConfig, recalibrate: bool = False, lazy_row_s: float | Non
 
     say = log or (lambda msg: None)
     ws = Workspace.open(cfg.workspace)
+    device = str(resolve_device(cfg.model.device))
+    key = calibration_key(cfg, device)
+    cal = None if recalibrate else load_calibration(ws.root, key)
+    if cal is None and not calibrate_missing:
+        return None
     pool = load_pool(cfg.pool, format=cfg.pool_format, shape=cfg.pool_shape,
                      cache_dir=ws.pool_cache(), id_field=cfg.pool_id_field or None,
                      source_field=cfg.pool_source_field or None)
@@ -333,9 +339,6 @@ def make_plan(cfg: RunConfig, recalibrate: bool = False, lazy_row_s: float | Non
     tokens, how = pool_tokens(pool, cfg, tok, ws.root)
     target = target_tokens(load_target(cfg.target), cfg, tok)
     say(f"plan: {how}; {len(target):,} target examples")
-    device = str(resolve_device(cfg.model.device))
-    key = calibration_key(cfg, device)
-    cal = None if recalibrate else load_calibration(ws.root, key)
     calibrated = cal is None
     if cal is None:
         say(f"plan: calibrating on {device} (a few timed batches)")
