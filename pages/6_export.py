@@ -99,11 +99,14 @@ if hits:
                "**Clear** below to see the selection again).")
 prev = ui.preview_frame(pool.frame(view["row"].to_numpy()))
 shown = export_view.curate_table(view, prev["prompt"].to_numpy(), run.labels, led)
+# keyed by the rows it lists: a selection is read against the frame it was made on, and an
+# edit or a filter that changes the rows starts a fresh, empty selection
 sel = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row",
-                   key="ex_table", height=min(360, ui.table_height(len(shown))),
+                   key=export_view.table_key("ex_table", shown),
+                   height=min(360, ui.table_height(len(shown))),
                    column_config={"status": curation_ui.status_column()})
 st.caption(f"{len(view):,} rows shown. Select rows (left edge) to read them or edit them.")
-chosen = [int(shown["row"].iat[i]) for i in sel.selection.rows]
+chosen = export_view.chosen_rows(shown, sel.selection.rows)
 ids = dict(zip(chosen[:6], map(str, pool.column("id", chosen[:6]))))  # the toast's names
 b = st.columns(5)
 for i, (op, label, icon) in enumerate([("pin", "Pin", ":material/push_pin:"),
