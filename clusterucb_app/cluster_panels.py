@@ -29,12 +29,14 @@ def clustering_form(ws: Any, stores: list[str]) -> None:
     seed = c[2].number_input("Seed", 0, 2**31 - 1, int(spec.seed), key="cl_seed")
     mb = c[3].checkbox("Mini-batch (large pools)", value=bool(spec.minibatch), key="cl_mb")
     b = st.columns(2)
-    if b[0].button("Run clustering", type="primary", key="cl_run"):
+    busy = ui.busy(ws)
+    if b[0].button("Run clustering", type="primary", key="cl_run", disabled=bool(busy),
+                   help=busy):
         state.save_settings(ws, cluster=replace(spec, k=0 if mode == K_AUTO else int(k),
                                                 seed=int(seed), minibatch=bool(mb)))
         engine.start_stage(ws, "clusters", "Clustering", unit="iterations")
-    if b[1].button("Compute the 2-D map (UMAP)", key="cl_map",
-                   help="The map is for looking only; the clustering does not use it."):
+    if b[1].button("Compute the 2-D map (UMAP)", key="cl_map", disabled=bool(busy),
+                   help=busy or "The map is for looking only; the clustering does not use it."):
         engine.start_stage(ws, "map", "UMAP map", unit="steps")
 
 
@@ -86,10 +88,11 @@ def kscan(ws: Any, cs: Any) -> None:
         if ks.attrs.get("rule"):
             st.caption(f"Rule: {ks.attrs['rule']}.")
     else:
-        st.caption(f"This clustering used a fixed K={cs.k}. A scan clusters a sample for "
-                   "several K and compares their silhouettes.")
-    if st.button("Scan K", key="cl_kscan_btn",
-                 help="Runs in the background on a sample of the cluster features."):
+        st.caption(clusters_view.k_sentence(cs.meta or {}, cs.k) + " A scan clusters a sample "
+                   "for several K and compares their silhouettes.")
+    busy = ui.busy(ws)
+    if st.button("Scan K", key="cl_kscan_btn", disabled=bool(busy),
+                 help=busy or "Runs in the background on a sample of the cluster features."):
         engine.start_stage(ws, "kscan", "K scan", unit="K values")
     ui.job_panel(ws, "kscan")
 

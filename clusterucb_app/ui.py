@@ -159,18 +159,29 @@ def sidebar() -> Workspace:
 
 
 def _sidebar_status(ws: Workspace) -> None:
-    from . import state
-
-    steps = state.progress_summary(ws)
-    st.markdown("### Progress")
-    for label, ok in steps:
-        st.markdown(f"{':material/check_circle:' if ok else ':material/radio_button_unchecked:'}"
-                    f" {label}")
+    """The steps done and the jobs running; while a job runs it refreshes itself (a
+    fragment), so its percentage follows the job's panel and a step is ticked when it ends."""
     running = [j for j in jobs.list_jobs(ws) if j.active]
-    for job in running:
-        frac = job.fraction
-        st.caption(f":material/hourglass_top: {job.title or job.kind}: "
-                   + (f"{frac:.0%}" if frac is not None else job.status))
+
+    @st.fragment(run_every=1.0 if running else None)
+    def _status() -> None:
+        from . import state
+
+        now = [j for j in jobs.list_jobs(ws) if j.active]
+        st.markdown("### Progress")
+        for label, ok in state.progress_summary(ws, [j.kind for j in now]):
+            icon = ":material/check_circle:" if ok else ":material/radio_button_unchecked:"
+            st.markdown(f"{icon} {label}")
+        for job in now:
+            frac = job.fraction
+            st.caption(f":material/hourglass_top: {job.title or job.kind}: "
+                       + (f"{frac:.0%}" if frac is not None else job.status)
+                       + (f" ({job.done:,.0f} / {job.total:,.0f} {job.unit or 'rows'})"
+                          if job.total else ""))
+        if bool(now) != bool(running):
+            st.rerun(scope="app")  # a job started or ended: start or stop the refresh
+
+    _status()
 
 
 def workspace() -> Workspace:
@@ -320,6 +331,15 @@ def _render_job(ws: Workspace, cur: jobs.JobState, key: str) -> None:
                 st.rerun(scope="app")
         with st.expander("Job log", expanded=False):
             st.code(cur.log_tail() or "(empty)", language=None)
+
+
+def busy(ws: Workspace) -> str | None:
+    """Why a job button is off right now: the job that runs (one at a time, since every
+    stage shares the model, the CPU and the workspace's files), or None."""
+    now = [j for j in jobs.list_jobs(ws) if j.active]
+    if not now:
+        return None
+    return f"Wait for {now[0].title or now[0].kind} to finish (one job at a time)."
 
 
 def start_job(ws: Workspace, kind: str, **kwargs: Any) -> str | None:

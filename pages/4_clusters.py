@@ -12,6 +12,7 @@ from clusterucb_app import (
     curation_ui,
     find,
     rounds,
+    slots,
     state,
     ui,
 )
@@ -99,7 +100,10 @@ if (ex := state.exhaustive_scores(ws, n_rows)) is not None:
     scores["exhaustive score"] = ex
 if (rid := rounds.current_id(ws)) is not None:
     try:
-        scores[f"score in run {rounds.describe(ws, rid)}"] = rounds.get(ws, rid).scores
+        run = rounds.get(ws, rid)
+        scores[f"score in run {rounds.describe(ws, rid)}"] = run.scores
+        if warn := slots.over_slots(len(led.pinned), run.n_top):
+            st.warning(warn + " (The current run's top-p.)", icon=":material/push_pin:")
     except Exception as exc:  # noqa: BLE001 - the map works without the run
         ui.log.warning("run %s not shown on the map: %s", rid, exc)
 

@@ -56,12 +56,12 @@ cur_id = rounds.current_id(ws)
 rounds_ui.settings_form(ws, clusters, clusters_name, rounds.reward_sources(ws, n_rows),
                         expanded=cur_id is None)
 if cur_id is None:
-    st.info("Press **Start a new run** above (the defaults are the paper's), then step through "
-            "the rounds.")
+    st.info(ui.plain(rounds_ui.defaults_sentence(state.settings(ws, "selection"))))
     st.stop()
 if note := st.session_state.pop("_ucb_note", None):
     st.toast(ui.plain(note), icon=":material/casino:")
 rounds_ui.run_picker(ws, cur_id)
+st.caption(rounds_ui.reward_sentence(rounds.run_inputs(ws, cur_id)[1]))
 try:
     rounds.get(ws, cur_id)
 except Exception as exc:  # noqa: BLE001

@@ -13,6 +13,7 @@ from clusterucb_app import (
     find,
     marks,
     rounds,
+    slots,
     state,
     subtasks_ui,
     ui,
@@ -74,6 +75,8 @@ m[1].metric("Scored (budget)", f"{result.budget_used:,} / {result.budget_total:,
 m[2].metric("Pinned", len(result.pinned))
 m[3].metric("Rejected", len(result.rejected))
 m[4].metric("Banned clusters", len(result.banned))
+if warn := slots.over_slots(len(result.pinned), result.n_top):
+    st.warning(warn, icon=":material/push_pin:")
 if sub.result is not None and sub.shown:
     subtasks_ui.balance_picker(ws, rid, run.spec, key="ex_balance")
 st.caption(ui.plain(marks.selection_rule(result.n_top, len(result.pinned), run.N,
@@ -120,10 +123,7 @@ with b[4]:
 if find.tag_panel(lg, chosen, "ex_tags"):
     st.rerun()  # the table shows the new tags
 st.caption("Find rows in the whole pool, or rows like those chosen in the table:")
-before = find.found("ex_found")
 find.finder("ex_found", pool, find.features_of(ws, clusters), seed_rows=chosen)
-if find.found("ex_found") is not before:
-    st.rerun()  # the table above shows the new results
 if chosen:
     r = chosen[0]
     st.caption(f"row {r} · id `{pool.column('id', [r])[0]}` · score "
