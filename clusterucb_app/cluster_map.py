@@ -170,12 +170,13 @@ def actions(ws: Any, clustering: str, picked: list[int], hits: list[int], pool: 
     led = lg.state()
     n_pinned, n_rejected = (sum(1 for r in rows if r in s) for s in (led.pinned, led.rejected))
     b = st.columns([1, 1, 1, 1, 1.2, 1.4])
-    for i, (op, label, icon, off) in enumerate([
-            ("pin", f"Pin {len(rows):,} rows", ":material/push_pin:", False),
-            ("reject", f"Reject {len(rows):,} rows", ":material/block:", False),
-            ("unpin", f"Unpin {n_pinned:,}", None, not n_pinned),
-            ("unreject", f"Unreject {n_rejected:,}", None, not n_rejected)]):
-        if b[i].button(label, icon=icon, key=f"cl_{op}", disabled=off):
+    for i, (op, label, icon, hint) in enumerate([
+            ("pin", f"Pin {len(rows):,} rows", ":material/push_pin:", None),
+            ("reject", f"Reject {len(rows):,} rows", ":material/block:", None),
+            ("unpin", "Unpin", None, f"{n_pinned:,} of these rows are pinned"),
+            ("unreject", "Unreject", None, f"{n_rejected:,} of these rows are rejected")]):
+        off = (op == "unpin" and not n_pinned) or (op == "unreject" and not n_rejected)
+        if b[i].button(label, icon=icon, key=f"cl_{op}", disabled=off, help=hint):
             curation_ui.edit(lg, op, rows, "map selection", ids)
             st.rerun()  # the page's counts, table and map marks show the edit (and the toast)
     clusters = sorted({int(c) for c in labels[rows] if c >= 0})

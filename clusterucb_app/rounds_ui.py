@@ -24,6 +24,18 @@ PLAY = "ucb_play"
 TODO = "_ucb_todo"
 
 
+SPEEDS = {"slow": 3.0, "normal": 1.0, "fast": 0.3}  # seconds between Play's rounds
+
+
+def play_speed() -> float:
+    """The Play speed control; the seconds Play waits between two rounds."""
+    name = st.select_slider("Play speed", list(SPEEDS), value="normal", key="ucb_speed",
+                            format_func=lambda k: f"{k} ({SPEEDS[k]:g} s per round)",
+                            help="How fast Play steps through the rounds (a round that "
+                                 "computes gradients can take longer).")
+    return SPEEDS[name]
+
+
 def set_play(on: bool) -> None:
     st.session_state[PLAY] = bool(on)
 

@@ -73,9 +73,10 @@ xy = state.load_map(ws, n_rows)
 
 
 playing = bool(st.session_state.get(rounds_ui.PLAY)) and not rounds.get(ws, cur_id).done
+interval = rounds_ui.play_speed()  # outside the fragment: a change restarts its timer
 
 
-@st.fragment(run_every=0.8 if playing else None)
+@st.fragment(run_every=interval if playing else None)
 def live() -> None:
     run = rounds.get(ws, cur_id)
     todo = rounds_ui.pending(run)
