@@ -54,7 +54,8 @@ def test_race_draw_order_needs_features_and_matches_a_run():
                        SelectionSpec(seed=3, draw_order="predicted"), None, features=feats)
     run.run_to_end()
     want = recall(run.selected(), scores, run.n_top)
-    assert res.summary.set_index("contestant").loc["ucb_beta β=1", "recall_mean"] == pytest.approx(want)
+    got = res.summary.set_index("contestant").loc["ucb_beta β=1", "recall_mean"]
+    assert got == pytest.approx(want)
     assert rc.RaceSpec.from_dict(spec.to_dict()).draw_order == "predicted"
 
 
