@@ -289,14 +289,15 @@ def against_exhaustive(ws: Workspace, run: selection.SelectionRun) -> None:
     met = run_metrics(run, ex)
     both = slots.recalls(run, ex)
     c = st.columns(4)
-    c[0].metric("Recall: the bandit's top-p", f"{both['bandit_recall']:.1%}",
-                help="Share of the exhaustive top-p among the bandit's own top-p of the rows "
+    c[0].metric("Bandit recall", f"{both['bandit_recall']:.1%}",
+                help="Recall of the exhaustive top-p: its share among the bandit's own top-p of the rows "
                      "it scored (no hand edits): how well it spent the budget.")
-    c[1].metric("Recall: the curated selection", f"{both['curated_recall']:.1%}",
+    c[1].metric("Curated recall", f"{both['curated_recall']:.1%}",
                 help="The same share for the selection with your pins, rejections and bans "
                      "applied (what Curate & Export saves). Pins take slots.")
-    c[2].metric("Score mass (bandit / curated)",
-                f"{both['bandit_mass']:.0%} / {both['curated_mass']:.0%}")
+    c[2].metric("Mass: bandit / curated",
+                f"{both['bandit_mass']:.0%} / {both['curated_mass']:.0%}",
+                help="Share of the exhaustive top-p's score mass each selection holds.")
     c[3].metric("Rows scored vs exhaustive", f"{run.budget_used / run.N:.1%}")
     tab = met["rounds"]
     if len(tab):
