@@ -209,11 +209,11 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
     wait_until(page, lambda: (_sidebar_job(page, "Exhaustive scoring") or (0, 0))[0] > 0,
                "the sidebar counts the job's rows")
     first = _sidebar_job(page, "Exhaustive scoring")
+    page.screenshot(path=str(ARTIFACTS / "user_sidebar_job.png"))  # mid-job: no idle wait
     assert page.locator(".st-key-btn_cfeat button").first.is_disabled()
     wait_until(page, lambda: (_sidebar_job(page, "Exhaustive scoring") or (0, 0))[0] > first[0]
                or _sidebar_job(page, "Exhaustive scoring") is None,
                "the sidebar's count moves on (or the job ends)")
-    shot(page, "user_sidebar_job")
     wait_job(page, "Exhaustive scoring")
     wait_until(page, lambda: _sidebar_job(page, "Exhaustive scoring") is None,
                "the sidebar drops the finished job")
