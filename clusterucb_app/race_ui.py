@@ -70,6 +70,7 @@ def settings_form(saved: dict[str, Any], run_spec: Any,
                                     key="race_seeds")
         orders = list(selection.DRAW_ORDERS) if can_order else ["random"]
         order = race_d.get("draw_order", defaults.draw_order)
+        c = st.columns([2, 3])
         order = c[0].selectbox(
             "Draw order", orders, index=orders.index(order) if order in orders else 0,
             format_func=selection.DRAW_ORDER_LABELS.get,
