@@ -290,8 +290,9 @@ def against_exhaustive(ws: Workspace, run: selection.SelectionRun) -> None:
     both = slots.recalls(run, ex)
     c = st.columns(4)
     c[0].metric("Bandit recall", f"{both['bandit_recall']:.1%}",
-                help="Recall of the exhaustive top-p: its share among the bandit's own top-p of the rows "
-                     "it scored (no hand edits): how well it spent the budget.")
+                help="Recall of the exhaustive top-p: its share among the bandit's own "
+                     "top-p of the rows it scored (no hand edits): how well it spent the "
+                     "budget.")
     c[1].metric("Curated recall", f"{both['curated_recall']:.1%}",
                 help="The same share for the selection with your pins, rejections and bans "
                      "applied (what Curate & Export saves). Pins take slots.")
