@@ -342,15 +342,16 @@ def busy(ws: Workspace) -> str | None:
     return f"Wait for {now[0].title or now[0].kind} to finish (one job at a time)."
 
 
-def start_job(ws: Workspace, kind: str, **kwargs: Any) -> str | None:
-    """Start a job from a button; errors (e.g. one already running) become messages."""
+def start_job(ws: Workspace, kind: str, **kwargs: Any) -> None:
+    """Start a job from a button, then rerun the page (so the sidebar follows the job and
+    the other job buttons wait); errors (e.g. one already running) become messages."""
     try:
-        job_id = jobs.start(ws, kind, **kwargs)
+        jobs.start(ws, kind, **kwargs)
     except (ValueError, TypeError, OSError) as exc:
         show_error(exc, f"Starting {kwargs.get('title') or kind}")
-        return None
+        return
     time.sleep(0.2)  # let the child write its first progress before the page redraws
-    return job_id
+    st.rerun()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -194,6 +194,8 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
     # -- every job; exhaustive scoring is cancelled, then resumed (item 8)
     go(page, server, "features", ws=WS)
     click_key(page, "btn_warmup")
+    cfeat = page.locator(".st-key-btn_cfeat button").first
+    wait_until(page, cfeat.is_disabled, "the other job buttons wait while the warm-up runs")
     wait_job(page, "Warm-up")
     click_key(page, "btn_cfeat")
     wait_job(page, "Cluster features")
