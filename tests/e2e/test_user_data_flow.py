@@ -379,5 +379,5 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
     new = _downloaded_records(page, "ex_dl_selected")
     manifest = json.loads((out / "manifest.json").read_text())
     assert len(new) == slots == manifest["counts"]["n_selected"]
-    assert [r["uid"] for r in new] == manifest["selected"]["ids"]
+    assert sorted(r["uid"] for r in new) == sorted(manifest["selected"]["ids"])  # pool order
     no_error(page)
