@@ -29,10 +29,11 @@ SPEEDS = {"slow": 3.0, "normal": 1.0, "fast": 0.3}  # seconds between Play's rou
 
 def play_speed() -> float:
     """The Play speed control; the seconds Play waits between two rounds."""
-    name = st.select_slider("Play speed", list(SPEEDS), value="normal", key="ucb_speed",
-                            format_func=lambda k: f"{k} ({SPEEDS[k]:g} s per round)",
-                            help="How fast Play steps through the rounds (a round that "
-                                 "computes gradients can take longer).")
+    name = st.columns([1, 2])[0].select_slider(
+        "Play speed", list(SPEEDS), value="normal", key="ucb_speed",
+        format_func=lambda k: f"{k} ({SPEEDS[k]:g} s per round)",
+        help="How fast Play steps through the rounds (a round that computes gradients can "
+             "take longer).")
     return SPEEDS[name]
 
 
@@ -296,9 +297,13 @@ def against_exhaustive(ws: Workspace, run: selection.SelectionRun) -> None:
     c[1].metric("Curated recall", f"{both['curated_recall']:.1%}",
                 help="The same share for the selection with your pins, rejections and bans "
                      "applied (what Curate & Export saves). Pins take slots.")
-    c[2].metric("Mass: bandit / curated",
-                f"{both['bandit_mass']:.0%} / {both['curated_mass']:.0%}",
-                help="Share of the exhaustive top-p's score mass each selection holds.")
+    over = both["n_curated"] > run.n_top  # more pins than slots: its mass is not comparable
+    curated = "n/a" if over else f"{both['curated_mass']:.0%}"
+    c[2].metric("Mass: bandit / curated", f"{both['bandit_mass']:.0%} / {curated}",
+                help="Share of the exhaustive top-p's score mass each selection holds"
+                     + (f" (the curated selection holds {both['n_curated']:,} rows for "
+                        f"{run.n_top:,} slots, so its share is not comparable)." if over
+                        else "."))
     c[3].metric("Rows scored vs exhaustive", f"{run.budget_used / run.N:.1%}")
     tab = met["rounds"]
     if len(tab):

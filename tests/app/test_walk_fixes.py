@@ -94,6 +94,7 @@ def test_bandit_and_curated_recall_side_by_side_and_pins_over_slots(app_env):
     own = select_top(run.scores, run.labels, SLOTS, LedgerView())
     assert metric(at, "Bandit recall") == f"{recall(own, ex, SLOTS):.1%}"
     assert metric(at, "Curated recall") == "0.0%"  # only the 8 worst pins
+    assert metric(at, "Mass: bandit / curated").endswith(" / n/a")  # 8 rows for 6 slots
     assert any(f"8 pinned rows for {SLOTS} top-p slots" in w.value for w in at.warning)
     done = next(s.value for s in at.success if "Finished" in s.value)
     assert f"8 rows are selected: your 8 pins, more than the {SLOTS} top-p slots" in done
