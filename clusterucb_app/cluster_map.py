@@ -3,9 +3,9 @@ and "more like this" highlighted on it, and actions on the chosen rows.
 
 Two fragments: the map (colour, search, the figure) reruns on its own widgets and on a box or
 lasso; the action panel under it (pin, reject, unpin, unreject, ban, tag) is nested, so its
-choices rerun only the panel, while an edit reruns the page so that its counts, table and
-marks show it. A box or lasso means every row inside the shape (`mapselect`, over the full
-coordinates), not only the sample drawn.
+choices rerun only the panel, and an edit reruns the page's counts and cluster table with it
+(keyed fragments), never the map. A box or lasso means every row inside the shape
+(`mapselect`, over the full coordinates), not only the sample drawn.
 """
 
 from __future__ import annotations
@@ -18,11 +18,13 @@ import streamlit as st
 
 from clusterucb_app import curation_ui, engine, find, marks, rounds, state, ui
 from clusterucb_app import plots_rounds as pr
+from clusterucb_app.cluster_panels import TABLE
 from clusterucb_app.plots import escape
 from clusterucb_core.clustering import mapselect
 
 FOUND = "cl_found"  # session key of the search / neighbour results
 MAP_KEY = "cl_map_fig"
+COUNTS, ACTIONS = "cl_counts", "cl_actions"  # fragment keys: the page's counts, this panel
 
 
 def _selection(event: Any) -> Any:
@@ -148,11 +150,20 @@ def map_fragment(ws: Any, cs: Any, pool: Any, clustering: str, xy: np.ndarray) -
     note = state.map_note(ws, len(labels))
     st.caption((f"{note} " if note else "") + "Drag a box or lasso (toolbar, top right of the "
                "map) to select rows: every row inside the shape is selected, also those not "
-               "drawn when the map shows a sample. ★ pinned, × rejected.")
+               "drawn when the map shows a sample. ★ pinned, × rejected (the marks follow a "
+               "pin or reject when the map next redraws).")
     actions(ws, clustering, picked.tolist(), [] if not hits else hits["rows"], pool)
 
 
-@st.fragment
+def _edit(lg: Any, op: str, rows: list[int], ids: dict[int, str]) -> None:
+    """A map edit's callback: the edit, then a rerun of the page's counts, the cluster table
+    and this panel only (the map's points are not sent again; its marks follow the next
+    time the map redraws)."""
+    curation_ui.edit(lg, op, rows, "map selection", ids)
+    st.rerun([COUNTS, TABLE, ACTIONS])
+
+
+@st.fragment(key=ACTIONS)
 def actions(ws: Any, clustering: str, picked: list[int], hits: list[int], pool: Any) -> None:
     """Pin, reject, ban or tag the map selection or the found rows (reruns alone)."""
     choices = {f"map selection ({len(picked):,})": picked} if picked else {}
@@ -176,9 +187,9 @@ def actions(ws: Any, clustering: str, picked: list[int], hits: list[int], pool: 
             ("unpin", "Unpin", None, f"{n_pinned:,} of these rows are pinned"),
             ("unreject", "Unreject", None, f"{n_rejected:,} of these rows are rejected")]):
         off = (op == "unpin" and not n_pinned) or (op == "unreject" and not n_rejected)
-        if b[i].button(label, icon=icon, key=f"cl_{op}", disabled=off, help=hint):
-            curation_ui.edit(lg, op, rows, "map selection", ids)
-            st.rerun()  # the page's counts, table and map marks show the edit (and the toast)
+        b[i].button(label, icon=icon, key=f"cl_{op}", disabled=off, help=hint,
+                    on_click=_edit, args=(lg, op, rows, ids))
+    curation_ui.flush_toast()  # a map edit reruns this panel, not the page
     clusters = sorted({int(c) for c in labels[rows] if c >= 0})
     if b[4].button(f"Ban their {len(clusters)} cluster(s)", icon=":material/do_not_disturb_on:",
                    key="cl_ban_sel", disabled=not clusters):

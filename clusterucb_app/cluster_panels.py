@@ -40,13 +40,19 @@ def clustering_form(ws: Any, stores: list[str]) -> None:
         engine.start_stage(ws, "map", "UMAP map", unit="steps")
 
 
+TABLE = "cl_table_fragment"  # the cluster table's fragment key (a map edit reruns it)
+
+
 def _ban(lg: Any, op: str, names: dict[int, str]) -> None:
-    """Ban / Unban callback: edit, then clear the choice so the next edit starts empty."""
+    """Ban / Unban callback: edit, clear the choice so the next edit starts empty, and rerun
+    the whole page (the map greys a banned cluster)."""
     chosen = [int(k) for k in st.session_state.get("cl_ban_pick") or []]
     curation_ui.edit(lg, op, chosen, "cluster table", names=names)
     st.session_state["cl_ban_pick"] = []
+    st.rerun()
 
 
+@st.fragment(key=TABLE)
 def cluster_table(cs: Any, lg: Any, names: dict[int, str], scores: Any) -> None:
     """The clusters with their curation marks (and mean score), then ban / unban / undo."""
     st.subheader("Clusters")
