@@ -174,10 +174,11 @@ def _sidebar_status(ws: Workspace) -> None:
             st.markdown(f"{icon} {label}")
         for job in now:
             frac = job.fraction
+            stage = job.extra.get("stage")  # a job of several stages counts each anew
             st.caption(f":material/hourglass_top: {job.title or job.kind}: "
                        + (f"{frac:.0%}" if frac is not None else job.status)
-                       + (f" ({job.done:,.0f} / {job.total:,.0f} {job.unit or 'rows'})"
-                          if job.total else ""))
+                       + (f" ({job.done:,.0f} / {job.total:,.0f} {job.unit or 'rows'}"
+                          + (f", {plain(stage)}" if stage else "") + ")" if job.total else ""))
         if bool(now) != bool(running):
             st.rerun(scope="app")  # a job started or ended: start or stop the refresh
 
