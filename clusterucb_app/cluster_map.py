@@ -2,9 +2,10 @@
 and "more like this" highlighted on it, and actions on the chosen rows.
 
 Two fragments: the map (colour, search, the figure) reruns on its own widgets and on a box or
-lasso; the action panel under it (pin, reject, ban, tag) is nested, so its clicks rerun only
-the panel and the map's points are not sent to the browser again. A box or lasso means every
-row inside the shape (`mapselect`, over the full coordinates), not only the sample drawn.
+lasso; the action panel under it (pin, reject, unpin, unreject, ban, tag) is nested, so its
+choices rerun only the panel, and an edit reruns the page's counts and cluster table with it
+(keyed fragments), never the map. A box or lasso means every row inside the shape
+(`mapselect`, over the full coordinates), not only the sample drawn.
 """
 
 from __future__ import annotations
@@ -17,11 +18,13 @@ import streamlit as st
 
 from clusterucb_app import curation_ui, engine, find, marks, rounds, state, ui
 from clusterucb_app import plots_rounds as pr
+from clusterucb_app.cluster_panels import TABLE
 from clusterucb_app.plots import escape
 from clusterucb_core.clustering import mapselect
 
 FOUND = "cl_found"  # session key of the search / neighbour results
 MAP_KEY = "cl_map_fig"
+COUNTS, ACTIONS = "cl_counts", "cl_actions"  # fragment keys: the page's counts, this panel
 
 
 def _selection(event: Any) -> Any:
@@ -113,7 +116,9 @@ def section(ws: Any, cs: Any, pool: Any, clustering: str) -> None:
         st.info("No 2-D map yet. UMAP places rows with similar features close together; it "
                 "takes a minute on the demo (the first run in a process compiles UMAP's "
                 "kernels).")
-        if st.button("Compute the 2-D map (UMAP)", key="cl_map2", type="primary"):
+        busy = ui.busy(ws)
+        if st.button("Compute the 2-D map (UMAP)", key="cl_map2", type="primary",
+                     disabled=bool(busy), help=busy):
             engine.start_stage(ws, "map", "UMAP map")
     ui.job_panel(ws, "map")
     if xy is not None:
@@ -150,7 +155,15 @@ def map_fragment(ws: Any, cs: Any, pool: Any, clustering: str, xy: np.ndarray) -
     actions(ws, clustering, picked.tolist(), [] if not hits else hits["rows"], pool)
 
 
-@st.fragment
+def _edit(lg: Any, op: str, rows: list[int], ids: dict[int, str]) -> None:
+    """A map edit's callback: the edit, then a rerun of the page's counts, the cluster table
+    and this panel only (the map's points are not sent again; its marks follow the next
+    time the map redraws)."""
+    curation_ui.edit(lg, op, rows, "map selection", ids)
+    st.rerun([COUNTS, TABLE, ACTIONS])
+
+
+@st.fragment(key=ACTIONS)
 def actions(ws: Any, clustering: str, picked: list[int], hits: list[int], pool: Any) -> None:
     """Pin, reject, ban or tag the map selection or the found rows (reruns alone)."""
     choices = {f"map selection ({len(picked):,})": picked} if picked else {}
@@ -165,23 +178,27 @@ def actions(ws: Any, clustering: str, picked: list[int], hits: list[int], pool: 
     labels = np.asarray(cs.labels)
     # the toast names rows by id too (the first ones: it lists six)
     ids = {} if pool is None else dict(zip(rows[:6], map(str, pool.column("id", rows[:6]))))
-    b = st.columns([1, 1, 1.2, 1.4])
-    if b[0].button(f"Pin {len(rows):,} rows", icon=":material/push_pin:", key="cl_pin"):
-        curation_ui.edit(lg, "pin", rows, "map selection", ids)
-        curation_ui.flush_toast()
-    if b[1].button(f"Reject {len(rows):,} rows", icon=":material/block:", key="cl_reject"):
-        curation_ui.edit(lg, "reject", rows, "map selection", ids)
-        curation_ui.flush_toast()
+    led = lg.state()
+    n_pinned, n_rejected = (sum(1 for r in rows if r in s) for s in (led.pinned, led.rejected))
+    b = st.columns([1, 1, 1, 1, 1.2, 1.4])
+    for i, (op, label, icon, hint) in enumerate([
+            ("pin", f"Pin {len(rows):,} rows", ":material/push_pin:", None),
+            ("reject", f"Reject {len(rows):,} rows", ":material/block:", None),
+            ("unpin", "Unpin", None, f"{n_pinned:,} of these rows are pinned"),
+            ("unreject", "Unreject", None, f"{n_rejected:,} of these rows are rejected")]):
+        off = (op == "unpin" and not n_pinned) or (op == "unreject" and not n_rejected)
+        b[i].button(label, icon=icon, key=f"cl_{op}", disabled=off, help=hint,
+                    on_click=_edit, args=(lg, op, rows, ids))
+    curation_ui.flush_toast()  # a map edit reruns this panel, not the page
     clusters = sorted({int(c) for c in labels[rows] if c >= 0})
-    if b[2].button(f"Ban their {len(clusters)} cluster(s)", icon=":material/do_not_disturb_on:",
+    if b[4].button(f"Ban their {len(clusters)} cluster(s)", icon=":material/do_not_disturb_on:",
                    key="cl_ban_sel", disabled=not clusters):
         curation_ui.edit(lg, "ban", clusters, "map selection",
                          names=find.cluster_names(cs, lg.state()))
         st.rerun()  # the page's counts and table show bans (and the toast)
-    with b[3]:
+    with b[5]:
         curation_ui.undo_button(lg, "cl_map_undo")
     find.tag_panel(lg, rows, "cl_tags")
-    led = lg.state()  # after this run's edits: the table shows them
     if pool is not None:
         head = rows[:2000]
         st.dataframe(ui.preview_frame(pool.frame(head), None, {

@@ -29,22 +29,30 @@ def clustering_form(ws: Any, stores: list[str]) -> None:
     seed = c[2].number_input("Seed", 0, 2**31 - 1, int(spec.seed), key="cl_seed")
     mb = c[3].checkbox("Mini-batch (large pools)", value=bool(spec.minibatch), key="cl_mb")
     b = st.columns(2)
-    if b[0].button("Run clustering", type="primary", key="cl_run"):
+    busy = ui.busy(ws)
+    if b[0].button("Run clustering", type="primary", key="cl_run", disabled=bool(busy),
+                   help=busy):
         state.save_settings(ws, clusters=replace(spec, k=0 if mode == K_AUTO else int(k),
                                                 seed=int(seed), minibatch=bool(mb)))
         engine.start_stage(ws, "clusters", "Clustering", unit="iterations")
-    if b[1].button("Compute the 2-D map (UMAP)", key="cl_map",
-                   help="The map is for looking only; the clustering does not use it."):
+    if b[1].button("Compute the 2-D map (UMAP)", key="cl_map", disabled=bool(busy),
+                   help=busy or "The map is for looking only; the clustering does not use it."):
         engine.start_stage(ws, "map", "UMAP map", unit="steps")
 
 
+TABLE = "cl_table_fragment"  # the cluster table's fragment key (a map edit reruns it)
+
+
 def _ban(lg: Any, op: str, names: dict[int, str]) -> None:
-    """Ban / Unban callback: edit, then clear the choice so the next edit starts empty."""
+    """Ban / Unban callback: edit, clear the choice so the next edit starts empty, and rerun
+    the whole page (the map greys a banned cluster)."""
     chosen = [int(k) for k in st.session_state.get("cl_ban_pick") or []]
     curation_ui.edit(lg, op, chosen, "cluster table", names=names)
     st.session_state["cl_ban_pick"] = []
+    st.rerun()
 
 
+@st.fragment(key=TABLE)
 def cluster_table(cs: Any, lg: Any, names: dict[int, str], scores: Any) -> None:
     """The clusters with their curation marks (and mean score), then ban / unban / undo."""
     st.subheader("Clusters")
@@ -86,10 +94,11 @@ def kscan(ws: Any, cs: Any) -> None:
         if ks.attrs.get("rule"):
             st.caption(f"Rule: {ks.attrs['rule']}.")
     else:
-        st.caption(f"This clustering used a fixed K={cs.k}. A scan clusters a sample for "
-                   "several K and compares their silhouettes.")
-    if st.button("Scan K", key="cl_kscan_btn",
-                 help="Runs in the background on a sample of the cluster features."):
+        st.caption(clusters_view.k_sentence(cs.meta or {}, cs.k) + " A scan clusters a sample "
+                   "for several K and compares their silhouettes.")
+    busy = ui.busy(ws)
+    if st.button("Scan K", key="cl_kscan_btn", disabled=bool(busy),
+                 help=busy or "Runs in the background on a sample of the cluster features."):
         engine.start_stage(ws, "kscan", "K scan", unit="K values")
     ui.job_panel(ws, "kscan")
 

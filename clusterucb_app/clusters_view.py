@@ -65,3 +65,13 @@ def kscan_warning(scan: Any, k: int) -> str | None:
     return ("K auto picked " + f"K={k}, but " + " and ".join(notes) + ". With few arms the "
             "bandit can barely aim its budget; consider a fixed K (the paper uses 20), or "
             "check the cluster features.")
+
+
+def k_sentence(meta: dict[str, Any], k: int) -> str:
+    """How this clustering's K was chosen, when no scan is shown: by the K-auto rule (its
+    spec's k is 0) or fixed by the user."""
+    spec = meta.get("spec") or {}
+    if int(spec.get("k", k) or 0) == 0:
+        rule = spec.get("k_rule") or "auto"
+        return f"K auto chose K={k} by the rule `{rule}`, without a scan."
+    return f"This clustering used a fixed K={k}."

@@ -3,11 +3,13 @@
 Every page edits the ledger through `edit()`, so every edit says what it did (the toast is shown
 on the next run, after the page reruns to show the new marks) and can be undone with
 `undo_button()` — which restores exactly the rows or clusters the last edit touched, leaving
-edits made elsewhere in between alone.
+edits made elsewhere in between alone. The last edit is read from the ledger (each click's
+edits carry an `action` id), so Undo survives a reload.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -15,12 +17,7 @@ import streamlit as st
 
 from . import marks
 
-_UNDO = "_curation_undo"
 _TOAST = "_curation_toast"
-
-
-def _key(lg: Any) -> tuple[str, str | None]:
-    return (str(lg.path), lg.clustering)
 
 
 def edit(lg: Any, op: str, items: Sequence[int], where: str,
@@ -29,13 +26,12 @@ def edit(lg: Any, op: str, items: Sequence[int], where: str,
     items = sorted({int(i) for i in items})
     if not items:
         return
-    before = lg.state()
+    action = uuid.uuid4().hex[:12]  # names this click's edits in the ledger, for Undo
     if op in ("ban", "unban"):
         for c in items:
-            getattr(lg, op)(c, note=where)
+            getattr(lg, op)(c, note=where, action=action)
     else:
-        getattr(lg, op)(items, note=where)
-    st.session_state[_UNDO] = {"key": _key(lg), "before": before, "op": op, "items": items}
+        getattr(lg, op)(items, note=where, action=action)
     st.session_state[_TOAST] = marks.edit_message(op, items, ids, names)
 
 
@@ -46,19 +42,21 @@ def flush_toast() -> None:
 
 
 def undo_button(lg: Any, key: str) -> None:
-    """An 'Undo: pin 3 rows' button for the last edit made in this session on this ledger."""
-    last = st.session_state.get(_UNDO)
-    if not last or last["key"] != _key(lg):
+    """An 'Undo: pin 3 rows' button for the last edit in this ledger, read from the ledger
+    (so it survives a reload and follows edits made in another tab)."""
+    last = marks.last_action(lg.edits(), lg.clustering)
+    if last is None:
+        return
+    cluster_op = last["op"] in ("ban", "unban")
+    edits = marks.restore_edits(lg.state(), last["before"],
+                                rows=[] if cluster_op else last["items"],
+                                clusters=last["items"] if cluster_op else [])
+    if not edits:  # the marks are already as they were (e.g. undone in another tab)
         return
     if st.button(marks.undo_label(last["op"], last["items"]), key=key,
                  icon=":material/undo:", help="Puts back the marks these rows or clusters "
                  "had before the last edit (the ledger keeps both edits)."):
-        cluster_op = last["op"] in ("ban", "unban")
-        edits = marks.restore_edits(lg.state(), last["before"],
-                                    rows=[] if cluster_op else last["items"],
-                                    clusters=last["items"] if cluster_op else [])
-        marks.apply_edits(lg, edits, note="undo")
-        st.session_state.pop(_UNDO, None)
+        marks.apply_edits(lg, edits, note="undo", action=marks.UNDO_PREFIX + last["action"])
         st.session_state[_TOAST] = f"Undone: {last['op']} of {len(last['items'])} " + \
             ("cluster(s)" if cluster_op else "row(s)") + "."
         st.rerun()

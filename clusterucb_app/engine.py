@@ -20,11 +20,11 @@ from clusterucb_core.workspace import Workspace
 from . import state, tasks
 
 
-def start_stage(ws: Workspace, name: str, title: str, unit: str = "rows") -> str | None:
+def start_stage(ws: Workspace, name: str, title: str, unit: str = "rows") -> None:
     from . import ui
 
-    return ui.start_job(ws, name, target="clusterucb_app.tasks:stage",
-                        kwargs={"workspace": str(ws.root), "name": name}, title=title, unit=unit)
+    ui.start_job(ws, name, target="clusterucb_app.tasks:stage",
+                 kwargs={"workspace": str(ws.root), "name": name}, title=title, unit=unit)
 
 
 def specs(ws: Workspace) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from typing import Any
 
 import streamlit as st
 
-from clusterucb_app import state, ui
+from clusterucb_app import export_view, state, ui
+from clusterucb_core.export.files import load_manifest
 
 KINDS = {".jsonl": "application/jsonl", ".json": "application/json", ".csv": "text/csv",
          ".tsv": "text/tab-separated-values", ".parquet": "application/octet-stream"}
@@ -70,13 +71,30 @@ def section(ws: Any, rid: str, run_name: str, run: Any, pool: Any, result: Any,
                 st.success(f"Export written: {len(result.rows):,} rows of run "
                            f"{ui.plain(run_name)}.")
     if (out_dir / "manifest.json").exists():
-        downloads(ws, rid, out_dir)
+        stale = _stale(out_dir, result, lg)
+        if stale:
+            st.warning(f"**The saved export is older than the selection below:** {stale}. The "
+                       "downloads are the saved files; press **Save export to the workspace** "
+                       "to save the selection as it is now.", icon=":material/history:")
+        downloads(ws, rid, out_dir, stale=bool(stale))
         publish(out_dir)
 
 
-def downloads(ws: Any, rid: str, out_dir: Path) -> None:
+def _stale(out_dir: Path, result: Any, lg: Any) -> str | None:
+    """Why the saved export differs from the live selection (None when it matches)."""
+    try:
+        manifest = load_manifest(out_dir)
+    except (OSError, ValueError):
+        return "its manifest cannot be read"
+    return export_view.stale_export(manifest, result.rows, lg.state().tags,
+                                    getattr(result.spec, "balance", "max"))
+
+
+def downloads(ws: Any, rid: str, out_dir: Path, stale: bool = False) -> None:
     files = sorted(p for p in out_dir.iterdir() if p.is_file())
-    st.markdown("**Downloads**")
+    saved = load_manifest(out_dir).get("created", "?")
+    st.markdown(f"**Downloads** of the export saved {saved}"
+                + (" (older than the selection above)" if stale else ""))
     cols = st.columns(4)
     for i, p in enumerate(files):
         cols[i % 4].download_button(p.name, icon=":material/download:", data=p.read_bytes(),
@@ -101,7 +119,6 @@ def _zip(folder: str, stamp: float) -> bytes:
 
 def publish(out_dir: Path) -> None:
     """Push the saved export to a Hub dataset repository, with its card."""
-    from clusterucb_core.export.files import load_manifest
     from clusterucb_core.export.hub import dataset_card, push_to_hub
 
     with st.expander("Publish to the Hugging Face Hub"):

@@ -1,10 +1,14 @@
-"""Pure pieces of the Curate & Export page: the filtered curation table (no streamlit)."""
+"""Pure pieces of the Curate & Export page: the filtered curation table, the key that ties a
+table selection to the rows it was made on, and whether a saved export is stale (no
+streamlit)."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from . import marks, subtask_view
@@ -44,3 +48,37 @@ def curate_table(view: pd.DataFrame, prompts: Sequence[str], labels: Any,
     shown["rank"] = ["—" if pd.isna(r) else str(int(r)) for r in shown["rank"]]
     shown["round_drawn"] = ["" if pd.isna(r) else str(int(r)) for r in shown["round_drawn"]]
     return shown[[c for c in COLUMNS if c in shown]]
+
+
+def table_key(prefix: str, shown: pd.DataFrame) -> str:
+    """A widget key that changes whenever the rows listed change (`prefix_<hash>`)."""
+    digest = hashlib.sha1(np.asarray(shown["row"], dtype=np.int64).tobytes()).hexdigest()[:10]
+    return f"{prefix}_{digest}"
+
+
+def chosen_rows(shown: pd.DataFrame, positions: Sequence[int]) -> list[int]:
+    """The pool rows at the table positions selected (a position past the end is dropped)."""
+    return [int(shown["row"].iat[i]) for i in positions if 0 <= int(i) < len(shown)]
+
+
+def stale_export(manifest: dict[str, Any], rows: Sequence[int], tags: dict[int, Any],
+                 balance: str) -> str | None:
+    """Why a saved export no longer matches the live selection (None when it still does):
+    rows added or removed, the order changed, tags or the final rule changed."""
+    saved = [int(r) for r in (manifest.get("selected") or {}).get("rows", [])]
+    live = [int(r) for r in rows]
+    why = []
+    added, removed = sorted(set(live) - set(saved)), sorted(set(saved) - set(live))
+    if added or removed:
+        why.append(f"{len(added):,} row(s) added and {len(removed):,} removed")
+    elif saved != live:
+        why.append("the rows' order changed")
+    saved_tags = {int(r): tuple(v) for r, v in
+                  ((manifest.get("tags") or {}).get("rows") or {}).items()}
+    live_tags = {int(r): tuple(v) for r, v in tags.items() if int(r) in set(live)}
+    if {r: t for r, t in saved_tags.items() if r in set(live)} != live_tags:
+        why.append("tags changed")
+    saved_rule = (manifest.get("spec") or {}).get("balance", "max")
+    if saved_rule != balance:
+        why.append(f"the final rule is now '{balance}' (saved with '{saved_rule}')")
+    return "; ".join(why) or None

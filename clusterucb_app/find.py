@@ -107,36 +107,60 @@ def found(key: str) -> dict[str, Any] | None:
 
 
 def finder(key: str, pool: Any, features: Any = None, seed_rows: Sequence[int] = ()) -> None:
-    """Search box, regex switch and "more like this"; results go to st.session_state[key]
-    (call it before drawing what shows them: they are ready in the same run)."""
+    """Search box, regex switch, "more like this" and Clear; results go to
+    st.session_state[key] (call it before drawing what shows them: they are ready in the same
+    run). The buttons act in callbacks, before the page draws them, so Clear is on as soon as
+    there is something to clear; "more like this" starts from `seed_rows` (the rows chosen),
+    else from the rows found."""
+    seeds = [int(r) for r in seed_rows] or list((found(key) or {}).get("rows", []))
     with st.form(f"{key}_form", border=False):
         c = st.columns([4, 1, 1, 1])
-        query = c[0].text_input("Find rows", key=f"{key}_q", placeholder="text in the id, "
-                                "source or conversation", label_visibility="collapsed")
-        regex = c[1].toggle("Regex", key=f"{key}_re")
-        case = c[2].toggle("Aa", key=f"{key}_case", help="match upper/lower case exactly")
-        go_ = c[3].form_submit_button("Find", icon=":material/search:", key=f"{key}_go")
+        c[0].text_input("Find rows", key=f"{key}_q", placeholder="text in the id, "
+                        "source or conversation", label_visibility="collapsed")
+        c[1].toggle("Regex", key=f"{key}_re")
+        c[2].toggle("Aa", key=f"{key}_case", help="match upper/lower case exactly")
+        c[3].form_submit_button("Find", icon=":material/search:", key=f"{key}_go",
+                                on_click=_find, args=(key, pool))
     c = st.columns([2, 1, 1])
-    k = c[1].number_input("Neighbours", 1, 5000, 50, key=f"{key}_k",
-                          label_visibility="collapsed", help="how many similar rows")
-    like = c[0].button(f"More like these {len(seed_rows):,} rows" if len(seed_rows) else
-                       "More like this (select rows first)", key=f"{key}_like",
-                       icon=":material/hub:", disabled=not len(seed_rows) or features is None,
-                       help="nearest rows by cosine on the cluster features")
-    clear = c[2].button("Clear", key=f"{key}_clear", disabled=found(key) is None)
+    c[1].number_input("Neighbours", 1, 5000, 50, key=f"{key}_k",
+                      label_visibility="collapsed", help="how many similar rows")
+    what = "chosen" if len(seed_rows) else "found"
+    c[0].button(f"More like these {len(seeds):,} {what} rows" if seeds else
+                "More like this (select or find rows first)", key=f"{key}_like",
+                icon=":material/hub:", disabled=not seeds or features is None,
+                on_click=_like, args=(key, features, seeds, what),
+                help="nearest rows by cosine on the cluster features")
+    c[2].button("Clear", key=f"{key}_clear", disabled=found(key) is None,
+                on_click=lambda: st.session_state.pop(key, None))
+    if err := st.session_state.pop(f"{key}_error", None):
+        st.error(err)
+
+
+def _find(key: str, pool: Any) -> None:
+    """Find's callback: the rows whose text matches the query."""
+    ss = st.session_state
+    query = str(ss.get(f"{key}_q") or "")
+    if not query.strip():
+        return
     try:
-        if go_ and query.strip():
-            rows = search.search_texts(pool_texts(pool), query, "regex" if regex else "text",
-                                       case=case, limit=MAX_FOUND)
-            st.session_state[key] = {"label": f"'{query}'", "rows": rows.tolist()}
-        elif like:
-            rows, _ = search.neighbours(features, list(seed_rows), k=int(k))
-            st.session_state[key] = {"label": f"{len(rows)} like the {len(seed_rows)} chosen",
-                                     "rows": rows.tolist()}
-        elif clear:
-            st.session_state.pop(key, None)
+        rows = search.search_texts(pool_texts(pool), query,
+                                   "regex" if ss.get(f"{key}_re") else "text",
+                                   case=bool(ss.get(f"{key}_case")), limit=MAX_FOUND)
     except ValueError as exc:
-        st.error(str(exc))
+        ss[f"{key}_error"] = str(exc)
+        return
+    ss[key] = {"label": f"'{query}'", "rows": rows.tolist()}
+
+
+def _like(key: str, features: Any, seeds: list[int], what: str) -> None:
+    """More like this's callback: the nearest rows to `seeds` on the cluster features."""
+    try:
+        rows, _ = search.neighbours(features, seeds, k=int(st.session_state.get(f"{key}_k", 50)))
+    except ValueError as exc:
+        st.session_state[f"{key}_error"] = str(exc)
+        return
+    st.session_state[key] = {"label": f"{len(rows)} like the {len(seeds)} {what}",
+                             "rows": rows.tolist()}
 
 
 def tag_panel(lg: Any, rows: Sequence[int], key: str) -> bool:

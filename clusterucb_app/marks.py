@@ -89,9 +89,39 @@ def restore_edits(current: Any, target: Any, rows: Iterable[int] | None = None,
     return edits
 
 
-def apply_edits(ledger: Any, edits: Iterable[tuple[str, Any]], note: str) -> None:
+def apply_edits(ledger: Any, edits: Iterable[tuple[str, Any]], note: str,
+                action: str | None = None) -> None:
     for op, arg in edits:
-        getattr(ledger, op)(arg, note=note)
+        getattr(ledger, op)(arg, note=note, action=action)
+
+
+UNDO_PREFIX = "undo:"
+
+
+def last_action(edits: Sequence[dict[str, Any]], clustering: str | None) -> dict[str, Any] | None:
+    """The ledger's last user action that an Undo can take back, read from the ledger itself
+    (so it survives a reload): {"action", "op", "items", "before"} with `before` the state
+    just before its first edit; None when the last action was an undo, when no edit names
+    an action, or when it banned clusters of another clustering."""
+    from clusterucb_core.selection.curation import fold
+
+    named = [i for i, e in enumerate(edits) if e.get("action")]
+    if not named:
+        return None
+    action = str(edits[named[-1]]["action"])
+    if action.startswith(UNDO_PREFIX):
+        return None
+    group = [i for i in named if edits[i]["action"] == action]
+    first = edits[group[0]]
+    op = str(first.get("op"))
+    if op in ("ban", "unban"):
+        if any(edits[i].get("clustering") not in (None, clustering) for i in group):
+            return None
+        items = sorted({int(edits[i]["cluster"]) for i in group})
+    else:
+        items = sorted({int(r) for i in group for r in edits[i].get("rows", [])})
+    return {"action": action, "op": op, "items": items,
+            "before": fold(edits[:group[0]], clustering)}
 
 
 def _list(items: Sequence[Any], limit: int = 6) -> str:

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -204,9 +205,29 @@ def regret_chart(rounds: Sequence[int], recall_so_far: Sequence[float],
     fig.update_layout(title=title, xaxis_title="round", height=320,
                       yaxis=dict(title="recall", range=[0, 1.02], tickformat=".0%"),
                       yaxis2=dict(title="cumulative regret", overlaying="y", side="right",
-                                  tickformat=".3~g"),
+                                  **regret_axis(cum_regret)),
                       margin=dict(l=40, r=40, t=50, b=40), legend=dict(orientation="h", y=-0.25))
     return fig
+
+
+def nice_ticks(top: float, n: int = 5) -> list[float]:
+    """Ticks 0, step, 2·step, ... covering `top`, the step 1, 2 or 5 × 10^k (never the odd
+    values an axis synced to another axis's grid gets)."""
+    top = float(top) if np.isfinite(top) and top > 0 else 1.0
+    raw = top / max(n - 1, 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    count = math.ceil(top / step - 1e-9)
+    return [round(i * step, 12) for i in range(count + 1)]
+
+
+def regret_axis(values: Sequence[float]) -> dict[str, Any]:
+    """A right-hand axis with its own round ticks from 0 (no grid: the left axis draws it)."""
+    vals = np.asarray(list(values), dtype=np.float64)
+    top = float(np.nanmax(vals)) if np.isfinite(vals).any() else 1.0
+    ticks = nice_ticks(top)
+    return {"tickmode": "array", "tickvals": ticks, "range": [0, ticks[-1] * 1.02],
+            "tickformat": ".3~g", "showgrid": False, "zeroline": False}
 
 
 # 24 colours ordered so that neighbours (clusters 0 and 1, 0 and 3, ...) never look alike;

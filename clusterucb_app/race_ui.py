@@ -8,6 +8,8 @@ import streamlit as st
 
 from clusterucb_app import plots_teach as pt
 from clusterucb_app import teach
+from clusterucb_core.config import SelectionSpec, field_info
+from clusterucb_core.selection import run as selection
 from clusterucb_core.teach import race as rc
 from clusterucb_core.teach.race import Contestant, RaceResult, RaceSpec
 
@@ -30,17 +32,22 @@ beat the oracle on recall.
 """
 
 
-def settings_form(saved: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
-    """The race settings form, restored from the last race; (submitted, the form's values)."""
+def settings_form(saved: dict[str, Any], run_spec: Any,
+                  can_order: bool) -> tuple[bool, dict[str, Any]]:
+    """The race settings form, restored from the last race, else with the settings a new run
+    gets on the UCB page (`run_spec`); (submitted, the form's values). `can_order`: the race
+    has the features a draw order other than random reads."""
     race_d = saved.get("race", {})
-    defaults = RaceSpec()
+    defaults = RaceSpec(budget=run_spec.budget, top_p=run_spec.top_p,
+                        cold_start=run_spec.cold_start, draw_batch=run_spec.draw_batch,
+                        draw_order=run_spec.draw_order)
     all_policies = list(rc.RACE_POLICIES)
     with st.form("race_form"):
         c = st.columns([3, 1.2, 1])
         chosen = c[0].multiselect("Policies", all_policies,
                                   default=saved.get("policies", all_policies),
                                   help=teach.POLICY_HELP, key="race_policies")
-        betas = c[1].text_input("β values for ucb_beta", saved.get("betas", "1"),
+        betas = c[1].text_input("β values for ucb_beta", saved.get("betas", f"{run_spec.beta:g}"),
                                 key="race_betas",
                                 help="Comma-separated: each β is its own contestant, e.g. "
                                      "'0, 1, 2' races greedy against two explorers.")
@@ -62,10 +69,19 @@ def settings_form(saved: dict[str, Any]) -> tuple[bool, dict[str, Any]]:
                                     help="Each contestant runs once per seed (seeds 0..n-1); "
                                          "the charts show the mean and the spread.",
                                     key="race_seeds")
+        orders = list(selection.DRAW_ORDERS) if can_order else ["random"]
+        order = race_d.get("draw_order", defaults.draw_order)
+        c = st.columns([2, 3])
+        order = c[0].selectbox(
+            "Draw order", orders, index=orders.index(order) if order in orders else 0,
+            format_func=selection.DRAW_ORDER_LABELS.get,
+            key=f"race_draw_order_{'workspace' if can_order else 'playground'}",
+            help=field_info(SelectionSpec, "draw_order")["help"].capitalize() + "." + (
+                "" if can_order else "  \nThe playground arms have no features: random only."))
         go = st.form_submit_button("Run the race", type="primary")
     return go, {"policies": chosen, "betas": betas, "quantile": float(quantile),
                 "cold_start": float(cold), "budget": float(budget), "top_p": float(top_p),
-                "draw_batch": int(draw), "n_seeds": int(n_seeds)}
+                "draw_batch": int(draw), "n_seeds": int(n_seeds), "draw_order": order}
 
 
 def spec_from_form(form: dict[str, Any]) -> RaceSpec:
@@ -84,9 +100,31 @@ def spec_from_form(form: dict[str, Any]) -> RaceSpec:
             cs.append(Contestant(p, quantile=form["quantile"]))
     spec = RaceSpec(contestants=tuple(cs), seeds=tuple(range(form["n_seeds"])),
                     budget=form["budget"], top_p=form["top_p"],
-                    cold_start=form["cold_start"], draw_batch=form["draw_batch"])
+                    cold_start=form["cold_start"], draw_batch=form["draw_batch"],
+                    draw_order=form.get("draw_order", "random"))
     spec.check()
     return spec
+
+
+def differences(race: RaceSpec, run: Any) -> str:
+    """What the race does differently from a run on the UCB page with settings `run`."""
+    diffs = []
+    for name, a, b in (("budget", race.budget, run.budget), ("top-p", race.top_p, run.top_p),
+                       ("cold start", race.cold_start, run.cold_start),
+                       ("draw batch", race.draw_batch, run.draw_batch),
+                       ("draw order", race.draw_order, run.draw_order)):
+        if a != b:
+            diffs.append(f"{name} {a:g} here, {b:g} in a run" if not isinstance(a, str)
+                         else f"{name} {a} here, {b} in a run")
+    betas = sorted({c.beta for c in race.contestants if c.policy == "ucb_beta"})
+    if betas and betas != [run.beta]:
+        diffs.append("β " + ", ".join(f"{b:g}" for b in betas) + f" here, {run.beta:g} in a run")
+    seeds = f"seeds {race.seeds[0]}–{race.seeds[-1]}" if len(race.seeds) > 1 else \
+        f"seed {race.seeds[0]}"
+    head = (f"Compared with a run on the UCB page: the race uses {seeds} (a run uses seed "
+            f"{run.seed}), applies no pins, rejections or bans (compare it with the UCB "
+            "page's *bandit's* recall), and the oracle contestant knows each cluster's mean")
+    return head + ("; " + "; ".join(diffs) if diffs else "; every other setting is the same") + "."
 
 
 def summary_line(result: RaceResult) -> str:

@@ -19,10 +19,23 @@ from clusterucb_core.config import SelectionSpec
 from clusterucb_core.selection import run as selection
 from clusterucb_core.workspace import Workspace
 
-from . import curation_ui, rounds, state, ui
+from . import curation_ui, rounds, slots, state, ui
 
 PLAY = "ucb_play"
 TODO = "_ucb_todo"
+
+
+SPEEDS = {"slow": 3.0, "normal": 1.0, "fast": 0.3}  # seconds between Play's rounds
+
+
+def play_speed() -> float:
+    """The Play speed control; the seconds Play waits between two rounds."""
+    name = st.columns([1, 2])[0].select_slider(
+        "Play speed", list(SPEEDS), value="normal", key="ucb_speed",
+        format_func=lambda k: f"{k} ({SPEEDS[k]:g} s per round)",
+        help="How fast Play steps through the rounds (a round that computes gradients can "
+             "take longer).")
+    return SPEEDS[name]
 
 
 def set_play(on: bool) -> None:
@@ -62,6 +75,10 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
             st.caption(f"Pool: {n_rows:,} rows in {clusters.k} clusters ('{clusters_name}'). "
                        f"Budget {budget:g} → {selection.count_of(budget, n_rows):,} rows scored; "
                        f"top-p {top_p:g} → {selection.count_of(top_p, n_rows):,} rows selected.")
+            if rounds.REWARD_EXHAUSTIVE in sources:
+                st.caption("Reward source: the exhaustive scores table (the default while it "
+                           "exists) looks each drawn row's score up, computing no gradient; "
+                           "lazy gradients compute the drawn rows only, as ClusterUCB does.")
             submitted = st.form_submit_button("Start a new run", type="primary",
                                               disabled=not sources)
     if submitted:
@@ -77,6 +94,28 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
             set_play(False)
             st.session_state["_ucb_note"] = f"Started run {rounds.describe(ws, rid)}."
             st.rerun()
+
+
+def defaults_sentence(spec: Any) -> str:
+    """What to press first, and how the form's defaults differ from the paper's."""
+    head = "Press Start a new run above, then step through the rounds. "
+    if spec.draw_order == "random" and spec.split_hot <= 0:
+        return head + "The defaults are the paper's (random draws within the chosen cluster)."
+    return head + ("The defaults are the paper's except the draw order: "
+                   f"{selection.DRAW_ORDER_LABELS.get(spec.draw_order, spec.draw_order)}; "
+                   "choose 'random' for the paper's uniform draws.")
+
+
+def reward_sentence(source: str | None) -> str:
+    """Where the run's rewards come from, said where the run starts."""
+    if source == rounds.REWARD_EXHAUSTIVE:
+        return ("Rewards: the exhaustive scores table. The run looks each drawn row's score "
+                "up (instant, for teaching) instead of computing its gradient; choose "
+                "'Lazy gradients' to compute only the drawn rows, as ClusterUCB does.")
+    if source == rounds.REWARD_LAZY:
+        return ("Rewards: lazy gradients. Each round computes the gradients of the rows it "
+                "draws, and only those.")
+    return ""
 
 
 def run_picker(ws: Workspace, cur_id: str) -> None:
@@ -148,9 +187,13 @@ def status(run: selection.SelectionRun, nxt: dict[str, Any] | None) -> None:
     frac = run.budget_used / max(run.budget_total, 1)
     m[3].progress(frac, text=f"Budget used: {frac:.0%} ({run.spec.policy}, β={run.spec.beta:g}, "
                              f"draw batch {run.spec.draw_batch}, seed {run.spec.seed})")
+    pinned = len(run.ledger_view().pinned)
+    if warn := slots.over_slots(pinned, run.n_top):
+        st.warning(warn, icon=":material/push_pin:")
     if run.done:
         st.success(f"Finished: {run.budget_used:,} rows scored in {done_rounds} rounds. "
-                   f"The top {run.n_top:,} are selected — see Curate & Export.")
+                   + slots.selected_sentence(len(run.selected()), run.n_top, pinned)
+                   + " — see Curate & Export.")
     elif nxt is not None:
         st.info(ui.plain(nxt["sentence"]))
     if done_rounds:
@@ -232,12 +275,23 @@ def against_exhaustive(ws: Workspace, run: selection.SelectionRun) -> None:
     from clusterucb_core.selection.oracle import run_metrics
 
     met = run_metrics(run, ex)
-    c = st.columns(3)
-    c[0].metric("Recall of the exhaustive top-p", f"{met['recall']:.1%}",
-                help="Share of the rows exhaustive scoring would select that this run "
-                     "selects now.")
-    c[1].metric("Score mass captured", f"{met['mass_share']:.1%}")
-    c[2].metric("Rows scored vs exhaustive", f"{run.budget_used / run.N:.1%}")
+    both = slots.recalls(run, ex)
+    c = st.columns(4)
+    c[0].metric("Bandit recall", f"{both['bandit_recall']:.1%}",
+                help="Recall of the exhaustive top-p: its share among the bandit's own "
+                     "top-p of the rows it scored (no hand edits): how well it spent the "
+                     "budget.")
+    c[1].metric("Curated recall", f"{both['curated_recall']:.1%}",
+                help="The same share for the selection with your pins, rejections and bans "
+                     "applied (what Curate & Export saves). Pins take slots.")
+    over = both["n_curated"] > run.n_top  # more pins than slots: its mass is not comparable
+    curated = "n/a" if over else f"{both['curated_mass']:.0%}"
+    c[2].metric("Mass: bandit / curated", f"{both['bandit_mass']:.0%} / {curated}",
+                help="Share of the exhaustive top-p's score mass each selection holds"
+                     + (f" (the curated selection holds {both['n_curated']:,} rows for "
+                        f"{run.n_top:,} slots, so its share is not comparable)." if over
+                        else "."))
+    c[3].metric("Rows scored vs exhaustive", f"{run.budget_used / run.N:.1%}")
     tab = met["rounds"]
     if len(tab):
         st.plotly_chart(pr.regret_chart(tab["round"], tab["recall_so_far"], tab["cum_regret"]),

@@ -14,6 +14,7 @@ Loaders here are cached by file identity (path, size, mtime) so reruns are insta
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -212,17 +213,36 @@ def load_target(ws: Workspace) -> Any | None:
 # progress overview for the sidebar
 # ---------------------------------------------------------------------------------------------
 
-def progress_summary(ws: Workspace) -> list[tuple[str, bool]]:
+def progress_summary(ws: Workspace, running: Iterable[str] = ()) -> list[tuple[str, bool]]:
+    """(step, done) for the sidebar. A step counts as done only when its result is complete
+    (a checkpoint saved, a feature store with every row) and no job of `running` (job kinds)
+    is still making it."""
+    from . import engine
+
     meta = ws.meta()
+    busy = set(running)
     return [
         ("Pool chosen", bool(meta.get("pool"))),
         ("Target chosen", bool(meta.get("target"))),
-        ("Warm-up checkpoint", bool(ws.list("checkpoints"))),
-        ("Features", bool(ws.list("features"))),
-        ("Clusters", bool(ws.list("clusters"))),
+        ("Warm-up checkpoint", bool(engine.checkpoints(ws)) and "warmup" not in busy),
+        ("Features", _complete_store(ws) and "cluster_features" not in busy),
+        ("Clusters", bool(cluster_names(ws)) and "clusters" not in busy),
         ("UCB run", bool(ws.list("runs"))),
-        ("Export", bool(ws.list("exports"))),
+        ("Export", any((ws.exports(r) / "manifest.json").exists() for r in ws.list("exports"))),
     ]
+
+
+def _complete_store(ws: Workspace) -> bool:
+    """True when a feature store of the workspace has every row computed."""
+    from clusterucb_core.features.store import FeatureStore
+
+    for name in ws.list("features"):
+        try:
+            if FeatureStore.open(ws.features(name)).complete:
+                return True
+        except (OSError, ValueError):
+            continue
+    return False
 
 
 # ---------------------------------------------------------------------------------------------

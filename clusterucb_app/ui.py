@@ -159,18 +159,30 @@ def sidebar() -> Workspace:
 
 
 def _sidebar_status(ws: Workspace) -> None:
-    from . import state
-
-    steps = state.progress_summary(ws)
-    st.markdown("### Progress")
-    for label, ok in steps:
-        st.markdown(f"{':material/check_circle:' if ok else ':material/radio_button_unchecked:'}"
-                    f" {label}")
+    """The steps done and the jobs running; while a job runs it refreshes itself (a
+    fragment), so its percentage follows the job's panel and a step is ticked when it ends."""
     running = [j for j in jobs.list_jobs(ws) if j.active]
-    for job in running:
-        frac = job.fraction
-        st.caption(f":material/hourglass_top: {job.title or job.kind}: "
-                   + (f"{frac:.0%}" if frac is not None else job.status))
+
+    @st.fragment(run_every=1.0 if running else None)
+    def _status() -> None:
+        from . import state
+
+        now = [j for j in jobs.list_jobs(ws) if j.active]
+        st.markdown("### Progress")
+        for label, ok in state.progress_summary(ws, [j.kind for j in now]):
+            icon = ":material/check_circle:" if ok else ":material/radio_button_unchecked:"
+            st.markdown(f"{icon} {label}")
+        for job in now:
+            frac = job.fraction
+            stage = job.extra.get("stage")  # a job of several stages counts each anew
+            st.caption(f":material/hourglass_top: {job.title or job.kind}: "
+                       + (f"{frac:.0%}" if frac is not None else job.status)
+                       + (f" ({job.done:,.0f} / {job.total:,.0f} {job.unit or 'rows'}"
+                          + (f", {plain(stage)}" if stage else "") + ")" if job.total else ""))
+        if bool(now) != bool(running):
+            st.rerun(scope="app")  # a job started or ended: start or stop the refresh
+
+    _status()
 
 
 def workspace() -> Workspace:
@@ -322,15 +334,25 @@ def _render_job(ws: Workspace, cur: jobs.JobState, key: str) -> None:
             st.code(cur.log_tail() or "(empty)", language=None)
 
 
-def start_job(ws: Workspace, kind: str, **kwargs: Any) -> str | None:
-    """Start a job from a button; errors (e.g. one already running) become messages."""
+def busy(ws: Workspace) -> str | None:
+    """Why a job button is off right now: the job that runs (one at a time, since every
+    stage shares the model, the CPU and the workspace's files), or None."""
+    now = [j for j in jobs.list_jobs(ws) if j.active]
+    if not now:
+        return None
+    return f"Wait for {now[0].title or now[0].kind} to finish (one job at a time)."
+
+
+def start_job(ws: Workspace, kind: str, **kwargs: Any) -> None:
+    """Start a job from a button, then rerun the page (so the sidebar follows the job and
+    the other job buttons wait); errors (e.g. one already running) become messages."""
     try:
-        job_id = jobs.start(ws, kind, **kwargs)
+        jobs.start(ws, kind, **kwargs)
     except (ValueError, TypeError, OSError) as exc:
         show_error(exc, f"Starting {kwargs.get('title') or kind}")
-        return None
+        return
     time.sleep(0.2)  # let the child write its first progress before the page redraws
-    return job_id
+    st.rerun()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -89,7 +89,8 @@ uw = st.checkbox("Use a warm-up checkpoint for the reward features (LESS)",
                       "trains the warm-up first when it is missing.")
 if uw != state.use_warmup(ws):
     state.set_use_warmup(ws, uw)
-if st.button("Run warm-up", key="btn_warmup", disabled=not model_ok):
+busy = ui.busy(ws)  # one job at a time: every job button says which one runs
+if st.button("Run warm-up", key="btn_warmup", disabled=not model_ok or bool(busy), help=busy):
     engine.start_stage(ws, "warmup", "Warm-up", unit="steps")
 ui.job_panel(ws, "warmup")
 st.caption("The warm-up loss is measured per batch, each batch a different mix of the pool's "
@@ -108,7 +109,8 @@ st.caption(("Hidden-state embeddings (forward only)" if cfeat.kind == "hidden"
 unscorable = scorable_sentence(ws.root)
 if unscorable:
     (st.warning if "cannot be scored" in unscorable else st.caption)(unscorable)
-if st.button("Compute cluster features", key="btn_cfeat", type="primary", disabled=not model_ok):
+if st.button("Compute cluster features", key="btn_cfeat", type="primary",
+             disabled=not model_ok or bool(busy), help=busy):
     engine.start_stage(ws, "cluster_features", "Cluster features")
 ui.job_panel(ws, "cluster_features")
 
@@ -121,7 +123,8 @@ st.caption("Computes the reward features of **every** row and their influence sc
            + (" Scores for this pool and target are present." if has_scores else ""))
 if not state.target_ref(ws):
     st.info("Choose a target first (Target page) to score rows.")
-elif st.button("Run exhaustive scoring", key="btn_exh", disabled=not model_ok):
+elif st.button("Run exhaustive scoring", key="btn_exh", disabled=not model_ok or bool(busy),
+               help=busy):
     engine.start_stage(ws, "exhaustive", "Exhaustive scoring")
 st.caption("It first computes the target examples' gradients (counted in examples), then every "
            "pool row's (counted in rows); Cancel keeps both, and Resume carries on from them.")

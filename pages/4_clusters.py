@@ -12,6 +12,7 @@ from clusterucb_app import (
     curation_ui,
     find,
     rounds,
+    slots,
     state,
     ui,
 )
@@ -86,22 +87,33 @@ cnames = find.cluster_names(cs, led)  # with the names given in the ledger
 if cs.kscan is not None and (warning := clusters_view.kscan_warning(cs.kscan, cs.k)):
     st.warning(warning)
 
-m = st.columns(5)
-m[0].metric("Clusters (arms)", cs.k)
-m[1].metric("Rows", f"{n_rows:,}")
-m[2].metric("Without features", f"{int((labels < 0).sum()):,}",
-            help="Rows with no trained token within the max length: never drawn.")
-m[3].metric("Banned clusters", len(led.banned))
-m[4].metric("Pinned / rejected rows", f"{len(led.pinned):,} / {len(led.rejected):,}")
-
 scores = {}
 if (ex := state.exhaustive_scores(ws, n_rows)) is not None:
     scores["exhaustive score"] = ex
+run = None
 if (rid := rounds.current_id(ws)) is not None:
     try:
-        scores[f"score in run {rounds.describe(ws, rid)}"] = rounds.get(ws, rid).scores
+        run = rounds.get(ws, rid)
+        scores[f"score in run {rounds.describe(ws, rid)}"] = run.scores
     except Exception as exc:  # noqa: BLE001 - the map works without the run
         ui.log.warning("run %s not shown on the map: %s", rid, exc)
+
+
+@st.fragment(key=cluster_map.COUNTS)  # a map edit reruns it alone (the map is not resent)
+def counts() -> None:
+    now = lg.state()
+    m = st.columns(5)
+    m[0].metric("Clusters (arms)", cs.k)
+    m[1].metric("Rows", f"{n_rows:,}")
+    m[2].metric("Without features", f"{int((labels < 0).sum()):,}",
+                help="Rows with no trained token within the max length: never drawn.")
+    m[3].metric("Banned clusters", len(now.banned))
+    m[4].metric("Pinned / rejected rows", f"{len(now.pinned):,} / {len(now.rejected):,}")
+    if run is not None and (warn := slots.over_slots(len(now.pinned), run.n_top)):
+        st.warning(warn + " (The current run's top-p.)", icon=":material/push_pin:")
+
+
+counts()
 
 cluster_map.section(ws, cs, pool, cur)  # a fragment: selections, search, tags
 cluster_panels.cluster_table(cs, lg, cnames, next(iter(scores.values()), None))

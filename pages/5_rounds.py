@@ -66,12 +66,12 @@ rounds_ui.settings_form(ws, clusters, clusters_name, rounds.reward_sources(ws, n
                         expanded=cur_id is None)
 plan_panel.comparison_panel(ws)  # each stage's predicted and measured seconds
 if cur_id is None:
-    st.info("Press **Start a new run** above (the defaults are the paper's), then step through "
-            "the rounds.")
+    st.info(ui.plain(rounds_ui.defaults_sentence(state.settings(ws, "selection"))))
     st.stop()
 if note := st.session_state.pop("_ucb_note", None):
     st.toast(ui.plain(note), icon=":material/casino:")
 rounds_ui.run_picker(ws, cur_id)
+st.caption(rounds_ui.reward_sentence(rounds.run_inputs(ws, cur_id)[1]))
 try:
     rounds.get(ws, cur_id)
 except Exception as exc:  # noqa: BLE001
@@ -83,9 +83,10 @@ xy = state.load_map(ws, n_rows)
 
 
 playing = bool(st.session_state.get(rounds_ui.PLAY)) and not rounds.get(ws, cur_id).done
+interval = rounds_ui.play_speed()  # outside the fragment: a change restarts its timer
 
 
-@st.fragment(run_every=0.8 if playing else None)
+@st.fragment(run_every=interval if playing else None)
 def live() -> None:
     run = rounds.get(ws, cur_id)
     todo = rounds_ui.pending(run)

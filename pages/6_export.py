@@ -14,6 +14,7 @@ from clusterucb_app import (
     marks,
     quality_ui,
     rounds,
+    slots,
     state,
     subtasks_ui,
     ui,
@@ -76,6 +77,8 @@ m[2].metric("Pinned", len(result.pinned))
 m[3].metric("Rejected", len(result.rejected))
 m[4].metric("Banned clusters", len(result.banned))
 quality_ui.takeover_note(ws, run, sub, rid, key="ex")
+if warn := slots.over_slots(len(result.pinned), result.n_top):
+    st.warning(warn, icon=":material/push_pin:")
 if sub.result is not None and sub.shown:
     subtasks_ui.balance_picker(ws, rid, run.spec, key="ex_balance")
 st.caption(ui.plain(marks.selection_rule(result.n_top, len(result.pinned), run.N,
@@ -101,11 +104,14 @@ if hits:
                "**Clear** below to see the selection again).")
 prev = ui.preview_frame(pool.frame(view["row"].to_numpy()))
 shown = export_view.curate_table(view, prev["prompt"].to_numpy(), run.labels, led)
+# keyed by the rows it lists: a selection is read against the frame it was made on, and an
+# edit or a filter that changes the rows starts a fresh, empty selection
 sel = st.dataframe(shown, hide_index=True, on_select="rerun", selection_mode="multi-row",
-                   key="ex_table", height=min(360, ui.table_height(len(shown))),
+                   key=export_view.table_key("ex_table", shown),
+                   height=min(360, ui.table_height(len(shown))),
                    column_config={"status": curation_ui.status_column()})
 st.caption(f"{len(view):,} rows shown. Select rows (left edge) to read them or edit them.")
-chosen = [int(shown["row"].iat[i]) for i in sel.selection.rows]
+chosen = export_view.chosen_rows(shown, sel.selection.rows)
 ids = dict(zip(chosen[:6], map(str, pool.column("id", chosen[:6]))))  # the toast's names
 b = st.columns(5)
 for i, (op, label, icon) in enumerate([("pin", "Pin", ":material/push_pin:"),
@@ -119,10 +125,7 @@ with b[4]:
 if find.tag_panel(lg, chosen, "ex_tags"):
     st.rerun()  # the table shows the new tags
 st.caption("Find rows in the whole pool, or rows like those chosen in the table:")
-before = find.found("ex_found")
 find.finder("ex_found", pool, find.features_of(ws, clusters), seed_rows=chosen)
-if find.found("ex_found") is not before:
-    st.rerun()  # the table above shows the new results
 if chosen:
     r = chosen[0]
     st.caption(f"row {r} · id `{pool.column('id', [r])[0]}` · score "

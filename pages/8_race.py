@@ -57,7 +57,10 @@ else:
                               key="race_clustering")
     src_key = f"{ws.root}|{clustering}|{ws.scores().stat().st_mtime_ns}"
 
-go_race, form = race_ui.settings_form(saved)
+run_spec = state.settings(ws, "selection")  # what a new run on the UCB page gets
+# the last race's settings when it raced on the same source, else those of a run
+go_race, form = race_ui.settings_form(saved if saved.get("source") == source else {}, run_spec,
+                                      can_order=source == "workspace")
 
 store = st.session_state.setdefault("_race_results", {})
 have = store.get(str(ws.root))
@@ -69,8 +72,10 @@ if run_now:
             lab, rew, names, info = rc.playground_source(pg)
         else:
             lab, rew, names, info = rc.workspace_source(ws, clustering)
+        feats = (rc.workspace_features(ws, clustering)
+                 if source == "workspace" and spec.draw_order != "random" else None)
         bar = st.progress(0.0, text="Racing...")
-        result = rc.run_race(lab, rew, spec, names=names, source=info,
+        result = rc.run_race(lab, rew, spec, names=names, source=info, features=feats,
                              progress=lambda i, n: bar.progress(i / n, text=f"Racing: run {i}"
                                                                              f" of {n}"))
         bar.empty()
@@ -96,5 +101,6 @@ if key != src_key:
                "race** to race on the new ones.")
 
 race_ui.show_results(result)
+st.caption(race_ui.differences(result.spec, run_spec))
 st.caption("The same race headless: `clusterucb race --config race.toml` "
            "(example in sample_data/race.toml).")

@@ -15,6 +15,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 _TOKEN = re.compile(r"(?u)\b[^\W\d_][^\W_]+\b")
+# markup a pool's texts often carry (`<br />`, `<b>`, `&nbsp;`): no keyword should come of it
+_MARKUP = re.compile(r"</?[A-Za-z][^<>]{0,200}>|&(?:[A-Za-z]{2,8}|#\d{1,6});")
+
+
+def strip_markup(text: str) -> str:
+    """`text` with HTML/XML tags and entities replaced by spaces (for keywords only)."""
+    return _MARKUP.sub(" ", text)
 
 
 def row_text(messages: Any) -> str:
@@ -48,7 +55,7 @@ def class_tfidf_keywords(texts: Sequence[str], labels: np.ndarray, k: int, n_key
 
     labels = np.asarray(labels)
     keep = labels >= 0
-    docs = [t for t, m in zip(texts, keep) if m]
+    docs = [strip_markup(t) for t, m in zip(texts, keep) if m]
     if not docs:
         return [[] for _ in range(k)]
     vec = CountVectorizer(lowercase=True, stop_words=stop_words, token_pattern=_TOKEN.pattern)

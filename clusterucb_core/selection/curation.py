@@ -113,6 +113,14 @@ def as_tag(tag: str) -> str:
     return t
 
 
+def _noted(edit: dict[str, Any], note: str | None, action: str | None) -> dict[str, Any]:
+    if note:
+        edit["note"] = str(note)
+    if action:
+        edit["action"] = str(action)
+    return edit
+
+
 def fold(edits: Iterable[dict[str, Any]], clustering: str | None = None) -> LedgerState:
     """The state after applying `edits` in order (bans of other clusterings skipped)."""
     banned: set[int] = set()
@@ -200,37 +208,42 @@ class Ledger:
             os.close(fd)
         return edit
 
-    def _cluster_edit(self, op: str, cluster: int, note: str | None) -> dict[str, Any]:
+    def _cluster_edit(self, op: str, cluster: int, note: str | None,
+                      action: str | None = None) -> dict[str, Any]:
         edit: dict[str, Any] = {"op": op, "cluster": _as_cluster(cluster)}
         if self.clustering is not None:
             edit["clustering"] = self.clustering
-        if note:
-            edit["note"] = str(note)
-        return self._append(edit)
+        return self._append(_noted(edit, note, action))
 
-    def _row_edit(self, op: str, rows: int | Iterable[int], note: str | None) -> dict[str, Any]:
-        edit: dict[str, Any] = {"op": op, "rows": _as_rows(rows)}
-        if note:
-            edit["note"] = str(note)
-        return self._append(edit)
+    def _row_edit(self, op: str, rows: int | Iterable[int], note: str | None,
+                  action: str | None = None) -> dict[str, Any]:
+        return self._append(_noted({"op": op, "rows": _as_rows(rows)}, note, action))
 
-    def ban(self, cluster: int, note: str | None = None) -> dict[str, Any]:
-        return self._cluster_edit("ban", cluster, note)
+    # `action` names the user action an edit belongs to (one click can write several
+    # edits), so an undo can find it again after a reload (clusterucb_app.curation_ui)
+    def ban(self, cluster: int, note: str | None = None,
+            action: str | None = None) -> dict[str, Any]:
+        return self._cluster_edit("ban", cluster, note, action)
 
-    def unban(self, cluster: int, note: str | None = None) -> dict[str, Any]:
-        return self._cluster_edit("unban", cluster, note)
+    def unban(self, cluster: int, note: str | None = None,
+              action: str | None = None) -> dict[str, Any]:
+        return self._cluster_edit("unban", cluster, note, action)
 
-    def pin(self, rows: int | Iterable[int], note: str | None = None) -> dict[str, Any]:
-        return self._row_edit("pin", rows, note)
+    def pin(self, rows: int | Iterable[int], note: str | None = None,
+            action: str | None = None) -> dict[str, Any]:
+        return self._row_edit("pin", rows, note, action)
 
-    def unpin(self, rows: int | Iterable[int], note: str | None = None) -> dict[str, Any]:
-        return self._row_edit("unpin", rows, note)
+    def unpin(self, rows: int | Iterable[int], note: str | None = None,
+              action: str | None = None) -> dict[str, Any]:
+        return self._row_edit("unpin", rows, note, action)
 
-    def reject(self, rows: int | Iterable[int], note: str | None = None) -> dict[str, Any]:
-        return self._row_edit("reject", rows, note)
+    def reject(self, rows: int | Iterable[int], note: str | None = None,
+               action: str | None = None) -> dict[str, Any]:
+        return self._row_edit("reject", rows, note, action)
 
-    def unreject(self, rows: int | Iterable[int], note: str | None = None) -> dict[str, Any]:
-        return self._row_edit("unreject", rows, note)
+    def unreject(self, rows: int | Iterable[int], note: str | None = None,
+                 action: str | None = None) -> dict[str, Any]:
+        return self._row_edit("unreject", rows, note, action)
 
     def tag(self, rows: int | Iterable[int], tag: str) -> dict[str, Any]:
         return self._append({"op": "tag", "rows": _as_rows(rows), "tag": as_tag(tag)})

@@ -612,10 +612,10 @@ class SelectionRun:
 
     # ---------------------------------------------------------------- results
     def selected(self, ledger: Any = None) -> np.ndarray:
-        """The final selection, best first: pinned rows always in, rejected rows and rows of
-        banned clusters never in (unless pinned), the rest the top scored rows up to
-        floor(N * top_p) in all; rows with a NaN score are never chosen by score.
-        Ties in score go to the lower row index."""
+        """The final selection, pinned rows first (they take slots first), then best first:
+        pinned rows always in, rejected rows and rows of banned clusters never in (unless
+        pinned), the rest the top scored rows up to floor(N * top_p) in all; rows with a NaN
+        score are never chosen by score. Ties in score go to the lower row index."""
         view = self.ledger_view() if ledger is None else _ledger_view(ledger)
         return select_top(self.scores, self.labels, self.n_top, view)
 
@@ -742,6 +742,6 @@ def select_top(scores: np.ndarray, labels: np.ndarray, n_top: int,
     cand = np.flatnonzero(np.isfinite(scores) & ~excluded)
     n_fill = max(n_top - len(pinned), 0)
     order = np.lexsort((cand, -scores[cand]))[:n_fill]
-    rows = np.concatenate([pinned, cand[order]])
-    key = np.where(np.isfinite(scores[rows]), -scores[rows], np.inf)
-    return rows[np.lexsort((rows, key))]
+    # pins rank first (best-scored first, unscored pins after them), then the filled slots
+    key = np.where(np.isfinite(scores[pinned]), -scores[pinned], np.inf)
+    return np.concatenate([pinned[np.lexsort((pinned, key))], cand[order]])

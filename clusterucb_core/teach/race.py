@@ -114,6 +114,9 @@ class RaceSpec:
     cold_start: float = 0.05
     draw_batch: int = 8
     grid_points: int = 101  # budget grid of the averaged curves
+    # which undrawn rows of the chosen arm each round draws (selection.run.DRAW_ORDERS);
+    # "random" is the paper's; the others need the clustering's features (run_race features=)
+    draw_order: str = "random"
 
     def selection_spec(self, c: Contestant, seed: int) -> SelectionSpec:
         """The engine settings of one contestant's run. The oracle needs no exploration: its
@@ -126,7 +129,7 @@ class RaceSpec:
                              budget=float(self.budget), top_p=float(self.top_p),
                              draw_batch=int(self.draw_batch if c.draw_batch is None
                                             else c.draw_batch),
-                             seed=int(seed))
+                             seed=int(seed), draw_order=str(self.draw_order))
 
     def check(self) -> None:
         if not self.contestants:
@@ -218,11 +221,15 @@ def _step_at(x: np.ndarray, y: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 def run_race(labels: np.ndarray, rewards: np.ndarray, spec: RaceSpec = RaceSpec(),
              names: Sequence[str] | None = None, source: dict[str, Any] | None = None,
-             progress: Any = None) -> RaceResult:
+             progress: Any = None, features: np.ndarray | None = None) -> RaceResult:
     """Run every contestant with every seed on these clusters and rewards (see the module
     docstring). `rewards` are the exhaustive scores (NaN = unscorable row). `progress(i, n)`
-    is called after each run."""
+    is called after each run. `features` (one row per pool row, as `workspace_features`
+    gives) are needed by a draw order other than random."""
     spec.check()
+    if spec.draw_order != "random" and features is None:
+        raise ValueError(f"draw order {spec.draw_order!r} needs the clustering's features: "
+                         "race on a workspace, or choose the draw order 'random'")
     labels = np.asarray(labels, dtype=np.int64)
     rewards = np.asarray(rewards, dtype=np.float64)
     if labels.shape != rewards.shape or labels.ndim != 1:
@@ -245,7 +252,8 @@ def run_race(labels: np.ndarray, rewards: np.ndarray, spec: RaceSpec = RaceSpec(
     done = 0
     for c in spec.contestants:
         for seed in spec.seeds:
-            run = SelectionRun(labels, TableOracle(rewards), spec.selection_spec(c, seed), None)
+            run = SelectionRun(labels, TableOracle(rewards), spec.selection_spec(c, seed), None,
+                               features=features if spec.draw_order != "random" else None)
             if c.policy == ORACLE:
                 use_policy(run, OraclePolicy(np.where(np.isfinite(mu), mu, -np.inf)))
             run.run_to_end()
@@ -393,6 +401,14 @@ def workspace_source(ws: Any, clusters: str | None = None,
     return labels, rewards, [cn.get(i, str(i)) for i in range(cs.k)], {
         "kind": "workspace", "workspace": str(ws.root), "clusters": clusters,
         "scores": str(path)}
+
+
+def workspace_features(ws: Any, clusters: str) -> np.ndarray:
+    """The features a clustering was made from, conditioned as it was (what a run's draw
+    order reads)."""
+    from clusterucb_core.clustering.clusterset import cluster_rows, load_clusters
+
+    return cluster_rows(ws, load_clusters(ws, clusters))
 
 
 def playground_source(pg: Any) -> tuple[np.ndarray, np.ndarray, list[str], dict[str, Any]]:

@@ -137,3 +137,12 @@ def frame(at, column: str):
     tables = [d.value for d in at.dataframe if column in d.value.columns]
     assert tables, f"no table with a {column!r} column"
     return tables[0]
+
+
+def select_rows(at, prefix: str, positions, column: str = "tags") -> None:
+    """Select table rows `positions` of the table keyed `prefix_<rows hash>` (the Curate
+    table: its key follows the rows it lists), as a click on their row markers would."""
+    from clusterucb_app.export_view import table_key
+
+    key = table_key(prefix, frame(at, column))
+    at.session_state[key] = {"selection": {"rows": list(positions), "columns": []}}

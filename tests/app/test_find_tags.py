@@ -6,6 +6,7 @@ from __future__ import annotations
 from clusterucb_core.data.load import load_pool
 from clusterucb_core.selection.curation import Ledger
 from clusterucb_core.workspace import Workspace
+from tests.app.conftest import select_rows
 
 
 def _ok(at):
@@ -94,7 +95,7 @@ def test_curate_page_finds_undrawn_rows_tags_them_and_exports_the_tags(app_env):
     assert sorted(table["row"]) == want  # drawn or not
     assert (~table["selected"]).any()
     # tag the first two listed rows through the table selection
-    at.session_state["ex_table"] = {"selection": {"rows": [0, 1], "columns": []}}
+    select_rows(at, "ex_table", [0, 1])
     at.run()
     at.text_input(key="ex_tags_tag").input("rhymes").run()
     at.button(key="ex_tags_add").click().run()

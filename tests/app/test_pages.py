@@ -79,7 +79,7 @@ def test_stepping_rounds_changes_arms_and_budget(app_env):
     assert metric(at, "Rows scored") == "24 / 24"
     assert any("Finished" in s.value for s in at.success)
     # exhaustive scores exist in the fixture: recall is reported
-    assert "%" in metric(at, "Recall of the exhaustive top-p")
+    assert "%" in metric(at, "Bandit recall")
 
 
 def test_run_survives_a_new_session(app_env):

@@ -3,7 +3,9 @@ the sidebar, an Alpaca-style CSV with multi-line fields and named id / source co
 from the bundled demo pool at test time, so it never skips for want of data), an MMLU-layout
 target folder, every job (exhaustive scoring cancelled and resumed), K auto then a fixed K, two
 runs, Reset, Play then Pause, pin / reject / ban / unban with their marks, and the export of
-the chosen run with its sorted.csv indices checked against the pool's records.
+the chosen run with its sorted.csv indices checked against the pool's records; then (issue
+23) the sidebar following a running job, pins beyond the slots with both recalls, select all
+then Unpin, and a download after an edit.
 
 Every wait is on what the page shows (e2e_support.wait_until / idle), never a fixed sleep.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 from e2e_support import (
@@ -102,14 +105,43 @@ def _radio(page, option: str) -> None:
     page.get_by_test_id("stRadioGroup").get_by_text(option, exact=True).first.click()
 
 
+def _grid(page, key: str):
+    """The st.dataframe whose widget key is `key` or starts with it (the Curate table's key
+    follows the rows it lists)."""
+    grid = page.locator(f"[class*='st-key-{key}'] [data-testid='stDataFrameResizable']").first
+    grid.scroll_into_view_if_needed()
+    return grid.bounding_box()
+
+
 def _select_rows(page, key: str, n: int) -> None:
     """Tick the first `n` rows of the st.dataframe with widget key `key` (its row markers)."""
-    grid = page.locator(f".st-key-{key} [data-testid='stDataFrameResizable']").first
-    grid.scroll_into_view_if_needed()
-    box = grid.bounding_box()
+    box = _grid(page, key)
     for i in range(n):
         page.mouse.click(box["x"] + 18, box["y"] + 35 * (i + 1) + 17)
         idle(page)
+
+
+def _select_all(page, key: str) -> None:
+    """Tick every row of the table (the tick in its header)."""
+    box = _grid(page, key)
+    page.mouse.click(box["x"] + 18, box["y"] + 17)
+    idle(page)
+
+
+def _sidebar_job(page, title: str) -> tuple[int, int] | None:
+    """(done, total) the sidebar shows for the running job `title`, None when it shows none."""
+    text = page.locator('[data-testid="stSidebar"]').inner_text()
+    m = re.search(rf"{re.escape(title)}: \d+% \(([\d,]+) / ([\d,]+)", text)
+    return None if m is None else (int(m[1].replace(",", "")), int(m[2].replace(",", "")))
+
+
+def _downloaded_records(page, key: str) -> list[dict]:
+    """Download the file of button `key` (a prefix of its key) and read it as the pool's
+    own CSV."""
+    with page.expect_download() as d:
+        page.locator(f"[class*='st-key-{key}'] button").first.click()
+    with open(d.value.path(), newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
 
 
 def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
@@ -162,6 +194,8 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
     # -- every job; exhaustive scoring is cancelled, then resumed (item 8)
     go(page, server, "features", ws=WS)
     click_key(page, "btn_warmup")
+    cfeat = page.locator(".st-key-btn_cfeat button").first
+    wait_until(page, cfeat.is_disabled, "the other job buttons wait while the warm-up runs")
     wait_job(page, "Warm-up")
     click_key(page, "btn_cfeat")
     wait_job(page, "Cluster features")
@@ -173,7 +207,18 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
     click_key(page, "job_exhaustive_resume")
     wait_until(page, lambda: page.get_by_text("Exhaustive scoring was cancelled").count() == 0,
                "the resumed job running")
+    # the sidebar follows the running job (issue 23, item 4), and the other job buttons wait
+    wait_until(page, lambda: (_sidebar_job(page, "Exhaustive scoring") or (0, 0))[0] > 0,
+               "the sidebar counts the job's rows")
+    first = _sidebar_job(page, "Exhaustive scoring")
+    page.screenshot(path=str(ARTIFACTS / "user_sidebar_job.png"))  # mid-job: no idle wait
+    assert page.locator(".st-key-btn_cfeat button").first.is_disabled()
+    wait_until(page, lambda: (_sidebar_job(page, "Exhaustive scoring") or (0, 0))[0] > first[0]
+               or _sidebar_job(page, "Exhaustive scoring") is None,
+               "the sidebar's count moves on (or the job ends)")
     wait_job(page, "Exhaustive scoring")
+    wait_until(page, lambda: _sidebar_job(page, "Exhaustive scoring") is None,
+               "the sidebar drops the finished job")
     no_error(page)
 
     # -- clusters: K auto (by the rule; a warning when a scanned K looks poor), a fixed K; the map
@@ -293,3 +338,46 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
         assert 0 <= i < N_ROWS  # a record index, not a physical line (up to ~3x N here)
         if i in selection:
             assert selection[i]["id"] == records[i]["uid"]  # the row's own record
+
+    # -- pins beyond the slots (issue 23): every drawn row pinned, more than top-p's 12 slots
+    slots = N_ROWS * 5 // 100
+    page.locator(".st-key-ex_only label").first.click()  # every drawn row, not the selection
+    idle(page)
+    _select_all(page, "ex_table")
+    click_key(page, "ex_pin")
+    wait_until(page, lambda: int(metric(page, "Pinned") or 0) > slots, "the pins count")
+    pinned = int(metric(page, "Pinned"))
+    warn = page.locator('[data-testid="stAlertContentWarning"]').filter(
+        has_text=f"{pinned} pinned rows for {slots} top-p slots")
+    wait_until(page, lambda: warn.count() > 0, "the warning of pins beyond the slots")
+    assert metric(page, "Selected") == str(pinned)  # every pin kept, nothing else
+    # -- the saved export now predates the edit: the page says so, and a new save fixes it
+    stale = page.get_by_text("The saved export is older than the selection below")
+    wait_until(page, lambda: stale.count() > 0, "the stale export is marked")
+    old = _downloaded_records(page, "ex_dl_selected")
+    assert len(old) != pinned  # the saved file, as the warning says
+    shot(page, "user_pins_over_slots")
+    go(page, server, "rounds", ws=WS)
+    page.get_by_role("tab", name="Against exhaustive").click()
+    idle(page)
+    assert page.get_by_text(f"{pinned} pinned rows for {slots} top-p slots").count()
+    assert metric(page, "Bandit recall").endswith("%")
+    assert metric(page, "Curated recall").endswith("%")
+    shot(page, "user_ucb_two_recalls")
+    # -- select all, then Unpin: the table shrinks under the selection, the page stays whole
+    go(page, server, "export", ws=WS)
+    _select_all(page, "ex_table")
+    click_key(page, "ex_unpin")
+    wait_until(page, lambda: metric(page, "Pinned") == "0", "every pin undone")
+    no_error(page)
+    assert metric(page, "Selected") == str(slots)
+    page.locator(".st-key-ex_save button").first.wait_for()  # the export section is there
+    shot(page, "user_unpin_all")
+    # -- a download after the edit: save again, the files are the live selection
+    click_key(page, "ex_save")
+    wait_until(page, lambda: stale.count() == 0, "the new save is current")
+    new = _downloaded_records(page, "ex_dl_selected")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert len(new) == slots == manifest["counts"]["n_selected"]
+    assert sorted(r["uid"] for r in new) == sorted(manifest["selected"]["ids"])  # pool order
+    no_error(page)

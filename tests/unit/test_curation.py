@@ -88,8 +88,9 @@ def test_final_selection_applies_the_ledger(tmp_path):
     worst = int(np.argmin(scores))
     led.pin([worst])
     sel = run.selected()
-    assert len(sel) == 10 and sel[-1] == worst  # pinned rows rank by their score
-    np.testing.assert_array_equal(sel[:9], np.argsort(-scores)[2:11])
+    # pinned rows rank first, as the subtasks rule ranks them (issue 23, item 6)
+    assert len(sel) == 10 and sel[0] == worst
+    np.testing.assert_array_equal(sel[1:], np.argsort(-scores)[2:11])
     led.ban(int(labels[top[2]]))
     sel = run.selected()
     assert not np.any(labels[sel] == labels[top[2]]) and worst in sel
