@@ -14,6 +14,8 @@ Loaders here are cached by file identity (path, size, mtime) so reruns are insta
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -95,10 +97,12 @@ def set_use_warmup(ws: Workspace, enabled: bool) -> None:
 
 
 def save_settings(ws: Workspace, **specs: Any) -> None:
-    """Store specs (by section name) in the workspace's one config."""
+    """Store specs (by section name) in the workspace's one config, every field written: a
+    value equal to the spec class's default may differ from RunConfig's (draw_order), so
+    the fingerprint form (`config.to_dict`, which leaves such fields out) would lose it."""
     cfg = dict(ws.meta().get("config") or {})
     for name, spec in specs.items():
-        cfg[config.section_name(name)] = config.to_dict(spec)
+        cfg[config.section_name(name)] = json.loads(json.dumps(dataclasses.asdict(spec)))
     ws.update_meta(config=cfg)
 
 

@@ -162,6 +162,18 @@ def test_the_warmup_switch_is_stored_in_the_one_config(tmp_path):
     assert C.config_from_dict(ws.meta()["config"]).use_warmup is False
 
 
+def test_a_saved_random_draw_order_is_kept(tmp_path):
+    """random is SelectionSpec's default but not RunConfig's (predicted): saving it must
+    not drop it."""
+    from clusterucb_app import state
+    from clusterucb_core.workspace import Workspace
+
+    ws = Workspace.open(tmp_path / "w")
+    assert state.settings(ws, "selection").draw_order == "predicted"
+    state.save_settings(ws, selection=C.SelectionSpec(draw_order="random"))
+    assert state.settings(ws, "selection").draw_order == "random"
+
+
 # ------------------------------------------------------------------ bugs 2 and 3 end to end
 
 @pytest.fixture(scope="module")
