@@ -29,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     d = RunConfig().selection
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
+    parser.add_argument("--method", choices=("ucb", "rds"), default="ucb",
+                        help="ucb: ClusterUCB (default); rds: RDS+, the top-p rows by hidden-"
+                             "state cosine to the target, no gradient (saved as run `rds`)")
     parser.add_argument("--clusters", help="clustering name in W/clusters/ (default: the "
                                            "workspace's current one, else the newest)")
     src = parser.add_mutually_exclusive_group()
@@ -174,6 +177,11 @@ def _fmt(x: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
+
+    if args.method == "rds":
+        from clusterucb_core.cli import select_rds
+
+        return select_rds.run(args)
 
     from clusterucb_core.clustering.clusterset import load_clusters
     from clusterucb_core.selection import run as selection
