@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from clusterucb_app import curation_ui, rounds, rounds_ui, state, subtasks_ui, ui
+from clusterucb_app import curation_ui, rds_compare, rounds, rounds_ui, state, subtasks_ui, ui
 from clusterucb_app import plots_rounds as pr
 from clusterucb_core.features.scorable import workspace_sentence as scorable_sentence
 from clusterucb_core.selection import run as selection
@@ -131,4 +131,5 @@ def live() -> None:
 
 curation_ui.flush_toast()
 live()
+rds_compare.panel(ws, cur_id, key="ucb")
 st.page_link("pages/6_export.py", label="Next: curate & export", icon=":material/arrow_forward:")

@@ -12,6 +12,7 @@ from clusterucb_app import (
     export_view,
     find,
     marks,
+    rds_compare,
     rounds,
     state,
     subtasks_ui,
@@ -130,6 +131,7 @@ if chosen:
 # ------------------------------------------------------------------------------ breakdowns
 export_panel.breakdowns(table[table["selected"]], names)
 subtasks_ui.coverage_panel(ws, sub, rid, run.spec, key="ex", picker=False)
+rds_compare.panel(ws, rid, key="ex", rows=result.rows)
 
 # ------------------------------------------------------------------------------ ledger
 with st.expander(f"Ledger of hand edits ({len(lg.edits())})", expanded=False):

@@ -118,6 +118,7 @@ class RDSResult:
     subtasks: list[str]
     features: str  # which hidden states, in words
     store: str  # the feature store's folder name
+    target: str = ""  # the target's fingerprint
 
     def selection(self, n_top: int) -> np.ndarray:
         """Pure RDS+: the top `n_top` rows, best first."""
@@ -136,7 +137,7 @@ def load_rds(ws: Any) -> RDSResult | None:
         return None
     meta = json.loads(m.read_text())
     return RDSResult(np.load(s), np.load(b), list(meta["subtasks"]), meta["features"],
-                     meta["store"])
+                     meta["store"], str((meta.get("identity") or {}).get("target", "")))
 
 
 def workspace_rds(pipe: Any, progress: Any = None) -> RDSResult:
@@ -175,4 +176,4 @@ def workspace_rds(pipe: Any, progress: Any = None) -> RDSResult:
     atomic.write_json(m_path, {"identity": ident, "subtasks": names, "features": why,
                                "store": store.path.name, "n_rows": len(scores),
                                "n_target": int(len(T))})
-    return RDSResult(scores, best, names, why, store.path.name)
+    return RDSResult(scores, best, names, why, store.path.name, str(pipe.target.fingerprint))
