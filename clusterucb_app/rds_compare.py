@@ -64,14 +64,14 @@ def panel(ws: Workspace, run_id: str, key: str, rows: np.ndarray | None = None) 
             _compute_button(ws, key, stale=load_rds(ws) is not None)
         ex = state.exhaustive_scores(ws, run.N)
         sel = run.selected() if rows is None else np.asarray(rows, dtype=np.int64)
-        b = bl.baselines(sel, run.labels, run.n_top, run.budget_total, run.spec.seed,
+        spent = max(run.budget_used, run.n_top)  # what the run has scored so far
+        b = bl.baselines(sel, run.labels, run.n_top, spent, run.spec.seed,
                          rds=None if res is None or is_rds else res.scores, exhaustive=ex,
                          run_name=name)
         if b.same_budget:
-            st.markdown(f"**Same budget:** random and RDS+ each score {run.budget_total:,} "
-                        f"rows (random ones; RDS+'s top ones) and keep their best "
-                        f"{run.n_top:,}, as the run does; the scores are the exhaustive ones, "
-                        "what their gradients give.")
+            st.markdown(f"**Same budget:** random and RDS+ each score {spent:,} rows (random "
+                        f"ones; RDS+'s top ones) and keep their best {run.n_top:,}, as the run "
+                        "does; the scores are the exhaustive ones, what their gradients give.")
         else:
             st.markdown(f"**Same size, no gradient:** without exhaustive scores the baselines "
                         f"score nothing: random is {run.n_top:,} rows drawn at random, RDS+ "
