@@ -26,8 +26,9 @@ so reruns only replay.
 
 Last line: recall_at_20=<demo> recall_real_at_20=<flan+mmlu> mass_share_at_20=<demo>
 e2e_speedup_vs_exhaustive=<demo> (the whole path timed with --e2e; otherwise estimated from
-the measured costs and marked so on the line before); with --audit also audit_coverage=<c>
-audit_median_err=<e> (bench_audit.py).
+the measured costs and marked so on the line before) recall_rds_at_20=<demo>: RDS+ with the
+same gradient budget (fidelity_rds.py; Flan's and the gradient-free figures on the line
+before); with --audit also audit_coverage=<c> audit_median_err=<e> (bench_audit.py).
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ from clusterucb_core.config import (  # noqa: E402
 )
 from clusterucb_core.selection.oracle import TableOracle, exhaustive_top, mass_share, recall  # noqa: E402
 from clusterucb_core.selection.run import SelectionRun, count_of  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "bench"))
+import fidelity_rds  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "fidelity"
 # ../shared/data/real beside the checkout or the folder of worktrees, or $FIDELITY_REAL
@@ -399,6 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{len(feats)} candidate features")
         rows = pool_rows(name, feats, costs, scores, seeds, budgets, args.quick, baseline, log,
                          default)
+        if name != "synthetic":
+            rows += fidelity_rds.rds_rows(pipe, name, scores, budgets, TOP_P)
         pd.DataFrame(rows).to_csv(CACHE / f"results_{tag}_{name}.csv", index=False)
 
     frames = [pd.read_csv(p) for p in sorted(CACHE.glob(f"results_{tag}_*.csv"))]
@@ -444,8 +450,13 @@ def main(argv: list[str] | None = None) -> int:
         from bench_audit import audit_line
 
         audit = " " + audit_line(["demo", "flan_mmlu", "syn0", "syn1"], 20)
+    print(f"RDS+ recall@20%: same budget demo {fidelity_rds.pick(df, 'demo'):.3f} / Flan "
+          f"{fidelity_rds.pick(df, 'flan_mmlu'):.3f}; no gradient demo "
+          f"{fidelity_rds.pick(df, 'demo', label=fidelity_rds.NO_GRADIENT):.3f} / Flan "
+          f"{fidelity_rds.pick(df, 'flan_mmlu', label=fidelity_rds.NO_GRADIENT):.3f}")
     print(f"recall_at_20={rec_demo:.3f} recall_real_at_20={rec_real:.3f} "
-          f"mass_share_at_20={mass_demo:.3f} e2e_speedup_vs_exhaustive={e2e}{audit}")
+          f"mass_share_at_20={mass_demo:.3f} e2e_speedup_vs_exhaustive={e2e} "
+          f"recall_rds_at_20={fidelity_rds.pick(df, 'demo'):.3f}{audit}")
     return 0
 
 

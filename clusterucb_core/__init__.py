@@ -23,7 +23,8 @@ os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
 __version__ = "0.1.0"
 
-_PUBLIC = {"ClusterUCB": "api", "SphericalKMeans": "api", "Pipeline": "pipeline",
+_PUBLIC = {"ClusterUCB": "api", "SphericalKMeans": "api", "RDSPlus": "api",
+           "Pipeline": "pipeline",
            "RunConfig": "config", "load_config": "config", "load_pool": "data.load",
            "load_target": "data.targets", "open_run": "selection.runs"}
 __all__ = sorted(_PUBLIC)

@@ -170,3 +170,43 @@ class ClusterUCB(BaseEstimator):
               else float("nan"), "budget_used": r.budget_used,
               "why": r.explanation.get("sentence", "")} for r in run.records])
         return self
+
+
+class RDSPlus(BaseEstimator):
+    """RDS+ (arXiv 2503.01807): rows ranked by the cosine of their hidden states to the
+    target's, the max over subtasks of the mean over each subtask's examples (selection/rds.py).
+
+    `fit(X, target, subtasks=None, rewards=None)`: X [N, d] pool hidden states, target [M, d]
+    the target examples' states computed the same way, subtasks [M] integer codes (default:
+    one subtask). With `budget=None` (the default) the selection is the top-p rows by RDS+,
+    no reward at all; with a budget b, the top-b rows by RDS+ are scored by `rewards` (an
+    array or a function rows -> scores, called once) and the top-p of them kept: RDS+ at the
+    same gradient spend as a ClusterUCB run of budget b.
+
+    Fitted attributes: `scores_` (float [N], NaN for rows without a state), `selected_` (row
+    indices, best first).
+    """
+
+    def __init__(self, top_p: float = 0.05, *, budget: float | None = None):
+        self.top_p = top_p
+        self.budget = budget
+
+    def fit(self, X: Any, target: Any, subtasks: Any = None, rewards: Any = None) -> RDSPlus:
+        from clusterucb_core.selection.rds import rds_scores, screen, top_rows
+        from clusterucb_core.selection.run import count_of
+
+        X, target = np.asarray(X), np.asarray(target)
+        ids = np.zeros(len(target), dtype=np.int64) if subtasks is None else \
+            np.asarray(subtasks)
+        budget = 1.0 if self.budget is None else self.budget
+        spec = _build(SelectionSpec, {}, top_p=self.top_p, budget=budget)
+        self.scores_ = rds_scores(X, target, ids)
+        n_top = count_of(spec.top_p, len(X))
+        if self.budget is None:
+            self.selected_ = top_rows(self.scores_, n_top)
+            return self
+        if rewards is None:
+            raise ValueError(f"budget={self.budget}: RDS+ at a budget scores its top rows, so "
+                             "fit needs rewards (an array or a function rows -> scores)")
+        self.selected_ = screen(self.scores_, rewards, count_of(spec.budget, len(X)), n_top)
+        return self

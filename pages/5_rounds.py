@@ -8,6 +8,7 @@ from clusterucb_app import (
     curation_ui,
     plan_panel,
     quality_ui,
+    rds_compare,
     rounds,
     rounds_ui,
     state,
@@ -144,4 +145,5 @@ def live() -> None:
 
 curation_ui.flush_toast()
 live()
+rds_compare.panel(ws, cur_id, key="ucb")
 st.page_link("pages/6_export.py", label="Next: curate & export", icon=":material/arrow_forward:")

@@ -13,6 +13,7 @@ from clusterucb_app import (
     find,
     marks,
     quality_ui,
+    rds_compare,
     rounds,
     slots,
     state,
@@ -135,6 +136,7 @@ if chosen:
 # ------------------------------------------------------------------------------ breakdowns
 export_panel.breakdowns(table[table["selected"]], names)
 subtasks_ui.coverage_panel(ws, sub, rid, run.spec, key="ex", picker=False)
+rds_compare.panel(ws, rid, key="ex", rows=result.rows)
 
 # ------------------------------------------------------------------------------ ledger
 with st.expander(f"Ledger of hand edits ({len(lg.edits())})", expanded=False):

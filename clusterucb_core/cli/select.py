@@ -23,6 +23,9 @@ HELP = "select data: a UCB bandit over clusters spends the budget, the top-p row
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workspace", "-w", required=True, help="workspace folder")
+    parser.add_argument("--method", choices=("ucb", "rds"), default="ucb",
+                        help="ucb: ClusterUCB (default); rds: RDS+, the top-p rows by hidden-"
+                             "state cosine to the target, no gradient (saved as run `rds`)")
     parser.add_argument("--clusters", help="clustering name in W/clusters/ (default: the "
                                            "workspace's current one, else the newest)")
     src = parser.add_mutually_exclusive_group()
@@ -153,6 +156,11 @@ def _fmt(x: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
+
+    if args.method == "rds":
+        from clusterucb_core.cli import select_rds
+
+        return select_rds.run(args)
 
     from clusterucb_core.cli.stage import open_workspace, settings
     from clusterucb_core.clustering.clusterset import load_clusters
