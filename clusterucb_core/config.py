@@ -300,11 +300,17 @@ class SelectionSpec(Spec):
     # split a hot arm in two once it has this many scored draws (0 = off; needs features;
     # SelectionRun's docstring gives the rule)
     split_hot: int = field(default=0, metadata={"lo": 0, "added": True})
+    # a bandit round plays the top-m arms by the policy's index, draw_batch rows each, so
+    # one round's gradients fill a device batch (1 = the paper's one arm a round)
+    arms_per_round: int = field(default=1, metadata={"lo": 1, "added": True})
 
     def check(self) -> None:
         if self.top_p > self.budget:
             raise ConfigError("top_p", self.top_p, f"cannot exceed the budget ({self.budget:g}):"
                               " the selection is taken from the scored rows")
+        if self.arms_per_round > 1 and self.split_hot:
+            raise ConfigError("arms_per_round", self.arms_per_round, "must be 1 while "
+                              "split_hot is on: a hot arm splits after a round of its own")
         if self.split_hot == 1:
             raise ConfigError("split_hot", self.split_hot, "must be 0 (off) or >= 2: an arm's "
                               "spread needs two draws")
