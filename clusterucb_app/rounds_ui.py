@@ -14,7 +14,7 @@ import numpy as np
 import streamlit as st
 
 from clusterucb_app import plots_rounds as pr
-from clusterucb_core.selection import policies, subtasks
+from clusterucb_core.selection import policies, subtasks, topm
 from clusterucb_core.selection import run as selection
 from clusterucb_core.workspace import Workspace
 
@@ -62,6 +62,8 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
                                     format_func=lambda s: rounds.REWARD_LABELS.get(s, s),
                                     help="Remembered per workspace.")
             c = st.columns(4)
+            arms = c[2].number_input("Arms per round", 1, 64, int(d.arms_per_round),
+                                     key="ucb_new_arms_per_round", help=topm.HELP)
             order = c[1].selectbox(
                 "Draw order (within the chosen cluster)", selection.DRAW_ORDERS,
                 index=selection.DRAW_ORDERS.index(d.draw_order),
@@ -81,7 +83,8 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
         try:  # a SelectionSpec checks its settings when built
             spec = replace(d, policy=policy, beta=float(beta), cold_start=float(cold),
                            budget=float(budget), top_p=float(top_p), draw_batch=int(draw),
-                           seed=int(seed), balance=rule, draw_order=order)
+                           seed=int(seed), balance=rule, draw_order=order,
+                           arms_per_round=int(arms))
             rid = rounds.create(ws, spec, clusters_name, reward)
             state.save_settings(ws, selection=spec)
         except (ValueError, FileNotFoundError, OSError) as exc:

@@ -108,7 +108,8 @@ class ClusterUCB(BaseEstimator):
     the rows the bandit draws (so nothing else is computed). Fractions are of the pool size.
     `features` (the rows that were clustered, [N, d]) are needed by `draw_order="predicted"`
     (each cluster's draws ordered by a reward model on them; the pipeline's default) and
-    `"similar"`; the default `"random"` draws as the paper does.
+    `"similar"`; the default `"random"` draws as the paper does. `arms_per_round=m` plays
+    the m arms of largest index each round (selection/topm.py).
 
     Fitted attributes: `selected_` (row indices, best first), `scores_` (float [N], NaN where
     not scored), `history_` (DataFrame, one row per round: arm, rows drawn, mean reward,
@@ -117,7 +118,8 @@ class ClusterUCB(BaseEstimator):
 
     def __init__(self, policy: str = "ucb_beta", *, beta: float = 1.0, budget: float = 0.2,
                  top_p: float = 0.05, cold_start: float = 0.05, draw_batch: int = 8,
-                 quantile: float = 0.25, draw_order: str = "random", random_state: int = 42):
+                 quantile: float = 0.25, draw_order: str = "random", random_state: int = 42,
+                 arms_per_round: int = 1):
         self.policy = policy
         self.beta = beta
         self.budget = budget
@@ -127,12 +129,14 @@ class ClusterUCB(BaseEstimator):
         self.quantile = quantile
         self.draw_order = draw_order
         self.random_state = random_state
+        self.arms_per_round = arms_per_round
 
     def _spec(self) -> SelectionSpec:
         return _build(SelectionSpec, {"seed": "random_state"}, policy=self.policy,
                       beta=self.beta, cold_start=self.cold_start, budget=self.budget,
                       top_p=self.top_p, draw_batch=self.draw_batch, seed=self.random_state,
-                      quantile=self.quantile, draw_order=self.draw_order)
+                      quantile=self.quantile, draw_order=self.draw_order,
+                      arms_per_round=self.arms_per_round)
 
     def fit(self, labels: Any, rewards: Any, features: Any = None) -> ClusterUCB:
         import pandas as pd

@@ -19,11 +19,13 @@ HELP = "select data: a UCB bandit over clusters spends the budget, the top-p row
 SCORES_DIR = "scores"
 _SPEC_FLAGS = {"policy": "policy", "beta": "beta", "cold_start": "cold_start",
                "budget": "budget", "top_p": "top_p", "draw_batch": "draw_batch",
-               "seed": "seed", "quantile": "quantile", "draw_order": "draw_order"}
+               "seed": "seed", "quantile": "quantile", "draw_order": "draw_order",
+               "arms_per_round": "arms_per_round"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from clusterucb_core.config import RunConfig
+    from clusterucb_core.selection import topm
     from clusterucb_core.selection.policies import POLICIES
     from clusterucb_core.selection.run import DRAW_ORDERS, draw_order_help
 
@@ -54,6 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"thresh_* policies: tau = top-q quantile (default {d.quantile})")
     parser.add_argument("--draw-order", choices=DRAW_ORDERS, default=None,
                         help=f"{draw_order_help()} (default {d.draw_order})")
+    parser.add_argument("--arms-per-round", type=int, default=None,
+                        help=f"{topm.HELP} (default {d.arms_per_round})")
     parser.add_argument("--run-id", help="run name (default: run-<date>-<time>); an existing "
                                          "run is continued")
     parser.add_argument("--rounds", type=int, default=None,
