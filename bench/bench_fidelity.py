@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
 
         from bench_selection import end_to_end
 
-        _, _, _, speed = end_to_end(None, None, None, Path(tempfile.mkdtemp(prefix="fid_e2e_")))
+        speed = end_to_end(None, None, None, Path(tempfile.mkdtemp(prefix="fid_e2e_")))["speedup"]
         e2e = f"{speed:.2f}"
     else:
         c = costs_by_pool.get("demo", {}).get(default_name, float("nan"))
