@@ -29,6 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clusterucb_core.features import memplan  # noqa: E402
+from clusterucb_core.selection import topm  # noqa: E402
 
 GB = 1e9
 
@@ -51,6 +52,22 @@ def print_plan(shape: memplan.ModelShape, device_gb: list[float], max_length: in
               f"{p.projection_bytes / GB:>5.2f}G {p.token_bytes / 1e6:>8.2f}MB "
               f"{p.row_bytes / GB:>7.2f}G {p.rows_at_max_length:>10} {p.tokens_per_batch:>12,} "
               f"{over:>12.3f}x")
+
+
+def print_round_tokens(shape: memplan.ModelShape, device_gb: list[float], max_length: int,
+                       row_tokens: int, draw_batch: int = 8) -> None:
+    """Tokens one lazy round hands the gradient pass: one arm's `draw_batch` rows against
+    the top-m arms (SelectionSpec.arms_per_round) with m chosen to fill the token budget."""
+    for gb in device_gb:
+        p = memplan.plan(shape, int(gb * GB), max_length)
+        m = topm.arms_for_budget(topm.rows_at_length(p.tokens_per_batch, [row_tokens]),
+                                 draw_batch)
+        one = min(draw_batch * row_tokens, p.tokens_per_batch)
+        many = min(m * draw_batch * row_tokens, p.tokens_per_batch)
+        print(f"{gb:g} GB, rows of {row_tokens} tokens, draw batch {draw_batch}: a round fills "
+              f"{one:,} of {p.tokens_per_batch:,} tokens a batch with 1 arm "
+              f"({one / max(p.tokens_per_batch, 1):.0%}), {many:,} with the top-{m} arms "
+              f"({many / max(p.tokens_per_batch, 1):.0%})")
 
 
 def build_model(shape: memplan.ModelShape, device):
@@ -199,6 +216,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=0,
                     help="rows to time (default: 3 planned batches)")
     ap.add_argument("--no-time", action="store_true", help="print the plan only")
+    ap.add_argument("--row-tokens", type=int, default=0,
+                    help="a pool row's typical tokens, for the round fill (default max length)")
     args = ap.parse_args()
 
     shape = memplan.ModelShape(hidden=args.hidden, layers=args.layers,
@@ -206,6 +225,8 @@ def main() -> None:
                                kv_heads=args.kv_heads, vocab=args.vocab,
                                lora_rank=args.lora_rank)
     print_plan(shape, [float(x) for x in args.device_gb.split(",")], args.max_length)
+    print_round_tokens(shape, [float(x) for x in args.device_gb.split(",")], args.max_length,
+                       args.row_tokens or args.max_length)
     if args.no_time:
         return
     import torch
