@@ -15,8 +15,9 @@ batch size -- sorted by token length inside the chunk (less padding) and written
 `store.write` per chunk. Because a full chunk's batches depend only on its rows, a run killed
 and resumed, or split over `torchrun` ranks (rank k takes the chunks with c % world == k),
 computes every row in exactly the same batch as an uninterrupted single process: the stores
-end bit-identical. Scattered rows asked for lazily are packed into shared batches (equal to
-the all-at-once features up to float rounding).
+end bit-identical. Scattered rows asked for lazily are grouped into shared batches, each one
+packed sequence without padding (packing.py; equal to the all-at-once features up to float
+rounding).
 
 Rows without any trained label (e.g. the answer lies beyond max_length) have no gradient: they
 are written as flagged (NaN features, done byte 2 in the store), so influence is NaN for them
