@@ -38,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from clusterucb_core.features import memplan  # noqa: E402
+from clusterucb_core.selection import topm  # noqa: E402
 
 GB = 1e9
 
@@ -96,6 +97,22 @@ def print_path_plan(shape: memplan.ModelShape, max_length: int, n_rows: int, n_t
     print(f"predicted_speedup={plan['predicted_speedup']:.2f} bound={plan['bound']:.2f} "
           f"c={plan['feature_cost_ratio']:.4f} (estimates: {plan['bound_formula']})",
           flush=True)
+
+
+def print_round_tokens(shape: memplan.ModelShape, device_gb: list[float], max_length: int,
+                       row_tokens: int, draw_batch: int = 8) -> None:
+    """Tokens one lazy round hands the gradient pass: one arm's `draw_batch` rows against
+    the top-m arms (SelectionSpec.arms_per_round) with m chosen to fill the token budget."""
+    for gb in device_gb:
+        p = memplan.plan(shape, int(gb * GB), max_length)
+        m = topm.arms_for_budget(topm.rows_at_length(p.tokens_per_batch, [row_tokens]),
+                                 draw_batch)
+        one = min(draw_batch * row_tokens, p.tokens_per_batch)
+        many = min(m * draw_batch * row_tokens, p.tokens_per_batch)
+        print(f"{gb:g} GB, rows of {row_tokens} tokens, draw batch {draw_batch}: a round fills "
+              f"{one:,} of {p.tokens_per_batch:,} tokens a batch with 1 arm "
+              f"({one / max(p.tokens_per_batch, 1):.0%}), {many:,} with the top-{m} arms "
+              f"({many / max(p.tokens_per_batch, 1):.0%})")
 
 
 def build_model(shape: memplan.ModelShape, device):
@@ -251,6 +268,8 @@ def main() -> None:
     ap.add_argument("--tokens-per-s", type=float, default=10_621,
                     help="gradient-pass tokens/s the prediction assumes (default: measured on "
                          "an H200, README)")
+    ap.add_argument("--row-tokens", type=int, default=0,
+                    help="a pool row's typical tokens, for the round fill (default max length)")
     args = ap.parse_args()
 
     shape = memplan.ModelShape(hidden=args.hidden, layers=args.layers,
@@ -259,6 +278,7 @@ def main() -> None:
                                lora_rank=args.lora_rank)
     sizes = [float(x) for x in args.device_gb.split(",")]
     print_plan(shape, sizes, args.max_length)
+    print_round_tokens(shape, sizes, args.max_length, args.row_tokens or args.max_length)
     print_path_plan(shape, args.max_length, args.pool_rows, args.target_rows,
                     args.tokens_per_s, sizes[-1])
     if args.no_time:

@@ -21,8 +21,13 @@ Reward tables:
 
     python bench/bench_selection.py [--quick] [--workspace W] [--e2e [--pool P --target T]]
 
+With --e2e a table gives each path's seconds per stage (model loads, cluster features,
+k-means, target gradients, lazy or exhaustive gradients, reward-model refits, the rest of the
+bandit, export); every figure is timed, none estimated.
+
 Last line: recall_ucb_at_20=<r> recall_random_at_20=<r> ratio=<r> e2e_speedup_vs_exhaustive=<s>
-(`na` for the speed-up without --e2e).
+recall_e2e=<r> lazy_row_cost_ratio=<x> planner_error=<e> (`na` without --e2e; the cost ratio
+is the lazy gradients' seconds a row over the exhaustive pass's, same run).
 """
 
 from __future__ import annotations
@@ -77,20 +82,62 @@ def from_workspace(root: str, clusters: str | None) -> tuple[np.ndarray, np.ndar
     return cs.labels, scores, f"workspace {ws.root} clusters {name}: N={len(scores)}, K={cs.k}"
 
 
+class Stages:
+    """Seconds per stage of one path (the e2e table), summed over calls; a stage timed inside
+    another (a model load inside the cluster features) counts only in the inner one."""
+
+    def __init__(self) -> None:
+        self.s: dict[str, float] = {}
+        self._stack: list[list] = []  # [name, seconds of the stages inside it]
+
+    def time(self, name: str, fn, *args, **kw):
+        if any(frame[0] == name for frame in self._stack):
+            return fn(*args, **kw)
+        self._stack.append([name, 0.0])
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kw)
+        finally:
+            took = time.perf_counter() - t0
+            _, inner = self._stack.pop()
+            self.s[name] = self.s.get(name, 0.0) + took - inner
+            if self._stack:
+                self._stack[-1][1] += took
+
+    def wrap(self, name: str, fn):
+        return lambda *a, **kw: self.time(name, fn, *a, **kw)
+
+
+STAGES = ("model loads", "cluster features", "k-means", "target gradients", "lazy gradients",
+          "exhaustive gradients", "reward-model refits", "bandit (rest)", "export")
+
+
+def stage_table(ucb: dict[str, float], exh: dict[str, float]) -> str:
+    lines = [f"{'stage':<22}{'ClusterUCB s':>14}{'exhaustive s':>14}"]
+    for name in STAGES + ("total",):
+        cells = [f"{d[name]:14.2f}" if name in d else f"{'-':>14}" for d in (ucb, exh)]
+        lines.append(f"{name:<22}{cells[0]}{cells[1]}")
+    return "\n".join(lines)
+
+
 def end_to_end(pool: str | None, target: str | None, limit: int | None, workdir: Path,
-               repeats: int = 2) -> tuple[np.ndarray, np.ndarray, str, float]:
-    """Time ClusterUCB at 20% budget against exhaustive LESS on the same inputs; returns the
-    clustering, the exhaustive scores, a description and the speed-up."""
+               repeats: int = 2, arms_per_round: int = 1) -> dict:
+    """Time ClusterUCB at 20% budget against exhaustive LESS on the same inputs, stage by
+    stage (Stages); returns the clustering, the exhaustive scores, a description, the
+    speed-up, the run's recall and the lazy / exhaustive gradient cost per row."""
     import shutil
     from dataclasses import replace
 
     from clusterucb_core.cli.demo import DEMO_CONFIG
     from clusterucb_core.config import load_config
+    from clusterucb_core.features import engine as E
     from clusterucb_core.pipeline import Pipeline
+    from clusterucb_core.selection.surrogate import RewardModel
 
     cfg = load_config(DEMO_CONFIG)
     cfg = replace(cfg, pool=pool or cfg.pool, target=target or cfg.target, make_map=False,
-                  selection=replace(cfg.selection, budget=0.2, top_p=TOP_P))
+                  selection=replace(cfg.selection, budget=0.2, top_p=TOP_P,
+                                    arms_per_round=arms_per_round))
     workdir.mkdir(parents=True, exist_ok=True)
     if limit:  # --quick: the first `limit` lines of the pool
         small = workdir / "pool.jsonl"
@@ -103,25 +150,57 @@ def end_to_end(pool: str | None, target: str | None, limit: int | None, workdir:
     first = Pipeline(replace(cfg, workspace=str(workdir / "ucb0"), run_id="ucb20"), log=None)
     print(f"e2e: warm-up on {cfg.warmup.fraction:.0%} of {cfg.pool} (shared, not timed)")
     warm_dir = first.checkpoints[0].parent
+    _ = first.pool, first.target, first.format_report  # parsing: shared, not timed
 
     def fresh(name: str, run_id: str = "ucb20") -> Pipeline:
         """A new workspace holding only the shared warm-up: nothing else is cached."""
         pipe = Pipeline(replace(cfg, workspace=str(workdir / name), run_id=run_id), log=None)
         if not pipe.warmup_dir.exists():
             shutil.copytree(warm_dir, pipe.warmup_dir)
+        _ = pipe.pool, pipe.target, pipe.format_report
         return pipe
 
-    def timed_ucb(pipe: Pipeline) -> float:
-        t0 = time.perf_counter()
-        _ = pipe.clusters  # forward-only features for every row + k-means
-        pipe.selection("ucb20").run_to_end()  # target gradients + the bandit's lazy gradients
-        return time.perf_counter() - t0
+    real_init, real_fit = E.FeatureEngine.__init__, RewardModel.fit
 
-    def timed_exhaustive(pipe: Pipeline) -> tuple[float, np.ndarray]:
+    def instrument(st: Stages, pipe: Pipeline, gradients: str) -> None:
+        E.FeatureEngine.__init__ = lambda self, *a, **kw: st.time(  # type: ignore[method-assign]
+            "model loads", real_init, self, *a, **kw)
+        RewardModel.fit = lambda self: st.time(  # type: ignore[method-assign]
+            "reward-model refits", real_fit, self)
+        pipe.compute_reward_rows = st.wrap(gradients, pipe.compute_reward_rows)
+
+    def timed_ucb(pipe: Pipeline) -> dict[str, float]:
+        st = Stages()
+        instrument(st, pipe, "lazy gradients")
         t0 = time.perf_counter()
-        scores = pipe.exhaustive_scores()  # target gradients + a gradient for every row
-        exhaustive_top(scores, count_of(TOP_P, len(scores)))
-        return time.perf_counter() - t0, scores
+        try:
+            st.time("cluster features", lambda: pipe.cluster_store)
+            st.time("k-means", lambda: pipe.clusters)
+            st.time("model loads", lambda: pipe.reward_engines)
+            st.time("target gradients", lambda: pipe.target_features)
+            run = pipe.selection("ucb20")
+            run.run_to_end()
+            st.time("export", pipe.export, run, "ucb20")
+        finally:
+            E.FeatureEngine.__init__, RewardModel.fit = real_init, real_fit
+        st.s["total"] = time.perf_counter() - t0
+        st.s["bandit (rest)"] = st.s["total"] - sum(v for k, v in st.s.items() if k != "total")
+        st.s["lazy_rows"] = pipe.work["reward_gradient_rows"]
+        return st.s
+
+    def timed_exhaustive(pipe: Pipeline) -> tuple[dict[str, float], np.ndarray]:
+        st = Stages()
+        instrument(st, pipe, "exhaustive gradients")
+        t0 = time.perf_counter()
+        try:
+            st.time("model loads", lambda: pipe.reward_engines)
+            st.time("target gradients", lambda: pipe.target_features)
+            scores = pipe.exhaustive_scores()  # a gradient for every row
+            exhaustive_top(scores, count_of(TOP_P, len(scores)))
+        finally:
+            E.FeatureEngine.__init__, RewardModel.fit = real_init, real_fit
+        st.s["total"] = time.perf_counter() - t0
+        return st.s, scores
 
     # Alternate the two paths and keep each one's best of `repeats`: a shared machine's load
     # drifts, and a single pair of timings can be off by 2x either way.
@@ -132,20 +211,30 @@ def end_to_end(pool: str | None, target: str | None, limit: int | None, workdir:
         took, scores = timed_exhaustive(fresh(f"exhaustive{i}"))
         t_exh.append(took)
     n = len(scores)
+    best_u = min(t_ucb, key=lambda d: d["total"])
+    best_e = min(t_exh, key=lambda d: d["total"])
     run = ucb.selection("ucb20")
     r = recall(run.selected(), scores, run.n_top)
-    speedup = min(t_exh) / min(t_ucb)
-    print(f"e2e on N={n}, best of {repeats} alternated runs: ClusterUCB {min(t_ucb):.1f} s "
+    speedup = best_e["total"] / best_u["total"]
+    lazy_ms = best_u["lazy gradients"] * 1e3 / max(best_u["lazy_rows"], 1)
+    exh_ms = best_e["exhaustive gradients"] * 1e3 / n
+    print(stage_table(best_u, best_e))
+    all_u = ", ".join(f"{t['total']:.1f}" for t in t_ucb)
+    all_e = ", ".join(f"{t['total']:.1f}" for t in t_exh)
+    print(f"e2e on N={n}, best of {repeats} alternated runs: ClusterUCB {best_u['total']:.1f} s "
           f"({ucb.work['reward_gradient_rows']} gradients + {ucb.work['cluster_feature_rows']} "
-          f"forward-only rows; all runs {', '.join(f'{t:.1f}' for t in t_ucb)}), exhaustive LESS "
-          f"{min(t_exh):.1f} s ({n} gradients; all runs {', '.join(f'{t:.1f}' for t in t_exh)}); "
-          f"recall of the exhaustive top-p {r:.3f}; speed-up {speedup:.2f}x, gradients "
-          f"{n / max(ucb.work['reward_gradient_rows'], 1):.2f}x fewer")
+          f"forward-only rows; all runs {all_u}), exhaustive LESS {best_e['total']:.1f} s "
+          f"({n} gradients; all runs {all_e}); recall of the exhaustive top-p "
+          f"{r:.3f}; speed-up {speedup:.2f}x (timed), gradients "
+          f"{n / max(ucb.work['reward_gradient_rows'], 1):.2f}x fewer; lazy gradients "
+          f"{lazy_ms:.1f} ms a row, exhaustive {exh_ms:.1f} ms a row; arms per round "
+          f"{arms_per_round}")
     meta = ucb.clusters.meta
     print(f"e2e defaults: cluster features: {(meta.get('feature_cost') or {}).get('what')}; "
           f"conditioning {meta.get('condition', 'none')}; {meta.get('k_reason')}")
     desc = f"e2e workspace {ucb.ws.root}: N={n}, K={ucb.clusters.k} ({ucb.clusters.name})"
-    return ucb.clusters.labels, scores.astype(np.float64), desc, speedup
+    return {"labels": ucb.clusters.labels, "scores": scores.astype(np.float64), "desc": desc,
+            "speedup": speedup, "recall": r, "lazy_row_cost_ratio": lazy_ms / exh_ms}
 
 
 def random_budget(scores: np.ndarray, labels: np.ndarray, budget: float, seed: int) -> float:
@@ -173,6 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="time the whole ClusterUCB path against exhaustive LESS")
     ap.add_argument("--pool", help="--e2e pool (default: the bundled demo pool)")
     ap.add_argument("--target", help="--e2e target (default: the demo's arithmetic target)")
+    ap.add_argument("--arms-per-round", type=int, default=1,
+                    help="--e2e: arms a bandit round plays (SelectionSpec.arms_per_round)")
     ap.add_argument("--workdir", help="--e2e folder for the two workspaces (default: temporary)")
     args = ap.parse_args(argv)
     seeds = args.seeds or (2 if args.quick else 5)
@@ -185,9 +276,11 @@ def main(argv: list[str] | None = None) -> int:
         import tempfile
 
         workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench_selection_"))
-        labels, scores, desc, speedup = end_to_end(args.pool, args.target,
-                                                   600 if args.quick else None, workdir,
-                                                   repeats=1 if args.quick else 2)
+        e2e_out = end_to_end(args.pool, args.target, 600 if args.quick else None, workdir,
+                             repeats=1 if args.quick else 2,
+                             arms_per_round=args.arms_per_round)
+        labels, scores, desc = e2e_out["labels"], e2e_out["scores"], e2e_out["desc"]
+        speedup = e2e_out["speedup"]
         tables = [(labels, scores)] * seeds
     elif args.workspace:
         labels, scores, desc = from_workspace(args.workspace, args.clusters)
@@ -235,8 +328,11 @@ def main(argv: list[str] | None = None) -> int:
     rnd = cell("random_budget", "-", 0.2)
     ratio = ucb / rnd if rnd > 0 else float("inf")
     e2e = "na" if speedup is None else f"{speedup:.2f}"
+    rec = "na" if speedup is None else f"{e2e_out['recall']:.3f}"
+    cost = "na" if speedup is None else f"{e2e_out['lazy_row_cost_ratio']:.2f}"
     print(f"recall_ucb_at_20={ucb:.3f} recall_random_at_20={rnd:.3f} ratio={ratio:.2f} "
-          f"e2e_speedup_vs_exhaustive={e2e}")
+          f"e2e_speedup_vs_exhaustive={e2e} recall_e2e={rec} lazy_row_cost_ratio={cost} "
+          "planner_error=na")  # no cost planner (features/cost.py) on main yet
     return 0
 
 

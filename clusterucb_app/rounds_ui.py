@@ -72,6 +72,8 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
             rule = widget(c[0], SelectionSpec, "balance", d.balance, key="ucb_new_balance")
             order = widget(c[1], SelectionSpec, "draw_order", d.draw_order,
                            key="ucb_new_draw_order")
+            arms = widget(c[2], SelectionSpec, "arms_per_round", d.arms_per_round,
+                          key="ucb_new_arms_per_round")
             st.caption(f"Pool: {n_rows:,} rows in {clusters.k} clusters ('{clusters_name}'). "
                        f"Budget {budget:g} → {selection.count_of(budget, n_rows):,} rows scored; "
                        f"top-p {top_p:g} → {selection.count_of(top_p, n_rows):,} rows selected.")
@@ -85,7 +87,8 @@ def settings_form(ws: Workspace, clusters: Any, clusters_name: str, sources: lis
         try:  # a SelectionSpec checks its settings when built
             spec = replace(d, policy=policy, beta=float(beta), cold_start=float(cold),
                            budget=float(budget), top_p=float(top_p), draw_batch=int(draw),
-                           seed=int(seed), balance=rule, draw_order=order)
+                           seed=int(seed), balance=rule, draw_order=order,
+                           arms_per_round=int(arms))
             rid = rounds.create(ws, spec, clusters_name, reward)
             state.save_settings(ws, selection=spec)
         except (ValueError, FileNotFoundError, OSError) as exc:

@@ -111,7 +111,8 @@ class ClusterUCB(BaseEstimator):
     the rows the bandit draws (so nothing else is computed). Fractions are of the pool size.
     `features` (the rows that were clustered, [N, d]) are needed by `draw_order="predicted"`
     (each cluster's draws ordered by a reward model on them; the pipeline's default) and
-    `"similar"`; the default `"random"` draws as the paper does.
+    `"similar"`; the default `"random"` draws as the paper does. `arms_per_round=m` plays
+    the m arms of largest index each round (selection/topm.py).
 
     Parameters are `SelectionSpec`'s fields, with its defaults, rules and help
     (`random_state` is its `seed`; `clusterucb select --help` prints the help).
@@ -125,7 +126,7 @@ class ClusterUCB(BaseEstimator):
                  budget: float = _SEL.budget, top_p: float = _SEL.top_p,
                  cold_start: float = _SEL.cold_start, draw_batch: int = _SEL.draw_batch,
                  quantile: float = _SEL.quantile, draw_order: str = _SEL.draw_order,
-                 random_state: int = _SEL.seed):
+                 random_state: int = _SEL.seed, arms_per_round: int = _SEL.arms_per_round):
         self.policy = policy
         self.beta = beta
         self.budget = budget
@@ -135,12 +136,14 @@ class ClusterUCB(BaseEstimator):
         self.quantile = quantile
         self.draw_order = draw_order
         self.random_state = random_state
+        self.arms_per_round = arms_per_round
 
     def _spec(self) -> SelectionSpec:
         return _build(SelectionSpec, {"seed": "random_state"}, policy=self.policy,
                       beta=self.beta, cold_start=self.cold_start, budget=self.budget,
                       top_p=self.top_p, draw_batch=self.draw_batch, seed=self.random_state,
-                      quantile=self.quantile, draw_order=self.draw_order)
+                      quantile=self.quantile, draw_order=self.draw_order,
+                      arms_per_round=self.arms_per_round)
 
     def fit(self, labels: Any, rewards: Any, features: Any = None) -> ClusterUCB:
         import pandas as pd

@@ -363,11 +363,19 @@ class SelectionSpec(Spec):
     split_hot: int = _f(0, 0, added=True, label="Split hot arms", help=(
         "split a hot arm in two once it has this many scored draws (0 = off; needs the "
         "cluster features)"))
+    arms_per_round: int = _f(1, 1, added=True, label="Arms per round", help=(
+        "arms a bandit round plays: the m clusters of largest policy index, each drawing "
+        "draw_batch rows, scored together in one length-sorted gradient pass that fills the "
+        "device batch; 1 is the paper's one arm a round, more gives more rows per gradient "
+        "call, decided on slightly older statistics"))
 
     def check(self) -> None:
         if self.top_p > self.budget:
             raise ConfigError("top_p", self.top_p, f"cannot exceed the budget ({self.budget:g}):"
                               " the selection is taken from the scored rows")
+        if self.arms_per_round > 1 and self.split_hot:
+            raise ConfigError("arms_per_round", self.arms_per_round, "must be 1 while "
+                              "split_hot is on: a hot arm splits after a round of its own")
         if self.split_hot == 1:
             raise ConfigError("split_hot", self.split_hot, "must be 0 (off) or >= 2: an arm's "
                               "spread needs two draws")

@@ -15,8 +15,9 @@ batch size -- sorted by token length inside the chunk (less padding) and written
 `store.write` per chunk. Because a full chunk's batches depend only on its rows, a run killed
 and resumed, or split over `torchrun` ranks (rank k takes the chunks with c % world == k),
 computes every row in exactly the same batch as an uninterrupted single process: the stores
-end bit-identical. Scattered rows asked for lazily are packed into shared batches (equal to
-the all-at-once features up to float rounding).
+end bit-identical. Scattered rows asked for lazily are grouped into shared batches, each one
+packed sequence without padding (packing.py; equal to the all-at-once features up to float
+rounding).
 
 Rows without any trained label (e.g. the answer lies beyond max_length) have no gradient: they
 are written as flagged (NaN features, done byte 2 in the store), so influence is NaN for them
@@ -261,12 +262,18 @@ class FeatureEngine:
                                self.model_spec.chat_template, self.model_spec.truncation)
         return encs
 
-    def featurize(self, encs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    def featurize(self, encs: Sequence[Any], pack: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
         """Features [n, dim] float32 and valid mask [n] of encoded rows, in their order."""
         self.activate()
         return featurize(self.model, self.tok.pad_token_id, encs, self.spec, self.dim,
                          projector=self.projector, adam_state=self.adam_state,
-                         budget=self.budget)
+                         budget=self.budget, pack=pack)
+
+    def is_full_chunk(self, rows: np.ndarray) -> bool:
+        """A group of `plan` that is one whole chunk (batched as every run batches it)."""
+        return (len(rows) == self.chunk_rows
+                and int(rows[0]) // self.chunk_rows == int(rows[-1]) // self.chunk_rows)
 
     def compute(self, rows: np.ndarray | None = None, progress: Progress | None = None,
                 rank: int | None = None, world: int | None = None, shard: str | None = None):
@@ -287,7 +294,10 @@ class FeatureEngine:
         report(progress, 0, total, f"rows 0/{total}" if total else
                f"all {out.n_rows:,} rows already computed", rate=0.0, eta_s=None)
         for chunk in chunks:  # groups of rows (see plan)
-            feats, valid = self.featurize(self.encode(chunk))
+            # scattered rows (a lazy round's) are packed without padding; a whole chunk keeps
+            # its length-sorted padded batches, so stores stay bit-identical across resumes
+            pack = self.spec.kind == "gradient" and not self.is_full_chunk(chunk)
+            feats, valid = self.featurize(self.encode(chunk), pack=pack)
             out.write(chunk, feats, flagged=~valid)
             done += len(chunk)
             elapsed = max(time.perf_counter() - t0, 1e-9)
@@ -354,6 +364,18 @@ class TokenBudget:
             k += 1
         return k
 
+    def packed(self, lengths: Sequence[int], pos: int) -> int:
+        """Rows from `pos` in the next packed sequence (packing.py): at most `max_rows`, and
+        under the memory plan n rows of T tokens in all cost n * row_bytes + T * token_bytes;
+        at least one."""
+        n = min(self.max_rows, len(lengths) - pos)
+        k, total = 1, int(lengths[pos])
+        while k < n and (self.limit_bytes is None or (k + 1) * self.row_bytes + (
+                total + int(lengths[pos + k])) * self.token_bytes <= self.limit_bytes):
+            total += int(lengths[pos + k])
+            k += 1
+        return k
+
     def shrink(self, rows: int, tokens: int) -> None:
         """A batch of `rows` x `tokens` ran out of memory: allow at most half its cost."""
         self.ooms += 1
@@ -384,8 +406,8 @@ def initial_budget(model, spec: FeatureSpec, max_length: int, projector: Any = N
 
 def featurize(model, pad_id: int, encs: Sequence[Any], spec: FeatureSpec, dim: int,
               projector: Any = None, adam_state: dict | None = None,
-              buffer_bytes: int = GRAD_BUFFER_BYTES, budget: TokenBudget | None = None
-              ) -> tuple[np.ndarray, np.ndarray]:
+              buffer_bytes: int = GRAD_BUFFER_BYTES, budget: TokenBudget | None = None,
+              pack: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Features [n, dim] float32 and valid mask [n] of encoded rows, in their order.
 
     Rows are sorted by length and batched by the token `budget` (less padding; the default
@@ -393,7 +415,8 @@ def featurize(model, pad_id: int, encs: Sequence[Any], spec: FeatureSpec, dim: i
     gradients (spec.mode) are written block by block into a row buffer holding the current
     batch, or more rows while they fit `buffer_bytes`, which is projected in one call when
     full -- a projector's per-call cost is paid per buffer, not per batch -- then normalised.
-    Kind 'hidden': mean-pooled hidden states.
+    Kind 'hidden': mean-pooled hidden states. `pack` (kind 'gradient'): each batch is one
+    sequence of its rows end to end, no padding (packing.py), the same rows per batch.
 
     A CUDA out-of-memory error anywhere (the batch, the buffer, the projection) is handled
     after the `except` block is left, so the traceback's frames no longer hold the failed
@@ -404,6 +427,7 @@ def featurize(model, pad_id: int, encs: Sequence[Any], spec: FeatureSpec, dim: i
     from clusterucb_core.data.formatting import collate
     from clusterucb_core.features import gradients as G
     from clusterucb_core.features.model import free_memory
+    from clusterucb_core.features.packing import collate_packed
 
     n = len(encs)
     order = sorted(range(n), key=lambda i: (len(encs[i].input_ids), i))
@@ -451,12 +475,15 @@ def featurize(model, pad_id: int, encs: Sequence[Any], spec: FeatureSpec, dim: i
         pending_ok.clear()
 
     pos = 0
+    pack = pack and gradient
     while pos < n:
-        take = budget.rows(lengths, pos)
+        take = budget.packed(lengths, pos) if pack else budget.rows(lengths, pos)
         idx = order[pos:pos + take]
         failed = False
         try:
-            batch = collate([encs[i] for i in idx], pad_id)
+            rows_in = [encs[i] for i in idx]
+            batch = (collate_packed(rows_in, next(model.parameters()).dtype) if pack
+                     else collate(rows_in, pad_id))
             if gradient:
                 if buf is not None and len(pending) + len(idx) > buf.shape[0]:
                     flush()
@@ -491,7 +518,8 @@ def featurize(model, pad_id: int, encs: Sequence[Any], spec: FeatureSpec, dim: i
                 raise ValueError(
                     f"out of GPU memory on one row of {lengths[pos]} tokens; lower "
                     "--max-length (rows already computed are kept)") from None
-            budget.shrink(len(idx), lengths[pos + len(idx) - 1])
+            budget.shrink(len(idx), (sum(lengths[pos:pos + len(idx)]) // len(idx)) if pack
+                          else lengths[pos + len(idx) - 1])
             continue
         pos += len(idx)
     if gradient:

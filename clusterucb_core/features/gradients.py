@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from clusterucb_core.data.formatting import IGNORE_INDEX
+from clusterucb_core.features.packing import unpack
 from clusterucb_core.features.rowsource import normalize_rows
 
 BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
@@ -91,8 +92,13 @@ def n_params(model) -> int:
 
 
 def valid_rows(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Rows with at least one label that is trained on after the shift (bool [B])."""
-    return (batch["labels"][:, 1:] != IGNORE_INDEX).any(dim=1)
+    """Rows with at least one label that is trained on after the shift (bool [B]; a packed
+    batch's rows are its segments, packing.py)."""
+    keep = batch["labels"][:, 1:] != IGNORE_INDEX
+    seg = batch.get("segment_ids")
+    if seg is None:
+        return keep.any(dim=1)
+    return torch.bincount(seg[1:][keep[0]], minlength=len(batch["lengths"])) > 0
 
 
 def adam_transform(g: torch.Tensor, m: torch.Tensor, v: torch.Tensor,
@@ -125,23 +131,30 @@ def row_losses(model, batch: dict[str, torch.Tensor], fast: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """(per-row mean token loss [B] float32, per-row label count [B]); 0 loss where no label.
 
-    Causal-LM shift: the logits at position t predict the label at t+1 (HF convention)."""
+    Causal-LM shift: the logits at position t predict the label at t+1 (HF convention). A
+    packed batch (packing.py: one sequence, `segment_ids`) has one row per segment."""
     ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
+    pos = batch.get("position_ids")
     tgt = labels[:, 1:]
     keep = tgt != IGNORE_INDEX
-    counts = keep.sum(dim=1)
     rows, cols = keep.nonzero(as_tuple=True)
+    seg = batch.get("segment_ids")
+    owner = rows if seg is None else seg[cols + 1]  # the row each target token belongs to
+    n_rows = ids.shape[0] if seg is None else len(batch["lengths"])
+    counts = torch.bincount(owner, minlength=n_rows)
     parts = _decoder_and_head(model) if fast else None
     if parts is not None:
         decoder, head = parts
-        hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos,
+                         use_cache=False).last_hidden_state
         logits = head(hidden[rows, cols])
     else:
-        logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+        logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
+                       use_cache=False).logits
         logits = logits[rows, cols]
     tok = nn.functional.cross_entropy(logits.float(), tgt[rows, cols], reduction="none")
-    per_row = torch.zeros(ids.shape[0], dtype=torch.float32, device=ids.device)
-    per_row.index_add_(0, rows, tok)
+    per_row = torch.zeros(n_rows, dtype=torch.float32, device=ids.device)
+    per_row.index_add_(0, owner, tok)
     return per_row / counts.clamp(min=1).to(per_row.dtype), counts
 
 
@@ -156,7 +169,9 @@ def run_per_sample(model, batch: dict[str, torch.Tensor], sink: Sink, mode: str 
 
     `sink(k, G)` receives block k of `lora_blocks(model)` as a float32 [B, numel_k] tensor, in
     no particular block order (B blocks arrive during the backward). Returns (per-row loss,
-    valid mask). Rows without labels get all-zero blocks (and valid=False) in both modes."""
+    valid mask). Rows without labels get all-zero blocks (and valid=False) in both modes. A
+    packed batch (packing.collate_packed) gives one gradient per packed row: each row's share
+    of the sequence is cut out (packing.unpack) before the time-axis product."""
     if mode not in MODES:
         raise ValueError(f"unknown gradient mode {mode!r}; choose one of {MODES}")
     if mode == "adam" and adam_state is None:
@@ -166,8 +181,12 @@ def run_per_sample(model, batch: dict[str, torch.Tensor], sink: Sink, mode: str 
     batch = {k: v.to(device) for k, v in batch.items()}
     valid = valid_rows(batch)
     zero_rows = None if bool(valid.all()) else (~valid).nonzero(as_tuple=True)[0]
+    seg = batch.get("segment_ids")
 
     def emit(k: int, grad_out: torch.Tensor, inp: torch.Tensor) -> None:
+        if seg is not None:
+            grad_out = unpack(grad_out, seg, batch["lengths"])
+            inp = unpack(inp, seg, batch["lengths"])
         g = torch.bmm(grad_out.transpose(1, 2).float(), inp.float()).flatten(1)
         if mode == "adam":
             m, v = adam_state[blocks[k].name]

@@ -368,17 +368,38 @@ class SelectionRun:
                                  + (f"; {int(banned.sum())} banned cluster(s) skipped"
                                     if banned.any() else "") + ".")}
             return None, rows, expl
-        decision = self.policy.decide(self.stats(banned), policy_rng(self.spec.seed, round_no))
-        arm = decision.arm
-        m = self._batch(arm)
-        rows = self._order[arm][self._ptr[arm]:self._ptr[arm] + m]
-        if self.spec.draw_order == "similar":
-            rows = self._most_similar(arm, m)
-        expl = decision.explain()
+        stats = self.stats(banned)
+        rng = policy_rng(self.spec.seed, round_no)
         which = {"random": "", "similar": ": those most like the best rows so far",
                  "predicted": ": those the reward model ranks highest"}[self.spec.draw_order]
-        expl["sentence"] += f" Drew {m} of its {int(self.remaining[arm])} undrawn members{which}."
-        return arm, rows, expl
+        arms, parts, expl = [], [], {}
+        left = self.budget_total - self.budget_used
+        taken = banned.copy()
+        # top-m arms (topm.py): each pick leaves the eligible set before the next one
+        for j in range(self.spec.arms_per_round):
+            view = stats if j == 0 else replace(stats, banned=taken.copy())
+            if left <= 0 or not view.eligible.any():
+                break
+            decision = self.policy.decide(view, rng)
+            arm = decision.arm
+            m = int(min(self.spec.draw_batch, left, self.remaining[arm]))
+            rows = (self._most_similar(arm, m) if self.spec.draw_order == "similar"
+                    else self._order[arm][self._ptr[arm]:self._ptr[arm] + m])
+            said = (decision.explain()["sentence"] + f" Drew {m} of its "
+                    f"{int(self.remaining[arm])} undrawn members{which}.")
+            if j == 0:
+                expl = decision.explain()
+                expl["sentence"] = said
+            else:
+                expl["sentence"] += f" Arm {j + 1} of the round: {said}"
+            arms.append(arm)
+            parts.append(rows)
+            taken[arm] = True
+            left -= m
+        if self.spec.arms_per_round > 1:
+            expl["arms"] = [int(a) for a in arms]
+            expl["arm_rows"] = [int(len(r)) for r in parts]
+        return arms[0], np.concatenate(parts), expl
 
     def _batch(self, arm: int) -> int:
         return int(min(self.spec.draw_batch, self.budget_total - self.budget_used,
@@ -678,9 +699,16 @@ class SelectionRun:
                       for k in range(self.K) if counts[k] > 0]
             expect = np.concatenate(expect) if expect else np.zeros(0, dtype=np.int64)
         else:
-            a = int(arm)
-            expect = (self._most_similar(a, len(rows)) if self.spec.draw_order == "similar"
-                      else self._order[a][self._ptr[a]:self._ptr[a] + len(rows)])
+            expl = obj.get("explanation", {})
+            arms = expl.get("arms", [arm])
+            counts = expl.get("arm_rows", [len(rows)])
+            if len(arms) != len(counts) or sum(int(c) for c in counts) != len(rows):
+                raise ValueError(f"{path}: round {round_no} logged arms {arms} with row counts "
+                                 f"{counts} for {len(rows)} rows")
+            expect = np.concatenate([
+                self._most_similar(int(a), int(c)) if self.spec.draw_order == "similar"
+                else self._order[int(a)][self._ptr[int(a)]:self._ptr[int(a)] + int(c)]
+                for a, c in zip(arms, counts)])
         if not np.array_equal(expect, rows):
             raise ValueError(f"{path}: round {round_no} drew rows that this seed and these "
                              "labels do not give; the log belongs to another run")

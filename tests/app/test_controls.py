@@ -247,3 +247,16 @@ def test_empty_pool_hint_points_at_the_chosen_source(app_env):
     at.radio(key="pool_source").set_value("Local path").run()
     ok(at)
     assert any("type the path of your file above" in i.value for i in at.info)
+
+
+def test_new_run_form_sets_arms_per_round(app_env):
+    """Issue 21: the new-run form starts a run that plays the top-m arms a round."""
+    at = app_env("pages/5_rounds.py")
+    at.run()
+    at.number_input(key="ucb_new_arms_per_round").set_value(2)
+    at.button(key=START).click().run()
+    ok(at)
+    ws = Workspace.open(app_env.root / "fixture")
+    (rid,) = ws.list("runs")
+    header = json.loads((ws.runs(rid) / "log.jsonl").read_text().splitlines()[0])
+    assert header["spec"]["arms_per_round"] == 2
