@@ -86,6 +86,24 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model(tmp_path_factory.mktemp("tiny_llama"))
 
 
+@pytest.fixture(scope="module")
+def lora_model(tiny_model_dir):
+    """The tiny model with rank-4 LoRA adapters moved away from peft's B = 0 start (where
+    every A gradient is 0), on the CPU: (model, tokenizer)."""
+    import torch
+
+    from clusterucb_core.config import LoraSpec, ModelSpec
+    from clusterucb_core.features import model as M
+
+    model, tok, _, _ = M.prepare_model(ModelSpec(name_or_path=str(tiny_model_dir), device="cpu"),
+                                       LoraSpec(rank=4, alpha=16), seed=0)
+    gen = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for _, p in M.lora_parameters(model):
+            p.add_(0.2 * torch.randn(p.shape, generator=gen))
+    return model, tok
+
+
 @pytest.fixture(scope="session")
 def demo_model_dir() -> Path:
     if not (DEMO_MODEL_DIR / "config.json").exists():

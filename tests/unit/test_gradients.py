@@ -7,22 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from clusterucb_core.config import LoraSpec, ModelSpec
 from clusterucb_core.data.formatting import IGNORE_INDEX, Encoded, collate, encode_chats
 from clusterucb_core.features import gradients as G
 from clusterucb_core.features import model as M
-
-
-@pytest.fixture(scope="module")
-def lora_model(tiny_model_dir):
-    model, tok, _, _ = M.prepare_model(ModelSpec(name_or_path=str(tiny_model_dir), device="cpu"),
-                                       LoraSpec(rank=4, alpha=16), seed=0)
-    # peft initialises B = 0, which makes every A gradient 0; move away from that point
-    gen = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for _, p in M.lora_parameters(model):
-            p.add_(0.2 * torch.randn(p.shape, generator=gen))
-    return model, tok
 
 
 @pytest.fixture(scope="module")

@@ -7,24 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from clusterucb_core.config import FeatureSpec, LoraSpec, ModelSpec
+from clusterucb_core.config import FeatureSpec
 from clusterucb_core.data.formatting import IGNORE_INDEX, Encoded, collate, encode_chats
 from clusterucb_core.features import gradients as G
 from clusterucb_core.features import model as M
 from clusterucb_core.features.engine import TokenBudget, featurize
 from clusterucb_core.features.packing import collate_packed, unpack
 from clusterucb_core.features.projection import make_projector
-
-
-@pytest.fixture(scope="module")
-def lora_model(tiny_model_dir):
-    model, tok, _, _ = M.prepare_model(ModelSpec(name_or_path=str(tiny_model_dir), device="cpu"),
-                                       LoraSpec(rank=4, alpha=16), seed=0)
-    gen = torch.Generator().manual_seed(1)  # away from B = 0, so A gradients are not 0
-    with torch.no_grad():
-        for _, p in M.lora_parameters(model):
-            p.add_(0.2 * torch.randn(p.shape, generator=gen))
-    return model, tok
 
 
 @pytest.fixture(scope="module")
