@@ -67,6 +67,7 @@ class MapResult:
     seconds: float = 0.0
     info: dict[str, Any] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)  # the fitted UMAP, this process only
+    fitted: Any = field(default=None, repr=False)  # its sample (placement.Fitted), ditto
 
     @property
     def note(self) -> str:
@@ -251,6 +252,7 @@ def _compute(src: Any, params: dict[str, Any], fp: str, key: str, chunk_size: in
     done = n_fit + placed
     report(done, n_valid, f"placing {len(rest) - placed:,} rows onto the fitted map"
            + (f" (resumed: {placed:,} placed before)" if placed else ""))
+    t0 = time.perf_counter()
     for s in range(placed, len(rest), chunk_size):
         part = rest[s:s + chunk_size]
         coords[part] = placer.place(_read_rows(src, part, fitted))
@@ -259,9 +261,11 @@ def _compute(src: Any, params: dict[str, Any], fp: str, key: str, chunk_size: in
             ckpt.save_placed(s + len(part))
         done += len(part)
         report(done, n_valid, f"placed {done:,} of {n_valid:,} rows on the map")
+    info["place_s"] = round(time.perf_counter() - t0, 3)
     return MapResult(coords=np.array(coords, dtype=np.float32), fit_on_sample=bool(len(rest)),
                      n_fit=n_fit, n_rows=n, n_valid=n_valid, method="umap", params=params,
-                     features_fingerprint=fp, key=key, info=info, model=model)
+                     features_fingerprint=fp, key=key, info=info, model=model,
+                     fitted=fitted)
 
 
 def _fit(F: np.ndarray, params: dict[str, Any], n_fit: int, n_valid: int, report: Any,

@@ -4,7 +4,7 @@ UMAP's own ``transform`` finds each new row's neighbours among the fitted rows, 
 their weighted mean, then runs tens of epochs of layout optimisation per chunk: on a 1M-row
 pool that optimisation is most of the map's time. This module keeps the first two steps and
 drops the epochs: a row's position is the mean of its ``k`` nearest fitted rows' positions
-(cosine on the PCA-reduced features, exact, chunk by chunk), weighted by UMAP's fuzzy
+(cosine on the PCA-reduced features, searched in cells, chunk by chunk), weighted by UMAP's fuzzy
 membership (``exp(-(d - rho) / sigma)`` with ``sigma`` set so the weights sum to
 ``log2(k)``). Its quality is measured, not assumed: ``neighbour_keep`` scores a map by how
 many of each row's feature-space neighbours stay its neighbours on the map.
@@ -16,8 +16,10 @@ with a counter written after each chunk. A killed run resumes at the first chunk
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,9 @@ from clusterucb_core.runtime import atomic
 
 K_PLACE = 15  # neighbours per placed row (UMAP's default n_neighbors)
 SUB = 2048  # rows per similarity block
+SUB_CELLS = 32_768  # rows per cell search (its cost is per cell visited: big blocks)
+CELLS, PROBE = 128, 8  # the neighbour search's cells, and how many a row looks in
+EXACT_BELOW = 4096  # a smaller sample is searched whole
 
 
 def membership_weights(dist: np.ndarray, n_iter: int = 48) -> np.ndarray:
@@ -53,31 +58,85 @@ def membership_weights(dist: np.ndarray, n_iter: int = 48) -> np.ndarray:
 
 
 class Placer:
-    """Places rows onto the positions of a fitted sample (see the module docstring)."""
+    """Places rows onto the positions of a fitted sample (see the module docstring).
 
-    def __init__(self, fit_feats: np.ndarray, fit_coords: np.ndarray, k: int = K_PLACE):
+    Neighbours are searched in cells (an inverted file): the sample is split into ``CELLS``
+    cells by a seeded spherical k-means, and a row is compared with the members of its
+    ``PROBE`` nearest cells only, about a sixteenth of the sample; samples under
+    ``EXACT_BELOW`` rows are searched whole."""
+
+    def __init__(self, fit_feats: np.ndarray, fit_coords: np.ndarray, k: int = K_PLACE,
+                 seed: int = 0):
         self.ref = torch.from_numpy(_unit(fit_feats))
         self.coords = np.asarray(fit_coords, dtype=np.float64)
         self.k = int(min(k, len(self.ref)))
+        self.cells = None if len(self.ref) < EXACT_BELOW else _cells(self.ref, CELLS, seed)
 
     def neighbours(self, feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(indices [m, k] into the fitted sample, cosine distances [m, k]), nearest first;
-        exact, ``SUB`` rows at a time so the similarity block stays ~160 MB for a 20K sample
-        (torch's top-k: NumPy's argpartition is an order of magnitude slower here)."""
+        ``SUB`` rows at a time so a similarity block stays small (torch's top-k: NumPy's
+        argpartition is an order of magnitude slower here)."""
         q = torch.from_numpy(_unit(feats))
         idx = np.empty((len(q), self.k), dtype=np.int64)
         dist = np.empty((len(q), self.k), dtype=np.float32)
-        for lo in range(0, len(q), SUB):
-            sims, near = (q[lo:lo + SUB] @ self.ref.T).topk(self.k, dim=1)
-            idx[lo:lo + SUB], dist[lo:lo + SUB] = near.numpy(), 1.0 - sims.numpy()
+        step = SUB if self.cells is None else SUB_CELLS
+        for lo in range(0, len(q), step):
+            sims, near = (self._search(q[lo:lo + step]) if self.cells is not None else
+                          (q[lo:lo + step] @ self.ref.T).topk(self.k, dim=1))
+            idx[lo:lo + step], dist[lo:lo + step] = near.numpy(), 1.0 - sims.numpy()
         return idx, np.maximum(dist, 0.0)
+
+    def _search(self, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell by cell: the rows that probe it against its members, merged into each row's
+        running top-k."""
+        centres, members = self.cells
+        probe = (q @ centres.T).topk(min(PROBE, len(centres)), dim=1).indices
+        best_s = torch.full((len(q), self.k), -torch.inf)
+        best_i = torch.zeros((len(q), self.k), dtype=torch.int64)
+        for c, mem in enumerate(members):
+            qi = torch.nonzero((probe == c).any(dim=1)).squeeze(1)
+            if not len(qi) or not len(mem):
+                continue
+            cand_s = torch.cat([best_s[qi], q[qi] @ self.ref[mem].T], dim=1)
+            cand_i = torch.cat([best_i[qi], mem.expand(len(qi), -1)], dim=1)
+            top = cand_s.topk(self.k, dim=1)
+            best_s[qi], best_i[qi] = top.values, cand_i.gather(1, top.indices)
+        return best_s, best_i
 
     def place(self, feats: np.ndarray) -> np.ndarray:
         """2-D positions (float32 [m, 2]) of rows given by their reduced features."""
-        idx, dist = self.neighbours(feats)
+        with one_thread():
+            idx, dist = self.neighbours(feats)
         w = membership_weights(dist)
         xy = np.einsum("mk,mkc->mc", w, self.coords[idx]) / w.sum(axis=1, keepdims=True)
         return xy.astype(np.float32)
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Torch on one thread: the search is many small products, whose hand-offs between
+    threads cost more than they save (twenty times more on a loaded machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _cells(ref: torch.Tensor, n_cells: int, seed: int, n_iter: int = 10
+           ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(unit centres [C, d], member indices per cell): a seeded spherical k-means of
+    ``ref``."""
+    gen = torch.Generator().manual_seed(seed)
+    centres = ref[torch.randperm(len(ref), generator=gen)[:n_cells]].clone()
+    for _ in range(n_iter):
+        assign = (ref @ centres.T).argmax(dim=1)
+        sums = torch.zeros_like(centres).index_add_(0, assign, ref)
+        norms = sums.norm(dim=1, keepdim=True)
+        centres = torch.where(norms > 0, sums / norms.clamp_min(1e-12), centres)
+    assign = (ref @ centres.T).argmax(dim=1)
+    return centres, [torch.nonzero(assign == c).squeeze(1) for c in range(len(centres))]
 
 
 def _unit(x: np.ndarray) -> np.ndarray:

@@ -129,3 +129,18 @@ def test_a_checkpoint_of_other_parameters_is_not_resumed(tmp_path, monkeypatch):
     res = e2.compute_map(X, ws=ws, **kw)
     assert fits == [100] and res.key == key and "resumed_at" not in res.info
     assert np.isfinite(res.coords).all() and np.ptp(res.coords[:, 0]) > 0
+
+
+def test_the_cell_search_finds_nearly_every_exact_neighbour():
+    rng = np.random.default_rng(6)
+    centres = rng.standard_normal((20, 16))
+    X = (centres[rng.integers(0, 20, 6000)] + 0.5 * rng.standard_normal((6000, 16))
+         ).astype(np.float32)
+    placer = pl.Placer(X[:5000], rng.standard_normal((5000, 2)))
+    assert placer.cells is not None  # 5000 >= EXACT_BELOW: searched in cells
+    near, dist = placer.neighbours(X[5000:])
+    placer.cells = None
+    exact, exact_dist = placer.neighbours(X[5000:])
+    recall = np.mean([len(np.intersect1d(a, b)) / 15 for a, b in zip(near, exact)])
+    assert recall > 0.95
+    assert (dist >= exact_dist - 1e-6).all()  # never nearer than the true neighbours
