@@ -70,8 +70,12 @@ def test_every_page_at_scale(server):
 
     def timed(page_name: str, what: str, act, settled) -> None:
         t = time.perf_counter()
-        act()
-        settled()
+        try:
+            act()
+            settled()
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "app_scale_failed.png"), full_page=True)
+            raise
         idle(page, timeout=900)
         times.append((page_name, what, time.perf_counter() - t))
         no_error(page)
@@ -86,7 +90,7 @@ def test_every_page_at_scale(server):
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                     args=ARGS + ["--enable-unsafe-swiftshader"])
         page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        page.set_default_timeout(900_000)
+        page.set_default_timeout(int(os.environ.get("CLUSTERUCB_SCALE_WAIT_MS", 900_000)))
 
         open_page("Pool", "pool", lambda: page.locator('[data-testid="stDataFrame"]').first
                   .wait_for())
