@@ -98,10 +98,10 @@ def test_every_page_at_scale(server):
 
         chart = page.locator('[data-testid="stPlotlyChart"]').first
         open_page("Clusters", "clusters", lambda: chart.locator("canvas").first.wait_for())
-        timed("Clusters", "map and table drawn", lambda: None, lambda: page.wait_for_function(
+        timed("Clusters", "map and table drawn", lambda: None, lambda: (page.wait_for_function(
             "() => { const g = document.querySelector('.js-plotly-plot');"
-            " return g && g.data && g.data.length > 0; }"))
-        page.locator(".st-key-cl_table").first.wait_for()
+            " return g && g.data && g.data.length > 0; }"),
+            page.locator('[data-testid="stDataFrame"]').first.wait_for()))
         box = chart.locator(".nsewdrag").first.bounding_box()
         x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
 
