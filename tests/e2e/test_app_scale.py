@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import pytest
-from e2e_support import ARGS, ARTIFACTS, CHROMIUM, ROOT, idle, no_error
+from e2e_support import ARGS, ARTIFACTS, CHROMIUM, ROOT, idle, metric, no_error, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.skipif(not os.environ.get("CLUSTERUCB_SCALE_E2E"),
@@ -138,7 +138,8 @@ def test_every_page_at_scale(server):
         timed("UCB Rounds", "cold start", lambda: page.locator(".st-key-ucb_step1 button")
               .first.click(), text(r"Step 1 round"))
         timed("UCB Rounds", "one round", lambda: page.locator(".st-key-ucb_step1 button")
-              .first.click(), lambda: None)
+              .first.click(), lambda: wait_until(page, lambda: metric(page, "Round") == "1",
+                                                 "round 1 played", timeout=900))
         page.screenshot(path=str(ARTIFACTS / "app_scale_rounds.png"), full_page=True)
 
         open_page("Curate & Export", "export", lambda: page.locator(".st-key-ex_table")
