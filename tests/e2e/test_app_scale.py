@@ -146,14 +146,14 @@ def test_every_page_at_scale(server):
                   .first.wait_for())
 
         def filter_source():
-            page.locator(".st-key-ex_src [data-baseweb='select']").first.click()
+            page.get_by_text("all sources", exact=True).first.click()
             page.get_by_role("option").first.click()
             page.keyboard.press("Escape")
 
         timed("Curate & Export", "table filtered by a source", filter_source,
               text(r"[\d,]+ rows shown"))
         timed("Curate & Export", "Save export", lambda: (
-            page.locator(".st-key-ex_ds input").first.uncheck(force=True),
+            page.get_by_text("Also write a Hugging Face").first.click(),  # off: JSONL only
             page.locator(".st-key-ex_save button").first.click()),
             text(r"Export written"))
         page.screenshot(path=str(ARTIFACTS / "app_scale_export.png"), full_page=True)
