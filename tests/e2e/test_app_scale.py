@@ -146,7 +146,8 @@ def test_every_page_at_scale(server):
                   .first.wait_for())
 
         def filter_source():
-            page.get_by_text("all sources", exact=True).first.click()
+            page.locator('[data-testid="stMultiSelect"]').first.locator(
+                '[data-baseweb="select"]').first.click()
             page.get_by_role("option").first.click()
             page.keyboard.press("Escape")
 
