@@ -86,85 +86,90 @@ def test_every_page_at_scale(server):
     def text(pattern: str):
         return lambda: page.get_by_text(re.compile(pattern)).first.wait_for()
 
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=ARGS + ["--enable-unsafe-swiftshader"])
-        page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        page.set_default_timeout(int(os.environ.get("CLUSTERUCB_SCALE_WAIT_MS", 900_000)))
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
+                                        args=ARGS + ["--enable-unsafe-swiftshader"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            page.set_default_timeout(int(os.environ.get("CLUSTERUCB_SCALE_WAIT_MS", 900_000)))
 
-        open_page("Pool", "pool", lambda: page.locator('[data-testid="stDataFrame"]').first
-                  .wait_for())
-        page.screenshot(path=str(ARTIFACTS / "app_scale_pool.png"))
+            open_page("Pool", "pool", lambda: page.locator('[data-testid="stDataFrame"]').first
+                      .wait_for())
+            page.screenshot(path=str(ARTIFACTS / "app_scale_pool.png"))
 
-        chart = page.locator('[data-testid="stPlotlyChart"]').first
-        open_page("Clusters", "clusters", lambda: chart.locator("canvas").first.wait_for())
-        timed("Clusters", "map and table drawn", lambda: None, lambda: (page.wait_for_function(
-            "() => { const g = document.querySelector('.js-plotly-plot');"
-            " return g && g.data && g.data.length > 0; }"),
-            page.locator('[data-testid="stDataFrame"]').first.wait_for()))
-        box = chart.locator(".nsewdrag").first.bounding_box()
-        x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
+            chart = page.locator('[data-testid="stPlotlyChart"]').first
+            open_page("Clusters", "clusters", lambda: chart.locator("canvas").first.wait_for())
+            timed("Clusters", "map and table drawn", lambda: None, lambda: (page.wait_for_function(
+                "() => { const g = document.querySelector('.js-plotly-plot');"
+                " return g && g.data && g.data.length > 0; }"),
+                page.locator('[data-testid="stDataFrame"]').first.wait_for()))
+            box = chart.locator(".nsewdrag").first.bounding_box()
+            x0, y0 = box["x"] + box["width"] * 0.35, box["y"] + box["height"] * 0.35
 
-        def drag_box():
-            page.locator('[data-testid="stPlotlyChart"] .modebar-btn[data-val="select"]'
-                         ).first.click()
-            page.mouse.move(x0, y0)
-            page.mouse.down()
-            page.mouse.move(x0 + box["width"] * 0.3, y0 + box["height"] * 0.3, steps=6)
-            page.mouse.up()
+            def drag_box():
+                page.locator('[data-testid="stPlotlyChart"] .modebar-btn[data-val="select"]'
+                             ).first.click()
+                page.mouse.move(x0, y0)
+                page.mouse.down()
+                page.mouse.move(x0 + box["width"] * 0.3, y0 + box["height"] * 0.3, steps=6)
+                page.mouse.up()
 
-        timed("Clusters", "box selection", drag_box, text(r"map selection \([\d,]+\)"))
-        page.screenshot(path=str(ARTIFACTS / "app_scale_clusters.png"))
-        timed("Clusters", "pin the selection",
-              lambda: page.locator(".st-key-cl_pin button").first.click(),
-              text(r"Pinned [\d,]+ rows"))
-        timed("Clusters", "Find (text)", lambda: (
-            page.locator(".st-key-cl_found_q input").fill("reason step solve"),
-            page.locator(".st-key-cl_found_go button").first.click()),
-            text(r"Found [\d,]+ rows"))
+            timed("Clusters", "box selection", drag_box, text(r"map selection \([\d,]+\)"))
+            page.screenshot(path=str(ARTIFACTS / "app_scale_clusters.png"))
+            timed("Clusters", "pin the selection",
+                  lambda: page.locator(".st-key-cl_pin button").first.click(),
+                  text(r"Pinned [\d,]+ rows"))
+            timed("Clusters", "Find (text)", lambda: (
+                page.locator(".st-key-cl_found_q input").fill("reason step solve"),
+                page.locator(".st-key-cl_found_go button").first.click()),
+                text(r"Found [\d,]+ rows"))
 
-        settings = page.locator('[data-testid="stExpander"] summary').filter(
-            has_text="start a new run").first
-        open_page("UCB Rounds", "rounds", settings.wait_for)
+            settings = page.locator('[data-testid="stExpander"] summary').filter(
+                has_text="start a new run").first
+            open_page("UCB Rounds", "rounds", settings.wait_for)
 
-        def new_run():
-            button = page.get_by_role("button", name="Start a new run").first
-            if not button.is_visible():  # the bench's run is there: the settings are folded
-                settings.click()
-            button.click()
+            def new_run():
+                button = page.get_by_role("button", name="Start a new run").first
+                if not button.is_visible():  # the bench's run is there: the settings are folded
+                    settings.click()
+                button.click()
 
-        timed("UCB Rounds", "new run", new_run,
-            lambda: page.locator(".st-key-ucb_step1 button").first.wait_for())
-        timed("UCB Rounds", "cold start", lambda: page.locator(".st-key-ucb_step1 button")
-              .first.click(), text(r"Step 1 round"))
-        timed("UCB Rounds", "one round", lambda: page.locator(".st-key-ucb_step1 button")
-              .first.click(), lambda: wait_until(page, lambda: metric(page, "Round") == "1",
-                                                 "round 1 played", timeout=900))
-        page.screenshot(path=str(ARTIFACTS / "app_scale_rounds.png"), full_page=True)
+            timed("UCB Rounds", "new run", new_run,
+                lambda: page.locator(".st-key-ucb_step1 button").first.wait_for())
+            timed("UCB Rounds", "cold start", lambda: page.locator(".st-key-ucb_step1 button")
+                  .first.click(), text(r"Step 1 round"))
+            timed("UCB Rounds", "one round", lambda: page.locator(".st-key-ucb_step1 button")
+                  .first.click(), lambda: wait_until(page, lambda: metric(page, "Round") == "1",
+                                                     "round 1 played", timeout=900))
+            page.screenshot(path=str(ARTIFACTS / "app_scale_rounds.png"), full_page=True)
 
-        open_page("Curate & Export", "export", lambda: page.locator(".st-key-ex_table")
-                  .first.wait_for())
+            open_page("Curate & Export", "export", lambda: page.locator(".st-key-ex_table")
+                      .first.wait_for())
 
-        def filter_source():
-            page.locator('[data-testid="stMultiSelect"]').first.locator(
-                '[data-baseweb="select"]').first.click()
-            page.get_by_role("option").first.click()
-            page.keyboard.press("Escape")
+            def filter_source():
+                page.locator('[data-testid="stMultiSelect"]').first.locator(
+                    '[data-baseweb="select"]').first.click()
+                page.get_by_role("option").first.click()
+                page.keyboard.press("Escape")
 
-        timed("Curate & Export", "table filtered by a source", filter_source,
-              text(r"[\d,]+ rows shown"))
-        timed("Curate & Export", "Save export", lambda: (
-            page.get_by_text("Also write a Hugging Face").first.click(),  # off: JSONL only
-            page.locator(".st-key-ex_save button").first.click()),
-            text(r"Export written"))
-        page.screenshot(path=str(ARTIFACTS / "app_scale_export.png"), full_page=True)
-        browser.close()
+            timed("Curate & Export", "table filtered by a source", filter_source,
+                  text(r"[\d,]+ rows shown"))
+            timed("Curate & Export", "Save export", lambda: (
+                page.get_by_text("Also write a Hugging Face").first.click(),  # off: JSONL only
+                page.locator(".st-key-ex_save button").first.click()),
+                text(r"Export written"))
+            page.screenshot(path=str(ARTIFACTS / "app_scale_export.png"), full_page=True)
+            browser.close()
+    finally:
+        report(times, server_peak_rss(server["port"]))
+    assert len(times) == 13
 
-    rss = server_peak_rss(server["port"])
+
+def report(times: list[tuple[str, str, float]], rss: float) -> None:
+    """The table of timings (also of a run that failed part way), printed and written."""
     lines = ["| page | action | seconds | <= 10 s |", "|---|---|---:|---|"]
     lines += [f"| {p} | {w} | {s:.1f} | {'yes' if s <= LIMIT_S or w == 'first paint' else 'NO'}"
               " |" for p, w, s in times]
     lines.append(f"\nserver peak RSS: {rss:.2f} GB (target <= {RSS_GB:g} GB)")
     (ARTIFACTS / "app_scale.md").write_text("\n".join(lines) + "\n")
     print("\n" + "\n".join(lines))
-    assert len(times) == 13
