@@ -28,7 +28,7 @@ e2e: $(STAMP)
 	$(PY) -m pytest -q -m e2e tests/e2e
 
 e2e-scale: $(STAMP)
-	CLUSTERUCB_SCALE_E2E=1 $(PY) -m pytest -q -s tests/e2e/test_map_scale.py
+	CLUSTERUCB_SCALE_E2E=1 $(PY) -m pytest -q -s tests/e2e/test_map_scale.py tests/e2e/test_app_scale.py
 
 bench: $(STAMP)
 	for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done

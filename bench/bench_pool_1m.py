@@ -10,7 +10,18 @@ A synthetic pool (JSONL, ~1 KB chats, 20 sources, seeded) goes through:
 * ``store``: a cluster-feature store of synthetic features (float16, 256-d, 20 planted
   directions plus noise; no model), written through ``FeatureStore``;
 * ``kmeans``: ``clustering.cluster_features(minibatch=True)`` streaming the store;
-* ``map``: ``embedding2d.compute_map`` (UMAP fit on a 20K sample, the rest transformed);
+* ``map``: ``embedding2d.compute_map`` (UMAP fit on a 20K sample, the rest placed by weighted
+  kNN interpolation, ``placement.py``), then a held-out slice of the placed rows (``--slice``,
+  5K) placed again by UMAP's own ``transform`` (after a warm-up call that compiles its
+  kernels): its time per row, extrapolated linearly to every placed row, against the kNN
+  placement's time (``map_speedup_vs_umap_transform``), and the neighbour keep of both on the
+  slice (``placement.neighbour_keep``: the share of each row's 10 nearest in feature space
+  among its 30 nearest on the map);
+* ``summaries``: ``summaries.summarize_clusters`` of the pool (chats streamed; keywords from
+  at most 2,000 rows per cluster);
+* ``find``: the text index of every row (``search.pool_texts``, what the app caches once),
+  then a text search, a regular-expression search and "more like this" (``search.neighbours``
+  of 10 rows over the feature store);
 * ``rounds``: a ClusterUCB run with a table oracle (synthetic scores: a mean per planted
   cluster plus noise), logged to the workspace: the cold start, then 100 rounds; each round's
   engine time is ``step()`` plus what the Rounds page reads to redraw (``peek()``, ``stats()``);
@@ -22,7 +33,12 @@ Peak RSS per stage is the process's high-water mark (VmHWM) reset before the sta
 ``load`` stage's peaks are those of its own processes.
 
 Last line: ``rows=<n> peak_rss_gb=<largest stage peak> total_s=<sum of the stages>
-round_ms=<median engine time of one round>``. ``--quick``: 200K rows.
+round_ms=<median engine time of one round> map_s=<s> map_speedup_vs_umap_transform=<x>
+map_neighbour_keep=<q> umap_neighbour_keep=<q0>``. ``--quick``: 200K rows.
+
+``--app`` (with ``--dir``) leaves a workspace the app opens (the pool, a target, the
+clustering, the map, the synthetic scores as its exhaustive table): what ``make e2e-scale``
+drives in a browser.
 """
 
 from __future__ import annotations
@@ -107,7 +123,7 @@ def load_in_fresh_process(pool: Path, cache: Path | None) -> tuple[int, float, i
     return int(out[0]), float(out[1]), int(out[2])
 
 
-def synthetic_store(path: Path, n: int, seed: int = 0):
+def synthetic_store(path: Path, n: int, seed: int = 0, pool_fp: str = ""):
     """Float16 256-d clustered features written through FeatureStore; returns (store, truth)."""
     from clusterucb_core.features.store import FeatureStore
 
@@ -116,13 +132,92 @@ def synthetic_store(path: Path, n: int, seed: int = 0):
     centers /= np.linalg.norm(centers, axis=1, keepdims=True)
     truth = rng.integers(0, K_TRUE, n)
     store = FeatureStore.create_or_open(path, n, DIM, {"synthetic": "bench_pool_1m",
-                                                       "seed": seed}, dtype="float16")
+                                                       "seed": seed, "pool": pool_fp},
+                                        dtype="float16")
     for lo in range(0, n, 65536):
         t = truth[lo:lo + 65536]
         x = centers[t] + (0.6 / np.sqrt(DIM)) * rng.standard_normal((len(t), DIM),
                                                                     dtype=np.float32)
         store.write(np.arange(lo, lo + len(t)), x / np.linalg.norm(x, axis=1, keepdims=True))
     return store, truth
+
+
+def map_versus_transform(res, store, map_s: float, n_slice: int) -> str:
+    """UMAP.transform of a held-out slice of the kNN-placed rows against the kNN placement:
+    time (per row, extrapolated to every placed row) and neighbour keep on the slice."""
+    import warnings
+
+    from clusterucb_core.clustering.embedding2d import _read_rows
+    from clusterucb_core.clustering.placement import neighbour_keep
+    from clusterucb_core.features.rowsource import as_source, normalize_rows
+
+    src = as_source(store)
+    fitted = res.fitted
+    placed = np.flatnonzero(np.isfinite(res.coords[:, 0]))
+    placed = np.setdiff1d(placed, fitted.rows, assume_unique=True)
+    n_placed = len(placed)
+    sl = np.sort(np.random.default_rng(7).choice(placed, size=min(n_slice, n_placed),
+                                                 replace=False))
+    P = _read_rows(src, sl, fitted)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res.model.transform(P[:50])  # compiles UMAP's transform kernels: not timed
+        t = time.perf_counter()
+        umap_xy = res.model.transform(P)
+        umap_s = time.perf_counter() - t
+    feats = normalize_rows(src.take(sl))[0]
+    keep = neighbour_keep(feats, res.coords[sl])
+    keep0 = neighbour_keep(feats, umap_xy)
+    place_s = float(res.info["place_s"])
+    umap_all = umap_s / len(sl) * n_placed
+    speedup = umap_all / max(place_s, 1e-9)
+    print(f"map: UMAP fitted on {res.n_fit:,} rows, {n_placed:,} placed by kNN in "
+          f"{place_s:.1f} s; UMAP.transform of a held-out subsample of {len(sl):,} of them "
+          f"took {umap_s:.1f} s, {umap_all:.0f} s for all {n_placed:,} extrapolated linearly "
+          f"(a whole map that way: ~{map_s - place_s + umap_all:.0f} s against {map_s:.0f} s)"
+          f"; neighbour keep on the subsample: kNN {keep:.3f}, UMAP.transform {keep0:.3f}",
+          flush=True)
+    return (f"map_s={map_s:.1f} map_speedup_vs_umap_transform={speedup:.1f} "
+            f"map_neighbour_keep={keep:.3f} umap_neighbour_keep={keep0:.3f}")
+
+
+def find_stages(pool, store, stage) -> None:
+    """Find at scale: the text index (built once per pool and process), a text and a regex
+    search over every row, and "more like this" over the feature store."""
+    from clusterucb_core.clustering import search
+
+    texts = stage("find_index", lambda: search.pool_texts(pool))
+    hits = stage("find_text", lambda: search.search_texts(texts, "reason step solve"))
+    rx = stage("find_regex", lambda: search.search_texts(texts, r"^r\d*77$", "regex"))
+    like, _ = stage("like", lambda: search.neighbours(store, list(range(0, 1000, 100)), k=50))
+    print(f"find: {len(hits):,} rows hold 'reason step solve', {len(rx):,} ids match "
+          f"^r\\d*77$, {len(like)} rows like 10 chosen ones", flush=True)
+
+
+def app_workspace(ws, pool_path, pool, store, km, summary, scores) -> None:
+    """Make the bench's workspace one the app opens: its pool and a demo target chosen, the
+    clustering saved with its summary, and the synthetic scores as the exhaustive table (with
+    the identity the app checks: this target, a store made from this pool)."""
+    from clusterucb_core.clustering.clusterset import save_clusters
+    from clusterucb_core.config import fingerprint
+    from clusterucb_core.data.targets import load_target
+    from clusterucb_core.runtime import atomic
+
+    target = REPO / "sample_data" / "targets" / "arithmetic.jsonl"
+    name = f"synthetic-k{km.centroids.shape[0]}"
+    save_clusters(ws, name, km, features_fingerprint=store.fingerprint,
+                  features_name="synthetic", summary=summary)
+    ws.update_meta(pool={"path": str(pool_path), "format": "auto", "shape": "auto"},
+                   target={"path": str(target), "kind": "auto", "trim": False}, clusters=name)
+    manifest = json.loads((ws.features("synthetic") / "manifest.json").read_text())
+    path = ws.root / "scores" / "exhaustive.npy"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic.atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, scores.astype(np.float32))
+    atomic.write_json(path.with_suffix(".json"), {"identity": {
+        "target": load_target(target).fingerprint,
+        "stores": [fingerprint(manifest["identity"])]}, "n_rows": len(scores)})
 
 
 def main() -> None:
@@ -136,11 +231,18 @@ def main() -> None:
                     help="a pool this script made before (its row count is read from it), "
                          "instead of making one")
     ap.add_argument("--no-map", action="store_true", help="skip the map (the slowest stage)")
+    ap.add_argument("--slice", type=int, default=5000,
+                    help="held-out placed rows that UMAP.transform places too (the baseline)")
+    ap.add_argument("--app", action="store_true",
+                    help="leave a workspace the app opens (needs --dir)")
     args = ap.parse_args()
+    if args.app and not args.dir:
+        ap.error("--app needs --dir (the workspace is kept there)")
     n = 200_000 if args.quick else args.rows
 
     from clusterucb_core.clustering.embedding2d import compute_map
     from clusterucb_core.clustering.kmeans import cluster_features
+    from clusterucb_core.clustering.summaries import summarize_clusters
     from clusterucb_core.config import SelectionSpec
     from clusterucb_core.data.load import load_pool
     from clusterucb_core.export.files import export_selection
@@ -189,11 +291,19 @@ def main() -> None:
     ratio = plain_s / max(cached_s, 1e-9)
     print(f"cache speed-up of a command's pool load: {ratio:.0f}x (target >= 10x)", flush=True)
 
-    store, truth = stage("store", lambda: synthetic_store(ws.features("synthetic"), n))
+    store, truth = stage("store", lambda: synthetic_store(ws.features("synthetic"), n,
+                                                          pool_fp=pool.fingerprint))
     km = stage("kmeans", lambda: cluster_features(store, args.k, seed=0, minibatch=True,
                                                   n_init=1))
+    tail = ""
     if not args.no_map:
-        stage("map", lambda: compute_map(store, ws=ws))
+        res = stage("map", lambda: compute_map(store, ws=ws, force=True))
+        tail = " " + map_versus_transform(res, store, stages["map"][0], args.slice)
+    summary = stage("summaries", lambda: summarize_clusters(pool, km.labels, store,
+                                                            km.centroids))
+    print(f"summaries: {len(summary)} clusters, keywords from "
+          f"{summary.attrs['keyword_rows']:,} rows (<= 2,000 per cluster)", flush=True)
+    find_stages(pool, store, stage)
 
     rng = np.random.default_rng(1)
     means = rng.normal(0, 0.05, K_TRUE)
@@ -231,8 +341,11 @@ def main() -> None:
 
     total = sum(s for s, _ in stages.values())
     peak = max(p for _, p in stages.values())
+    if args.app:
+        app_workspace(ws, pool_path, pool, store, km, summary, scores)
+        print(f"app workspace: {ws.root}", flush=True)
     print(f"rows={n} peak_rss_gb={peak / 2**30:.2f} total_s={total:.1f} "
-          f"round_ms={round_ms:.1f}", flush=True)
+          f"round_ms={round_ms:.1f}{tail}", flush=True)
     if tmp is not None:
         store.close()
         tmp.cleanup()

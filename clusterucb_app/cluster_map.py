@@ -16,10 +16,9 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from clusterucb_app import curation_ui, engine, find, marks, rounds, state, ui
+from clusterucb_app import curation_ui, engine, find, map_context, marks, rounds, state, ui
 from clusterucb_app import plots_rounds as pr
 from clusterucb_app.cluster_panels import TABLE
-from clusterucb_app.plots import escape
 from clusterucb_core.clustering import mapselect
 
 FOUND = "cl_found"  # session key of the search / neighbour results
@@ -36,65 +35,32 @@ def _selection(event: Any) -> Any:
     return getattr(event, "selection", None)
 
 
-class _Hover:
-    """Hover text per row, made only for the rows drawn (escaped: Plotly renders HTML); the
-    pool's chats are decoded a block at a time as the rows are asked for."""
-
-    BLOCK = 4096
-
-    def __init__(self, labels: np.ndarray, names: dict[int, str], pool: Any, tags: dict,
-                 status: np.ndarray):
-        self.labels, self.names, self.pool, self.tags = labels, names, pool, tags
-        self.status = status
-        self.blocks: dict[int, tuple[np.ndarray, np.ndarray, list[str]]] = {}
-
-    def _block(self, b: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-        if b not in self.blocks:
-            rows = np.arange(b * self.BLOCK, min((b + 1) * self.BLOCK, len(self.pool)))
-            self.blocks[b] = (self.pool.column("id", rows), self.pool.column("source", rows),
-                              [ui.first_turn(m, n=90) for m in self.pool.messages(rows)])
-        return self.blocks[b]
-
-    def __getitem__(self, i: int) -> str:
-        head = f"row {i} · {escape(self.names.get(int(self.labels[i]), self.labels[i]))}"
-        if self.status[i]:
-            head += f" · {self.status[i]}"
-        if self.tags.get(int(i)):
-            head += f"<br>tags: {escape(', '.join(self.tags[int(i)]))}"
-        if self.pool is None:
-            return head
-        ids, srcs, firsts = self._block(int(i) // self.BLOCK)
-        j = int(i) % self.BLOCK
-        return f"{head}<br>id {escape(ids[j])} · {escape(srcs[j])}<br>{escape(firsts[j])}"
-
-
 def _figure(ws: Any, xy: np.ndarray, labels: np.ndarray, names: dict[int, str], pool: Any,
             led: Any, colour: str) -> go.Figure:
-    """The base map, kept in the session while its inputs stay the same (building the hover
-    text of 100K points is the slow part)."""
+    """The base map, kept in the session while its inputs stay the same. No hover text per
+    point: a point's text is read when it is clicked (`map_context`)."""
     sig = (str(ws.root), id(xy), colour, tuple(sorted(names.items())), led.fingerprint,
            tuple(sorted(led.tags.items())), None if pool is None else pool.fingerprint)
     cached = st.session_state.get("_cl_fig")
     if cached is not None and cached[0] == sig:
         return cached[1]
     status = marks.all_status(labels, led)
-    hover = _Hover(labels, names, pool, led.tags, status)
     # pinned rows as a star, rejected as a cross, over every colouring but the status one
     overlays = [(marks.PINNED, sorted(led.pinned), marks.COLOURS[marks.PINNED], "star"),
                 (marks.REJECTED, sorted(led.rejected), marks.COLOURS[marks.REJECTED], "x")]
     if colour == "cluster":
         fig = pr.cluster_map(xy, [names.get(int(c), str(c)) if c >= 0 else "no features"
-                                  for c in labels], hover=hover, title="Clusters",
+                                  for c in labels], title="Clusters",
                              overlays=overlays)
     elif colour == "curation status":
-        fig = pr.cluster_map(xy, status, hover=hover, title="Curation status",
+        fig = pr.cluster_map(xy, status, title="Curation status",
                              colours=marks.COLOURS)
     elif colour == "source":
-        fig = pr.cluster_map(xy, pool.column("source").astype(str), hover=hover,
+        fig = pr.cluster_map(xy, pool.column("source").astype(str),
                              title="Sources", overlays=overlays)
     else:
         scores, title = _scores(ws, len(labels), colour)
-        fig = pr.cluster_map(xy, scores, kind="continuous", hover=hover, title=title,
+        fig = pr.cluster_map(xy, scores, kind="continuous", title=title,
                              color_title="score", overlays=overlays)
     st.session_state["_cl_fig"] = (sig, fig)
     return fig
@@ -141,6 +107,8 @@ def map_fragment(ws: Any, cs: Any, pool: Any, clustering: str, xy: np.ndarray) -
         find.finder(FOUND, pool, find.features_of(ws, cs), seed_rows=picked)
     hits = find.found(FOUND)
     fig = _figure(ws, xy, labels, names, pool, led, colour)
+    if len(picked):
+        fig = map_context.grey_outside(fig, picked)  # a copy: the cached base stays as it is
     if hits:
         fig = go.Figure(fig)  # a copy: the cached base stays without highlights
         fig.add_trace(find.highlight_trace(xy, hits["rows"], f"found: {hits['label']}"))
@@ -150,8 +118,11 @@ def map_fragment(ws: Any, cs: Any, pool: Any, clustering: str, xy: np.ndarray) -
     note = state.map_note(ws, len(labels))
     st.caption((f"{note} " if note else "") + "Drag a box or lasso (toolbar, top right of the "
                "map) to select rows: every row inside the shape is selected, also those not "
-               "drawn when the map shows a sample. ★ pinned, × rejected (the marks follow a "
-               "pin or reject when the map next redraws).")
+               "drawn when the map shows a sample; the rest stay in grey. Click a point to "
+               "read its row. ★ pinned, × rejected (the marks follow a pin or reject when the "
+               "map next redraws).")
+    if len(picked) == 1:
+        map_context.row_panel(pool, picked[0], labels, names, led)
     actions(ws, clustering, picked.tolist(), [] if not hits else hits["rows"], pool)
 
 

@@ -247,6 +247,9 @@ def _natural(value: Any) -> tuple:
     return (0, int(m.group(1)), text) if m else (1, 0, text)
 
 
+ROW_HOVER = "row %{customdata}<extra>%{fullData.name}</extra>"  # the row index only
+
+
 def cluster_map(xy: np.ndarray, color: Sequence[Any], *, kind: str = "category",
                 hover: Sequence[str] | None = None, rows: np.ndarray | None = None,
                 max_points: int = 100_000, seed: int = 0, title: str = "Map",
@@ -254,7 +257,8 @@ def cluster_map(xy: np.ndarray, color: Sequence[Any], *, kind: str = "category",
                 overlays: Sequence[tuple[str, Sequence[int], str, str]] = ()) -> go.Figure:
     """The 2-D map for selection (WebGL), one trace per category or one continuous colour.
 
-    Every point carries its pool row index in `customdata`. More than `max_points` rows are
+    Every point carries its pool row index in `customdata`; without `hover` the hover label is
+    that index and the trace's name (no text per point is sent). More than `max_points` rows are
     thinned to a seeded sample and the title says so. Rows with NaN coordinates are left out.
     `colours` fixes a category's colour (e.g. curation statuses); `overlays` are
     (name, rows, colour, symbol) marks drawn over the points (pinned, rejected rows), always
@@ -284,11 +288,13 @@ def cluster_map(xy: np.ndarray, color: Sequence[Any], *, kind: str = "category",
                 x=xy[r, 0], y=xy[r, 1], mode="markers", name=escape(str(cat) or "unmarked"),
                 customdata=r, marker=dict(size=5, opacity=0.8, color=colour),
                 hovertext=None if text is None else [text[i] for i in sel],
-                hoverinfo="text" if text is not None else "x+y"))
+                hoverinfo="text" if text is not None else None,
+                hovertemplate=None if text is not None else ROW_HOVER))
     else:
         fig.add_trace(go.Scattergl(
             x=xy[rows, 0], y=xy[rows, 1], mode="markers", name=color_title or "value",
-            customdata=rows, hovertext=text, hoverinfo="text" if text is not None else "x+y",
+            customdata=rows, hovertext=text, hoverinfo="text" if text is not None else None,
+            hovertemplate=None if text is not None else ROW_HOVER,
             marker=dict(size=5, color=color[rows], colorscale="Viridis", showscale=True,
                         colorbar=dict(title=color_title))))
     for name, marked, colour, symbol in overlays:
@@ -298,7 +304,8 @@ def cluster_map(xy: np.ndarray, color: Sequence[Any], *, kind: str = "category",
             fig.add_trace(go.Scattergl(
                 x=xy[r, 0], y=xy[r, 1], mode="markers", name=f"{escape(name)} ({len(r)})",
                 customdata=r, hovertext=None if hover is None else [hover[i] for i in r],
-                hoverinfo="text" if hover is not None else "x+y",
+                hoverinfo="text" if hover is not None else None,
+                hovertemplate=None if hover is not None else ROW_HOVER,
                 marker=dict(size=11, symbol=symbol, color=colour, line=dict(width=1,
                                                                             color="#fff"))))
     fig.update_layout(title=title + note, height=560, xaxis=dict(visible=False),

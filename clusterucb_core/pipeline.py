@@ -335,7 +335,7 @@ class Pipeline:
                                       progress=self.progress("k-means"))
         # rows that cannot be scored are in no arm: the bandit never spends budget on them
         result.labels[unscorable] = -1
-        summary = summarize_clusters(self.pool.frame(), result.labels, store, result.centroids)
+        summary = summarize_clusters(self.pool, result.labels, store, result.centroids)
         cost = self.cluster_feature_cost()
         path = save_clusters(self.ws, name, result, features_fingerprint=store.fingerprint,
                              spec=spec, features_name=store.path.name, summary=summary,

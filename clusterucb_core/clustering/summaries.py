@@ -14,6 +14,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 
+_BLOCK = 65_536  # chats decoded at a time from a Pool
 _TOKEN = re.compile(r"(?u)\b[^\W\d_][^\W_]+\b")
 # markup a pool's texts often carry (`<br />`, `<b>`, `&nbsp;`): no keyword should come of it
 _MARKUP = re.compile(r"</?[A-Za-z][^<>]{0,200}>|&(?:[A-Za-z]{2,8}|#\d{1,6});")
@@ -103,7 +104,8 @@ def summarize_clusters(table: pd.DataFrame, labels: np.ndarray, X: Any,
     first), example_cos (their cosines).
 
     Keywords use at most ``max_docs_per_cluster`` random members per cluster (seeded) so a
-    1M-row pool stays quick; everything else uses all members.
+    1M-row pool stays quick (``df.attrs["keyword_rows"]`` says how many); everything else
+    uses all members. ``table`` may be a ``Pool``: its chats are then streamed, not held.
     """
     import pandas as pd
 
@@ -113,16 +115,12 @@ def summarize_clusters(table: pd.DataFrame, labels: np.ndarray, X: Any,
     n = len(labels)
     if len(table) != n:
         raise ValueError(f"table has {len(table)} rows but labels has {n}")
-    row_ids = table["row"].to_numpy() if "row" in table.columns else np.arange(n)
-    sources = (table["source"].astype(str).to_numpy() if "source" in table.columns
-               else np.full(n, "", dtype=object))
-    texts = table_texts(table)
-    chars = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n)
+    row_ids, sources, chars, words, texts_of = _row_stats(table, n)
     token_unit = "tokens"
-    if token_counts is None and "n_tokens" in table.columns:
+    if token_counts is None and "n_tokens" in getattr(table, "columns", ()):
         token_counts = table["n_tokens"].to_numpy()
     if token_counts is None:
-        token_counts = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=n)
+        token_counts = words
         token_unit = "words"
     token_counts = np.asarray(token_counts, dtype=np.float64)
 
@@ -148,7 +146,7 @@ def summarize_clusters(table: pd.DataFrame, labels: np.ndarray, X: Any,
             members = np.sort(rng.choice(members, size=max_docs_per_cluster, replace=False))
         kw_rows.append(members)
     kw_idx = np.concatenate(kw_rows) if kw_rows else np.array([], dtype=np.int64)
-    keywords = class_tfidf_keywords([texts[i] for i in kw_idx], labels[kw_idx], k, n_keywords)
+    keywords = class_tfidf_keywords(texts_of(kw_idx), labels[kw_idx], k, n_keywords)
 
     n_clustered = int((labels >= 0).sum())
     records = []
@@ -179,4 +177,32 @@ def summarize_clusters(table: pd.DataFrame, labels: np.ndarray, X: Any,
     df = pd.DataFrame(records)
     df.attrs["n_unclustered"] = int(n - n_clustered)
     df.attrs["token_unit"] = token_unit
+    df.attrs["keyword_rows"] = int(len(kw_idx))
+    df.attrs["keyword_rows_per_cluster"] = int(max_docs_per_cluster)
     return df
+
+
+def _row_stats(table: Any, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                                             Any]:
+    """(row ids, sources, chars and words per row, texts_of(rows)) of a table or a ``Pool``.
+
+    A Pool's chats are decoded a block at a time and only counted: its texts are kept only
+    for the rows ``texts_of`` is asked for (the keyword sample), so a 1M-row pool is never
+    held as text."""
+    if not callable(getattr(table, "messages", None)):  # a DataFrame (a column, not a method)
+        texts = table_texts(table)
+        chars = np.fromiter((len(t) for t in texts), dtype=np.int64, count=n)
+        words = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=n)
+        row_ids = table["row"].to_numpy() if "row" in table.columns else np.arange(n)
+        sources = (table["source"].astype(str).to_numpy() if "source" in table.columns
+                   else np.full(n, "", dtype=object))
+        return row_ids, sources, chars, words, lambda rows: [texts[i] for i in rows]
+    pool = table
+    chars = np.zeros(n, dtype=np.int64)
+    words = np.zeros(n, dtype=np.int64)
+    for lo in range(0, n, _BLOCK):
+        for j, m in enumerate(pool.messages(np.arange(lo, min(lo + _BLOCK, n)))):
+            t = row_text(m)
+            chars[lo + j], words[lo + j] = len(t), len(t.split())
+    return (np.arange(n), pool.column("source").astype(str), chars, words,
+            lambda rows: [row_text(m) for m in pool.messages(np.asarray(rows))])

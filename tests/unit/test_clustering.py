@@ -293,3 +293,30 @@ def test_cluster_cli_writes_labels_summaries_and_scan(tmp_path, capsys):
     assert main(["cluster", "-w", str(ws.root), "--k", "x"]) == 2
     assert "k = 'x': must be an integer >= 1, or \"auto\"" in capsys.readouterr().err
     assert main(["cluster", "-w", str(ws.root), "--features", "nope"]) == 2
+
+
+def test_summaries_of_a_pool_stream_its_chats_and_match_the_table(tmp_path):
+    import json
+
+    from clusterucb_core.data.pool import load_pool
+
+    table, topic = topic_table()
+    path = tmp_path / "pool.jsonl"
+    path.write_text("".join(json.dumps({"id": r["id"], "dataset": r["source"],
+                                        "messages": r["messages"]}) + "\n"
+                            for _, r in table.iterrows()))
+    pool = load_pool(path)
+    rng = np.random.default_rng(1)
+    X = (rng.standard_normal((3, 12))[topic] + 0.1 * rng.standard_normal((90, 12))).astype(
+        np.float32)
+    res = kmeans.spherical_kmeans(X, 3, seed=0, device="cpu")
+    from_table = summaries.summarize_clusters(pool.frame(), res.labels, X, res.centroids,
+                                              max_docs_per_cluster=10)
+    blocks = []
+    real = pool.messages
+    pool.messages = lambda rows=None: blocks.append(len(rows)) or real(rows)
+    from_pool = summaries.summarize_clusters(pool, res.labels, X, res.centroids,
+                                             max_docs_per_cluster=10)
+    pd.testing.assert_frame_equal(from_pool, from_table)
+    assert from_pool.attrs["keyword_rows"] == 30  # 10 per cluster, and the page says so
+    assert blocks == [90, 30]  # every chat counted once, then only the keyword sample's texts
