@@ -42,7 +42,7 @@ def workspace_pool(root: Path):
 
 def synthetic(seed: int):
     """bench_fidelity's synthetic pool, centred and clustered with the size8 rule."""
-    from bench_fidelity import synthetic_pool
+    from synthetic_pools import synthetic_pool
 
     from clusterucb_core.clustering.kmeans import cluster_features
     from clusterucb_core.clustering.krule import choose_k

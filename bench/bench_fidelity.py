@@ -60,6 +60,7 @@ from clusterucb_core.selection.run import SelectionRun, count_of  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 import fidelity_rds  # noqa: E402
+from synthetic_pools import synthetic_pool  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "fidelity"
 # ../shared/data/real beside the checkout or the folder of worktrees, or $FIDELITY_REAL
@@ -267,20 +268,6 @@ def evaluate(X, cond, k, scores, seeds, budgets=BUDGETS, options=None) -> dict[s
     if 0.2 in rec:
         out["recall_std@0.2"] = float(np.std(rec[0.2]))
     return out
-
-
-def synthetic_pool(seed: int = 0, n: int = 6000, k_true: int = 30, dim: int = 64):
-    """Clustered rewards with features: K_true random directions plus one shared direction
-    (as LM states have), rows = direction + noise; scores = cluster mean + row noise."""
-    rng = np.random.default_rng(seed)
-    sizes = rng.multinomial(n, rng.dirichlet(np.full(k_true, 2.0)))
-    labels = np.repeat(np.arange(k_true), sizes)
-    centres = rng.normal(size=(k_true, dim))
-    shared = rng.normal(size=dim) * 4.0
-    X = shared + centres[labels] + rng.normal(scale=0.9, size=(n, dim))
-    means = rng.normal(0.0, 0.03, k_true)
-    scores = means[labels] + rng.normal(0.0, 0.02, n)
-    return X.astype(np.float32), scores, labels
 
 
 # ----------------------------------------------------------------------------- main

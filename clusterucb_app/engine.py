@@ -14,7 +14,6 @@ from typing import Any
 
 import streamlit as st
 
-from clusterucb_core import config
 from clusterucb_core.workspace import Workspace
 
 from . import state, tasks
@@ -25,31 +24,6 @@ def start_stage(ws: Workspace, name: str, title: str, unit: str = "rows") -> Non
 
     ui.start_job(ws, name, target="clusterucb_app.tasks:stage",
                  kwargs={"workspace": str(ws.root), "name": name}, title=title, unit=unit)
-
-
-def specs(ws: Workspace) -> dict[str, Any]:
-    """Every settings section, by its name."""
-    return {name: state.settings(ws, name) for name in config.SECTIONS}
-
-
-def checkpoints(ws: Workspace) -> list[Path]:
-    """Every warm-up checkpoint in the workspace (newest set last)."""
-    from clusterucb_core.features.model import find_checkpoints
-
-    root = ws.checkpoints()
-    if not root.is_dir():
-        return []
-    out: list[Path] = []
-    sets = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                  key=lambda p: p.stat().st_mtime)
-    for s in sets:
-        out.extend(Path(c) for c in find_checkpoints(s))
-    return out
-
-
-def checkpoint(ws: Workspace) -> Path | None:
-    found = checkpoints(ws)
-    return found[-1] if found else None
 
 
 def model_available(ws: Workspace) -> bool:

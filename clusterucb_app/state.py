@@ -96,6 +96,32 @@ def set_use_warmup(ws: Workspace, enabled: bool) -> None:
     ws.update_config("warmup", {"enabled": bool(enabled)})
 
 
+def specs(ws: Workspace) -> dict[str, Any]:
+    """Every settings section, by its name."""
+    return {name: settings(ws, name) for name in config.SECTIONS}
+
+
+def checkpoints(ws: Workspace) -> list[Path]:
+    """Every warm-up checkpoint in the workspace (newest set last)."""
+    # lazy: features.model imports torch (about a second), which the sidebar does not need
+    from clusterucb_core.features.model import find_checkpoints
+
+    root = ws.checkpoints()
+    if not root.is_dir():
+        return []
+    out: list[Path] = []
+    sets = sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+                  key=lambda p: p.stat().st_mtime)
+    for s in sets:
+        out.extend(Path(c) for c in find_checkpoints(s))
+    return out
+
+
+def checkpoint(ws: Workspace) -> Path | None:
+    found = checkpoints(ws)
+    return found[-1] if found else None
+
+
 def save_settings(ws: Workspace, **specs: Any) -> None:
     """Store specs (by section name) in the workspace's one config, every field written: a
     value equal to the spec class's default may differ from RunConfig's (draw_order), so
@@ -221,14 +247,12 @@ def progress_summary(ws: Workspace, running: Iterable[str] = ()) -> list[tuple[s
     """(step, done) for the sidebar. A step counts as done only when its result is complete
     (a checkpoint saved, a feature store with every row) and no job of `running` (job kinds)
     is still making it."""
-    from . import engine
-
     meta = ws.meta()
     busy = set(running)
     return [
         ("Pool chosen", bool(meta.get("pool"))),
         ("Target chosen", bool(meta.get("target"))),
-        ("Warm-up checkpoint", bool(engine.checkpoints(ws)) and "warmup" not in busy),
+        ("Warm-up checkpoint", bool(checkpoints(ws)) and "warmup" not in busy),
         ("Features", _complete_store(ws) and "cluster_features" not in busy),
         ("Clusters", bool(cluster_names(ws)) and "clusters" not in busy),
         ("UCB run", bool(ws.list("runs"))),

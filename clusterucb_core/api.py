@@ -14,7 +14,12 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClusterMixin
 
+from clusterucb_core.clustering.kmeans import cluster_features
 from clusterucb_core.config import ClusterSpec, ConfigError, SelectionSpec, check_device
+from clusterucb_core.features.rowsource import normalize_rows
+from clusterucb_core.selection.oracle import TableOracle
+from clusterucb_core.selection.rds import rds_scores, screen, top_rows
+from clusterucb_core.selection.run import SelectionRun, count_of
 
 
 def _build(cls: type, names: dict[str, str], **params: Any) -> Any:
@@ -61,7 +66,6 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
 
     def fit(self, X: Any, y: None = None) -> SphericalKMeans:
         """Cluster the rows of X ([N, d] array, memmap or FeatureStore)."""
-        from clusterucb_core.clustering.kmeans import cluster_features
 
         spec = self._spec()
         res = cluster_features(X, int(spec.k), seed=spec.seed, max_iter=spec.max_iter,
@@ -76,7 +80,6 @@ class SphericalKMeans(ClusterMixin, BaseEstimator):
 
     def predict(self, X: Any) -> np.ndarray:
         """The nearest centre (largest cosine) of each row; -1 for rows without a direction."""
-        from clusterucb_core.features.rowsource import normalize_rows
 
         if not hasattr(self, "cluster_centers_"):
             raise ValueError("this SphericalKMeans is not fitted yet; call fit(X) first")
@@ -148,8 +151,6 @@ class ClusterUCB(BaseEstimator):
     def fit(self, labels: Any, rewards: Any, features: Any = None) -> ClusterUCB:
         import pandas as pd
 
-        from clusterucb_core.selection.oracle import TableOracle
-        from clusterucb_core.selection.run import SelectionRun
 
         spec = self._spec()
         labels = np.asarray(labels)
@@ -195,8 +196,6 @@ class RDSPlus(BaseEstimator):
         self.budget = budget
 
     def fit(self, X: Any, target: Any, subtasks: Any = None, rewards: Any = None) -> RDSPlus:
-        from clusterucb_core.selection.rds import rds_scores, screen, top_rows
-        from clusterucb_core.selection.run import count_of
 
         X, target = np.asarray(X), np.asarray(target)
         ids = np.zeros(len(target), dtype=np.int64) if subtasks is None else \

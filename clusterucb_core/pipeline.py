@@ -11,15 +11,23 @@ uses the same `Pipeline` so the browser and the CLI meet at the same files.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from dataclasses import replace as _replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from clusterucb_core.clustering import conditioning
+from clusterucb_core.clustering.clusterset import load_clusters, save_clusters
+from clusterucb_core.clustering.embedding2d import compute_map
+from clusterucb_core.clustering.kmeans import cluster_features, fits_in_memory
+from clusterucb_core.clustering.krule import choose_k_with_scan
+from clusterucb_core.clustering.summaries import summarize_clusters
 from clusterucb_core.config import (
     FeatureSpec,
     RunConfig,
@@ -28,13 +36,51 @@ from clusterucb_core.config import (
     config_from_dict,
     config_to_dict,
     effective_max_length,
+    feature_options,
     fingerprint,
     to_dict,
 )
+from clusterucb_core.data.load import load_pool
 from clusterucb_core.data.pool_record import problems_sentence, problems_summary, record_pool
+from clusterucb_core.data.targets import load_target
+from clusterucb_core.export.files import export_selection
+from clusterucb_core.features.engine import (
+    TARGET_FEATURES,
+    TARGET_MANIFEST,
+    FeatureEngine,
+    store_name,
+    target_features,
+    target_name,
+)
+from clusterucb_core.features.influence import subtask_scores
+from clusterucb_core.features.model import (
+    SharedBase,
+    checkpoint_meta,
+    find_checkpoints,
+    free_memory,
+    load_tokenizer,
+    weights_fingerprint,
+)
+from clusterucb_core.features.planner import plan_summary
+from clusterucb_core.features.scorable import (
+    format_report,
+    load_report,
+    report_key,
+    save_report,
+    target_manifest_sentence,
+)
+from clusterucb_core.features.store import FeatureStore
+from clusterucb_core.features.warmup import json_load, warmup
 from clusterucb_core.runtime import atomic
 from clusterucb_core.runtime.timings import StageClock
 from clusterucb_core.selection import exhaustive
+from clusterucb_core.selection.audit import audit_run
+from clusterucb_core.selection.curation import Ledger
+from clusterucb_core.selection.oracle import LazyOracle
+from clusterucb_core.selection.runlog import RunLog, RunMeta
+from clusterucb_core.selection.runs import new_run, open_run
+from clusterucb_core.selection.subtasks import BALANCES, balanced_top, best_subtask
+from clusterucb_core.selection.takeover import counts_of, takeover
 from clusterucb_core.workspace import Workspace, check_name
 
 Log = Callable[[str], None]
@@ -55,7 +101,6 @@ def warmup_key(spec: WarmupSpec) -> dict[str, Any]:
 def warmup_name(pool_fingerprint: str, model: Any, lora: Any, warmup: WarmupSpec) -> str:
     """The checkpoint set `warmup-<key>` of one pool/model/LoRA/warm-up setting (`run` trains
     it, `features` finds it)."""
-    from clusterucb_core.features.model import weights_fingerprint
 
     # The model by content, not path: a moved repository or workspace keeps its warm-up.
     key = fingerprint(pool_fingerprint, weights_fingerprint(model.name_or_path),
@@ -130,7 +175,6 @@ class Pipeline:
     # ------------------------------------------------------------------ inputs
     @cached_property
     def pool(self):
-        from clusterucb_core.data.load import load_pool
 
         pool = load_pool(self.cfg.pool, format=self.cfg.pool_format, shape=self.cfg.pool_shape,
                          cache_dir=self.ws.pool_cache(),
@@ -150,7 +194,6 @@ class Pipeline:
 
     @cached_property
     def target(self):
-        from clusterucb_core.data.targets import load_target
 
         target = load_target(self.cfg.target)
         self.log(f"target: {target.name} ({len(target.examples)} examples, "
@@ -163,13 +206,6 @@ class Pipeline:
     def format_report(self):
         """How truncation treats the pool's rows and which rows cannot be scored (tokenizer
         only; computed once per pool and formatting setting, kept in the workspace)."""
-        from clusterucb_core.features.model import load_tokenizer
-        from clusterucb_core.features.scorable import (
-            format_report,
-            load_report,
-            report_key,
-            save_report,
-        )
 
         key = report_key(self.pool.fingerprint, self.cfg.model)
         rep = load_report(self.ws.root, key)
@@ -191,7 +227,6 @@ class Pipeline:
 
     def warmup_ready(self) -> bool:
         """True when the warm-up for these settings is trained (nothing to compute)."""
-        from clusterucb_core.features.warmup import json_load
 
         info = self.warmup_dir / "warmup.json"
         try:
@@ -204,8 +239,6 @@ class Pipeline:
         """The warm-up checkpoints (epoch order), trained once per distinct setting."""
         if not self.cfg.use_warmup:
             return []
-        from clusterucb_core.features.model import find_checkpoints
-        from clusterucb_core.features.warmup import warmup
 
         out = self.warmup_dir
         if self.warmup_ready():
@@ -217,7 +250,6 @@ class Pipeline:
         with self.clock.stage("warmup", key=out.name):
             ckpts = warmup(self.pool, self.cfg.model, self.cfg.lora, self.cfg.warmup, out,
                            progress=self.progress("warm-up"))
-        from clusterucb_core.features.warmup import json_load
 
         info = json_load(out / "warmup.json")  # rows passed through the model, all steps
         with self.clock.stage("warmup", key=out.name, rows=len(info["rows"]) *
@@ -251,7 +283,6 @@ class Pipeline:
         cks = self.reward_checkpoints
         if len(cks) < 2:
             return None
-        from clusterucb_core.features.model import checkpoint_meta
 
         lrs = [float(checkpoint_meta(c)["avg_lr"]) for c in cks]
         total = sum(lrs)
@@ -260,7 +291,6 @@ class Pipeline:
     # ------------------------------------------------------------------ clustering
     @cached_property
     def cluster_store(self):
-        from clusterucb_core.features.engine import FeatureEngine, store_name
 
         spec = self.cfg.cluster_features
         # Hidden states come from the base model; gradients use the warm-up checkpoint.
@@ -291,7 +321,6 @@ class Pipeline:
 
     @cached_property
     def clusters(self):
-        from clusterucb_core.clustering.clusterset import load_clusters
 
         store, spec = self.cluster_store, self.cfg.clusters
         name = self.clusters_name
@@ -309,11 +338,6 @@ class Pipeline:
 
     def _cluster(self, store, spec, name: str):
         """Condition, choose K, run k-means, summarise and save the clusters."""
-        from clusterucb_core.clustering import conditioning
-        from clusterucb_core.clustering.clusterset import load_clusters, save_clusters
-        from clusterucb_core.clustering.kmeans import cluster_features, fits_in_memory
-        from clusterucb_core.clustering.krule import choose_k_with_scan
-        from clusterucb_core.clustering.summaries import summarize_clusters
 
         # The store is read in chunks; one float32 copy is made only when it fits.
         minibatch = spec.minibatch or not fits_in_memory(store.n_rows, store.dim)
@@ -349,7 +373,6 @@ class Pipeline:
     def cluster_feature_cost(self) -> dict[str, Any]:
         """What the cluster features are and what they cost, in the words the Clusters page
         uses: kind, options and the rows computed."""
-        from clusterucb_core.config import feature_options
 
         spec = self.cfg.cluster_features
         return {"kind": spec.kind, "options": feature_options(spec),
@@ -359,7 +382,6 @@ class Pipeline:
 
     @cached_property
     def map(self):
-        from clusterucb_core.clustering.embedding2d import compute_map
 
         store = self.cluster_store
         res = compute_map(store, self.ws, features_fingerprint=store.fingerprint,
@@ -372,8 +394,6 @@ class Pipeline:
     def reward_engines(self):
         """One engine per reward checkpoint, kept alive so lazy rounds reuse it; they share
         one base model, each checkpoint a named adapter on it."""
-        from clusterucb_core.features.engine import FeatureEngine
-        from clusterucb_core.features.model import SharedBase
 
         spec = self.reward_spec
         if spec.mode != self.cfg.reward_features.mode:
@@ -400,7 +420,6 @@ class Pipeline:
 
     def reward_store_paths(self) -> list[Path]:
         """Where each reward checkpoint's features are stored (known without the model)."""
-        from clusterucb_core.features.engine import store_name
 
         return [self.ws.features(store_name(self.reward_spec, ck))
                 for ck in self.reward_checkpoints]
@@ -409,8 +428,6 @@ class Pipeline:
         """None when the per-subtask scores of `rows` can be read without computing a
         gradient (their reward features and the target's are stored); else why not. Reads
         files only: no model is loaded."""
-        from clusterucb_core.features.engine import TARGET_FEATURES, target_name
-        from clusterucb_core.features.store import FeatureStore
 
         rows = np.asarray(rows, dtype=np.int64)
         for ck, path in zip(self.reward_checkpoints, self.reward_store_paths()):
@@ -427,7 +444,6 @@ class Pipeline:
 
     def release_engines(self) -> None:
         """Free the reward engines' model (before a warm-up loads another in this process)."""
-        from clusterucb_core.features.model import free_memory
 
         for eng in self.__dict__.pop("reward_engines", []):
             eng.release()
@@ -435,11 +451,6 @@ class Pipeline:
 
     @cached_property
     def target_features(self) -> tuple[list[np.ndarray], np.ndarray]:
-        from clusterucb_core.features.engine import (
-            TARGET_MANIFEST,
-            target_features,
-            target_name,
-        )
 
         feats, ids = [], None
         for eng in self.reward_engines:
@@ -456,12 +467,9 @@ class Pipeline:
 
     def target_sentence(self) -> str:
         """How truncation treated the target examples (from the target features' manifest)."""
-        from clusterucb_core.features.engine import TARGET_MANIFEST, target_name
-        from clusterucb_core.features.scorable import target_manifest_sentence
 
         eng = self.reward_engines[-1]
         path = self.ws.targets(target_name(self.target, eng.checkpoint_dir)) / TARGET_MANIFEST
-        import json
 
         m = json.loads(path.read_text()) if path.exists() else {}
         return target_manifest_sentence(m, self.cfg.model.max_length) or \
@@ -477,7 +485,6 @@ class Pipeline:
 
     @cached_property
     def oracle(self):
-        from clusterucb_core.selection.oracle import LazyOracle
 
         feats, ids = self.target_features
         stores = [eng.store() for eng in self.reward_engines]
@@ -533,15 +540,12 @@ class Pipeline:
 
     # ------------------------------------------------------------------ selection
     def ledger(self):
-        from clusterucb_core.selection.curation import Ledger
 
         return Ledger(self.ws.ledger_path, clustering=self.clusters.name)
 
     def selection(self, run_id: str | None = None, spec: SelectionSpec | None = None):
         """A SelectionRun with the lazy oracle: the saved one reopened (refused when `spec` is
         given and differs), or a new one with `spec` (default: the config's)."""
-        from clusterucb_core.selection.runlog import RunLog, RunMeta
-        from clusterucb_core.selection.runs import new_run, open_run
 
         run_id = check_name(run_id or self.cfg.run_id, "run id")
         if RunLog(self.ws.runs(run_id)).exists():
@@ -602,7 +606,6 @@ class Pipeline:
             summary["metrics"] = {**summary.get("metrics", {}), **quality.pop("metrics")}
         summary.update(quality)
         summary["export"] = str(self.export(run, run_id, export_dir))
-        from clusterucb_core.features.planner import plan_summary
 
         summary["plan"] = plan_summary(self.ws.root, self.cfg)  # predicted vs measured
         atomic.write_json(self.ws.runs(run_id) / "summary.json", summary)
@@ -613,7 +616,6 @@ class Pipeline:
         checkpoint; take the new checkpoint (new target gradients, new reward features); select
         again with the same clusters and a fresh bandit. Records the gradient work spent
         against recomputing every row at every checkpoint."""
-        from clusterucb_core.features.warmup import warmup
 
         if not self.checkpoints:
             raise ValueError("the dynamic variant continues a warm-up checkpoint: enable "
@@ -649,7 +651,6 @@ class Pipeline:
 
     def subtask_counts(self, result) -> dict[str, int]:
         """Per target subtask, how many of a result's rows serve it best."""
-        from clusterucb_core.selection.takeover import counts_of
 
         return counts_of(result.rows, result.best_subtask or {}, list(self.target.subtasks))
 
@@ -658,8 +659,6 @@ class Pipeline:
         `metrics` with `recall_estimate` and `mass_share_estimate` (selection/audit.py) and,
         when one subtask takes a max-rule selection, `subtask_note` with what the balanced
         rule would pick per subtask (selection/takeover.py)."""
-        from clusterucb_core.selection.audit import audit_run
-        from clusterucb_core.selection.takeover import takeover
 
         out: dict[str, Any] = {}
         estimate = audit_run(run) if audit else None
@@ -674,7 +673,6 @@ class Pipeline:
     def subtask_scores(self, rows: np.ndarray) -> np.ndarray:
         """[len(rows), S]: each scored row's mean cosine to every target subtask (the columns
         whose max is its score). The rows' reward features must exist."""
-        from clusterucb_core.features.influence import subtask_scores
 
         rows = np.asarray(rows, dtype=np.int64)
         S = len(self.target.subtasks)
@@ -691,7 +689,6 @@ class Pipeline:
 
     def best_subtasks(self, rows: np.ndarray) -> dict[int, str]:
         """Scored row -> the target subtask it serves best (rows without a score left out)."""
-        from clusterucb_core.selection.subtasks import best_subtask
 
         rows = np.asarray(rows, dtype=np.int64)
         if len(rows) == 0:
@@ -706,9 +703,7 @@ class Pipeline:
         rejected rows and banned clusters left out, as for the max rule). `balance` overrides
         the run's rule (it only changes the final pick, not the draws) and is then recorded
         in the result's spec, so an export says which rule made it."""
-        from dataclasses import replace as _replace
 
-        from clusterucb_core.selection.subtasks import BALANCES, balanced_top
 
         balance = run.spec.balance if balance is None else balance
         if balance not in BALANCES:
@@ -727,7 +722,6 @@ class Pipeline:
 
     def export(self, run, run_id: str, out_dir: str | Path | None = None) -> Path:
         """The selection as files ready for training (see export.py), written atomically."""
-        from clusterucb_core.export.files import export_selection
 
         out = Path(out_dir or self.cfg.export_dir or self.ws.exports(run_id))
         result = self.result(run)

@@ -33,7 +33,7 @@ Every feature store is resumable: cancel or crash a job, press Resume, and it ca
 the rows already written.
 """)
 
-s = engine.specs(ws)
+s = state.specs(ws)
 model, lora, warm, feat, cfeat = (s["model"], s["lora"], s["warmup"], s["reward_features"],
                                   s["cluster_features"])
 
@@ -73,7 +73,7 @@ if not model_ok:
 if not ui.need(bool(state.pool_ref(ws)), "Choose a pool first.", "pages/1_pool.py"):
     st.stop()
 
-ckpt = engine.checkpoint(ws)
+ckpt = state.checkpoint(ws)
 if state.target_ref(ws):
     plan_panel.plan_panel(ws)  # what each stage will cost here, before any work
 

@@ -46,19 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ------------------------------------------------------------------------------ helpers
 
 
-def clusters_name(ws: Any, name: str | None) -> str:
-    if name:
-        return name
-    names = ws.list("clusters")
-    if not names:
-        raise FileNotFoundError(f"no clusters in {ws.root}; run `clusterucb cluster` first")
-    chosen = ws.meta().get("clusters")
-    if chosen in names:
-        return chosen
-    return max(names, key=lambda n: (ws.clusters(n) / "meta.json").stat().st_mtime
-               if (ws.clusters(n) / "meta.json").exists() else 0)
-
-
 def load_labels(ws: Any, name: str) -> tuple[Any, int, Any]:
     """(labels, K, ClusterSet) of a saved clustering."""
     from clusterucb_core.clustering.clusterset import load_clusters
@@ -162,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
         return select_rds.run(args)
 
-    from clusterucb_core.cli.stage import open_workspace, settings
+    from clusterucb_core.cli.stage import clusters_name, open_workspace, settings
     from clusterucb_core.clustering.clusterset import load_clusters
     from clusterucb_core.selection import run as selection
     from clusterucb_core.selection.audit import audit_run

@@ -22,7 +22,7 @@ _BANDIT_FLAGS = ("policy", "beta", "cold_start", "budget", "draw_batch", "quanti
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from clusterucb_core.cli.select import clusters_name
+    from clusterucb_core.cli.stage import clusters_name
     from clusterucb_core.config import RunConfig
     from clusterucb_core.pipeline import Pipeline
     from clusterucb_core.selection.oracle import TableOracle, mass_share, recall

@@ -132,3 +132,18 @@ def adopt_demo(ws: Workspace) -> bool:
                                                   "trim": False},
                    config=config_to_dict(cfg), demo_defaults=True)
     return True
+
+
+def clusters_name(ws: Any, name: str | None) -> str:
+    """The clustering a command uses: `name`, else the workspace's current one, else the
+    newest."""
+    if name:
+        return name
+    names = ws.list("clusters")
+    if not names:
+        raise FileNotFoundError(f"no clusters in {ws.root}; run `clusterucb cluster` first")
+    chosen = ws.meta().get("clusters")
+    if chosen in names:
+        return chosen
+    return max(names, key=lambda n: (ws.clusters(n) / "meta.json").stat().st_mtime
+               if (ws.clusters(n) / "meta.json").exists() else 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clusterucb_core.clustering.conditioning import Conditioner
 from clusterucb_core.clustering.kmeans import KMeansResult
+from clusterucb_core.config import to_dict
+from clusterucb_core.features.rowsource import as_source, chunk_rows_for
+from clusterucb_core.features.store import FeatureStore
 from clusterucb_core.runtime import atomic
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,9 +61,7 @@ def save_clusters(ws: Workspace, name: str, result: KMeansResult, *,
                   kscan: pd.DataFrame | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write ws.clusters(name)/ {labels.npy, centroids.npy, meta.json, summary.json, kscan.csv}
     as one atomic folder swap: a reader sees the old set or the new one, never a mix."""
-    import dataclasses
 
-    from clusterucb_core.config import to_dict
 
     target = ws.clusters(name)
     if spec is not None and dataclasses.is_dataclass(spec):
@@ -127,9 +130,6 @@ def cluster_rows(ws: Workspace, cs: ClusterSet) -> np.ndarray:
     """The features a clustering was made from, conditioned as it was ([N, d] float32, unit
     rows; zeros for rows without features): what a run whose settings need them
     (`SelectionSpec.needs_features`) reads. Filled chunk by chunk: one [N, d] array in all."""
-    from clusterucb_core.clustering.conditioning import Conditioner
-    from clusterucb_core.features.rowsource import as_source, chunk_rows_for
-    from clusterucb_core.features.store import FeatureStore
 
     name = cs.meta.get("features")
     if not name:

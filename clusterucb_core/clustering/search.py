@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from clusterucb_core.clustering.summaries import row_text
+
 MODES = ("text", "regex")
 _CHUNK = 65_536
 
@@ -50,7 +52,6 @@ def search_texts(texts: Iterable[str], query: str, mode: str = "text", case: boo
 def pool_texts(pool: Any) -> list[str]:
     """The searchable text of every pool row: id, source and the chat's turns, one a line.
     `pool` is a `Pool` (read through its columns, a block of chats at a time) or a table."""
-    from clusterucb_core.clustering.summaries import row_text
 
     if hasattr(pool, "messages") and callable(pool.messages):
         ids, srcs = pool.column("id"), pool.column("source")

@@ -44,6 +44,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from clusterucb_core.config import DEMO_DIR
+from clusterucb_core.data.formatting import encode_prompt_completion, render_tulu_prompt
+from clusterucb_core.data.load import load_pool
+from clusterucb_core.data.pool import PoolError
+from clusterucb_core.data.sources import resolve
+
 KINDS = ("mmlu", "bbh", "tydiqa", "pool")
 
 # LESS less/data_selection/get_validation_dataset.py (from open-instruct eval/tydiqa/run_eval.py)
@@ -99,7 +107,6 @@ class TargetSet:
 
     def subtask_ids(self):
         """Integer code of each example's subtask (index into `subtasks`), as numpy int64."""
-        import numpy as np
 
         index = {s: i for i, s in enumerate(self.subtasks)}
         return np.array([index[e.subtask] for e in self.examples], dtype=np.int64)
@@ -109,7 +116,6 @@ class TargetSet:
 
     def encode(self, tokenizer, max_length: int):
         """Encoded examples (prompt left-truncated when too long) and how many were cut."""
-        from clusterucb_core.data.formatting import encode_prompt_completion
 
         encs = [encode_prompt_completion(e.prompt, e.completion, tokenizer, max_length)
                 for e in self.examples]
@@ -119,7 +125,6 @@ class TargetSet:
 # --------------------------------------------------------------------------- entry points
 def load_target(path: str | Path, kind: str = "auto", trim: bool = False) -> TargetSet:
     """Read a target set (LESS layouts or a pool file with `subtask`); see module doc."""
-    from clusterucb_core.data.sources import resolve
 
     path = resolve(path)  # a hub dataset (hf://ORG/NAME?split=S) becomes a local folder
     if not path.exists():
@@ -149,7 +154,6 @@ def load_target(path: str | Path, kind: str = "auto", trim: bool = False) -> Tar
 
 def bundled_targets() -> dict[str, Path]:
     """The demo targets shipped in sample_data/targets/ (name -> path); {} when absent."""
-    from clusterucb_core.config import DEMO_DIR
 
     folder = DEMO_DIR / "targets"
     if not folder.is_dir():
@@ -327,9 +331,6 @@ def _tydiqa(path: Path) -> list[TargetExample]:
 
 # --------------------------------------------------------------------------- pool files
 def _pool_target(path: Path) -> list[TargetExample]:
-    from clusterucb_core.data.formatting import render_tulu_prompt
-    from clusterucb_core.data.load import load_pool
-    from clusterucb_core.data.pool import PoolError
 
     try:
         pool = load_pool(path)

@@ -39,9 +39,11 @@ import csv
 import datetime as _dt
 import hashlib
 import json
+import os
 import platform
 import re
 from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +74,6 @@ def top_p_name(p: float) -> str:
 
 
 def package_versions() -> dict[str, str | None]:
-    from importlib import metadata
 
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in _PACKAGES:
@@ -386,7 +387,6 @@ def export_selection(out_dir: str | Path, pool: Any, result: SelectionResult, *,
 def _share_like_umask(folder: Path) -> None:
     """Temporary files are created private (0600/0700); give the export the permissions a
     plain write would have had (0666/0777 minus the umask)."""
-    import os
 
     mask = os.umask(0)
     os.umask(mask)

@@ -34,10 +34,13 @@ with the same projector; they are cached in W/targets/<name>/ keyed by the same 
 
 from __future__ import annotations
 
+import copy
 import json
+import re
 import shutil
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +56,18 @@ from clusterucb_core.config import (
     format_identity,
     to_dict,
 )
+from clusterucb_core.data.formatting import collate, encode_chats, encode_prompt_completion
+from clusterucb_core.data.pool import chats
+from clusterucb_core.features import gradients as G
+from clusterucb_core.features import memplan
+from clusterucb_core.features import model as M
+from clusterucb_core.features.model import free_memory, model_source
+from clusterucb_core.features.packing import collate_packed
+from clusterucb_core.features.projection import make_projector
 from clusterucb_core.features.rowsource import normalize_rows
+from clusterucb_core.features.scorable import target_report
+from clusterucb_core.features.shards import done_anywhere, open_shard, shard_names
+from clusterucb_core.features.store import FeatureStore
 from clusterucb_core.features.warmup import pool_identity
 from clusterucb_core.runtime import atomic
 from clusterucb_core.runtime.progress import Progress, report
@@ -93,7 +107,6 @@ def _lora_identity(model, lora_spec: LoraSpec, checkpoint_dir: str | Path | None
 def model_label(name_or_path: str) -> str:
     """A model's name for manifests: the hub id, or a local folder's name (the weight
     fingerprint is the identity, so a moved folder still matches)."""
-    from clusterucb_core.features.model import model_source
 
     source, local = model_source(name_or_path)
     return Path(source).name if local else source
@@ -108,9 +121,6 @@ class FeatureEngine:
     def __init__(self, pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
                  checkpoint_dir: str | Path | None, feature_spec: FeatureSpec,
                  store_path: str | Path, base: Any = None):
-        from clusterucb_core.features import gradients as G
-        from clusterucb_core.features import model as M
-        from clusterucb_core.features.projection import make_projector
 
         if feature_spec.kind not in KINDS:
             raise ValueError(f"unknown feature kind {feature_spec.kind!r}; choose one of {KINDS}")
@@ -172,7 +182,6 @@ class FeatureEngine:
 
     # ---- identity ---------------------------------------------------------------------------
     def _identity(self) -> dict[str, Any]:
-        from clusterucb_core.features import model as M
 
         s = self.spec
         feature: dict[str, Any] = {"kind": s.kind}
@@ -199,7 +208,6 @@ class FeatureEngine:
         return fingerprint(self.identity)
 
     def store(self):
-        from clusterucb_core.features.store import FeatureStore
 
         if self._store is None:
             self._store = FeatureStore.create_or_open(self.store_path, len(self.table), self.dim,
@@ -222,7 +230,6 @@ class FeatureEngine:
         chunks (a lazy caller's scattered rows) are packed together up to chunk_rows rows, so
         a few drawn rows are still computed in one batch, not one batch each. Rows finished in
         a shard store (shards.py) count as done."""
-        from clusterucb_core.features.shards import done_anywhere, shard_names
 
         todo = self.store().missing(rows)
         if len(todo) and shard_names(self.store_path):
@@ -253,8 +260,6 @@ class FeatureEngine:
         return groups
 
     def encode(self, rows: np.ndarray):
-        from clusterucb_core.data.formatting import encode_chats
-        from clusterucb_core.data.pool import chats
 
         msgs = chats(self.table, rows)
         max_length = effective_max_length(self.spec, self.model_spec.max_length)
@@ -282,7 +287,6 @@ class FeatureEngine:
         Under torch.distributed (or with rank/world given) this process computes its share of
         the chunks; the others write theirs into the same store concurrently. With `shard`
         the rows go to that shard store instead (merged later by `shards.merge_shards`)."""
-        from clusterucb_core.features.shards import open_shard
 
         if rank is None or world is None:
             rank, world = dist_info()
@@ -311,8 +315,6 @@ class FeatureEngine:
 
     def as_sgd(self) -> FeatureEngine:
         """This engine (same model, projector) computing plain SGD gradients (for targets)."""
-        import copy
-        from dataclasses import replace
 
         twin = copy.copy(self)
         twin.spec = replace(self.spec, mode="sgd")
@@ -387,7 +389,6 @@ def initial_budget(model, spec: FeatureSpec, max_length: int, projector: Any = N
     """Rows only on the CPU; on CUDA also the memory plan of the free device memory."""
     import torch
 
-    from clusterucb_core.features import memplan
 
     device = next(model.parameters()).device
     budget = TokenBudget(spec.batch_size)
@@ -424,10 +425,6 @@ def featurize(model, pad_id: int, encs: Sequence[Any], spec: FeatureSpec, dim: i
     projection retries with half the rows; one row that does not fit is a clear error."""
     import torch
 
-    from clusterucb_core.data.formatting import collate
-    from clusterucb_core.features import gradients as G
-    from clusterucb_core.features.model import free_memory
-    from clusterucb_core.features.packing import collate_packed
 
     n = len(encs)
     order = sorted(range(n), key=lambda i: (len(encs[i].input_ids), i))
@@ -564,9 +561,7 @@ def target_features(target_set: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
     without any label (empty completion) are left out and counted in the manifest. With
     `out_dir` (e.g. ws.targets(name)) the result is cached there and reused while the inputs
     are the same. An `engine` already loaded for the pool (kind 'gradient') is reused."""
-    from dataclasses import replace
 
-    from clusterucb_core.data.formatting import encode_prompt_completion
 
     spec = replace(feature_spec, kind="gradient", mode="sgd")
     if engine is not None and engine.spec.kind == "gradient":
@@ -616,7 +611,6 @@ def target_features(target_set: Any, model_spec: ModelSpec, lora_spec: LoraSpec,
                f"target examples {min(lo + step, len(encs))}/{len(encs)}")
     ids = np.array([code[ex.subtask] for ex in examples], dtype=np.int64)
     feats, ids = feats[valid], ids[valid]
-    from clusterucb_core.features.scorable import target_report
 
     cut = target_report(examples, eng.tok, model_spec.max_length)
     if out is not None:
@@ -650,7 +644,6 @@ class _EmptyPool:
 
 def target_name(target_set: Any, checkpoint_dir: str | Path | None) -> str:
     """Default cache folder name under W/targets/, e.g. 'mmlu-ckpt-4'."""
-    import re
 
     base = re.sub(r"[^A-Za-z0-9._-]+", "-", str(getattr(target_set, "name", "target"))).strip("-.")
     ck = Path(checkpoint_dir).name if checkpoint_dir is not None else "base"

@@ -33,6 +33,7 @@ LESS concatenates), so projections agree with a LESS-style full gradient.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -373,7 +374,6 @@ def hidden_features(model, batch: dict[str, torch.Tensor], normalize: bool = Tru
 def freeze_below_top(model, top_blocks: int) -> None:
     """Keep only the LoRA matrices of the top `top_blocks` decoder blocks trainable, so a
     per-sample backward stops there (a cheap gradient sketch)."""
-    import re
 
     n = len(decoder_layers(model))
     if not 1 <= top_blocks <= n:

@@ -34,6 +34,7 @@ order, checking every shape.
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import json
 import os
@@ -45,6 +46,7 @@ from typing import Any
 import torch
 
 from clusterucb_core.config import DEMO_MODEL, LoraSpec, ModelSpec
+from clusterucb_core.runtime import atomic
 
 ADAM_FILE = "adam_state.safetensors"
 META_FILE = "meta.json"
@@ -385,7 +387,6 @@ class SharedBase:
 
 def free_memory() -> None:
     """Return freed tensors' memory to the device (after dropping the last references)."""
-    import gc
 
     gc.collect()
     if torch.cuda.is_available():
@@ -412,7 +413,6 @@ def save_checkpoint(model, optimizer, out_dir: str | Path, meta: dict[str, Any])
     """Write adapter + Adam state + meta.json into `out_dir` atomically (a folder swap)."""
     from safetensors.torch import save_file
 
-    from clusterucb_core.runtime import atomic
 
     out_dir = Path(out_dir)
     adapter = _adapter_name(model)

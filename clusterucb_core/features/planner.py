@@ -26,9 +26,27 @@ from typing import Any
 
 import numpy as np
 
+from clusterucb_core.clustering.kmeans import cluster_features
 from clusterucb_core.config import RunConfig, fingerprint, to_dict
-from clusterucb_core.features import cost
+from clusterucb_core.data.formatting import encode_chats, encode_prompt_completion
+from clusterucb_core.data.load import load_pool
+from clusterucb_core.data.pool import chats
+from clusterucb_core.data.targets import load_target
+from clusterucb_core.features import cost, memplan
+from clusterucb_core.features import engine as E
+from clusterucb_core.features import gradients as G
+from clusterucb_core.features import model as M
+from clusterucb_core.features.model import (
+    load_tokenizer,
+    model_source,
+    resolve_device,
+    weights_fingerprint,
+)
+from clusterucb_core.features.projection import make_projector
+from clusterucb_core.features.warmup import _accumulate, select_rows
 from clusterucb_core.runtime import atomic
+from clusterucb_core.runtime.timings import read_timings
+from clusterucb_core.workspace import Workspace
 
 PLAN_DIR = "plan"
 PLAN_FILE = "plan.json"
@@ -49,8 +67,6 @@ def pool_tokens(pool, cfg: RunConfig, tok, workspace: str | Path | None = None,
                 sample: int = TOKEN_SAMPLE) -> tuple[cost.Tokens, str]:
     """(per-row token and label counts as the features encode them, a note). A pool larger
     than `sample` rows is tokenised on a seeded sample whose counts are drawn N times."""
-    from clusterucb_core.data.formatting import encode_chats
-    from clusterucb_core.data.pool import chats
 
     n = len(pool)
     rows = np.arange(n) if n <= sample else np.sort(
@@ -80,7 +96,6 @@ def pool_tokens(pool, cfg: RunConfig, tok, workspace: str | Path | None = None,
 
 
 def target_tokens(target, cfg: RunConfig, tok) -> cost.Tokens:
-    from clusterucb_core.data.formatting import encode_prompt_completion
 
     encs = [encode_prompt_completion(ex.prompt, ex.completion, tok, cfg.model.max_length)
             for ex in target.examples]
@@ -92,7 +107,6 @@ def target_tokens(target, cfg: RunConfig, tok) -> cost.Tokens:
 def calibration_key(cfg: RunConfig, device: str) -> str:
     """What a calibration depends on: the device, the model, LoRA, the batch settings and
     what sizes the k-means (its settings, K through the cold start)."""
-    from clusterucb_core.features.model import weights_fingerprint
 
     return fingerprint(device, weights_fingerprint(cfg.model.name_or_path),
                        replace(cfg.model, name_or_path=""), cfg.lora, cfg.reward_features,
@@ -127,7 +141,6 @@ def _timed(fn, repeats: int, warm: bool) -> float:
 def time_kmeans(cfg: RunConfig, n_rows: int, k: int, dim: int, sample: int = 2000) -> float:
     """Seconds per row of the run's k-means, timed on `sample` synthetic rows around K
     centres (the features do not exist before the run; an estimate)."""
-    from clusterucb_core.clustering.kmeans import cluster_features
 
     n = min(sample, n_rows)
     rng = np.random.default_rng(0)
@@ -148,14 +161,6 @@ def calibrate(cfg: RunConfig, pool, tokens: cost.Tokens, repeats: int = 3,
     import torch
     import transformers  # noqa: F401
 
-    from clusterucb_core.data.formatting import encode_chats
-    from clusterucb_core.data.pool import chats
-    from clusterucb_core.features import engine as E
-    from clusterucb_core.features import gradients as G
-    from clusterucb_core.features import memplan
-    from clusterucb_core.features import model as M
-    from clusterucb_core.features.projection import make_projector
-    from clusterucb_core.features.warmup import _accumulate
 
     say = progress or (lambda msg: None)
     t_start = time.perf_counter()
@@ -279,7 +284,6 @@ def calibrate(cfg: RunConfig, pool, tokens: cost.Tokens, repeats: int = 3,
 def run_shape(cfg: RunConfig, n_rows: int, shape, device_bytes: int = 0) -> cost.RunShape:
     """The run's cost-relevant settings; on a GPU (`device_bytes`) batches are also limited
     by the memory plan the engine starts from."""
-    from clusterucb_core.features import memplan
 
     c, s, w = cfg.clusters, cfg.selection, cfg.warmup
     k = 0 if c.auto_k else int(c.k)
@@ -319,11 +323,6 @@ def make_plan(cfg: RunConfig, recalibrate: bool = False, lazy_row_s: float | Non
     """The plan of `cfg` on this device (calibrating when no calibration is kept for these
     settings, or when asked), saved as W/plan/plan.json; returns its dict. With
     `calibrate_missing=False` and no calibration kept, None (nothing is timed)."""
-    from clusterucb_core.data.load import load_pool
-    from clusterucb_core.data.targets import load_target
-    from clusterucb_core.features.model import load_tokenizer, resolve_device
-    from clusterucb_core.features.warmup import select_rows
-    from clusterucb_core.workspace import Workspace
 
     say = log or (lambda msg: None)
     ws = Workspace.open(cfg.workspace)
@@ -367,8 +366,6 @@ def _shape(cfg: RunConfig):
     """The model's shape from its config.json (no weights loaded)."""
     from transformers import AutoConfig
 
-    from clusterucb_core.features import memplan
-    from clusterucb_core.features.model import model_source
 
     source, _ = model_source(cfg.model.name_or_path)
     mc = AutoConfig.from_pretrained(source, trust_remote_code=cfg.model.trust_remote_code)
@@ -403,7 +400,6 @@ def load_plan(workspace: str | Path) -> dict[str, Any] | None:
 def plan_summary(workspace: str | Path, cfg: RunConfig) -> dict[str, Any]:
     """Predicted against measured per stage, for a run's summary (W/plan/plan.json against
     W/timings.json); says so when there is no plan for these settings."""
-    from clusterucb_core.runtime.timings import read_timings
 
     plan = load_plan(workspace)
     if plan is None:

@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from clusterucb_core.data.pool_cache import open_entry
 from clusterucb_core.features.engine import FeatureEngine
+from clusterucb_core.features.shards import merge_shards
 from clusterucb_core.runtime.progress import Progress, report
 
 
@@ -33,7 +35,6 @@ class _FeatureActor:
     def __init__(self, entry: str, pool_path: str, signature: list, model_spec: Any,
                  lora_spec: Any, checkpoint_dir: str | None, feature_spec: Any,
                  store_path: str, crash_marker: str | None = None):
-        from clusterucb_core.data.pool_cache import open_entry
 
         pool = open_entry(Path(entry), Path(pool_path), signature)
         self.engine = FeatureEngine(pool, model_spec, lora_spec, checkpoint_dir, feature_spec,
@@ -77,7 +78,6 @@ def compute_with_ray(engine: FeatureEngine, rows: np.ndarray | None = None,
     writing its first group, before reporting it."""
     import ray
 
-    from clusterucb_core.features.shards import merge_shards
 
     pool = engine.table
     entry = getattr(pool, "cache_entry", None)

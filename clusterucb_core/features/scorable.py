@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from clusterucb_core.config import ModelSpec, fingerprint
+from clusterucb_core.data.formatting import encode_chats, encode_prompt_completion
 from clusterucb_core.runtime import atomic
 
 REPORT_DIR = "formatting"
@@ -80,7 +81,6 @@ class FormatReport:
 def format_report(messages: Sequence[Sequence[dict]], tokenizer, model_spec: ModelSpec,
                   chunk: int = 1024) -> FormatReport:
     """Encode every chat as the features will (in chunks) and report what truncation did."""
-    from clusterucb_core.data.formatting import encode_chats
 
     rep = FormatReport(n_rows=len(messages), max_length=int(model_spec.max_length),
                        truncation=model_spec.truncation)
@@ -96,7 +96,6 @@ def format_report(messages: Sequence[Sequence[dict]], tokenizer, model_spec: Mod
 
 def target_report(examples: Sequence[Any], tokenizer, max_length: int) -> FormatReport:
     """The same for target examples (prompt + completion; always cut from the left)."""
-    from clusterucb_core.data.formatting import encode_prompt_completion
 
     rep = FormatReport(n_rows=len(examples), max_length=int(max_length),
                        truncation="keep_answer")

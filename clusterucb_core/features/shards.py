@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from clusterucb_core.features.store import DONE, MANIFEST, FeatureStore
+from clusterucb_core.workspace import check_name
 
 SHARDS = "shards"
 COPY_ROWS = 65536
@@ -35,7 +36,6 @@ class MergeError(ValueError):
 
 
 def shard_path(store_path: str | Path, shard: str) -> Path:
-    from clusterucb_core.workspace import check_name
 
     return Path(store_path) / SHARDS / check_name(shard, "shard name")
 

@@ -31,11 +31,13 @@ import json
 import mmap
 import warnings
 from collections.abc import Iterator
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from clusterucb_core import __version__
 from clusterucb_core.config import fingerprint as _fingerprint
 from clusterucb_core.runtime import atomic
 
@@ -68,9 +70,7 @@ class StoreVersionWarning(UserWarning):
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages that shape the features (recorded, compared with a warning)."""
-    from importlib import metadata
 
-    from clusterucb_core import __version__
 
     out = {"clusterucb": __version__, "numpy": np.__version__}
     for name in ("torch", "transformers"):

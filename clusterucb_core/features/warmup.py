@@ -15,7 +15,10 @@ LoRA dropout 0.1) and off when gradients are taken later.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -24,6 +27,11 @@ from typing import Any
 import numpy as np
 
 from clusterucb_core.config import LoraSpec, ModelSpec, WarmupSpec, to_dict
+from clusterucb_core.data.formatting import collate, encode_chats
+from clusterucb_core.data.pool import Pool, chats
+from clusterucb_core.features import memplan
+from clusterucb_core.features import model as M
+from clusterucb_core.features.gradients import row_losses
 from clusterucb_core.runtime import atomic
 from clusterucb_core.runtime.progress import Progress, report
 
@@ -43,10 +51,7 @@ def pool_identity(pool: Any) -> tuple[Any, str]:
     """(table, fingerprint) of a bare table with a `messages` column, or (the Pool itself,
     its fingerprint): a Pool is read through its accessors (`pool.chats`), never as a whole
     DataFrame."""
-    import hashlib
-    import json
 
-    from clusterucb_core.data.pool import Pool
 
     if isinstance(pool, Pool):
         return pool, pool.fingerprint
@@ -76,9 +81,6 @@ def warmup(pool: Any, model_spec: ModelSpec, lora_spec: LoraSpec, spec: WarmupSp
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from clusterucb_core.data.formatting import encode_chats
-    from clusterucb_core.data.pool import chats
-    from clusterucb_core.features import model as M
 
     _refuse_other_ranks()
     if spec.epochs < 1 and spec.max_steps <= 0:
@@ -210,8 +212,6 @@ def _accumulate(model, rows: list, micro: int, pad_id: int, device) -> float:
     """Backward of the batch's loss (the mean of its rows' mean token losses) in micro-batches
     of `micro` rows: each adds sum(its rows' losses) / len(rows), so the accumulated gradient
     is the whole batch's. Returns the loss."""
-    from clusterucb_core.data.formatting import collate
-    from clusterucb_core.features.gradients import row_losses
 
     total = 0.0
     for lo in range(0, len(rows), micro):
@@ -240,7 +240,6 @@ def _planned_micro_batch(model, spec: WarmupSpec, max_length: int) -> int:
     max_length (memplan), at least one."""
     import torch
 
-    from clusterucb_core.features import memplan
 
     device = next(model.parameters()).device
     if device.type != "cuda":
@@ -253,7 +252,6 @@ def _planned_micro_batch(model, spec: WarmupSpec, max_length: int) -> int:
 
 def _refuse_other_ranks() -> None:
     """Under torchrun only rank 0 trains: N identical trainers would race on one folder."""
-    import os
 
     rank = int(os.environ.get("RANK", "0"))
     if rank != 0:
@@ -265,7 +263,6 @@ def _restore_adam(opt, model, checkpoint: str | Path) -> None:
     """Seed AdamW's m, v and step count from a checkpoint, so training continues it."""
     import torch
 
-    from clusterucb_core.features import model as M
 
     state = M.load_adam_state(model, checkpoint)
     step = float(M.checkpoint_meta(checkpoint).get("step") or 0)
@@ -276,6 +273,5 @@ def _restore_adam(opt, model, checkpoint: str | Path) -> None:
 
 
 def json_load(path: Path) -> dict[str, Any]:
-    import json
 
     return json.loads(Path(path).read_text())

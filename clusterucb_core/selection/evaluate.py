@@ -17,6 +17,10 @@ from typing import Any
 import numpy as np
 
 from clusterucb_core.config import LoraSpec, ModelSpec, WarmupSpec
+from clusterucb_core.data.formatting import collate, encode_prompt_completion
+from clusterucb_core.features.gradients import row_losses
+from clusterucb_core.features.model import prepare_model
+from clusterucb_core.features.warmup import warmup
 
 
 def target_loss(model: Any, tokenizer: Any, target_set: Any, max_length: int,
@@ -24,8 +28,6 @@ def target_loss(model: Any, tokenizer: Any, target_set: Any, max_length: int,
     """Mean per-example completion loss over the target set, overall and per subtask."""
     import torch
 
-    from clusterucb_core.data.formatting import collate, encode_prompt_completion
-    from clusterucb_core.features.gradients import row_losses
 
     encs = [encode_prompt_completion(ex.prompt, ex.completion, tokenizer, max_length)
             for ex in target_set.examples]
@@ -53,8 +55,6 @@ def finetune_and_evaluate(pool: Any, rows: np.ndarray, eval_target: Any, model_s
                           progress: Any = None) -> dict[str, Any]:
     """Train LoRA on `rows` of `pool` (fresh adapters, `train` settings), then the held-out
     target loss. Pass `train.max_steps` so every subset gets the same number of steps."""
-    from clusterucb_core.features.model import prepare_model
-    from clusterucb_core.features.warmup import warmup
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(out_dir) if out_dir is not None else Path(tmp)
@@ -67,7 +67,6 @@ def finetune_and_evaluate(pool: Any, rows: np.ndarray, eval_target: Any, model_s
 
 def baseline_loss(eval_target: Any, model_spec: ModelSpec, lora: LoraSpec) -> dict[str, float]:
     """The target loss before any fine-tuning (fresh LoRA: B = 0, so the base model's)."""
-    from clusterucb_core.features.model import prepare_model
 
     model, tok, _, _ = prepare_model(model_spec, lora)
     return target_loss(model, tok, eval_target, model_spec.max_length)

@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 
 from clusterucb_core.config import FeatureSpec
+from clusterucb_core.data.formatting import encode_prompt_completion
+from clusterucb_core.features.engine import FeatureEngine, _EmptyPool, store_name
 from clusterucb_core.features.influence import subtask_scores
 from clusterucb_core.runtime import atomic
 from clusterucb_core.selection.subtasks import best_subtask
@@ -92,8 +94,6 @@ def target_hidden_states(target_set: Any, model_spec: Any, lora_spec: Any, spec:
                          engine: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Hidden states of the target's examples computed as the pool's rows are by `spec`:
     (features [M, d] float32, subtask codes [M]); examples without a state left out."""
-    from clusterucb_core.data.formatting import encode_prompt_completion
-    from clusterucb_core.features.engine import FeatureEngine, _EmptyPool
 
     eng = engine or FeatureEngine(_EmptyPool(), model_spec, lora_spec, None, spec,
                                   store_path=Path("/nonexistent"))
@@ -145,7 +145,6 @@ def workspace_rds(pipe: Any, progress: Any = None) -> RDSResult:
     W/scores/rds.npy (+ rds_subtask.npy, rds.json) and reused while the hidden states and the
     target are the same. Computes the pool's hidden states only when the cluster features are
     not hidden states; never a gradient."""
-    from clusterucb_core.features.engine import FeatureEngine, store_name
 
     spec, why = pool_spec(pipe.cfg.cluster_features)
     # the cluster features' own store when they fit (complete already: compute is a no-op)

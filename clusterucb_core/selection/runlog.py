@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import socket
@@ -178,7 +179,6 @@ class RunLog:
             finally:
                 self._held -= 1
             return
-        import fcntl
 
         self.folder.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)

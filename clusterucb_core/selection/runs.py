@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
+from clusterucb_core.clustering.clusterset import cluster_rows, load_clusters
+from clusterucb_core.config import SelectionSpec, from_dict
+from clusterucb_core.selection.curation import Ledger
 from clusterucb_core.selection.run import SelectionRun
 from clusterucb_core.selection.runlog import LOG_NAME, RunLog, RunMeta
 from clusterucb_core.workspace import Workspace, check_name
@@ -55,7 +58,6 @@ def read_meta(workspace: Workspace | str | Path, run_id: str) -> RunMeta:
 
 
 def _clusters(ws: Workspace, meta: RunMeta, run_id: str):
-    from clusterucb_core.clustering.clusterset import load_clusters
 
     if not meta.clustering:
         raise ValueError(f"run {run_id} does not record its clustering; pass labels")
@@ -66,13 +68,11 @@ def _features(ws: Workspace, cs: Any, spec: SelectionSpec) -> np.ndarray | None:
     """The clustering's conditioned features when the run's settings draw by them."""
     if not spec.needs_features:
         return None
-    from clusterucb_core.clustering.clusterset import cluster_rows
 
     return cluster_rows(ws, cs)
 
 
 def _ledger(ws: Workspace, clustering: str | None) -> Any:
-    from clusterucb_core.selection.curation import Ledger
 
     return Ledger(ws.ledger_path, clustering=clustering)
 
@@ -89,7 +89,6 @@ def open_run(workspace: Workspace | str | Path, run_id: str, oracle: OracleSourc
     gets the run's meta and row count). labels: default the clustering the run records.
     ledger: False gives the plain top-p of the scored rows, without the workspace's
     pins, rejections and bans."""
-    from clusterucb_core.config import SelectionSpec, from_dict
 
     ws = _workspace(workspace)
     log = run_log(ws, run_id)

@@ -31,6 +31,7 @@ distributions, the settings side by side, and a per-row CSV.
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from clusterucb_core.clustering.clusterset import cluster_rows, load_clusters
 from clusterucb_core.config import SelectionSpec, reject_unknown
 from clusterucb_core.runtime import atomic
 from clusterucb_core.selection import policies, runlog
@@ -52,6 +54,7 @@ from clusterucb_core.selection.oracle import (
     regret_table,
 )
 from clusterucb_core.selection.run import SelectionRun
+from clusterucb_core.selection.runs import open_run
 from clusterucb_core.teach.playground import OraclePolicy, use_policy, with_oracle_regret
 
 ORACLE = "oracle"
@@ -372,7 +375,6 @@ def workspace_source(ws: Any, clusters: str | None = None,
     clusters: a clustering name (default: the workspace's chosen one, else the newest).
     scores: a .npy of one score per pool row (default: W/scores/exhaustive.npy, written by
     exhaustive scoring)."""
-    from clusterucb_core.clustering.clusterset import load_clusters
 
     names = [n for n in ws.list("clusters") if (ws.clusters(n) / "meta.json").exists()]
     if clusters is None:
@@ -406,7 +408,6 @@ def workspace_source(ws: Any, clusters: str | None = None,
 def workspace_features(ws: Any, clusters: str) -> np.ndarray:
     """The features a clustering was made from, conditioned as it was (what a run's draw
     order reads)."""
-    from clusterucb_core.clustering.clusterset import cluster_rows, load_clusters
 
     return cluster_rows(ws, load_clusters(ws, clusters))
 
@@ -424,7 +425,6 @@ def race_png(result: RaceResult, path: str | Path | None = None, dpi: int = 110)
     """The race as one PNG (matplotlib, no browser): recall vs budget and regret vs the
     oracle with bands (min-max over seeds), and one draws heat map per contestant. Returns the
     bytes; written atomically to `path` when given."""
-    import io
 
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
@@ -554,7 +554,6 @@ def load_run(ws: Any, run_id: str, labels: np.ndarray | None = None,
     """Replay a saved run (no scoring). labels: default the run's clustering (header meta).
     apply_ledger: the selection with the workspace's current pins/rejections/bans (what an
     export gives now); False: the plain top-p of the scored rows."""
-    from clusterucb_core.selection.runs import open_run
 
     run = open_run(ws, run_id, labels=labels, ledger=apply_ledger)
     return RunView(run_id, run.spec, run.header, run.labels, run.scores.copy(),

@@ -247,7 +247,7 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
 
     # -- two runs, Reset, Play then Pause
     go(page, server, "rounds", ws=WS)
-    batch = page.get_by_label("Draw batch (rows per round)")
+    batch = page.get_by_label("Draw batch (rows per round)", exact=True)
     batch.fill("1")  # many short rounds: Play cannot reach the end before Pause
     batch.press("Tab")
     page.get_by_role("button", name="Start a new run").click()
@@ -268,7 +268,7 @@ def test_user_data_flow(page, server, tmp_path_factory, tiny_model_dir):
     first_run = page.locator(".st-key-ucb_run_pick_").count()  # one run: no picker yet
     assert first_run == 0
     page.locator('[data-testid="stExpander"] summary').filter(has_text="Settings").first.click()
-    seed = page.get_by_label("Seed")
+    seed = page.get_by_label("Seed", exact=True)
     seed.fill("7")
     seed.press("Tab")
     page.get_by_role("button", name="Start a new run").click()

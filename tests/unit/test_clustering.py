@@ -298,7 +298,7 @@ def test_cluster_cli_writes_labels_summaries_and_scan(tmp_path, capsys):
 def test_summaries_of_a_pool_stream_its_chats_and_match_the_table(tmp_path):
     import json
 
-    from clusterucb_core.data.pool import load_pool
+    from clusterucb_core.data.load import load_pool
 
     table, topic = topic_table()
     path = tmp_path / "pool.jsonl"
