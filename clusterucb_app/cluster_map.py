@@ -62,6 +62,7 @@ def _figure(ws: Any, xy: np.ndarray, labels: np.ndarray, names: dict[int, str], 
         scores, title = _scores(ws, len(labels), colour)
         fig = pr.cluster_map(xy, scores, kind="continuous", title=title,
                              color_title="score", overlays=overlays)
+    fig = map_context.grey_unselected(fig)  # rows outside a box or lasso stay, in grey
     st.session_state["_cl_fig"] = (sig, fig)
     return fig
 
@@ -107,8 +108,6 @@ def map_fragment(ws: Any, cs: Any, pool: Any, clustering: str, xy: np.ndarray) -
         find.finder(FOUND, pool, find.features_of(ws, cs), seed_rows=picked)
     hits = find.found(FOUND)
     fig = _figure(ws, xy, labels, names, pool, led, colour)
-    if len(picked):
-        fig = map_context.grey_outside(fig, picked)  # a copy: the cached base stays as it is
     if hits:
         fig = go.Figure(fig)  # a copy: the cached base stays without highlights
         fig.add_trace(find.highlight_trace(xy, hits["rows"], f"found: {hits['label']}"))

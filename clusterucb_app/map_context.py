@@ -23,20 +23,17 @@ from clusterucb_app import marks, ui
 GREY = "#c9c9c9"
 
 
-def grey_outside(fig: go.Figure, picked: np.ndarray) -> go.Figure:
-    """A copy of ``fig`` where each trace's points outside ``picked`` are grey and faint (the
-    figure given, often cached, is left as it was)."""
-    out = go.Figure(fig)
-    picked = np.asarray(picked, dtype=np.int64)
-    for trace in out.data:
-        rows = getattr(trace, "customdata", None)
-        if rows is None:
-            continue
-        inside = np.flatnonzero(np.isin(np.asarray(rows).reshape(-1), picked))
-        trace.selectedpoints = inside.tolist()
-        trace.unselected = {"marker": {"color": GREY, "opacity": 0.35}}
-        trace.selected = {"marker": {"opacity": 1.0}}
-    return out
+def grey_unselected(fig: go.Figure) -> go.Figure:
+    """``fig`` with every trace styled to grey out the points outside a selection.
+
+    The browser (plotly.js) applies the style when the user draws a box or lasso, so the
+    figure's spec stays the same whatever is selected: a spec that changed with the selection
+    would make Streamlit see a new chart and drop the selection on the next rerun."""
+    for trace in fig.data:
+        if getattr(trace, "customdata", None) is not None:
+            trace.unselected = {"marker": {"color": GREY, "opacity": 0.35}}
+            trace.selected = {"marker": {"opacity": 1.0}}
+    return fig
 
 
 def row_panel(pool: Any, row: int, labels: np.ndarray, names: dict[int, str], led: Any) -> None:

@@ -29,9 +29,9 @@ import numpy as np
 from clusterucb_core.config import LoraSpec, ModelSpec, WarmupSpec, to_dict
 from clusterucb_core.data.formatting import collate, encode_chats
 from clusterucb_core.data.pool import Pool, chats
+from clusterucb_core.features import gradients as G
 from clusterucb_core.features import memplan
 from clusterucb_core.features import model as M
-from clusterucb_core.features.gradients import row_losses
 from clusterucb_core.runtime import atomic
 from clusterucb_core.runtime.progress import Progress, report
 
@@ -217,7 +217,7 @@ def _accumulate(model, rows: list, micro: int, pad_id: int, device) -> float:
     for lo in range(0, len(rows), micro):
         batch = collate(rows[lo:lo + micro], pad_id)
         batch = {k: v.to(device) for k, v in batch.items()}
-        per_row, _ = row_losses(model, batch)
+        per_row, _ = G.row_losses(model, batch)
         loss = per_row.sum() / len(rows)
         loss.backward()
         total += float(loss.detach())
