@@ -111,7 +111,7 @@ def test_demo_flow(page, server, request):
             has_text="Settings").first.click()
     start.click()
     idle(page)
-    page.get_by_role("button", name="Cold start").click()
+    page.get_by_role("button", name="Cold start", exact=True).click()
     idle(page, timeout=600)
     page.get_by_role("button", name="Step N rounds").click()  # N defaults to 10
     idle(page, timeout=600)

@@ -108,7 +108,7 @@ def test_playground_play_and_reveal(page, server):
     go(page, server, "playground")
     no_error(page)
     wait_until(page, lambda: _rows_scored(page) == [0, 0], "two fresh runs")
-    page.get_by_role("button", name="Cold start").click()
+    page.get_by_role("button", name="Cold start", exact=True).click()
     wait_until(page, lambda: len(set(_rows_scored(page))) == 1 and _rows_scored(page)[0] > 0,
                "both cold starts")
     idle(page)
