@@ -120,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--pools", default="demo,flan_mmlu,syn0,syn1")
+    ap.add_argument("--quick", action="store_true",
+                    help="3 seeds on the two synthetic pools (checks the bench runs)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.pools = 3, "syn0,syn1"
     print(audit_line([p.strip() for p in args.pools.split(",") if p.strip()], args.seeds))
     return 0
 

@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true",
+                    help="8 rounds and one 128-row chunk a case (checks the bench runs)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix="bench_lazy_rows_")) / "ws"
@@ -45,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     eng = Pipeline(cfg, log=None).reward_engines[0]
     rng = np.random.default_rng(0)
     n = eng.store().n_rows
-    chunks = [eng.encode(np.arange(c * 128, (c + 1) * 128)) for c in range(3)]
-    rounds = [eng.encode(np.sort(rng.choice(n, 8, replace=False))) for _ in range(24)]
+    chunks = [eng.encode(np.arange(c * 128, (c + 1) * 128)) for c in range(1 if args.quick else 3)]
+    rounds = [eng.encode(np.sort(rng.choice(n, 8, replace=False)))
+              for _ in range(8 if args.quick else 24)]
     pairs = [rounds[i] + rounds[i + 1] for i in range(0, len(rounds), 2)]
     cases = {"exhaustive": (chunks, False), "lazy padded": (rounds, False),
              "lazy packed": (rounds, True), "exhaustive packed": (chunks, True),

@@ -46,7 +46,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workspace", default=str(DEMO_DIR / "demo_workspace"))
     ap.add_argument("--clusters")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--quick", action="store_true", help="one seed (checks the bench runs)")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds = 1
     labels, scores, feats, desc = load(args.workspace, args.clusters)
     print(desc)
     means = {}

@@ -12,7 +12,7 @@ with RDS+ fed in one of two ways:
 Neither is a product option (neither helped enough, see the README), so the cold start is
 changed here by reordering the run's per-cluster draw order before its first round.
 
-    python bench/bench_rds_prior.py FEATURES SCORES RDS [SEEDS] [VARIANTS]
+    python bench/rds_prior.py FEATURES SCORES RDS [SEEDS] [VARIANTS]
 
 FEATURES: the cluster-feature store folder (or a .npy), SCORES: exhaustive scores (.npy),
 RDS: RDS+ scores (.npy, e.g. W/scores/rds.npy); VARIANTS: comma-separated, default
