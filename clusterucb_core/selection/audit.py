@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from clusterucb_core.selection.run import cluster_order
+from clusterucb_core.selection.run import LedgerView, cluster_order
 from clusterucb_core.selection.surrogate import RewardModel
 
 FOLDS = 5
@@ -174,7 +174,9 @@ def audit_result(result: Any, features: np.ndarray | None = None, **kw: Any) -> 
 
 def audit_run(run: Any, features: np.ndarray | None = None, ledger: Any = None,
               **kw: Any) -> Audit | None:
-    """The audit of a SelectionRun's current selection; the features default to the run's
-    own (present when its draw order reads them)."""
-    return audit_result(run.result(ledger), run.features if features is None else features,
+    """The audit of a SelectionRun's own top-p (no hand edits, unless `ledger` is given: pins
+    beyond the slots would make a curated set's mass share exceed 1); the features default to
+    the run's own (present when its draw order reads them)."""
+    view = LedgerView() if ledger is None else ledger
+    return audit_result(run.result(view), run.features if features is None else features,
                         **kw)

@@ -112,3 +112,21 @@ def test_one_subtask_taking_a_max_rule_selection_is_said():
     assert takeover({"snarks": 111}, "max") is None  # one subtask: nothing to take from
     assert takeover({"a": 5, "b": 5}, "max") is None  # half is not more than half
     assert counts_of([3, 4, 5, 9], {3: "a", 4: "b", 5: "a"}, ["a", "b"]) == {"a": 2, "b": 1}
+
+
+def test_the_meter_audits_the_bandits_own_selection_not_the_pins():
+    """Pins beyond the slots made the curated set's estimated mass share 3.6."""
+    from clusterucb_core.config import SelectionSpec
+    from clusterucb_core.selection.audit import audit_run
+    from clusterucb_core.selection.oracle import TableOracle
+    from clusterucb_core.selection.run import LedgerView, SelectionRun
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 8, 2000)
+    scores = rng.normal(size=8)[labels] + 0.3 * rng.normal(size=2000)
+    run = SelectionRun(labels, TableOracle(scores), SelectionSpec(cold_start=0.1, budget=0.3))
+    run.run_to_end()
+    worst = frozenset(int(r) for r in np.argsort(scores)[:4 * run.n_top])
+    own = audit_run(run)
+    pinned = audit_run(run, ledger=LedgerView(pinned=worst))
+    assert own.mass_share.value <= 1.05 and own.recall.value > pinned.recall.value
