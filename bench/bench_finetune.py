@@ -47,8 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from clusterucb_core.config import DEMO_DIR  # noqa: E402
-from clusterucb_core.features.influence import influence_scores  # noqa: E402
 from clusterucb_core.runtime import atomic  # noqa: E402
+from clusterucb_core.selection.rds import rds_scores  # noqa: E402
 
 CACHE = ROOT / "bench" / ".cache" / "finetune"
 _REAL_CANDIDATES = [ROOT.parent / "shared" / "data" / "real",
@@ -63,14 +63,6 @@ RDS, BASE = "RDS+", "base (no fine-tune)"
 
 
 # ----------------------------------------------------------------------------- subsets
-def rds_scores(pool_features: np.ndarray, target_features: np.ndarray,
-               subtasks: np.ndarray) -> np.ndarray:
-    """RDS+ scores: max over subtasks of the mean cosine of a row's hidden state to the
-    subtask's examples' (the same reduction as LESS, on hidden states instead of gradients).
-    Same signature as `clusterucb_core.selection.rds.rds_scores`, which can replace it."""
-    return influence_scores(pool_features, target_features, subtasks)
-
-
 def target_hidden_features(pipe, target) -> tuple[np.ndarray, np.ndarray]:
     """The target examples' features in the cluster-feature space (same model, pooling,
     layers and length cap as the pool's store): [M, d] and subtask codes [M]."""
